@@ -1,0 +1,186 @@
+"""One entry point for every network the stages train: EfficientNets and the baselines.
+
+A `ModelSpec` is everything needed to rebuild a network (it is saved beside the weights):
+the architecture, the EfficientNet multipliers, the input resolution, the regime. Specs
+come from names (`spec_for_name`), from the compound rule (`compound_spec`), or from the
+scaling study; `build_model` turns a spec into an `nn.Module` with a `.resolution`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import models as tv
+
+from effnet.efficientnet import B0_RESOLUTION, PUBLISHED, compound_scaling, efficientnet, published_dropout
+
+EFFICIENTNET_NAMES = tuple(f"efficientnet_{v}" for v in PUBLISHED)  # efficientnet_b0 .. efficientnet_b7
+BASELINE_NAMES = ("resnet50", "resnet152", "densenet201")
+MODEL_NAMES = EFFICIENTNET_NAMES + BASELINE_NAMES
+REGIMES = ("cifar", "imagenet")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A buildable network. For baselines `width`, `depth` and `dropout` are unused."""
+
+    name: str  # e.g. efficientnet_b3, efficientnet_phi2.5, width_4x, resnet50
+    arch: str  # 'efficientnet' or one of BASELINE_NAMES
+    resolution: int  # input side the network is trained and evaluated at
+    regime: str = "cifar"
+    cifar_downsample: int = 8
+    num_classes: int = 100
+    width: float = 1.0
+    depth: float = 1.0
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        return cls(**d)
+
+
+def _base_resolution(regime: str, base_resolution: int) -> int:
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+    return B0_RESOLUTION if regime == "imagenet" else base_resolution
+
+
+def published_spec(variant: str, *, regime: str = "cifar", cifar_downsample: int = 8, num_classes: int = 100,
+                   base_resolution: int = 32) -> ModelSpec:
+    """B0-B7 from the published table; on CIFAR the resolution is scaled by the same ratio to 224."""
+    if variant not in PUBLISHED:
+        raise ValueError(f"unknown EfficientNet variant {variant!r}; allowed: {', '.join(PUBLISHED)}")
+    v = PUBLISHED[variant]
+    base = _base_resolution(regime, base_resolution)
+    return ModelSpec(name=f"efficientnet_{variant}", arch="efficientnet", resolution=int(round(v.resolution * base / B0_RESOLUTION)),
+                     regime=regime, cifar_downsample=cifar_downsample, num_classes=num_classes,
+                     width=v.width, depth=v.depth, dropout=v.dropout)
+
+
+def compound_spec(phi: float, coefficients: tuple[float, float, float], *, name: str | None = None, regime: str = "cifar",
+                  cifar_downsample: int = 8, num_classes: int = 100, base_resolution: int = 32) -> ModelSpec:
+    """B0 compound-scaled at `phi` by (alpha, beta, gamma) (Eq. 3); dropout follows `published_dropout`."""
+    alpha, beta, gamma = coefficients
+    s = compound_scaling(alpha, beta, gamma, phi, _base_resolution(regime, base_resolution))
+    return ModelSpec(name=name or f"efficientnet_phi{phi:g}", arch="efficientnet", resolution=s.resolution, regime=regime,
+                     cifar_downsample=cifar_downsample, num_classes=num_classes, width=s.width, depth=s.depth,
+                     dropout=published_dropout(phi))
+
+
+def baseline_spec(arch: str, *, regime: str = "cifar", num_classes: int = 100, base_resolution: int = 32) -> ModelSpec:
+    if arch not in BASELINE_NAMES:
+        raise ValueError(f"unknown baseline {arch!r}; allowed: {', '.join(BASELINE_NAMES)}")
+    return ModelSpec(name=arch, arch=arch, resolution=_base_resolution(regime, base_resolution), regime=regime, num_classes=num_classes)
+
+
+def spec_for_name(name: str, *, regime: str = "cifar", cifar_downsample: int = 8, num_classes: int = 100,
+                  base_resolution: int = 32, coefficients: tuple[float, float, float] | None = None) -> ModelSpec:
+    """The spec of a train-matrix item.
+
+    `efficientnet_bN` is B0 compound-scaled at phi = N by `coefficients` when they are
+    given (the searched ones), else the published table's bN.
+    """
+    if name in BASELINE_NAMES:
+        return baseline_spec(name, regime=regime, num_classes=num_classes, base_resolution=base_resolution)
+    if name in EFFICIENTNET_NAMES:
+        variant = name.removeprefix("efficientnet_")
+        if coefficients is None:
+            return published_spec(variant, regime=regime, cifar_downsample=cifar_downsample, num_classes=num_classes,
+                                  base_resolution=base_resolution)
+        return compound_spec(float(variant[1:]), coefficients, name=name, regime=regime, cifar_downsample=cifar_downsample,
+                             num_classes=num_classes, base_resolution=base_resolution)
+    raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
+
+
+def _cifar_resnet(model: tv.ResNet) -> tv.ResNet:
+    # The stem of the strong CIFAR ResNets (He et al., 2016, Sec. 4.2): 3x3 stride-1, no max-pool.
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _cifar_densenet(model: tv.DenseNet) -> tv.DenseNet:
+    # Same adaptation for DenseNet (Huang et al., 2017, CIFAR variant): 3x3 stride-1 stem, no pooling.
+    model.features.conv0 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.features.conv0.weight)
+    model.features.pool0 = nn.Identity()
+    return model
+
+
+def build_model(spec: ModelSpec, *, drop_path_rate: float = 0.2) -> nn.Module:
+    """Build the network of `spec` (randomly initialised) with `.resolution` and `.spec` set."""
+    if spec.regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {spec.regime!r}")
+    if spec.arch == "efficientnet":
+        model: nn.Module = efficientnet(spec.width, spec.depth, spec.resolution, spec.dropout, num_classes=spec.num_classes,
+                                        regime=spec.regime, cifar_downsample=spec.cifar_downsample, drop_path_rate=drop_path_rate)
+    elif spec.arch in ("resnet50", "resnet152"):
+        model = getattr(tv, spec.arch)(weights=None, num_classes=spec.num_classes)
+        if spec.regime == "cifar":
+            model = _cifar_resnet(model)
+    elif spec.arch == "densenet201":
+        model = tv.densenet201(weights=None, num_classes=spec.num_classes)
+        if spec.regime == "cifar":
+            model = _cifar_densenet(model)
+    else:
+        raise ValueError(f"unknown architecture {spec.arch!r}; allowed: efficientnet, {', '.join(BASELINE_NAMES)}")
+    model.resolution = spec.resolution
+    model.spec = spec
+    return model
+
+
+def last_conv_stage(model: nn.Module) -> nn.Module:
+    """The last convolutional stage, whose activations Grad-CAM weighs (paper Figure 7)."""
+    arch = model.spec.arch
+    if arch == "efficientnet":
+        return model.features[-1]  # the 1x1 head convolution before pooling
+    if arch in ("resnet50", "resnet152"):
+        return model.layer4
+    return model.features  # DenseNet: the last dense block through norm5
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, resolution: int | None = None) -> int:
+    """Multiply-adds of one forward pass at `resolution` (default: the model's own), as the paper counts.
+
+    Uses fvcore (every convolution, including depthwise and the squeeze-and-excitation
+    1x1 convolutions, the classifier, BatchNorm and pooling). fvcore is not installed on
+    the bare GPU machine; there torch's own FlopCounterMode (convolutions and matrix
+    products, halved to multiply-adds) is used instead and the result is about 1-3% lower.
+    """
+    resolution = resolution or model.resolution
+    device = next(model.parameters()).device
+    x = torch.zeros(1, 3, resolution, resolution, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        try:
+            from fvcore.nn import FlopCountAnalysis
+        except ImportError:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(x)
+            return counter.get_total_flops() // 2
+        analysis = FlopCountAnalysis(model, x)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return int(analysis.total())
+    finally:
+        model.train(was_training)
+
+
+def describe(spec: ModelSpec) -> dict[str, Any]:
+    """Parameters and FLOPs of a spec (built on the CPU for the count)."""
+    model = build_model(spec)
+    return {"name": spec.name, "regime": spec.regime, "resolution": spec.resolution, "params": count_parameters(model),
+            "flops": count_flops(model)}

@@ -1,0 +1,97 @@
+"""Baselines with CIFAR stems, the model registry, FLOPs counting."""
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+from torchvision import models as tv
+
+from effnet.models import (BASELINE_NAMES, MODEL_NAMES, baseline_spec, build_model, compound_spec, count_flops,
+                           count_parameters, last_conv_stage, spec_for_name)
+
+
+def test_cifar_resnet_stem_keeps_32x32_until_layer2():
+    model = build_model(baseline_spec("resnet50")).eval()
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, nn.Identity)
+    x = torch.zeros(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x))))).shape[-1] == 32
+        assert model(x).shape == (2, 100)
+        side = model.layer4(model.layer3(model.layer2(model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x))))))))
+    assert side.shape[-1] == 4  # 8x downsampling, like the CIFAR EfficientNets
+
+
+def test_cifar_densenet_stem():
+    with torch.device("meta"):
+        model = build_model(baseline_spec("densenet201"))
+    assert model.features.conv0.kernel_size == (3, 3) and model.features.conv0.stride == (1, 1)
+    assert isinstance(model.features.pool0, nn.Identity)
+    with torch.device("meta"):
+        out = model.features(torch.zeros(1, 3, 32, 32))
+    assert out.shape[-1] == 4
+
+
+@pytest.mark.parametrize("arch", BASELINE_NAMES)
+def test_imagenet_regime_is_torchvision_unchanged(arch):
+    with torch.device("meta"):
+        ours = build_model(baseline_spec(arch, regime="imagenet", num_classes=1000))
+        ref = getattr(tv, arch)()
+    assert ours.resolution == 224
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
+
+
+def test_every_name_builds_with_its_resolution():
+    for name in MODEL_NAMES:
+        spec = spec_for_name(name)
+        with torch.device("meta"):
+            model = build_model(spec)
+        assert model.resolution == spec.resolution and model.spec == spec
+    assert [spec_for_name(f"efficientnet_b{i}").resolution for i in range(8)] == [32, 34, 37, 43, 54, 65, 75, 86]
+
+
+def test_searched_coefficients_give_compound_b0_to_b7():
+    coefficients = (1.2, 1.1, 1.15)
+    b3 = spec_for_name("efficientnet_b3", coefficients=coefficients)
+    assert b3 == compound_spec(3.0, coefficients, name="efficientnet_b3")
+    assert b3.depth == pytest.approx(1.2**3) and b3.width == pytest.approx(1.1**3) and b3.resolution == round(32 * 1.15**3)
+    assert spec_for_name("resnet50", coefficients=coefficients) == baseline_spec("resnet50")
+
+
+def test_unknown_names_list_the_allowed_ones():
+    with pytest.raises(ValueError, match="efficientnet_b0.*resnet152"):
+        spec_for_name("efficientnet_b9")
+    with pytest.raises(ValueError, match="regime"):
+        spec_for_name("resnet50", regime="mnist")
+
+
+def test_spec_round_trips_through_a_dict():
+    spec = compound_spec(2.5, (1.2, 1.1, 1.15))
+    assert type(spec).from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("name, channels", [("efficientnet_b0", 1280), ("resnet50", 2048), ("densenet201", 1920)])
+def test_last_conv_stage_is_the_last_spatial_layer(name, channels):
+    model = build_model(spec_for_name(name)).eval()
+    seen = []
+    last_conv_stage(model).register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, model.resolution, model.resolution))
+    assert seen == [torch.Size([1, channels, 4, 4])]
+
+
+def test_flops_without_fvcore_fall_back_to_torch_counter(monkeypatch):
+    model = build_model(spec_for_name("efficientnet_b0"))
+    with_fvcore = count_flops(model)
+    monkeypatch.setitem(sys.modules, "fvcore.nn", None)  # as on the bare GPU machine
+    without = count_flops(model)
+    assert without != with_fvcore
+    assert without == pytest.approx(with_fvcore, rel=0.05)
+    assert model.training  # counting leaves the mode as it was
+
+
+def test_cifar_flops_scale_with_resolution_squared():
+    model = build_model(spec_for_name("efficientnet_b0"))
+    assert count_flops(model, 64) == pytest.approx(4 * count_flops(model, 32), rel=0.02)
+    assert count_parameters(model) == 4_135_648  # B0 with a 100-class classifier
