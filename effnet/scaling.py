@@ -1,0 +1,99 @@
+"""Single-dimension against compound scaling at matched FLOPs (paper Section 3.2, Figure 3, Figure 8).
+
+B0 is scaled along one dimension (depth only, width only, resolution only) or by the
+compound rule, each to a multiple of B0's FLOPs. FLOPs are a step function of the
+multiplier (repeats round up, channels round to multiples of 8, resolutions are whole
+pixels), so each multiplier is found by bisection on the measured FLOPs of the real
+network, and the nearest network is kept; `match_flops` reports how near it came.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from effnet.models import ModelSpec, compound_spec, spec_flops
+
+STRATEGIES = ("depth", "width", "resolution", "compound")
+
+
+@dataclass(frozen=True)
+class Matched:
+    spec: ModelSpec
+    multiplier: float  # depth, width, resolution (pixels) or phi, per strategy
+    flops: int
+    target_flops: float
+
+    @property
+    def relative_error(self) -> float:
+        return self.flops / self.target_flops - 1.0
+
+
+def scaled_spec(strategy: str, multiplier: float, base: ModelSpec, coefficients: tuple[float, float, float] | None = None,
+                name: str | None = None) -> ModelSpec:
+    """B0 (`base`) scaled along one strategy by `multiplier` (phi for 'compound')."""
+    if strategy == "depth":
+        return replace(base, name=name or base.name, depth=base.depth * multiplier)
+    if strategy == "width":
+        return replace(base, name=name or base.name, width=base.width * multiplier)
+    if strategy == "resolution":
+        return replace(base, name=name or base.name, resolution=int(round(multiplier)))
+    if strategy == "compound":
+        if coefficients is None:
+            raise ValueError("compound scaling needs the (alpha, beta, gamma) coefficients")
+        return compound_spec(multiplier, coefficients, name=name, regime=base.regime, cifar_downsample=base.cifar_downsample,
+                             num_classes=base.num_classes, base_resolution=base.resolution)
+    raise ValueError(f"unknown scaling strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+
+
+def match_flops(strategy: str, target: float, base: ModelSpec, coefficients: tuple[float, float, float] | None = None,
+                flops_fn: Callable[[ModelSpec], int] = spec_flops, iterations: int = 14) -> Matched:
+    """The `strategy`-scaled B0 whose FLOPs are nearest `target` x B0's FLOPs.
+
+    Bisection on the multiplier (FLOPs never decrease as it grows); every network measured
+    on the way is a candidate and the one nearest the target wins. The dropout stays B0's
+    except for 'compound', which follows the published B0-B7 dropout over phi.
+    """
+    if target < 1.0:
+        raise ValueError(f"a FLOPs target is a multiple of B0's FLOPs >= 1, got {target}")
+    name = f"{strategy}_{target:g}x"
+    base_flops = flops_fn(base)
+    goal = target * base_flops
+    cache: dict[float, tuple[ModelSpec, int]] = {}
+
+    def measure(x: float) -> int:
+        if x not in cache:
+            spec = scaled_spec(strategy, x, base, coefficients, name)
+            cache[x] = (spec, flops_fn(spec))
+        return cache[x][1]
+
+    if strategy == "compound":
+        # The rule predicts FLOPs ~ (alpha beta^2 gamma^2)^phi; the real networks grow faster
+        # at small phi, since ceil(repeats * depth) adds a block to every stage as soon as
+        # depth > 1. FLOPs never decrease with phi, so bisection over [0, ...] finds the match.
+        alpha, beta, gamma = coefficients or (0.0, 0.0, 0.0)
+        growth = alpha * beta**2 * gamma**2
+        predicted = math.log(target) / math.log(growth) if growth > 1 else 1.0
+        low, high, step = 0.0, predicted + 0.5, 0.5
+    elif strategy == "resolution":
+        predicted = base.resolution * math.sqrt(target)  # FLOPs grow with the square of the side
+        low, high, step = float(base.resolution), float(math.ceil(predicted)) + 1.0, predicted
+    else:
+        predicted = target if strategy == "depth" else math.sqrt(target)
+        low, high, step = 1.0, predicted * 1.25, predicted
+    while measure(high) < goal:
+        low, high = high, high + step
+    for _ in range(iterations):
+        if strategy == "resolution" and high - low <= 1:
+            break
+        mid = (low + high) / 2.0
+        if strategy == "resolution":
+            mid = float(int(mid))
+        if measure(mid) < goal:
+            low = mid
+        else:
+            high = mid
+    best = min(cache, key=lambda x: (abs(cache[x][1] - goal), abs(x - predicted)))
+    spec, flops = cache[best]
+    return Matched(spec=spec, multiplier=best, flops=flops, target_flops=goal)
