@@ -229,6 +229,7 @@ class CamConfig:
     """`cam:`: Grad-CAM figure (paper Figure 7) and the faithfulness comparison."""
 
     methods: tuple[str, ...] = ("gradcam", "gradcam++")
+    flops_target: float = 4.0  # which matched-FLOPs models of the scaling study the figure compares
     figure_images: int = 6  # rows of the figure, one per class
     faithfulness_images: int = 300  # test images averaged over in the faithfulness table
     seed: int = 0
@@ -238,6 +239,7 @@ class CamConfig:
         _require(len(self.methods) > 0, "cam.methods", f"must list at least one of {', '.join(allowed)}")
         for method in self.methods:
             _check_choice(method, "cam.methods", allowed)
+        _check_number(self.flops_target, "cam.flops_target", 1.0)
         _check_int(self.figure_images, "cam.figure_images", 1)
         _check_int(self.faithfulness_images, "cam.faithfulness_images", 1)
         _check_int(self.seed, "cam.seed", 0)
@@ -297,7 +299,11 @@ def params_from_dict(raw: Any) -> Params:
         if name not in raw:
             raise ConfigError(f"params.yaml: missing section '{name}'")
         values[name] = _build(hints[name], raw[name], name)
-    return Params(**values)
+    params = Params(**values)
+    _require(params.cam.flops_target in params.scaling.flops_targets, "cam.flops_target",
+             f"must be one of scaling.flops_targets ({', '.join(f'{t:g}' for t in params.scaling.flops_targets)}), "
+             f"got {params.cam.flops_target:g}")
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -36,6 +36,7 @@ def test_params_yaml_loads_and_matches_the_library_defaults(raw):
     (("search", "alpha", "min"), 0.9, r"'search.alpha.min' must be >= 1.0"),
     (("cam", "methods"), ["gradcam", "magic"], r"'cam.methods' must be one of"),
     (("scaling", "flops_targets"), [], r"'scaling.flops_targets' must list"),
+    (("cam", "flops_target"), 3.0, r"'cam.flops_target' must be one of scaling.flops_targets \(2, 4, 8\), got 3"),
 ])
 def test_bad_values_are_named(raw, path, value, message):
     bad = copy.deepcopy(raw)
