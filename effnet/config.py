@@ -218,9 +218,11 @@ class EvaluateConfig:
 
     batch_size: int = 500
     throughput_batches: int = 10  # timed inference batches (after warmup) for images/s
+    images_per_class: int = 0  # evaluate on a seeded per-class subset of val and test (0 = all; smoke runs)
 
     def __post_init__(self) -> None:
         _check_int(self.batch_size, "evaluate.batch_size", 1)
+        _check_int(self.images_per_class, "evaluate.images_per_class", 0)
         _check_int(self.throughput_batches, "evaluate.throughput_batches", 1)
 
 
