@@ -1,0 +1,90 @@
+"""Helpers shared by the stage scripts: clean errors, model specs from params, DVCLive logging.
+
+Stage scripts put the project root on `sys.path` before importing this module (they are
+started as `python stages/x.py` or under torchrun, neither of which adds it), e.g.
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from stages.common import run_stage
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from effnet.config import ConfigError, Params
+from effnet.download import DataError
+from effnet.models import EFFICIENTNET_NAMES, ModelSpec, spec_for_name
+from effnet.search import SearchError
+from effnet.train import TrainingError
+
+# Errors whose message already says what went wrong and what to do: shown as one line.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, SearchError, TrainingError, ValueError,
+                                                    FileNotFoundError)
+
+
+def run_stage(main: Callable[[], int | None]) -> int:
+    """Run a stage's `main`; an expected error becomes `error: <message>` on stderr and exit status 1."""
+    try:
+        return main() or 0
+    except EXPECTED_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def read_coefficients(path: Path) -> tuple[float, float, float]:
+    """(alpha, beta, gamma) from the search stage's JSON (keys `alpha`, `beta`, `gamma`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; run the search stage first (dvc repro search), "
+                                "or set network.efficientnet_scaling: published")
+    try:
+        record = json.loads(path.read_text())
+        return (float(record["alpha"]), float(record["beta"]), float(record["gamma"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: expected a JSON object with numbers alpha, beta, gamma ({error})") from None
+
+
+def model_spec(name: str, params: Params, coefficients_path: Path | None) -> ModelSpec:
+    """The spec of a train-matrix item under `network:` of params.yaml.
+
+    EfficientNets use the searched coefficients (from `coefficients_path`) when
+    `network.efficientnet_scaling` is 'searched', the published table otherwise; the
+    baselines never read the coefficients.
+    """
+    net = params.network
+    coefficients = None
+    if name in EFFICIENTNET_NAMES and net.efficientnet_scaling == "searched":
+        if coefficients_path is None:
+            raise ValueError(f"{name} with network.efficientnet_scaling: searched needs --coefficients (the search result)")
+        coefficients = read_coefficients(coefficients_path)
+    return spec_for_name(name, regime=net.regime, cifar_downsample=net.cifar_downsample, num_classes=net.num_classes,
+                         base_resolution=net.base_resolution, coefficients=coefficients)
+
+
+def open_live(directory: Path, *, params: dict[str, Any]) -> Any:
+    """A DVCLive logger for `directory`, started afresh, that leaves dvc.yaml and the experiments alone.
+
+    Always `resume=False`: a resumed training run replays the epochs of its checkpoint
+    through the callback (see `effnet.train.train`), so the curves come out whole, without
+    the gaps or repeated steps that appending to the old files could leave after a kill.
+    Imported here, not at module level, so that only rank 0 of a training run needs dvclive.
+    """
+    from dvclive import Live
+
+    live = Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)
+    live.log_params(params)
+    return live
+
+
+def live_callback(live: Any) -> Callable[[int, dict[str, float]], None]:
+    """A `train(callback=...)` that logs one DVCLive step per epoch (step = epoch - 1)."""
+    def log(epoch: int, metrics: dict[str, float]) -> None:
+        live.step = epoch - 1
+        for key, value in metrics.items():
+            live.log_metric(key, value)
+        live.next_step()
+
+    return log
