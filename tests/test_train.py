@@ -1,0 +1,436 @@
+"""The trainer: recipe, precision, failures, checkpoints and resumption, DDP, the train stage.
+
+Everything runs on the CPU with small synthetic data: a tiny EfficientNet (width 0.25, one
+block per stage) for the library, B0 at 8x8 for the stage run end to end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import effnet.train as train_module
+from effnet.config import TrainConfig
+from effnet.data import SPLITS
+from effnet.distributed import Distributed
+from effnet.models import MODEL_NAMES, ModelSpec, build_model
+from effnet.train import (
+    CHECKPOINT_NAME, METRIC_KEYS, TrainingError, autocast_dtype, load_weights, lr_factor, make_optimizer, make_scheduler,
+    read_weights, save_weights, train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+
+TINY = ModelSpec(name="tiny", arch="efficientnet", resolution=16, width=0.25, depth=0.34, dropout=0.1)
+# A short recipe for the synthetic data (100 classes, 8 training images each).
+QUICK = TrainConfig(epochs=2, train_per_class=1, batch_size=25, lr=0.4, warmup_epochs=0.5, precision="fp32",
+                    eval_batch_size=100, ema_decay=0.9)
+
+
+def noise_data_dir(path: Path, classes: int, per_class: int, seed: int = 0) -> Path:
+    """A prepared data directory of random images: only memorisation can fit it."""
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", per_class), ("val", 2)):
+        labels = np.repeat(np.arange(classes), n).astype(np.int64)
+        images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
+        np.savez(path / f"{split}.npz", images=images, fine_labels=labels, coarse_labels=labels)
+    (path / "meta.json").write_text(json.dumps({"mean": [0.5, 0.5, 0.5], "std": [0.29, 0.29, 0.29]}))
+    return path
+
+
+def all_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------------------
+# the recipe
+# --------------------------------------------------------------------------------------
+
+
+def test_schedule_warms_up_linearly_then_reaches_exactly_zero_at_the_last_step():
+    total, warmup = 100, 10
+    factors = [lr_factor(s, total, warmup) for s in range(total)]
+    assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    assert factors[warmup - 1] == 1.0 and factors[warmup] == 1.0
+    assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1:]))  # cosine: never rises
+    assert factors[-1] == 0.0  # exactly
+    assert factors[total // 2 + warmup // 2] == pytest.approx(0.5, abs=0.02)  # half way down the cosine
+    assert lr_factor(0, 5, 0) == 1.0 and lr_factor(4, 5, 0) == 0.0
+    assert [lr_factor(s, 5, 50) for s in range(5)] == pytest.approx([1 / 3, 2 / 3, 1, 1, 0])  # warmup cut short
+    assert lr_factor(0, 1, 0) == 1.0 and lr_factor(1, 2, 0) == 0.0
+
+    # the same through the optimiser, stepped once per optimiser step
+    model = build_model(TINY)
+    optimizer = make_optimizer(model, QUICK)
+    scheduler = make_scheduler(optimizer, total, warmup)
+    peak = QUICK.lr * QUICK.batch_size / 256
+    seen = []
+    for _ in range(total):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen[0] == pytest.approx(peak / warmup)
+    assert max(seen) == pytest.approx(peak)
+    assert seen[-1] == 0.0
+
+
+def test_no_weight_decay_on_batchnorm_and_biases():
+    model = build_model(TINY)
+    optimizer = make_optimizer(model, QUICK)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == QUICK.weight_decay and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"])  # convolution and linear weights
+    norm_and_bias = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    norm_and_bias |= {id(m.bias) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+                      and m.bias is not None}
+    assert {id(p) for p in no_decay["params"]} == norm_and_bias
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_learning_rate_scales_with_the_global_batch_and_optimizers_are_the_papers():
+    model = build_model(TINY)
+    for batch in (64, 256, 1024):
+        cfg = replace(QUICK, batch_size=batch, lr=0.2)
+        assert make_optimizer(model, cfg).param_groups[0]["lr"] == pytest.approx(0.2 * batch / 256)
+    sgd = make_optimizer(model, QUICK)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+    rmsprop = make_optimizer(model, replace(QUICK, optimizer="rmsprop"))
+    assert isinstance(rmsprop, torch.optim.RMSprop)
+    assert (rmsprop.defaults["alpha"], rmsprop.defaults["eps"], rmsprop.defaults["momentum"]) == (0.9, 1e-3, 0.9)
+
+
+def test_precision_rule():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert autocast_dtype("bf16", cuda) == torch.bfloat16
+    assert autocast_dtype("fp16", cuda) == torch.float16
+    assert autocast_dtype("fp32", cuda) is None
+    assert autocast_dtype("bf16", cpu) is None  # params.yaml's bf16 means GPUs
+    assert autocast_dtype("bf16", cpu, cpu_bf16=True) == torch.bfloat16
+    assert autocast_dtype("fp16", cpu, cpu_bf16=True) is None
+
+
+# --------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------
+
+
+def test_tiny_efficientnet_overfits_a_few_dozen_images(tmp_path):
+    data = noise_data_dir(tmp_path / "data", classes=8, per_class=6)  # 48 random images
+    spec = replace(TINY, num_classes=8, dropout=0.0)
+    cfg = TrainConfig(epochs=25, batch_size=16, lr=0.8, warmup_epochs=0.0, label_smoothing=0.0, weight_decay=0.0,
+                      ema_decay=0.0, drop_path_rate=0.0, crop_padding=0, hflip=False, precision="fp32",
+                      eval_batch_size=100)
+    result = train(spec, cfg, data, checkpoint_dir=tmp_path / "ck", progress=False)
+    first, last = result.history[0], result.history[-1]
+    assert last["train/loss"] < 0.2 * first["train/loss"]
+    assert last["train/top1"] >= 0.9
+    assert len(result.history) == 25 and last["lr"] == 0.0
+    assert not result.model.training
+
+
+def test_train_logs_every_epoch_reads_no_test_split_and_keeps_the_ema(prepared_data_dir, tmp_path, monkeypatch):
+    splits = []
+    original = train_module.load_split
+    monkeypatch.setattr(train_module, "load_split", lambda d, s: splits.append(s) or original(d, s))
+    logged = []
+    result = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False,
+                   callback=lambda epoch, metrics: logged.append((epoch, metrics)))
+    assert "test" not in splits and set(splits) <= set(SPLITS)
+    assert [e for e, _ in logged] == [1, 2]
+    assert all(tuple(m) == METRIC_KEYS for _, m in logged)
+    assert all(0.0 <= m[k] <= 1.0 for _, m in logged for k in METRIC_KEYS if "top" in k)
+    assert result.metrics == {"epoch": 2, **logged[-1][1]}
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.ema is not None and not result.ema.training
+    raw, ema = result.model.state_dict(), result.ema.state_dict()
+    assert raw.keys() == ema.keys() and not all_equal(raw, ema)
+    assert (tmp_path / "ck" / CHECKPOINT_NAME).is_file()  # removing it is the caller's job
+
+    # the weights file: exactly these keys, EMA loaded by default, raw on request
+    path = tmp_path / "models" / "model.pt"
+    save_weights(path, result, TINY, QUICK)
+    payload = read_weights(path)
+    assert set(payload) == {"spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s", "train_config"}
+    assert payload["spec"] == TINY.to_dict() and payload["train_config"]["lr"] == QUICK.lr
+    assert all_equal(load_weights(path).state_dict(), {k: v.cpu() for k, v in ema.items()})
+    assert all_equal(load_weights(path, ema=False).state_dict(), {k: v.cpu() for k, v in raw.items()})
+    assert not load_weights(path).training and load_weights(path).spec == TINY
+
+
+def test_ema_disabled_is_none(prepared_data_dir, tmp_path):
+    result = train(TINY, replace(QUICK, epochs=1, ema_decay=0.0), prepared_data_dir, checkpoint_dir=tmp_path / "ck",
+                   progress=False)
+    assert result.ema is None
+    assert result.metrics["val/top1_ema"] == result.metrics["val/top1"]
+    save_weights(tmp_path / "model.pt", result, TINY, QUICK)
+    assert read_weights(tmp_path / "model.pt")["ema_state_dict"] is None
+    assert all_equal(load_weights(tmp_path / "model.pt").state_dict(), result.model.state_dict())
+
+
+def _hooked_build_model(hook):
+    def build(spec, **kwargs):
+        model = build_model(spec, **kwargs)
+        model.register_forward_hook(hook)
+        return model
+
+    return build
+
+
+def test_bf16_autocast_runs_on_the_cpu(prepared_data_dir, tmp_path, monkeypatch):
+    dtypes = []
+    monkeypatch.setattr(train_module, "build_model",
+                        _hooked_build_model(lambda module, inputs, output: dtypes.append(output.dtype) if module.training else None))
+    cfg = replace(QUICK, epochs=1, precision="bf16")
+    result = train(TINY, cfg, prepared_data_dir, checkpoint_dir=tmp_path / "bf16", progress=False, cpu_bf16=True)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert math.isfinite(result.metrics["train/loss"])
+    dtypes.clear()
+    train(TINY, cfg, prepared_data_dir, checkpoint_dir=tmp_path / "fp32", progress=False)  # CPU default: fp32
+    assert set(dtypes) == {torch.float32}
+
+
+def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(prepared_data_dir, tmp_path, monkeypatch):
+    steps = 100 // QUICK.batch_size  # train_per_class 1: 100 images, 4 steps per epoch
+    calls = []
+
+    def poison(module, inputs, output):
+        if module.training:
+            calls.append(1)
+            if len(calls) == steps + 3:  # epoch 2, step 3
+                return output * float("nan")
+
+    monkeypatch.setattr(train_module, "build_model", _hooked_build_model(poison))
+    with pytest.raises(TrainingError, match=r"epoch 2, step 3 of 4") as error:
+        train(TINY, replace(QUICK, epochs=3), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert "last good checkpoint" in str(error.value)
+    checkpoint = torch.load(tmp_path / "ck" / CHECKPOINT_NAME, weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+
+
+def test_out_of_memory_names_the_model_and_the_batch_size(prepared_data_dir, tmp_path, monkeypatch):
+    def oom(module, inputs, output):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_module, "build_model", _hooked_build_model(oom))
+    with pytest.raises(TrainingError, match=r"tiny.*train\.batch_size 25.*-S train\.batch_size=12"):
+        train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+
+
+def test_finished_checkpoint_is_reused_and_other_settings_start_afresh(prepared_data_dir, tmp_path, capsys):
+    checkpoints = tmp_path / "ck"
+    first = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=checkpoints, progress=True)
+    again = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=checkpoints, progress=True)  # nothing left to train
+    assert "resuming after epoch 2 of 2" in capsys.readouterr().out
+    assert all_equal(first.model.state_dict(), again.model.state_dict())
+    assert again.history == first.history
+
+    other = train(TINY, replace(QUICK, lr=0.1, epochs=1), prepared_data_dir, checkpoint_dir=checkpoints, progress=True)
+    out = capsys.readouterr().out
+    assert "other settings" in out and "train.lr: 0.4 -> 0.1" in out and "starting afresh" in out
+    assert len(other.history) == 1
+    assert torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
+
+
+def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
+    dist = Distributed(rank=0, world_size=2)
+    with pytest.raises(TrainingError, match="does not divide over 2 processes"):
+        train(TINY, replace(QUICK, batch_size=25), prepared_data_dir, checkpoint_dir=tmp_path, dist=dist, progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# the stage: resumption after SIGKILL, errors
+# --------------------------------------------------------------------------------------
+
+
+def _stage_params(tmp_path: Path, **train_overrides) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["network"].update(base_resolution=8, efficientnet_scaling="published")  # B0 at 8x8
+    params["train"].update(epochs=6, train_per_class=2, batch_size=50, warmup_epochs=1.0, precision="fp32",
+                           eval_batch_size=200, **train_overrides)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _stage_command(params: Path, data: Path, run: Path) -> list[str]:
+    return [PYTHON, str(ROOT / "stages" / "train.py"), "--model", "efficientnet_b0", "--params", str(params),
+            "--data", str(data), "--out", str(run / "model"), "--live", str(run / "live"),
+            "--checkpoints", str(run / "checkpoints")]
+
+
+@pytest.mark.slow
+def test_stage_killed_mid_run_resumes_bit_for_bit(prepared_data_dir, tmp_path):
+    params = _stage_params(tmp_path)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+
+    whole = tmp_path / "whole"
+    done = subprocess.run(_stage_command(params, prepared_data_dir, whole), capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not (whole / "checkpoints").exists()  # removed once model.pt is written
+
+    killed = tmp_path / "killed"
+    checkpoint = killed / "checkpoints" / CHECKPOINT_NAME
+    process = subprocess.Popen(_stage_command(params, prepared_data_dir, killed), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= finished < 6 and not (killed / "model" / "model.pt").exists()
+
+    resumed = subprocess.run(_stage_command(params, prepared_data_dir, killed), capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+
+    a, b = read_weights(whole / "model" / "model.pt"), read_weights(killed / "model" / "model.pt")
+    assert all_equal(a["state_dict"], b["state_dict"])
+    assert all_equal(a["ema_state_dict"], b["ema_state_dict"])
+    for key in ("train/loss", "train/top1", "val/top1", "val/top1_ema", "lr"):
+        assert [h[key] for h in a["history"]] == [h[key] for h in b["history"]]
+
+    # DVCLive: one row per epoch, none lost or repeated across the kill
+    for run in (whole, killed):
+        rows = (run / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+        assert [r.split("\t")[0] for r in rows[1:]] == [str(s) for s in range(6)]
+        assert json.loads((run / "live" / "metrics.json").read_text())["step"] == 5
+        assert (run / "live" / "params.yaml").is_file()
+
+
+def _load_stage():
+    spec = importlib.util.spec_from_file_location("stage_train", ROOT / "stages" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_rejects_a_misspelt_param_before_training(prepared_data_dir, tmp_path, capsys):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["epoch"] = params["train"].pop("epochs")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    status = _load_stage().main(["--model", "resnet50", "--params", str(path), "--data", str(prepared_data_dir),
+                                 "--out", str(tmp_path / "m"), "--live", str(tmp_path / "l"),
+                                 "--checkpoints", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("error:") and "train.epoch" in err
+    assert not any((tmp_path / d).exists() for d in ("m", "l", "c"))
+
+
+def test_stage_rejects_an_unknown_model_listing_the_allowed_ones(capsys):
+    assert _load_stage().main(["--model", "efficientnet_b9"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "efficientnet_b9" in err
+    assert all(name in err for name in MODEL_NAMES)
+
+
+def test_stage_needs_the_search_result_for_searched_efficientnets(tmp_path, capsys):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["network"]["efficientnet_scaling"] = "searched"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    stage = _load_stage()
+    assert stage.main(["--model", "efficientnet_b1", "--params", str(path), "--coefficients", str(tmp_path / "none.json")]) == 1
+    assert "run the search stage first" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------
+# two processes under torchrun
+# --------------------------------------------------------------------------------------
+
+DDP_DRIVER = r'''
+import json, os, sys
+from dataclasses import replace
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import torch
+import effnet.train as train_module
+from effnet.config import TrainConfig
+from effnet.data import DeviceLoader
+from effnet.distributed import cleanup, init_distributed
+from effnet.models import ModelSpec
+
+seen = []
+
+class Recording(DeviceLoader):
+    """Yields the real labels but records which training images (by index) this rank drew."""
+
+    def __init__(self, images, labels, **kwargs):
+        super().__init__(images, labels, **kwargs)
+        if self.train:
+            self.true_labels, self.labels = self.labels, torch.arange(self.size)
+
+    def __iter__(self):
+        if not self.train:
+            yield from super().__iter__()
+            return
+        epoch = []
+        seen.append(epoch)
+        for images, index in super().__iter__():
+            epoch.extend(index.tolist())
+            yield images, self.true_labels[index]
+
+train_module.DeviceLoader = Recording
+dist = init_distributed()
+spec = ModelSpec(name="tiny", arch="efficientnet", resolution=16, width=0.25, depth=0.34, dropout=0.1)
+cfg = TrainConfig(epochs=2, train_per_class=2, batch_size=50, lr=0.4, warmup_epochs=0.5, precision="fp32",
+                  eval_batch_size=100, ema_decay=0.9)
+logged = []
+out = Path(sys.argv[3])
+result = train_module.train(spec, cfg, Path(sys.argv[2]), checkpoint_dir=out / "ck", dist=dist, progress=False,
+                            callback=lambda e, m: logged.append(e))
+torch.save({"model": result.model.state_dict(), "ema": result.ema.state_dict(), "metrics": result.metrics},
+           out / f"rank{dist.rank}.pt")
+(out / f"rank{dist.rank}.json").write_text(json.dumps({"seen": seen, "logged": logged, "world": dist.world_size}))
+cleanup()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found")
+def test_two_processes_under_torchrun_split_the_data_and_end_identical(prepared_data_dir, tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DDP_DRIVER)
+    done = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node=2", str(driver), str(ROOT),
+                           str(prepared_data_dir), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    assert ranks[0]["logged"] == [1, 2] and ranks[1]["logged"] == []  # only rank 0 logs
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 2
+    for epoch in range(2):
+        a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]
+        assert len(a) == len(b) == 100  # 200 images, global batch 50: 4 steps of 25 per rank
+        assert len(set(a)) == 100 and not set(a) & set(b)
+        assert set(a) | set(b) == set(range(200))
+    assert ranks[0]["seen"][0] != ranks[0]["seen"][1]  # reshuffled every epoch
+
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all_equal(states[0]["model"], states[1]["model"])
+    assert all_equal(states[0]["ema"], states[1]["ema"])
+    assert states[0]["metrics"] == pytest.approx(
+        {**states[1]["metrics"], "images_per_s": states[0]["metrics"]["images_per_s"],
+         "epoch_time_s": states[0]["metrics"]["epoch_time_s"]})
