@@ -380,6 +380,65 @@ def _format(epoch: int, epochs: int, m: dict[str, float]) -> str:
             f"lr {m['lr']:.4g}  {m['images_per_s']:,.0f} img/s  {m['epoch_time_s']:.1f} s")
 
 
+@dataclass
+class TrainState:
+    """The live objects of one run and its optimiser step (used by `train` and the benchmark)."""
+
+    model: nn.Module  # the raw network (its state_dict is what gets saved)
+    forward: nn.Module  # `model`, wrapped in DDP and/or compiled, for the training forward pass
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    ema: EMA | None
+    grad_clip: float
+    amp_dtype: torch.dtype | None
+    device: torch.device
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, num_updates: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a batch; returns the detached (loss, logits). Never synchronises with the host."""
+        with _autocast(self.device, self.amp_dtype):
+            logits = self.forward(images)  # (B, num_classes)
+        loss = self.criterion(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)  # with fp16 the scaler reads its inf check on the host: its one sync
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model, num_updates)
+        return loss.detach(), logits.detach()
+
+
+def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device, total_steps: int, warmup_steps: int,
+                     amp_dtype: torch.dtype | None, dist: Distributed | None = None) -> TrainState:
+    """Build the network (seeded by `cfg.seed`, so identical on every rank), optimiser, schedule, scaler and EMA.
+
+    channels_last when `cfg.channels_last`; DDP when there is more than one process;
+    `torch.compile` of the training forward when `cfg.compile`. Load a checkpoint into
+    `.model` etc. before the first step; DDP keeps ranks equal as long as all load the same.
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, drop_path_rate=cfg.drop_path_rate).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    forward: nn.Module = model
+    if dist is not None and dist.world_size > 1:
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        forward = torch.compile(forward)
+    return TrainState(
+        model=model, forward=forward, criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        optimizer=optimizer, scheduler=make_scheduler(optimizer, total_steps, warmup_steps),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        ema=EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None, grad_clip=cfg.grad_clip, amp_dtype=amp_dtype,
+        device=device)
+
+
 def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: Path, callback: Callback | None = None,
           dist: Distributed | None = None, progress: bool = True, cpu_bf16: bool = False) -> TrainResult:
     """Train `spec` with recipe `cfg` on the train split of `data_dir`, validating on its val split.
@@ -421,7 +480,6 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     amp_dtype = autocast_dtype(cfg.precision, device, cpu_bf16=cpu_bf16)
-    use_scaler = amp_dtype == torch.float16
 
     # data: train and val only; the test split is for the evaluate stage
     meta = load_meta(data_dir)
@@ -442,16 +500,9 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     total_steps = steps * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps))
 
-    # model, optimiser, schedule, EMA: identical on every rank (same seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(spec, drop_path_rate=cfg.drop_path_rate).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, total_steps, warmup_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    state = make_train_state(spec, cfg, device=device, total_steps=total_steps, warmup_steps=warmup_steps,
+                             amp_dtype=amp_dtype, dist=dist)
+    model, optimizer, scheduler, scaler, ema = state.model, state.optimizer, state.scheduler, state.scaler, state.ema
 
     # resume
     start_epoch, history, train_time_s = 0, [], 0.0
@@ -477,12 +528,6 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
                     callback(int(entry["epoch"]), {k: entry[k] for k in METRIC_KEYS})
         del checkpoint
 
-    forward = model
-    if dist.world_size > 1:
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        forward = torch.compile(forward)
-
     bar_enabled = progress and dist.is_main and sys.stderr.isatty()
     phase = "training"
     try:
@@ -498,23 +543,10 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
             with _progress_bar(steps, f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", bar_enabled) as bar:
                 for step, (images, labels) in enumerate(train_loader):
                     lr = optimizer.param_groups[0]["lr"]  # a Python float: the rate this step uses
-                    with _autocast(device, amp_dtype):
-                        logits = forward(images)  # (B, num_classes)
-                    loss = criterion(logits.float(), labels)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip > 0:
-                        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    if ema is not None:
-                        ema.update(model, epoch * steps + step)
+                    loss, logits = state.step(images, labels, epoch * steps + step)
                     # running sums on the device; the first non-finite step is kept with arithmetic, not a branch
-                    loss = loss.detach()
                     loss_sum += loss
-                    correct += (logits.detach().argmax(dim=1) == labels).sum()
+                    correct += (logits.argmax(dim=1) == labels).sum()
                     bad = (~torch.isfinite(loss)).long()
                     first_bad = torch.minimum(first_bad, bad * step + (1 - bad) * steps)
                     bar.update()
