@@ -9,16 +9,18 @@ started as `python stages/x.py` or under torchrun, neither of which adds it), e.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from effnet.config import ConfigError, Params
+from effnet.config import ConfigError, Params, TrainConfig
+from effnet.distributed import cleanup, init_distributed
 from effnet.download import DataError
 from effnet.models import EFFICIENTNET_NAMES, ModelSpec, spec_for_name
 from effnet.search import SearchError
-from effnet.train import TrainingError
+from effnet.train import TrainingError, TrainResult, remove_checkpoint, save_weights, train
 
 # Errors whose message already says what went wrong and what to do: shown as one line.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, SearchError, TrainingError, ValueError,
@@ -88,3 +90,33 @@ def live_callback(live: Any) -> Callable[[int, dict[str, float]], None]:
         live.next_step()
 
     return log
+
+
+def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, live_dir: Path, checkpoints: Path,
+                   extra: dict[str, Any] | None = None) -> TrainResult:
+    """The body of every training stage, under torchrun or as one process.
+
+    Joins the process group (if torchrun started several processes), trains with resumable
+    checkpoints in `checkpoints`, and on rank 0 logs each epoch to DVCLive in `live_dir`
+    (params: the spec, the recipe and `extra`), writes `out/model.pt` and only then removes
+    the checkpoints. Returns the result on every rank.
+    """
+    dist = init_distributed()
+    try:
+        live = None
+        if dist.is_main:
+            print(f"{spec.name}: {spec.arch} width {spec.width:g} depth {spec.depth:g} at {spec.resolution}x{spec.resolution}, "
+                  f"{cfg.epochs} epochs, batch {cfg.batch_size} over {dist.world_size} process(es) on {dist.device}")
+            live = open_live(live_dir, params={"model": spec.to_dict(), "train": dataclasses.asdict(cfg), **(extra or {})})
+        result = train(spec, cfg, data, checkpoint_dir=checkpoints, dist=dist,
+                       callback=live_callback(live) if live is not None else None)
+        if dist.is_main:
+            save_weights(Path(out) / "model.pt", result, spec, cfg)
+            remove_checkpoint(checkpoints)
+            live.end()
+            m = result.metrics
+            print(f"wrote {Path(out) / 'model.pt'}: val top-1 {m['val/top1']:.4f} (EMA {m['val/top1_ema']:.4f}) "
+                  f"in {result.train_time_s:.0f} s")
+        return result
+    finally:
+        cleanup()

@@ -14,17 +14,14 @@ deletes the checkpoints. Also runs without torchrun, as one process.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
 from effnet.config import load_params  # noqa: E402
-from effnet.distributed import cleanup, init_distributed  # noqa: E402
 from effnet.models import MODEL_NAMES  # noqa: E402
-from effnet.train import remove_checkpoint, save_weights, train  # noqa: E402
-from stages.common import live_callback, model_spec, open_live, run_stage  # noqa: E402
+from stages.common import model_spec, run_stage, train_and_save  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,24 +34,7 @@ def run(args: argparse.Namespace) -> int:
     live_dir = args.live or Path("dvclive") / args.model
     checkpoints = args.checkpoints or Path("checkpoints") / args.model
 
-    dist = init_distributed()
-    try:
-        live = None
-        if dist.is_main:
-            print(f"{spec.name}: {spec.arch} width {spec.width:g} depth {spec.depth:g} at {spec.resolution}x{spec.resolution}, "
-                  f"{cfg.epochs} epochs, batch {cfg.batch_size} over {dist.world_size} process(es) on {dist.device}")
-            live = open_live(live_dir, params={"model": spec.to_dict(), "train": dataclasses.asdict(cfg)})
-        result = train(spec, cfg, args.data, checkpoint_dir=checkpoints, dist=dist,
-                       callback=live_callback(live) if live is not None else None)
-        if dist.is_main:
-            save_weights(out / "model.pt", result, spec, cfg)
-            remove_checkpoint(checkpoints)
-            live.end()
-            m = result.metrics
-            print(f"wrote {out / 'model.pt'}: val top-1 {m['val/top1']:.4f} (EMA {m['val/top1_ema']:.4f}) "
-                  f"after {result.train_time_s:.0f} s")
-    finally:
-        cleanup()
+    train_and_save(spec, cfg, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints)
     return 0
 
 
