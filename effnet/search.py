@@ -16,12 +16,12 @@ import hashlib
 import itertools
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from effnet.config import PAPER_COEFFICIENTS, SearchConfig
+from effnet.io import write_json
 
 
 class SearchError(ValueError):
@@ -80,23 +80,19 @@ def fingerprint(settings: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def run_search(candidates: Iterable[Candidate], train_candidate: Callable[[Candidate], dict[str, Any]],
                results_dir: Path, settings_fingerprint: str,
-               on_result: Callable[[dict[str, Any], bool], None] | None = None) -> list[dict[str, Any]]:
+               on_result: Callable[[dict[str, Any], bool], None] | None = None, write: bool = True) -> list[dict[str, Any]]:
     """Train every candidate not already finished under the same settings; return all records.
 
     `train_candidate` returns the candidate's measurements (validation accuracy, params,
     FLOPs, time); this function adds the coefficients and the constraint and writes the
     record to `results_dir/<key>.json` before moving on. `on_result(record, reused)` is told
-    of each record, trained or reused.
+    of each record, trained or reused. Under DDP every rank runs the loop (training is
+    collective) and only rank 0 passes `write=True`.
     """
-    results_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        results_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for candidate in candidates:
         path = results_dir / f"{candidate.key}.json"
@@ -111,7 +107,8 @@ def run_search(candidates: Iterable[Candidate], train_candidate: Callable[[Candi
         record = {"alpha": candidate.alpha, "beta": candidate.beta, "gamma": candidate.gamma,
                   "constraint": candidate.constraint, "paper": candidate.is_paper, **measured,
                   "fingerprint": settings_fingerprint}
-        _write_json_atomic(path, record)
+        if write:
+            write_json(path, record)
         records.append(record)
         if on_result:
             on_result(record, False)
