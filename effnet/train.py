@@ -302,12 +302,17 @@ def remove_checkpoint(checkpoint_dir: Path) -> None:
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
-def save_weights(path: Path, result: TrainResult, spec: ModelSpec, cfg: TrainConfig) -> None:
+_WEIGHT_KEYS = ("spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s", "train_config")
+
+
+def save_weights(path: Path, result: TrainResult, spec: ModelSpec, cfg: TrainConfig,
+                 extra: dict[str, Any] | None = None) -> None:
     """Write the trained network to `path` (atomically), for the evaluate and cam stages.
 
     Keys: spec (ModelSpec.to_dict), state_dict (raw weights), ema_state_dict (or None),
-    metrics, history, train_time_s, train_config (TrainConfig as a dict). Every tensor is
-    moved to the CPU, so the file loads anywhere with `torch.load(..., weights_only=True)`.
+    metrics, history, train_time_s, train_config (TrainConfig as a dict), plus the stage's
+    `extra` entries (e.g. the scaling study's "matched" record). Every tensor is moved to the
+    CPU, so the file loads anywhere with `torch.load(..., weights_only=True)`.
     """
     def cpu(module: nn.Module | None) -> dict[str, torch.Tensor] | None:
         return None if module is None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
@@ -320,6 +325,7 @@ def save_weights(path: Path, result: TrainResult, spec: ModelSpec, cfg: TrainCon
         "history": [dict(h) for h in result.history],
         "train_time_s": float(result.train_time_s),
         "train_config": dataclasses.asdict(cfg),
+        **{k: v for k, v in (extra or {}).items() if k not in _WEIGHT_KEYS},
     }, Path(path))
 
 

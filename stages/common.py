@@ -111,7 +111,7 @@ def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, 
         result = train(spec, cfg, data, checkpoint_dir=checkpoints, dist=dist,
                        callback=live_callback(live) if live is not None else None)
         if dist.is_main:
-            save_weights(Path(out) / "model.pt", result, spec, cfg)
+            save_weights(Path(out) / "model.pt", result, spec, cfg, extra)
             remove_checkpoint(checkpoints)
             live.end()
             m = result.metrics

@@ -1,0 +1,55 @@
+"""DVC stage `train_phi`: one EfficientNet compound-scaled at any real phi (`dvc exp run -S model.phi=4`).
+
+    torchrun --standalone --nproc-per-node=<GPUs, or 1> stages/train_phi.py
+        [--params params.yaml] [--data data/cifar100] [--out models/efficientnet_phi]
+        [--live dvclive/efficientnet_phi] [--checkpoints checkpoints/efficientnet_phi]
+        [--coefficients metrics/search.json]
+
+B0 scaled by depth alpha^phi, width beta^phi and resolution gamma^phi (Eq. 3) with the
+searched coefficients, or the paper's (1.2, 1.1, 1.15) when `network.efficientnet_scaling`
+is 'published'; dropout follows the published B0-B7 rates interpolated in phi. Trained with
+the recipe and budget of `train:`. Only this stage reads `model:`, so changing `model.phi`
+retrains this one network and nothing else of the matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+
+from effnet.config import PAPER_COEFFICIENTS, load_params  # noqa: E402
+from effnet.models import compound_spec  # noqa: E402
+from stages.common import read_coefficients, run_stage, train_and_save  # noqa: E402
+
+
+def run(args: argparse.Namespace) -> int:
+    params = load_params(args.params)  # a bad key (or phi < 0) stops here, before anything starts
+    net = params.network
+    searched = net.efficientnet_scaling == "searched"
+    coefficients = read_coefficients(args.coefficients) if searched else PAPER_COEFFICIENTS
+    spec = compound_spec(params.model.phi, coefficients, regime=net.regime, cifar_downsample=net.cifar_downsample,
+                         num_classes=net.num_classes, base_resolution=net.base_resolution)
+    print(f"phi = {params.model.phi:g} with {'searched' if searched else 'the paper'}'s (alpha, beta, gamma) = "
+          f"({coefficients[0]:g}, {coefficients[1]:g}, {coefficients[2]:g})")
+    train_and_save(spec, params.train, data=args.data, out=args.out, live_dir=args.live, checkpoints=args.checkpoints,
+                   extra={"phi": params.model.phi, "coefficients": list(coefficients)})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
+    parser.add_argument("--out", default="models/efficientnet_phi", type=Path, help="directory of model.pt")
+    parser.add_argument("--live", default="dvclive/efficientnet_phi", type=Path, help="DVCLive directory")
+    parser.add_argument("--checkpoints", default="checkpoints/efficientnet_phi", type=Path, help="resumable checkpoints")
+    parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result")
+    args = parser.parse_args(argv)
+    return run_stage(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""DVC stages `scale_*`: B0 scaled by one dimension or by the compound rule at matched FLOPs (Figure 3, 8).
+
+    torchrun --standalone --nproc-per-node=<GPUs, or 1> stages/train_scaling.py --strategy depth --target 4
+    torchrun ... stages/train_scaling.py --strategy baseline      # B0 itself, with the same budget
+        [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>]
+        [--params params.yaml] [--data data/cifar100] [--coefficients metrics/search.json]
+
+The strategy's multiplier (depth, width, resolution or phi) is solved so that the network's
+measured FLOPs lie within `scaling.tolerance` of `--target` x B0's; every model of the
+study, B0 included, trains with the recipe of `train:` and the budget of `scaling:`.
+Writes `--out`/model.pt (by default models/scaling/<strategy>_<target>x, or
+models/scaling/baseline for B0); the model is named after that directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+
+from effnet.config import load_params  # noqa: E402
+from effnet.models import spec_for_name  # noqa: E402
+from effnet.scaling import STRATEGIES, match_flops  # noqa: E402
+from stages.common import read_coefficients, run_stage, train_and_save  # noqa: E402
+
+
+def run(args: argparse.Namespace) -> int:
+    params = load_params(args.params)  # a bad key stops here, before anything starts
+    net, study = params.network, params.scaling
+    cfg = dataclasses.replace(params.train, epochs=study.epochs, train_per_class=study.train_per_class)
+    b0 = spec_for_name("efficientnet_b0", regime=net.regime, cifar_downsample=net.cifar_downsample,
+                       num_classes=net.num_classes, base_resolution=net.base_resolution)
+    name = args.out.name if args.out else ("baseline" if args.strategy == "baseline" else f"{args.strategy}_{args.target:g}x")
+    if args.strategy == "baseline":
+        spec, extra = b0, {"strategy": "baseline", "target": 1.0, "flops_ratio": 1.0}
+    else:
+        if args.target is None:
+            raise ValueError(f"--strategy {args.strategy} needs --target, a multiple of B0's FLOPs (scaling.flops_targets)")
+        coefficients = read_coefficients(args.coefficients) if args.strategy == "compound" else None
+        matched = match_flops(args.strategy, args.target, b0, coefficients)
+        if abs(matched.relative_error) > study.tolerance:
+            raise ValueError(f"{args.strategy} scaling gets no nearer than {matched.flops / (matched.target_flops / args.target):.2f}x "
+                             f"B0's FLOPs to the target {args.target:g}x (scaling.tolerance {study.tolerance:g}); "
+                             "raise scaling.tolerance or choose another target")
+        spec = matched.spec
+        extra = {"strategy": args.strategy, "target": args.target, "multiplier": matched.multiplier,
+                 "flops_ratio": args.target * (1 + matched.relative_error)}
+        print(f"{spec.name}: {args.strategy} multiplier {matched.multiplier:.4g} gives {extra['flops_ratio']:.3f}x B0's FLOPs")
+    spec = dataclasses.replace(spec, name=name)
+    train_and_save(spec, cfg, data=args.data, out=args.out or Path("models/scaling") / name,
+                   live_dir=args.live or Path("dvclive/scaling") / name, checkpoints=Path("checkpoints/scaling") / name,
+                   extra={"matched": extra})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategy", required=True, choices=("baseline",) + STRATEGIES)
+    parser.add_argument("--target", type=float, help="multiple of B0's FLOPs (not for baseline)")
+    parser.add_argument("--out", type=Path, help="directory of model.pt; its name is the model's")
+    parser.add_argument("--live", type=Path, help="DVCLive directory")
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
+    parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result (compound only)")
+    args = parser.parse_args(argv)
+    return run_stage(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
