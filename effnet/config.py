@@ -116,7 +116,7 @@ class TrainConfig:
     crop_padding: int = 4  # random-crop padding in pixels (at 32x32)
     hflip: bool = True
     cutout: int = 0  # side of the cutout square in pixels; 0 disables
-    precision: str = "bf16"  # 'bf16' | 'fp16' (with a gradient scaler) | 'fp32'; CPU runs use fp32 unless bf16 asked
+    precision: str = "bf16"  # CUDA: 'bf16' | 'fp16' (with a gradient scaler) | 'fp32'; CPU runs always use fp32
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (GPU)
     eval_batch_size: int = 1000
@@ -199,7 +199,7 @@ class ScalingConfig:
     """`scaling:`: single-dimension against compound scaling at matched FLOPs (Figure 3, Figure 8)."""
 
     flops_targets: tuple[float, ...] = (2.0, 4.0, 8.0)  # multiples of B0's FLOPs
-    tolerance: float = 0.1  # relative; a scaled model's FLOPs must be within this of its target
+    tolerance: float = 0.15  # relative; a scaled model's FLOPs must be within this of its target
     epochs: int = 30
     train_per_class: int = 0
 
