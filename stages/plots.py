@@ -1,0 +1,47 @@
+"""DVC stage `plots`: the paper's figures on CIFAR-100 as CSV data plots and PNGs.
+
+    python stages/plots.py [--params params.yaml] [--models-table metrics/models.csv]
+        [--search-table plots/search.csv] [--cam-table plots/cam_faithfulness.csv]
+        [--dvclive dvclive] [--out plots]
+
+Writes to `--out`: accuracy_vs_params.csv/.png and accuracy_vs_flops.csv/.png (Figure 1),
+val_vs_test.csv/.png, scaling.csv/.png (Figures 3 and 8), search.png, training_curves.png
+and cam_faithfulness.png. A missing input gives a note, a header-only CSV and a placeholder
+PNG, never a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+
+from effnet.config import load_params  # noqa: E402
+from effnet.plots import make_plots  # noqa: E402
+from stages.common import run_stage  # noqa: E402
+
+
+def run(args: argparse.Namespace) -> int:
+    load_params(args.params)  # no key is read, but a bad params.yaml stops here as in every stage
+    written = make_plots(models_table=args.models_table, search_table=args.search_table, cam_table=args.cam_table,
+                         dvclive_dir=args.dvclive, out_dir=args.out)
+    print(f"wrote {', '.join(str(p) for p in written.values())}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--models-table", default="metrics/models.csv", type=Path, help="the evaluate stage's table")
+    parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's table")
+    parser.add_argument("--cam-table", default="plots/cam_faithfulness.csv", type=Path, help="the cam stage's table")
+    parser.add_argument("--dvclive", default="dvclive", type=Path, help="DVCLive directories of the training runs")
+    parser.add_argument("--out", default="plots", type=Path)
+    args = parser.parse_args(argv)
+    return run_stage(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
