@@ -1,0 +1,210 @@
+"""The evaluate stage on synthetic data with tiny, randomly initialised weight files.
+
+`write_weights` and `TINY` are shared with the plots, cam and report tests: a weights file
+in the format of `effnet.train.save_weights`, made without training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from effnet.config import EvaluateConfig
+from effnet.data import DeviceLoader, load_meta, load_split
+from effnet.evaluate import COLUMNS, accuracy_keys, evaluate_all, find_models, predict, scaling_role, topk_accuracy
+from effnet.models import ModelSpec, build_model
+from effnet.plots import read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ModelSpec(name="tiny", arch="efficientnet", resolution=32, width=0.25, depth=0.25)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the tiny networks gain nothing from two, and lose a lot when the cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def stage_env() -> dict[str, str]:
+    """The environment for running a stage script in a subprocess, on one thread (see `one_thread`)."""
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@torch.no_grad()
+def calibrated(model: nn.Module) -> nn.Module:
+    """Set BatchNorm's running statistics from one batch of noise, as if trained.
+
+    A freshly built EfficientNet in eval mode (running mean 0, variance 1) has activations
+    that vanish with depth and scores equal for every image; after this its predictions and
+    maps differ from image to image.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average of the batches seen: here, one
+    model.train()
+    model(torch.randn(64, 3, model.resolution, model.resolution))
+    return model.eval()
+
+
+def write_weights(path: Path, spec: ModelSpec, *, seed: int = 0, ema: bool = True, extra: dict | None = None) -> Path:
+    """A `save_weights`-format file of `spec`, randomly initialised from `seed` (EMA: another draw), calibrated."""
+    torch.manual_seed(seed)
+    model = calibrated(build_model(spec))
+    ema_model = calibrated(build_model(spec)) if ema else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "spec": spec.to_dict(),
+        "state_dict": model.state_dict(),
+        "ema_state_dict": ema_model.state_dict() if ema_model is not None else None,
+        "metrics": {"val/top1": 0.01, "val/top1_ema": 0.01},
+        "history": [{"epoch": 1, "val/top1": 0.01}],
+        "train_time_s": 12.5,
+        "train_config": {"epochs": 1, "drop_path_rate": 0.2},
+        **(extra or {}),
+    }, path)
+    return path
+
+
+def write_params(root: Path, name: str = "params.yaml", **sections: dict) -> Path:
+    """params.yaml of the project with `sections` overriding single keys, e.g. evaluate={'batch_size': 64}."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    path = root / name
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_find_models_groups_and_scaling_roles(tmp_path: Path) -> None:
+    for name in ("efficientnet_b0", "resnet50", "efficientnet_phi", "scaling/baseline", "scaling/depth_2x", "mine"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "model.pt").touch()
+    found = {m.model: m.group for m in find_models(tmp_path)}
+    assert found == {"efficientnet_b0": "matrix", "resnet50": "matrix", "efficientnet_phi": "phi",
+                     "scaling/baseline": "scaling", "scaling/depth_2x": "scaling", "mine": "other"}
+    assert scaling_role("scaling/depth_2x", {}) == ("depth", 2.0)
+    assert scaling_role("scaling/baseline", {}) == ("baseline", 1.0)
+    # the weights file's own record wins over the directory name (e.g. 'depth_2.0x' from dvc.yaml's matrix)
+    assert scaling_role("scaling/x", {"matched": {"strategy": "width", "target": 4.0, "flops_ratio": 4.1}}) == ("width", 4.0)
+
+
+def test_topk_accuracy() -> None:
+    probs = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    assert topk_accuracy(probs, labels, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(probs, labels, 2) == pytest.approx(2 / 3)
+    assert topk_accuracy(probs, labels, 5) == 1.0  # k beyond the classes: every label is in
+
+
+class LeftHalf(nn.Module):
+    """Scores from the left half of the image only: not flip-invariant."""
+
+    resolution = 32
+
+    def __init__(self, mirror_invariant: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(3 * 32 * 16, 100)
+        self.mirror_invariant = mirror_invariant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mirror_invariant:
+            x = (x + x.flip(-1)) / 2
+        return self.linear(x[..., :16].flatten(1))
+
+
+def test_flip_tta_averages_the_mirrored_images(prepared_data_dir: Path) -> None:
+    meta, split = load_meta(prepared_data_dir), load_split(prepared_data_dir, "test")
+    loader = DeviceLoader(split.images, split.fine_labels, batch_size=64, train=False, mean=meta["mean"], std=meta["std"])
+    model = LeftHalf().eval()
+    probs, flipped, labels = predict(model, loader)
+    x = torch.cat([images for images, _ in loader])
+    with torch.no_grad():
+        expected = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+    torch.testing.assert_close(flipped, expected)
+    assert not torch.allclose(flipped, probs)  # the mirror image changed the scores
+    assert torch.equal(labels, torch.as_tensor(split.fine_labels))
+
+    probs, flipped, _ = predict(LeftHalf(mirror_invariant=True).eval(), loader)
+    torch.testing.assert_close(flipped, probs)  # a mirror-invariant network gains nothing from flipping
+
+
+def test_evaluate_all_writes_one_file_per_model_and_the_table(tmp_path: Path, prepared_data_dir: Path) -> None:
+    models = tmp_path / "models"
+    write_weights(models / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"), seed=0)
+    write_weights(models / "scaling" / "resolution_2x" / "model.pt", replace(TINY, name="resolution_2x", resolution=36),
+                  seed=1, ema=False, extra={"matched": {"strategy": "resolution", "target": 2.0, "flops_ratio": 1.9}})
+    seen = []
+    cfg = EvaluateConfig(batch_size=64, throughput_batches=1, images_per_class=0)
+    rows = evaluate_all(models, prepared_data_dir, cfg, metrics_dir=tmp_path / "metrics" / "models",
+                        table=tmp_path / "metrics" / "models.csv", log=seen.append)
+    assert len(seen) == 2
+
+    n_val, n_test = len(load_split(prepared_data_dir, "val")), len(load_split(prepared_data_dir, "test"))
+    for row in rows:
+        # every image once, per split
+        assert row["val/images"] == n_val and row["test/images"] == n_test
+        for split in ("val", "test"):
+            for key in accuracy_keys(split):
+                assert 0.0 <= row[key] <= 1.0
+                if "top5" in key:
+                    assert row[key] >= row[key.replace("top5", "top1")]
+        assert row["params"] > 0 and row["flops"] > 0 and row["throughput_images_per_s"] > 0
+        assert row["train_time_s"] == 12.5 and row["epochs"] == 1
+        on_disk = json.loads((tmp_path / "metrics" / "models" / f"{row['model']}.json").read_text())
+        assert set(on_disk) == set(COLUMNS)
+
+    b0, scaled = rows
+    assert (b0["group"], b0["strategy"], b0["has_ema"]) == ("matrix", "", True)
+    assert (scaled["group"], scaled["strategy"], scaled["target"], scaled["resolution"]) == ("scaling", "resolution", 2.0, 36)
+    assert scaled["test/top1_ema"] == scaled["test/top1"]  # no EMA in the file: the raw weights stand in
+
+    with (tmp_path / "metrics" / "models.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["model"] for r in table] == ["efficientnet_b0", "scaling/resolution_2x"]
+    assert list(table[0]) == list(COLUMNS)
+    assert read_table(tmp_path / "metrics" / "models.csv")[1]["target"] == 2.0
+
+
+def test_images_per_class_evaluates_a_stratified_subset(tmp_path: Path, prepared_data_dir: Path) -> None:
+    write_weights(tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"), ema=False)
+    cfg = EvaluateConfig(batch_size=50, throughput_batches=1, images_per_class=1)
+    (row,) = evaluate_all(tmp_path / "models", prepared_data_dir, cfg, metrics_dir=tmp_path / "m",
+                          table=tmp_path / "m.csv", log=lambda *_: None)
+    assert row["val/images"] == row["test/images"] == 100
+
+
+def test_stage_runs_and_rejects_bad_params(tmp_path: Path, prepared_data_dir: Path) -> None:
+    write_weights(tmp_path / "models" / "resnet50" / "model.pt", replace(TINY, name="resnet50"), ema=False)
+    params = write_params(tmp_path, evaluate={"batch_size": 100, "throughput_batches": 1})
+    args = [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--params", str(params), "--data", str(prepared_data_dir),
+            "--models", str(tmp_path / "models"), "--metrics", str(tmp_path / "metrics" / "models"),
+            "--table", str(tmp_path / "metrics" / "models.csv")]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=stage_env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "metrics" / "models" / "resnet50.json").read_text())["group"] == "matrix"
+
+    bad = write_params(tmp_path, "bad.yaml", evaluate={"batch_sise": 1})
+    done = subprocess.run(args[:3] + [str(bad)] + args[4:], capture_output=True, text=True, cwd=tmp_path, env=stage_env())
+    assert done.returncode == 1 and "error: " in done.stderr and "evaluate.batch_sise" in done.stderr
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    done = subprocess.run(args[:7] + [str(empty)] + args[8:], capture_output=True, text=True, cwd=tmp_path, env=stage_env())
+    assert done.returncode == 1 and "no model.pt" in done.stderr
