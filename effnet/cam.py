@@ -1,0 +1,318 @@
+"""Class activation maps of the scaling study (paper Figure 7) and how faithful they are.
+
+Figure 7 of the paper shows Grad-CAM maps of B0 scaled four ways to the same FLOPs: deeper,
+wider, at a higher resolution, and by the compound rule. Here the same comparison is drawn
+on CIFAR-100 test images from the trained weights of the scaling study
+(`models/scaling/{baseline, depth_<t>x, width_<t>x, resolution_<t>x, compound_<t>x}`,
+t = `cam.flops_target`), one figure per CAM method, through the `grad-cam` package: its
+methods, targeting the true class (`ClassifierOutputTarget`) at `last_conv_stage(model)`.
+
+The paper judges the maps by eye. We add a measure of their quality the paper does not
+have: faithfulness, i.e. does the network's confidence in the true class fall when the
+pixels a map calls relevant are removed, and stay when the irrelevant ones are? The
+package's ROAD metrics (Rong et al., 2022: Remove And Debias, pixels replaced by a noisy
+linear imputation of their neighbours; MoRF = most relevant first, LeRF = least relevant
+first, averaged over `ROAD_PERCENTILES`; combined = (LeRF - MoRF) / 2, higher is better) and
+its CamMultImageConfidenceChange (confidence change when the image is multiplied by the
+map) are averaged over `cam.faithfulness_images` seeded test images for every model of the
+study, with a random map (the package's RandomCAM) as the floor a method must beat.
+
+All networks take the same normalised 32x32 images: `AtResolution` puts the loader's
+bilinear resize to the network's resolution inside the forward pass, so the maps come out
+at 32x32 for every model (the package upsamples them to the input size) and ROAD removes
+the same 32x32 pixels whatever the resolution, which keeps the models comparable.
+
+pytorch_grad_cam and matplotlib are imported inside the functions that use them, so the
+rest of `effnet` runs without them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.config import CamConfig
+from effnet.data import DeviceLoader, load_meta, load_split
+from effnet.evaluate import find_models, scaling_role
+from effnet.io import write_csv, write_json
+from effnet.models import last_conv_stage
+from effnet.plots import pyplot, save_figure
+from effnet.train import load_weights, read_weights
+
+METHOD_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
+                  "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "random": "RandomCAM"}
+REFERENCE_METHOD = "random"  # random channel weights on the real activations: the floor of the faithfulness table
+FIGURE_STRATEGIES = ("baseline", "depth", "width", "resolution", "compound")  # the columns of Figure 7
+COLUMN_TITLES = {"baseline": "baseline (B0)", "depth": "deeper", "width": "wider", "resolution": "higher resolution",
+                 "compound": "compound scaling"}
+ROAD_PERCENTILES = (20, 40, 60, 80)  # % of pixels removed; the ROAD paper uses 10..90
+FAITHFULNESS_KEYS = ("road_morf", "road_lerf", "road_combined", "cam_mult_confidence_change")
+TABLE_COLUMNS = ("model", "strategy", "target", "flops_ratio", "method", *FAITHFULNESS_KEYS, "top1", "confidence",
+                 "images", "label")
+DISPLAY_SIZE = 128  # pixels per panel side in the figures
+IMAGE_SIZE = 32  # CIFAR's side: the size of every map
+
+
+class AtResolution(nn.Module):
+    """`model` preceded by the resize `DeviceLoader` applies: takes normalised 32x32 images.
+
+    Bilinear, no antialiasing, after normalisation, as in the loader, so the outputs equal
+    those of the model on the loader's images at its resolution.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.resolution = model.resolution
+        self.spec = model.spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) -> (B, classes)
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False,
+                              antialias=False)
+        return self.model(x)
+
+
+def load_cam_model(path: Path, device: torch.device | str = "cpu") -> AtResolution:
+    """The trained network of a weights file (EMA weights when present, as evaluated), taking 32x32 input."""
+    return AtResolution(load_weights(path, ema=True, device=device)).eval()
+
+
+def figure_indices(labels: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """Indices of `rows` test images, each of a different class, drawn with `seed`."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if rows > len(classes):
+        raise ValueError(f"cam.figure_images {rows} exceeds the {len(classes)} classes in the test split")
+    rng = np.random.default_rng([seed, 0])
+    chosen = rng.choice(classes, size=rows, replace=False)
+    return np.array([rng.choice(np.flatnonzero(labels == c)) for c in chosen])
+
+
+def faithfulness_indices(size: int, count: int, seed: int) -> np.ndarray:
+    """Sorted indices of `count` (at most `size`) images drawn with `seed`, independently of the figure's."""
+    rng = np.random.default_rng([seed, 1])
+    return np.sort(rng.choice(size, size=min(count, size), replace=False))
+
+
+def normalised_images(images: np.ndarray, mean: Any, std: Any, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, 32, 32, 3) -> normalised float (N, 3, 32, 32) on `device`, exactly as the evaluation loader."""
+    loader = DeviceLoader(images, np.zeros(len(images), dtype=np.int64), batch_size=max(1, len(images)), train=False,
+                          device=device, mean=mean, std=std, resolution=IMAGE_SIZE)
+    return torch.cat([x for x, _ in loader])
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Softmax of `model` over `images`, batched, on the CPU: (N, classes)."""
+    return torch.cat([model(images[i:i + batch_size]).float().softmax(dim=1).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def compute_cams(model: AtResolution, images: torch.Tensor, labels: np.ndarray, method: str,
+                 batch_size: int = 64) -> np.ndarray:
+    """Maps of `method` for the true classes `labels`: float32 (N, 32, 32) in [0, 1].
+
+    Targets the true class (`ClassifierOutputTarget`) at the last convolutional stage; the
+    package normalises each map to [0, 1] and upsamples it to the 32x32 input.
+    """
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if method not in METHOD_CLASSES:
+        raise ValueError(f"unknown CAM method {method!r}; allowed: {', '.join(METHOD_CLASSES)}")
+    cam = getattr(pytorch_grad_cam, METHOD_CLASSES[method])(model=model, target_layers=[last_conv_stage(model.model)])
+    try:
+        maps = []
+        for i in range(0, len(images), batch_size):
+            targets = [ClassifierOutputTarget(int(c)) for c in labels[i:i + batch_size]]
+            maps.append(cam(input_tensor=images[i:i + batch_size], targets=targets))
+    finally:
+        cam.activations_and_grads.release()  # not `with`: its __exit__ swallows IndexError
+    return np.clip(np.concatenate(maps).astype(np.float32), 0.0, 1.0)
+
+
+def faithfulness(model: nn.Module, images: torch.Tensor, labels: np.ndarray, cams: np.ndarray, *, seed: int = 0,
+                 batch_size: int = 64) -> dict[str, float]:
+    """Mean ROAD MoRF, LeRF, combined and CamMult confidence change of `cams` (softmax of the true class).
+
+    Each is a change in the true class's probability; MoRF should be negative (removing the
+    relevant pixels hurts), LeRF near zero, combined = (LeRF - MoRF) / 2 and the CamMult
+    change high for a faithful map. The imputation's noise is seeded with `seed`.
+    """
+    from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    metrics = {"road_morf": ROADMostRelevantFirstAverage(list(ROAD_PERCENTILES)),
+               "road_lerf": ROADLeastRelevantFirstAverage(list(ROAD_PERCENTILES)),
+               "cam_mult_confidence_change": CamMultImageConfidenceChange()}
+    torch.manual_seed(seed)
+    scores: dict[str, list[np.ndarray]] = {key: [] for key in metrics}
+    with warnings.catch_warnings():
+        # the package converts torch tensors with np.float32(...), which numpy 2 warns about
+        warnings.filterwarnings("ignore", message=".*__array_wrap__.*", category=DeprecationWarning)
+        for i in range(0, len(images), batch_size):
+            targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in labels[i:i + batch_size]]
+            for key, metric in metrics.items():
+                scores[key].append(np.asarray(metric(images[i:i + batch_size], cams[i:i + batch_size], targets, model),
+                                              dtype=np.float64).reshape(-1))
+    per_image = {key: np.concatenate(value) for key, value in scores.items()}
+    per_image["road_combined"] = (per_image["road_lerf"] - per_image["road_morf"]) / 2
+    return {key: float(per_image[key].mean()) for key in FAITHFULNESS_KEYS}
+
+
+@dataclass(frozen=True)
+class ScalingModel:
+    model: str  # the leaf name: baseline, depth_4x, ...
+    path: Path
+    strategy: str  # baseline, depth, width, resolution, compound
+    target: float  # multiple of B0's FLOPs aimed at (1 for the baseline)
+    flops_ratio: float  # reached (the weights file's `matched` record; the target when absent)
+
+
+def scaling_models(models_dir: Path) -> list[ScalingModel]:
+    """The scaling study's weights files, baseline first, then by strategy and target."""
+    found = []
+    for item in find_models(models_dir):
+        if item.group != "scaling":
+            continue
+        payload = read_weights(item.path)
+        role = scaling_role(item.model, payload)
+        if role is None:
+            continue
+        matched = payload.get("matched") if isinstance(payload.get("matched"), dict) else {}
+        found.append(ScalingModel(item.model.rsplit("/", 1)[-1], item.path, role[0], role[1],
+                                  float(matched.get("flops_ratio", role[1]))))
+    order = {s: i for i, s in enumerate(FIGURE_STRATEGIES)}
+    return sorted(found, key=lambda m: (order.get(m.strategy, len(order)), m.target, m.model))
+
+
+@dataclass
+class Panel:
+    """One model's column of the figure."""
+
+    title: str
+    cams: np.ndarray | None = None  # (rows, 32, 32)
+    probabilities: np.ndarray | None = None  # (rows, classes)
+
+
+def run_cam(models_dir: Path, data_dir: Path, cfg: CamConfig, *, cam_dir: Path, metrics_path: Path, table_path: Path,
+            device: torch.device | str = "cpu", batch_size: int = 64, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Figure 7 per method (`cam_dir/<method>.png`), faithfulness per model and method (`metrics_path`, `table_path`).
+
+    Without scaling-study models the figures say so and the table has a header only.
+    Returns the metrics written to `metrics_path`.
+    """
+    meta = load_meta(data_dir)
+    names = meta["fine_label_names"]
+    test = load_split(data_dir, "test")
+    models = scaling_models(models_dir)
+    fig_idx = figure_indices(test.fine_labels, cfg.figure_images, cfg.seed)
+    faith_idx = faithfulness_indices(len(test), cfg.faithfulness_images, cfg.seed)
+    fig_images = normalised_images(test.images[fig_idx], meta["mean"], meta["std"], device)
+    faith_images = normalised_images(test.images[faith_idx], meta["mean"], meta["std"], device)
+    fig_labels, faith_labels = test.fine_labels[fig_idx], test.fine_labels[faith_idx]
+
+    columns = {s: None for s in FIGURE_STRATEGIES}  # strategy -> the model drawn in the figure
+    for m in models:
+        if m.strategy == "baseline" or math.isclose(m.target, cfg.flops_target):
+            columns[m.strategy] = m
+    panels: dict[str, dict[str, Panel]] = {method: {} for method in cfg.methods}
+    metrics: dict[str, Any] = {}
+    rows = []
+    for m in models:
+        model = load_cam_model(m.path, device)
+        probabilities = predict_probabilities(model, faith_images, batch_size)
+        entry: dict[str, Any] = {
+            "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio, "images": len(faith_idx),
+            "top1": float((probabilities.argmax(1).numpy() == faith_labels).mean()),
+            "confidence": float(probabilities[np.arange(len(faith_labels)), faith_labels].mean()),
+        }
+        for method in (*cfg.methods, REFERENCE_METHOD):
+            np.random.seed(cfg.seed)  # RandomCAM draws from numpy's global generator
+            cams = compute_cams(model, faith_images, faith_labels, method, batch_size)
+            entry[method] = faithfulness(model, faith_images, faith_labels, cams, seed=cfg.seed, batch_size=batch_size)
+            rows.append({"model": m.model, "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio,
+                         "method": method, **entry[method], "top1": entry["top1"], "confidence": entry["confidence"],
+                         "images": len(faith_idx), "label": f"{m.model} {method}"})
+            if columns[m.strategy] is m and method in panels:
+                panels[method][m.strategy] = Panel(
+                    _column_title(m, model.resolution), compute_cams(model, fig_images, fig_labels, method, batch_size),
+                    predict_probabilities(model, fig_images, batch_size).numpy())
+        metrics[m.model] = entry
+        log(f"{m.model}: faithful-image top-1 {entry['top1']:.3f}; ROAD combined " + ", ".join(
+            f"{method} {entry[method]['road_combined']:+.4f}" for method in (*cfg.methods, REFERENCE_METHOD)))
+        del model
+
+    cam_dir = Path(cam_dir)
+    cam_dir.mkdir(parents=True, exist_ok=True)
+    for method in cfg.methods:
+        draw_figure(cam_dir / f"{method}.png", method, test.images[fig_idx], fig_labels, names, panels[method],
+                    cfg.flops_target)
+    write_json(metrics_path, metrics)
+    write_csv(table_path, rows, TABLE_COLUMNS)
+    return metrics
+
+
+def _column_title(m: ScalingModel, resolution: int) -> str:
+    if m.strategy == "baseline":
+        return f"{COLUMN_TITLES['baseline']}\n{resolution} px"
+    return f"{COLUMN_TITLES[m.strategy]}\n{m.model}, {resolution} px"
+
+
+def _upscale(array: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) or (H, W, C) float -> (size, size[, C]), bilinear."""
+    t = torch.as_tensor(array, dtype=torch.float32)
+    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+    t = F.interpolate(t.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False)[0]
+    return (t[0] if array.ndim == 2 else t.permute(1, 2, 0)).clamp(0, 1).numpy()
+
+
+def draw_figure(path: Path, method: str, images: np.ndarray, labels: np.ndarray, names: list[str],
+                panels: dict[str, Panel], flops_target: float) -> None:
+    """Figure 7 on CIFAR-100: rows of test images, columns image + the five models, map over the image.
+
+    Each panel is titled with the model's predicted class and its confidence (green when
+    right). Images and maps are shown upscaled to DISPLAY_SIZE, bilinearly.
+    """
+    plt = pyplot()
+    rows, cols = len(images), 1 + len(FIGURE_STRATEGIES)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.2 * rows + 0.6), squeeze=False)
+    for r in range(rows):
+        picture = _upscale(images[r].astype(np.float32) / 255.0, DISPLAY_SIZE)
+        ax = axes[r, 0]
+        ax.imshow(picture)
+        ax.set_title(f"true: {names[labels[r]]}", fontsize=8)
+        for c, strategy in enumerate(FIGURE_STRATEGIES, start=1):
+            ax = axes[r, c]
+            panel = panels.get(strategy)
+            if panel is None:
+                ax.text(0.5, 0.5, "not trained", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                if r == 0:
+                    ax.set_title(f"{COLUMN_TITLES[strategy]}\n(missing)", fontsize=8)
+                continue
+            ax.imshow(picture)
+            ax.imshow(_upscale(panel.cams[r], DISPLAY_SIZE), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+            predicted = int(panel.probabilities[r].argmax())
+            caption = f"{names[predicted]} {100 * panel.probabilities[r, predicted]:.0f}%"
+            color = "tab:green" if predicted == labels[r] else "tab:red"
+            ax.set_xlabel(caption, fontsize=8, color=color)
+            if r == 0:
+                ax.set_title(panel.title, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{method} maps of the true class: B0 and B0 scaled to {flops_target:g}x its FLOPs "
+                 f"(cf. paper Figure 7); label = prediction, confidence", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+

@@ -1,0 +1,53 @@
+"""DVC stage `cam`: Grad-CAM maps of the scaling study (paper Figure 7) and their faithfulness.
+
+    python stages/cam.py [--params params.yaml] [--data data/cifar100] [--models models]
+        [--figures plots/cam] [--metrics metrics/cam.json] [--table plots/cam_faithfulness.csv]
+
+Reads `cam:` from params.yaml. For every model of the scaling study (models/scaling/*) and
+every method of `cam.methods` (plus a random map as the floor), the faithfulness of the
+maps on `cam.faithfulness_images` seeded test images goes to `--metrics` (per model, per
+method) and `--table`; the figure of B0 against the models at `cam.flops_target` x its
+FLOPs goes to `--figures/<method>.png`, one per method. Maps come from the trained (EMA)
+weights. Runs on the first CUDA device when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+
+import torch  # noqa: E402
+
+from effnet.cam import run_cam  # noqa: E402
+from effnet.config import load_params  # noqa: E402
+from stages.common import run_stage  # noqa: E402
+
+
+def run(args: argparse.Namespace) -> int:
+    params = load_params(args.params)  # a bad key stops here, before anything starts
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    metrics = run_cam(args.models, args.data, params.cam, cam_dir=args.figures, metrics_path=args.metrics,
+                      table_path=args.table, device=device)
+    if not metrics:
+        print(f"note: no scaling-study models below {args.models}/scaling: the figures are empty and the table has no rows")
+    print(f"wrote {args.figures}/<method>.png for {', '.join(params.cam.methods)}, {args.metrics} and {args.table}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
+    parser.add_argument("--models", default="models", type=Path, help="the scaling study lies in <models>/scaling")
+    parser.add_argument("--figures", default="plots/cam", type=Path, help="directory of <method>.png")
+    parser.add_argument("--metrics", default="metrics/cam.json", type=Path)
+    parser.add_argument("--table", default="plots/cam_faithfulness.csv", type=Path)
+    args = parser.parse_args(argv)
+    return run_stage(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
