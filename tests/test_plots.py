@@ -1,0 +1,166 @@
+"""The plots stage: every declared CSV and PNG written, with the expected series, from fabricated results.
+
+`write_results` fabricates what the earlier stages leave behind (metrics/models.csv,
+plots/search.csv, plots/cam_faithfulness.csv, dvclive/) in a project directory; the report
+tests use it too.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effnet.cam import TABLE_COLUMNS as CAM_COLUMNS
+from effnet.evaluate import COLUMNS, accuracy_keys
+from effnet.io import write_csv
+from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES
+from effnet.plots import (FIGURE1_COLUMNS, SCALING_COLUMNS, STRATEGIES, VAL_TEST_COLUMNS, make_plots, read_dvclive_series,
+                          read_table)
+
+ROOT = Path(__file__).resolve().parents[1]
+PNGS = ("accuracy_vs_params", "accuracy_vs_flops", "val_vs_test", "scaling", "search", "training_curves",
+        "cam_faithfulness")
+CSVS = ("accuracy_vs_params", "accuracy_vs_flops", "val_vs_test", "scaling")
+TARGETS = (2.0, 4.0)
+
+
+def _model_row(model: str, group: str, params: float, flops: float, top1: float, **extra) -> dict:
+    row = {key: "" for key in COLUMNS}
+    row.update(model=model, name=model.rsplit("/", 1)[-1], group=group, arch="efficientnet", width=1.0, depth=1.0,
+               resolution=32, params=int(params), flops=int(flops), throughput_images_per_s=1000.0,
+               train_time_s=60.0, epochs=1, has_ema=True, device="cpu")
+    row.update(extra)
+    for split in ("val", "test"):
+        for key in accuracy_keys(split):
+            row[key] = min(1.0, top1 + (0.1 if "top5" in key else 0.0) + (0.01 if split == "val" else 0.0))
+        row[f"{split}/images"] = 200
+    return row
+
+
+def write_results(root: Path, *, phi_name: str = "efficientnet_phi1.5") -> None:
+    """Fabricated outputs of the search, train, evaluate and cam stages under `root`."""
+    rows = []
+    for i, name in enumerate(EFFICIENTNET_NAMES):
+        rows.append(_model_row(name, "matrix", 4e6 * 1.5**i, 1.2e8 * 2**i, 0.5 + 0.02 * i))
+    for i, name in enumerate(BASELINE_NAMES):
+        rows.append(_model_row(name, "matrix", 2e7 + 2e7 * i, 1.3e9 * (1 + i), 0.55))
+    rows.append(_model_row("efficientnet_phi", "phi", 5e6, 2e8, 0.52, name=phi_name))
+    rows.append(_model_row("scaling/baseline", "scaling", 4e6, 1.2e8, 0.4, strategy="baseline", target=1.0))
+    for s, strategy in enumerate(STRATEGIES):
+        for target in TARGETS:
+            rows.append(_model_row(f"scaling/{strategy}_{target:g}x", "scaling", 4e6 * target, 1.2e8 * target,
+                                   0.4 + 0.01 * s * target, strategy=strategy, target=target))
+    write_csv(root / "metrics" / "models.csv", rows, COLUMNS)
+
+    search = [{"alpha": a, "beta": b, "gamma": g, "constraint": a * b * b * g * g, "resolution": 36, "params": 5e6,
+               "flops": 2.4e8, "flops_ratio": 2.0, "val_top1": v, "val_top1_ema": v, "train_time_s": 10.0,
+               "paper": (a, b, g) == (1.2, 1.1, 1.15), "chosen": v == 0.3}
+              for (a, b, g), v in (((1.2, 1.1, 1.15), 0.2), ((1.4, 1.0, 1.2), 0.3), ((1.0, 1.2, 1.2), 0.1))]
+    write_csv(root / "plots" / "search.csv", search, list(search[0]))
+
+    cam = []
+    for model, strategy, target in [("baseline", "baseline", 1.0)] + [(f"{s}_{t:g}x", s, t) for s in STRATEGIES
+                                                                      for t in TARGETS]:
+        for method in ("gradcam", "gradcam++", "random"):
+            cam.append({"model": model, "strategy": strategy, "target": target, "flops_ratio": target, "method": method,
+                        "road_morf": -0.1, "road_lerf": 0.0, "road_combined": 0.05 if method != "random" else 0.0,
+                        "cam_mult_confidence_change": 0.01, "top1": 0.3, "confidence": 0.3, "images": 16,
+                        "label": f"{model} {method}"})
+    write_csv(root / "plots" / "cam_faithfulness.csv", cam, CAM_COLUMNS)
+
+    for run in ("efficientnet_b0", "resnet50", "scaling/depth_2x"):
+        for metric, values in (("val/top1", (0.1, 0.2, 0.3)), ("val/top1_ema", (0.05, 0.15, 0.3)),
+                               ("train/loss", (4.0, 3.0, 2.5))):
+            path = root / "dvclive" / run / "plots" / "metrics" / f"{metric}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            leaf = metric.rsplit("/", 1)[-1]
+            path.write_text(f"timestamp\tstep\t{leaf}\n" + "".join(f"{1000 + i}\t{i}\t{v}\n" for i, v in enumerate(values)))
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_figure_has_its_series(tmp_path: Path) -> None:
+    write_results(tmp_path)
+    written = make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+                         cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+                         out_dir=tmp_path / "plots", log=pytest.fail)  # any note means something was not drawn
+    assert set(written) == {f"{n}.png" for n in PNGS} | {f"{n}.csv" for n in CSVS}
+    for name in PNGS:
+        assert _is_png(tmp_path / "plots" / f"{name}.png"), name
+
+    for name in ("accuracy_vs_params", "accuracy_vs_flops"):
+        rows = _csv(tmp_path / "plots" / f"{name}.csv")
+        assert list(rows[0]) == list(FIGURE1_COLUMNS)
+        assert [r["label"] for r in rows if r["family"] == "efficientnet"] == [f"B{i}" for i in range(8)]
+        assert sorted(r["label"] for r in rows if r["family"] == "baseline") == ["DenseNet-201", "ResNet-152", "ResNet-50"]
+        assert [r["label"] for r in rows if r["family"] == "efficientnet_phi"] == ["phi=1.5"]
+        for r in rows:  # the series columns: the accuracy in its own family's column only
+            assert r[r["family"]] == r["test_top1"] != ""
+            assert sum(r[f] != "" for f in ("efficientnet", "baseline", "efficientnet_phi")) == 1
+        assert float(rows[0]["test_top1"]) == pytest.approx(50.0)  # percent, of the EMA weights
+
+    val_test = _csv(tmp_path / "plots" / "val_vs_test.csv")
+    assert list(val_test[0]) == list(VAL_TEST_COLUMNS) and len(val_test) == 8 + 3 + 1 + 1 + 4 * len(TARGETS)
+
+    scaling = _csv(tmp_path / "plots" / "scaling.csv")
+    assert list(scaling[0]) == list(SCALING_COLUMNS)
+    assert sorted({r["strategy"] for r in scaling}) == sorted(STRATEGIES)
+    for strategy in STRATEGIES:
+        line = [r for r in scaling if r["strategy"] == strategy]
+        assert line[0]["model"] == "scaling/baseline" and float(line[0]["flops_ratio"]) == 1.0  # every line starts at B0
+        assert [float(r["target"]) for r in line] == [1.0, *TARGETS]
+        assert all(r[strategy] == r["test_top1"] for r in line)
+
+
+def test_missing_inputs_give_placeholders_and_header_only_csvs(tmp_path: Path) -> None:
+    notes = []
+    make_plots(models_table=tmp_path / "none.csv", search_table=tmp_path / "none.csv", cam_table=tmp_path / "none.csv",
+               dvclive_dir=tmp_path / "none", out_dir=tmp_path / "plots", log=notes.append)
+    assert len(notes) == len(PNGS)
+    for name in PNGS:
+        assert _is_png(tmp_path / "plots" / f"{name}.png")
+    for name in CSVS:
+        assert (tmp_path / "plots" / f"{name}.csv").read_text().count("\n") == 1  # the header
+
+
+def test_only_the_matrix_trained(tmp_path: Path) -> None:
+    """No scaling study, no phi model yet: Figure 1 from what exists, the scaling figure a placeholder."""
+    write_results(tmp_path)
+    table = tmp_path / "metrics" / "models.csv"
+    rows = [r for r in read_table(table) if r["group"] == "matrix"]
+    write_csv(table, rows, COLUMNS)
+    notes = []
+    make_plots(models_table=table, search_table=tmp_path / "plots" / "search.csv",
+               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+               out_dir=tmp_path / "plots", log=notes.append)
+    assert len(notes) == 1 and "scaling" in notes[0]
+    assert len(_csv(tmp_path / "plots" / "accuracy_vs_params.csv")) == 11
+
+
+def test_dvclive_series(tmp_path: Path) -> None:
+    write_results(tmp_path)
+    steps, values = read_dvclive_series(tmp_path / "dvclive" / "scaling" / "depth_2x", "val/top1_ema")
+    assert steps.tolist() == [0, 1, 2] and values.tolist() == [0.05, 0.15, 0.3]
+    assert read_dvclive_series(tmp_path / "dvclive" / "resnet50", "lr")[0].size == 0
+
+
+def test_stage(tmp_path: Path) -> None:
+    write_results(tmp_path)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plots.py")], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _is_png(tmp_path / "plots" / "scaling.png")
+    (tmp_path / "params.yaml").write_text("plots: {}\n")
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plots.py")], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.startswith("error: ")
