@@ -1,0 +1,418 @@
+"""REPORT.md, generated from the pipeline's outputs: how the run was made, what it found, how it compares.
+
+Everything in the report comes from files the stages write (`metrics/models.csv`,
+`metrics/search.json`, `plots/search.csv`, `metrics/cam.json`, the figures under `plots/`)
+and from `params.yaml`; the only numbers typed in here are other people's: the paper's
+ImageNet Table 2, the public CIFAR-100 results of the baselines, and the earlier student
+reproduction. `results_block` is the short table the README shows between its
+`<!-- results:start -->` and `<!-- results:end -->` markers, so the README's results are
+the report's, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from effnet.config import PAPER_COEFFICIENTS, Params
+from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES, MODEL_NAMES
+from effnet.plots import STRATEGIES, finite, label, read_table
+
+# The paper's Table 2 (ImageNet, 224-600 px): top-1 (%), parameters, FLOPs, as printed there.
+PAPER_TABLE2: dict[str, tuple[float, str, str]] = {
+    "efficientnet_b0": (77.1, "5.3M", "0.39B"), "efficientnet_b1": (79.1, "7.8M", "0.70B"),
+    "efficientnet_b2": (80.1, "9.2M", "1.0B"), "efficientnet_b3": (81.6, "12M", "1.8B"),
+    "efficientnet_b4": (82.9, "19M", "4.2B"), "efficientnet_b5": (83.6, "30M", "9.9B"),
+    "efficientnet_b6": (84.0, "43M", "19B"), "efficientnet_b7": (84.3, "66M", "37B"),
+    "resnet50": (76.0, "26M", "4.1B"), "resnet152": (77.8, "60M", "11B"), "densenet201": (77.2, "20M", "4.3B"),
+}
+# CIFAR-style networks (3x3 stride-1 stems) trained 200 epochs on CIFAR-100 (SGD, lr 0.1 step
+# schedule, batch 128, weight decay 5e-4): test top-1 (%), from weiaicunzai/pytorch-cifar100's README.
+CIFAR_ANCHORS: dict[str, float] = {"resnet50": 77.4, "resnet152": 77.7, "densenet201": 78.5}
+CIFAR_ANCHORS_SOURCE = "https://github.com/weiaicunzai/pytorch-cifar100"
+STUDENT_RANGE = (67.9, 70.8)  # the earlier student reproduction: EfficientNet B0-B7 CIFAR-100 test top-1 (%)
+REFERENCE_METHOD = "random"  # the floor of the faithfulness table (effnet.cam.REFERENCE_METHOD)
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+FIGURES = (
+    ("accuracy_vs_params.png", "Test top-1 against parameters (paper Figure 1)"),
+    ("accuracy_vs_flops.png", "Test top-1 against FLOPs (paper Figure 1, FLOPs)"),
+    ("scaling.png", "Depth, width, resolution and compound scaling at matched FLOPs (paper Figures 3 and 8)"),
+    ("search.png", "The grid search for (alpha, beta, gamma)"),
+    ("val_vs_test.png", "Validation against test top-1"),
+    ("training_curves.png", "Training curves of every run (DVCLive)"),
+    ("cam_faithfulness.png", "Faithfulness of the class activation maps per scaling strategy"),
+)
+
+
+# --------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------
+
+
+def pct(value: Any, digits: int = 2) -> str:
+    """A fraction as a percentage ('77.10'), or an en dash when missing."""
+    return f"{100 * value:.{digits}f}" if finite(value) else "–"
+
+
+def num(value: Any, scale: float = 1.0, digits: int = 2) -> str:
+    return f"{value / scale:,.{digits}f}" if finite(value) else "–"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+    """A Markdown table; `align` is one letter per column, l or r (default: first left, others right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _duration(seconds: Any) -> str:
+    if not finite(seconds):
+        return "–"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _per_class(value: int, everything: str) -> str:
+    return everything if value == 0 else f"{value} per class"
+
+
+# --------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------
+
+
+def git_commit(root: Path) -> str:
+    """`git rev-parse HEAD` in `root` (with '+ local changes' when the tree is dirty), or 'unknown'."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10)
+        return commit.stdout.strip() + (" + local changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def host_description() -> str:
+    """Where the report was written: OS, Python, PyTorch and the GPUs torch sees."""
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    devices = ", ".join(gpus) if gpus else "no GPU"
+    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+            f"PyTorch {torch.__version__}, {devices}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# --------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------
+
+
+def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, now: str) -> str:
+    t, s, sc, net, data, ev = params.train, params.search, params.scaling, params.network, params.data, params.evaluate
+    devices = sorted({str(r["device"]) for r in models if r.get("device")})
+    images = {split: sorted({int(r[f"{split}/images"]) for r in models if finite(r.get(f"{split}/images"))})
+              for split in ("val", "test")}
+    evaluated = ", ".join(f"{split} {'/'.join(f'{n:,}' for n in counts)} images" for split, counts in images.items() if counts)
+    scaling = ("the compound rule with the searched coefficients at phi = 0..7" if net.efficientnet_scaling == "searched"
+               else "the published B1-B7 table")
+    lines = [
+        f"- **Date**: {now}. **Code**: git commit `{commit}`.",
+        f"- **Evaluation hardware**: {', '.join(devices) or 'unknown'} (from `metrics/models.csv`). This report was "
+        f"written on: {host}.",
+        f"- **Data**: CIFAR-100; {data.val_per_class} images per class of the official training set held out for "
+        f"validation (seed {data.seed}), the official test set for testing only"
+        f"{f'; evaluated on {evaluated}' if evaluated else ''}"
+        f"{f' (a seeded subset: evaluate.images_per_class = {ev.images_per_class})' if ev.images_per_class else ''}.",
+        f"- **Networks**: regime `{net.regime}` (stems adapted to 32x32, total stride {net.cifar_downsample}), B0 at "
+        f"{net.base_resolution}x{net.base_resolution}, B1-B7 by {scaling}; the model at `model.phi` = {params.model.phi:g}.",
+        f"- **Training budget**: the B0-B7 and baseline matrix {t.epochs} epochs on "
+        f"{_per_class(t.train_per_class, 'all 450 training images per class')}; the search {s.epochs} epochs per candidate "
+        f"on {_per_class(s.train_per_class, 'all images')}; the scaling study {sc.epochs} epochs on "
+        f"{_per_class(sc.train_per_class, 'all images')}. The paper trains ImageNet for about 350 epochs.",
+        f"- **Recipe**: {t.optimizer.upper()} (momentum {t.momentum:g}), lr {t.lr:g} per 256 images at batch "
+        f"{t.batch_size}, {t.warmup_epochs:g} warmup epochs then cosine, weight decay {t.weight_decay:g}, label smoothing "
+        f"{t.label_smoothing:g}, stochastic depth {t.drop_path_rate:g}, EMA decay {t.ema_decay:g}, crop + "
+        f"{'flip' if t.hflip else 'no flip'}{f' + cutout {t.cutout}' if t.cutout else ''}, precision {t.precision}.",
+        f"- **Seeds**: training {t.seed}, validation split {data.seed}, CAM images {params.cam.seed}.",
+    ]
+    reduced = [what for what, small in (
+        (f"{t.epochs} training epochs", t.epochs < 50),
+        (f"{t.train_per_class} training images per class", t.train_per_class > 0),
+        (f"{ev.images_per_class} evaluation images per class", ev.images_per_class > 0),
+        (f"{sc.epochs} scaling-study epochs", sc.epochs < 10)) if small]
+    if reduced:
+        lines.append(f"- **A reduced budget** ({', '.join(reduced)}): these numbers show that the pipeline runs end to "
+                     "end, not how the models compare.")
+    return "## How this run was made\n\n" + "\n".join(lines)
+
+
+def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Params) -> str:
+    out = ["## The compound coefficients (paper Section 3.3, step 1)"]
+    if not search:
+        return "\n\n".join(out + ["No search result (`metrics/search.json`) yet."])
+    paper = search.get("paper") if isinstance(search.get("paper"), dict) else {}
+    a, b, g = PAPER_COEFFICIENTS
+    rows = [["searched (chosen)", search.get("alpha", "–"), search.get("beta", "–"), search.get("gamma", "–"),
+             num(search.get("constraint"), digits=3), num(search.get("flops_ratio"), digits=2), pct(search.get("val_top1"))],
+            ["paper", a, b, g, num(a * b * b * g * g, digits=3), num(paper.get("flops_ratio"), digits=2),
+             pct(paper.get("val_top1"))]]
+    out.append(table(["", "alpha (depth)", "beta (width)", "gamma (resolution)", "alpha·beta²·gamma²",
+                      "FLOPs of phi=1 / B0", "val top-1 (%)"], rows))
+    n = len(candidates) or search.get("candidates", "?")
+    out.append(f"{n} candidates with |alpha·beta²·gamma² − 2| ≤ {params.search.tolerance:g} (the paper's point always "
+               f"included), each B0 really scaled at phi = 1 and trained {params.search.epochs} epochs; selected on "
+               f"{search.get('selected_on', 'validation top-1')}. The test split plays no part."
+               + (f" The real networks at phi = 1 have {search['flops_ratio']:.2f}x B0's FLOPs, not the rule's 2: "
+                  "repeats round up to whole blocks and resolutions to whole pixels."
+                  if finite(search.get("flops_ratio")) and search["flops_ratio"] > 2.2 else ""))
+    ranked = sorted((c for c in candidates if finite(c.get("val_top1"))), key=lambda c: -c["val_top1"])
+    if ranked:
+        shown = ranked[:10] + [c for c in ranked[10:] if c.get("paper") is True]
+        out.append(table(["rank", "alpha", "beta", "gamma", "alpha·beta²·gamma²", "FLOPs / B0", "val top-1 (%)", ""],
+                         [[ranked.index(c) + 1, c["alpha"], c["beta"], c["gamma"], num(c.get("constraint"), digits=3),
+                           num(c.get("flops_ratio"), digits=2), pct(c["val_top1"]),
+                           " ".join(m for m, k in (("chosen", "chosen"), ("paper", "paper")) if c.get(k) is True)]
+                          for c in shown]))
+    return "\n\n".join(out)
+
+
+def _order(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {name: i for i, name in enumerate(MODEL_NAMES)}
+    groups = {"matrix": 0, "phi": 1, "scaling": 2, "other": 3}
+    strategies = {s: i for i, s in enumerate(("baseline",) + STRATEGIES)}
+    return sorted(models, key=lambda r: (groups.get(r.get("group"), 9), rank.get(r["model"], 99),
+                                         strategies.get(r.get("strategy"), 9), r.get("target") or 0, str(r["model"])))
+
+
+def _results(models: list[dict[str, Any]]) -> str:
+    by_name = {r["model"]: r for r in models}
+    rows = []
+    for r in _order(models) + [{"model": name, "missing": True} for name in MODEL_NAMES if name not in by_name]:
+        if r.get("missing"):
+            rows.append([f"`{r['model']}`"] + ["not trained"] + ["–"] * 11)
+            continue
+        rows.append([f"`{r['model']}`", r.get("group", ""), r.get("resolution", ""), num(r.get("params"), 1e6),
+                     num(r.get("flops"), 1e9, 3), pct(r.get("val/top1")), pct(r.get("val/top1_ema")),
+                     pct(r.get("test/top1")), pct(r.get("test/top1_ema")), pct(r.get("test/top1_ema_flip")),
+                     pct(r.get("test/top5_ema")), num(r.get("throughput_images_per_s"), digits=0),
+                     _duration(r.get("train_time_s"))])
+    header = ["model", "group", "px", "params (M)", "FLOPs (G)", "val top-1", "val top-1 EMA", "test top-1",
+              "test top-1 EMA", "test top-1 EMA + flip", "test top-5 EMA", "images/s", "train time"]
+    return ("## Results on CIFAR-100\n\n"
+            "Accuracies in %, from `metrics/models.csv` (evaluate stage): raw and EMA weights, single crop; "
+            "\"+ flip\" averages the softmax of each image and its mirror image. FLOPs are multiply-adds at the "
+            "model's own input size (fvcore), images/s is fp32 inference at `evaluate.batch_size`.\n\n"
+            + table(header, rows, "llr" + "r" * 10))
+
+
+def _paper(models: list[dict[str, Any]]) -> str:
+    by_name = {r["model"]: r for r in models}
+    rows = []
+    for name in EFFICIENTNET_NAMES + BASELINE_NAMES:
+        top1, params_m, flops_g = PAPER_TABLE2[name]
+        ours = by_name.get(name, {})
+        rows.append([label({"model": name}), f"{top1:.1f}", params_m, flops_g,
+                     pct(ours.get("test/top1_ema")), num(ours.get("params"), 1e6, 1) + ("M" if ours else ""),
+                     num(ours.get("flops"), 1e9, 2) + ("B" if ours else ""),
+                     f"{CIFAR_ANCHORS[name]:.1f}" if name in CIFAR_ANCHORS else "–"])
+    effnets = [by_name[n] for n in EFFICIENTNET_NAMES if n in by_name and finite(by_name[n].get("test/top1_ema"))]
+    ours_range = (f"{pct(min(r['test/top1_ema'] for r in effnets), 1)}-{pct(max(r['test/top1_ema'] for r in effnets), 1)}%"
+                  if effnets else "not measured yet")
+    text = f"""## Against the paper and the earlier reproduction
+
+The paper's Table 2 is ImageNet at 224-600 px; ours is CIFAR-100 at 32 px and up, so only the
+shape of the curves can be compared, not the numbers. The public CIFAR-100 results of the
+same baselines (CIFAR stems, 200 epochs; [{CIFAR_ANCHORS_SOURCE.removeprefix('https://github.com/')}]({CIFAR_ANCHORS_SOURCE}))
+say what a full budget reaches on CIFAR-100.
+
+{table(["model", "ImageNet top-1 (paper)", "params (paper)", "FLOPs (paper)", "CIFAR-100 test top-1 EMA (here)",
+        "params (here)", "FLOPs (here)", "CIFAR-100 anchor, 200 epochs"], rows)}
+
+EfficientNet B0-B7 here: {ours_range} test top-1. The earlier student reproduction reported
+{STUDENT_RANGE[0]}-{STUDENT_RANGE[1]}% for B0-B7 on CIFAR-100; its numbers are not comparable with
+these, because:
+
+- it trained the same unscaled network for every grid candidate, so its search compared
+  nothing; here every candidate is B0 really scaled by (alpha, beta, gamma) at phi = 1;
+- it selected the coefficients on the test set; here on a validation split held out of the
+  training set, and the test set is read first by the evaluate stage;
+- its "validation" accuracy was measured on augmented images; here evaluation is on
+  unaugmented images, every image once;
+- it drew its class activation maps from untrained networks; here the maps come from the
+  trained weights files;
+- it fed ImageNet-stem baselines (stride-4 stem, 1x1 final maps) 32x32 images; here the
+  baselines and the EfficientNets are adapted to 32x32 the same way (`network.regime: cifar`)."""
+    return text
+
+
+def _scaling(models: list[dict[str, Any]]) -> str:
+    study = [r for r in models if r.get("group") == "scaling"]
+    out = ["## Scaling one dimension against compound scaling (paper Figures 3 and 8)"]
+    if not study:
+        return "\n\n".join(out + ["No scaling-study models evaluated yet."])
+    baseline = next((r for r in study if r.get("strategy") == "baseline"), None)
+    targets = sorted({float(r["target"]) for r in study if r.get("strategy") in STRATEGIES and finite(r.get("target"))})
+    rows = []
+    for strategy in STRATEGIES:
+        cells = []
+        for target in targets:
+            r = next((m for m in study if m.get("strategy") == strategy and finite(m.get("target"))
+                      and abs(float(m["target"]) - target) < 1e-9), None)
+            ratio = f" ({r['flops'] / baseline['flops']:.2f}x)" if r and baseline and finite(r.get("flops")) else ""
+            cells.append(f"{pct(r.get('test/top1_ema'))}{ratio}" if r else "–")
+        rows.append([strategy] + cells)
+    head = (f"B0 with the same budget: {pct(baseline.get('test/top1_ema'))}% test top-1 (EMA), "
+            f"{num(baseline.get('flops'), 1e9, 3)} GFLOPs." if baseline else "The baseline B0 is missing.")
+    out += [head + " Each cell: test top-1 (EMA, %) and the FLOPs reached, relative to B0.",
+            table(["strategy"] + [f"{t:g}x FLOPs" for t in targets], rows)]
+    return "\n\n".join(out)
+
+
+def _cam(cam: dict[str, Any], methods: Sequence[str], plots_dir: Path, report_dir: Path) -> str:
+    out = ["## Class activation maps (paper Figure 7) and their faithfulness"]
+    figures = [f"![{m}]({_relative(plots_dir / 'cam' / f'{m}.png', report_dir)})" for m in methods
+               if (plots_dir / "cam" / f"{m}.png").is_file()]
+    out.append("Maps of the true class from the trained (EMA) weights, at the last convolutional stage, of B0 and "
+               "the models of the scaling study at `cam.flops_target` x its FLOPs (`plots/cam/<method>.png`).")
+    out += figures
+    if not cam:
+        return "\n\n".join(out + ["No faithfulness results (`metrics/cam.json`) yet."])
+    shown = [m for m in methods] + [REFERENCE_METHOD]
+    rows = []
+    for model, entry in cam.items():
+        if not isinstance(entry, dict):
+            continue
+        cells = []
+        for method in shown:
+            m = entry.get(method, {})
+            cells.append(f"{num(m.get('road_combined'), digits=4)} ({num(m.get('road_morf'), digits=3)} / "
+                         f"{num(m.get('road_lerf'), digits=3)})" if m else "–")
+        rows.append([model, entry.get("strategy", ""), num(entry.get("flops_ratio"), digits=2),
+                     pct(entry.get("top1"), 1)] + cells)
+    images = next((e.get("images") for e in cam.values() if isinstance(e, dict) and e.get("images")), "?")
+    out.append(f"ROAD (Remove And Debias) on {images} seeded test images per model: the change of the true class's "
+               "probability when the most (MoRF) or least (LeRF) relevant pixels are replaced by an interpolation of "
+               "their neighbours, averaged over 20-80% removed; each cell is combined = (LeRF − MoRF) / 2 (higher: "
+               f"more faithful) with (MoRF / LeRF). `{REFERENCE_METHOD}` weighs the activations at random: the floor "
+               "a method has to beat. Top-1 is on the same images.")
+    out.append(table(["model", "strategy", "FLOPs / B0", "top-1 (%)"] + [f"{m}: combined (MoRF / LeRF)" for m in shown],
+                     rows))
+    return "\n\n".join(out)
+
+
+def _relative(path: Path, start: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
+
+
+def _figures(plots_dir: Path, report_dir: Path) -> str:
+    lines = ["## Figures"]
+    for name, caption in FIGURES:
+        path = plots_dir / name
+        if path.is_file():
+            lines.append(f"**{caption}** (`plots/{name}`)\n\n![{caption}]({_relative(path, report_dir)})")
+        else:
+            lines.append(f"**{caption}**: not drawn (`plots/{name}` missing).")
+    return "\n\n".join(lines)
+
+
+def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_name: str = "REPORT.md") -> str:
+    """The README's results: B0-B7, the baselines and the phi model, with the paper's ImageNet top-1 beside."""
+    by_name = {r["model"]: r for r in models}
+    rows = []
+    for name in MODEL_NAMES + ("efficientnet_phi",):
+        r = by_name.get(name)
+        if r is None and name == "efficientnet_phi":
+            continue
+        paper = f"{PAPER_TABLE2[name][0]:.1f}" if name in PAPER_TABLE2 else "–"
+        if r is None:
+            rows.append([label({"model": name}), "not trained", "–", "–", "–", paper])
+            continue
+        rows.append([label(r), num(r.get("params"), 1e6), num(r.get("flops"), 1e9, 3), pct(r.get("test/top1_ema")),
+                     pct(r.get("test/top5_ema")), paper])
+    coefficients = (f"Searched coefficients: alpha = {search['alpha']}, beta = {search['beta']}, gamma = {search['gamma']} "
+                    f"(paper: {', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}). "
+                    if all(k in search for k in ("alpha", "beta", "gamma")) else "")
+    return (f"{coefficients}CIFAR-100 test accuracy (%) with the EMA weights; the last column is the paper's "
+            f"ImageNet top-1, for the shape of the curve only. Generated from `metrics/` by the report stage; "
+            f"details, the scaling study and the class activation maps in [{report_name}]({report_name}).\n\n"
+            + table(["model", "params (M)", "FLOPs (G)", "test top-1", "test top-5", "ImageNet top-1 (paper)"], rows))
+
+
+def build_report(params: Params, *, models_table: Path, search_json: Path, search_table: Path, cam_json: Path,
+                 plots_dir: Path, report_dir: Path, commit: str, host: str | None = None, now: str | None = None) -> str:
+    """The whole REPORT.md as text. Missing inputs are said to be missing; nothing fails on them."""
+    models = [r for r in read_table(models_table) if r.get("model")]
+    search = _read_json(search_json)
+    candidates = read_table(search_table)
+    cam = _read_json(cam_json)
+    now = now or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [
+        "# EfficientNet compound scaling on CIFAR-100: report",
+        "_Generated by `stages/report.py` from `metrics/`, `plots/` and `params.yaml`; do not edit by hand._",
+        _how(params, models, commit, host or host_description(), now),
+        "## Summary\n\n" + results_block(models, search),
+        _search(search, candidates, params),
+        _results(models),
+        _paper(models),
+        _scaling(models),
+        _cam(cam, params.cam.methods, Path(plots_dir), Path(report_dir)),
+        _figures(Path(plots_dir), Path(report_dir)),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def replace_block(text: str, block: str, start: str = README_START, end: str = README_END) -> str | None:
+    """`text` with what lies between the `start` and `end` markers replaced by `block`; None without markers."""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), flags=re.DOTALL)
+    if not pattern.search(text):
+        return None
+    return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text, count=1)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def update_readme(readme: Path, models_table: Path, search_json: Path, report_name: str = "REPORT.md") -> bool:
+    """Replace the README's results block with `results_block`; False (README untouched) without markers."""
+    readme = Path(readme)
+    if not readme.is_file():
+        return False
+    block = results_block([r for r in read_table(models_table) if r.get("model")], _read_json(search_json), report_name)
+    text = replace_block(readme.read_text(), block)
+    if text is None:
+        return False
+    if text != readme.read_text():
+        write_text_atomic(readme, text)
+    return True
