@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from effnet.config import ConfigError, Params, TrainConfig
 from effnet.distributed import cleanup, init_distributed
 from effnet.download import DataError
+from effnet.io import write_json
 from effnet.models import EFFICIENTNET_NAMES, ModelSpec, spec_for_name
 from effnet.search import SearchError
 from effnet.train import TrainingError, TrainResult, remove_checkpoint, save_weights, train
@@ -66,17 +70,58 @@ def model_spec(name: str, params: Params, coefficients_path: Path | None) -> Mod
                          base_resolution=net.base_resolution, coefficients=coefficients)
 
 
+class PlainLive:
+    """DVCLive's file layout without dvclive, for machines that lack it (the bare GPU machine).
+
+    Writes what `dvc plots` and `dvc metrics` read from a DVCLive directory: one
+    `plots/metrics/<name>.tsv` per metric (columns step and the metric's last name) and
+    `metrics.json` with the latest values, nested by the '/' in metric names.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir, self.step, self._latest = Path(directory), 0, {}
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def log_metric(self, name: str, value: float) -> None:
+        path = self.dir / "plots" / "metrics" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        with path.open("a") as f:
+            f.write(f"step\t{name.split('/')[-1]}\n" if new else "")
+            f.write(f"{self.step}\t{value}\n")
+        node = self._latest
+        *parents, leaf = name.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+
+    def next_step(self) -> None:
+        write_json(self.dir / "metrics.json", {**self._latest, "step": self.step})
+        self.step += 1
+
+    def end(self) -> None:
+        pass
+
+
 def open_live(directory: Path, *, params: dict[str, Any]) -> Any:
     """A DVCLive logger for `directory`, started afresh, that leaves dvc.yaml and the experiments alone.
 
     Always `resume=False`: a resumed training run replays the epochs of its checkpoint
     through the callback (see `effnet.train.train`), so the curves come out whole, without
     the gaps or repeated steps that appending to the old files could leave after a kill.
-    Imported here, not at module level, so that only rank 0 of a training run needs dvclive.
+    Imported here, not at module level, so that only rank 0 of a training run needs dvclive;
+    where dvclive is not installed, `PlainLive` writes the same files.
     """
-    from dvclive import Live
-
-    live = Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)
+    try:
+        from dvclive import Live
+    except ImportError:
+        live: Any = PlainLive(directory)
+    else:
+        live = Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)
     live.log_params(params)
     return live
 

@@ -1,0 +1,40 @@
+"""Stage helpers: the DVCLive stand-in writes what DVCLive writes."""
+
+import json
+import sys
+
+import pytest
+
+from stages.common import PlainLive, live_callback, open_live
+
+
+def _log_two_epochs(live):
+    log = live_callback(live)
+    log(1, {"train/loss": 4.5, "val/top1": 0.125, "lr": 0.1})
+    log(2, {"train/loss": 3.25, "val/top1": 0.25, "lr": 0.0})
+    live.end()
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file() and p.suffix in (".tsv", ".json")}
+
+
+def test_plain_live_writes_dvclive_layout(tmp_path):
+    real, plain = tmp_path / "real", tmp_path / "plain"
+    _log_two_epochs(open_live(real, params={"model": {"name": "b0"}}))
+    _log_two_epochs(PlainLive(plain))
+    real_files, plain_files = _files(real), _files(plain)
+    tsv = sorted(k for k in real_files if k.endswith(".tsv"))
+    assert tsv == ["plots/metrics/lr.tsv", "plots/metrics/train/loss.tsv", "plots/metrics/val/top1.tsv"]
+    for name in tsv:
+        rows = lambda text: [line.split("\t")[:2] for line in text.strip().splitlines()]  # noqa: E731
+        assert rows(plain_files[name]) == rows(real_files[name]), name
+    assert json.loads(plain_files["metrics.json"]) == json.loads(real_files["metrics.json"])
+
+
+def test_open_live_falls_back_without_dvclive(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dvclive", None)  # as on the bare GPU machine
+    live = open_live(tmp_path / "live", params={"a": 1})
+    assert isinstance(live, PlainLive)
+    _log_two_epochs(live)
+    assert (tmp_path / "live/plots/metrics/val/top1.tsv").read_text().splitlines() == ["step\ttop1", "0\t0.125", "1\t0.25"]
