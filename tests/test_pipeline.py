@@ -1,0 +1,122 @@
+"""The DVC pipeline end to end, as a user drives it, on synthetic data with the smoke budgets.
+
+In a temporary git repository made from the project: `dvc repro` runs every stage;
+`dvc exp run -S model.phi=1.5` re-runs only the phi model and what reads it (checked from
+DVC's own output); `dvc exp show` lists the experiment's metrics; `dvc plots diff` writes
+the HTML with the expected plots; `dvc status` is clean afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from effnet.synthetic import write_synthetic_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # dvc and torchrun of this environment
+
+pytestmark = pytest.mark.slow
+
+
+def _project_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return [f for f in out.splitlines() if (ROOT / f).is_file()]
+
+
+def apply_overrides(params: dict, overrides: dict) -> dict:
+    """Set dotted keys (`train.epochs`) as `dvc exp run -S` would."""
+    for key, value in overrides.items():
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        assert leaf in node, f"scripts/smoke.yaml sets {key}, which params.yaml does not have"
+        node[leaf] = value
+    return params
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci",
+           "GIT_COMMITTER_EMAIL": "ci@example.com"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}"
+    return output
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("pipeline")
+    repo = tmp / "repo"
+    for name in _project_files():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    archive = tmp / "cifar-100-python.tar.gz"
+    md5 = write_synthetic_archive(archive, train_per_class=10, test_per_class=4)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    apply_overrides(params, yaml.safe_load((repo / "scripts/smoke.yaml").read_text()))
+    apply_overrides(params, {"data.url": str(archive), "data.md5": md5})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for leftover in ("dvc.lock",):
+        (repo / leftover).unlink(missing_ok=True)
+    run(["git", "init", "-q", "-b", "main"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "project"], repo)
+    return repo
+
+
+def test_repro_then_phi_experiment_then_plots_diff(project):
+    repo = project
+    # 1. dvc repro runs every stage of dvc.yaml
+    output = run(["dvc", "repro"], repo)
+    listed = set(run(["dvc", "stage", "list", "--name-only"], repo).split())
+    assert stages_run(output) == listed, f"stages that did not run: {listed - stages_run(output)}"
+    for path in ["metrics/search.json", "plots/search.csv", "models/efficientnet_b7/model.pt", "models/resnet152/model.pt",
+                 "models/efficientnet_phi/model.pt", "models/scaling/compound_2x/model.pt", "metrics/models.csv",
+                 "REPORT.md"]:
+        assert (repo / path).is_file(), path
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "smoke run"], repo)
+
+    # 2. a new phi re-runs the phi model and only what reads it
+    output = run(["dvc", "exp", "run", "-n", "phi15", "-S", "model.phi=1.5"], repo)
+    ran = stages_run(output)
+    assert "train_phi" in ran and "evaluate" in ran
+    assert not any(s.startswith(("train@", "train_baseline@", "scale", "search", "download", "cam")) for s in ran), ran
+    weights = __import__("torch").load(repo / "models/efficientnet_phi/model.pt", weights_only=True)
+    assert weights["spec"]["name"] == "efficientnet_phi1.5"
+
+    # 3. dvc exp show lists the experiment with its metrics
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    text = json.dumps(shown)
+    assert "phi15" in text and "metrics/search.json" in text
+
+    # 4. dvc plots diff between the two writes the HTML with the expected plots
+    out_dir = repo.parent / "plots_html"
+    run(["dvc", "plots", "diff", "HEAD", "phi15", "-o", str(out_dir)], repo)
+    html = (out_dir / "index.html").read_text()
+    titles = [title for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] if isinstance(entry, dict)
+              for title in entry]
+    assert len(titles) == 8
+    for title in titles:  # every declared plot is rendered, under its dvc.yaml title
+        assert title.split(" (")[0] in html, title
+    assert "phi15" in html and "plots_cam_gradcam" in html
+
+    # 5. nothing left to run
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
