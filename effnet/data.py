@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -33,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet.download import DataError
+from effnet.io import replace_dir, write_json
 
 SPLITS = ("train", "val", "test")
 NUM_FINE_CLASSES = 100
@@ -115,28 +114,13 @@ def prepare(archive: dict, out_dir: Path, *, val_per_class: int, seed: int, sour
         "seed": seed,
     }
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f"{out_dir.name}.tmp-{os.getpid()}"
-    old = out_dir.parent / f"{out_dir.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
+    def fill(tmp: Path) -> None:
         for name, split in splits.items():
             np.savez(tmp / f"{name}.npz", images=split["images"], fine_labels=split["fine_labels"].astype(np.int64),
                      coarse_labels=split["coarse_labels"].astype(np.int64))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            os.replace(out_dir, old)  # keep the previous output until the new one is in place
-        try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            if old.exists():
-                os.replace(old, out_dir)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        write_json(tmp / "meta.json", meta)
+
+    replace_dir(out_dir, fill)  # the previous output stays until the new one is complete
     return meta
 
 

@@ -16,9 +16,7 @@ validation split only.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from torch import nn
 
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, Split, load_meta, load_split, subset_per_class
-from effnet.io import write_csv, write_json
+from effnet.io import replace_dir, write_csv, write_json
 from effnet.models import MODEL_NAMES, count_flops, count_parameters
 from effnet.train import load_weights, read_weights
 
@@ -235,25 +233,6 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig, d
     return {key: row[key] for key in COLUMNS}
 
 
-def _write_tree_atomic(out_dir: Path, files: dict[str, dict[str, Any]]) -> None:
-    """Write `files` ({relative path: JSON payload}) as a fresh `out_dir`, replacing it only when complete."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        for relative, payload in files.items():
-            write_json(tmp / relative, payload)
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def evaluate_all(models_dir: Path, data_dir: Path, cfg: EvaluateConfig, *, metrics_dir: Path, table: Path,
                  device: torch.device | str = "cpu", log: Any = print) -> list[dict[str, Any]]:
     """Evaluate every model under `models_dir`; write `metrics_dir/<model>.json` and the CSV `table`.
@@ -273,6 +252,6 @@ def evaluate_all(models_dir: Path, data_dir: Path, cfg: EvaluateConfig, *, metri
         log(f"{item.model}: test top-1 {row['test/top1']:.4f} (EMA {row['test/top1_ema']:.4f}, flip "
             f"{row['test/top1_ema_flip']:.4f}), val top-1 {row['val/top1']:.4f}, {row['params'] / 1e6:.2f} M params, "
             f"{row['flops'] / 1e9:.3f} GFLOPs, {row['throughput_images_per_s']:,.0f} img/s  [{time.perf_counter() - start:.1f} s]")
-    _write_tree_atomic(metrics_dir, {f"{row['model']}.json": row for row in rows})
+    replace_dir(metrics_dir, lambda tmp: [write_json(tmp / f"{row['model']}.json", row) for row in rows])
     write_csv(table, rows, COLUMNS)
     return rows

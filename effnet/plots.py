@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from effnet.io import write_csv
+from effnet.io import write_atomic, write_csv
 
 STRATEGIES = ("depth", "width", "resolution", "compound")
 ACCURACY = "test/top1_ema"  # what the figures show
@@ -195,16 +194,10 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     """Save a matplotlib figure atomically (temporary file in the same directory, then rename) and close it."""
-    plt = pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
     finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+        pyplot().close(fig)
 
 
 def placeholder(path: Path, title: str, message: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from effnet.config import PAPER_COEFFICIENTS, Params
+from effnet.io import write_text
 from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES, MODEL_NAMES
 from effnet.plots import STRATEGIES, finite, label, read_table
 
@@ -390,20 +391,6 @@ def replace_block(text: str, block: str, start: str = README_START, end: str = R
     return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text, count=1)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def update_readme(readme: Path, models_table: Path, search_json: Path, report_name: str = "REPORT.md") -> bool:
     """Replace the README's results block with `results_block`; False (README untouched) without markers."""
     readme = Path(readme)
@@ -414,5 +401,5 @@ def update_readme(readme: Path, models_table: Path, search_json: Path, report_na
     if text is None:
         return False
     if text != readme.read_text():
-        write_text_atomic(readme, text)
+        write_text(readme, text)
     return True

@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
 from effnet.config import load_params  # noqa: E402
-from effnet.report import build_report, git_commit, update_readme, write_text_atomic  # noqa: E402
+from effnet.io import write_text  # noqa: E402
+from effnet.report import build_report, git_commit, update_readme  # noqa: E402
 from stages.common import run_stage  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     text = build_report(params, models_table=args.models_table, search_json=args.search, search_table=args.search_table,
                         cam_json=args.cam, plots_dir=args.plots, report_dir=args.out.parent,
                         commit=git_commit(Path.cwd()))
-    write_text_atomic(args.out, text)
+    write_text(args.out, text)
     print(f"wrote {args.out}")
     if update_readme(args.readme, args.models_table, args.search, report_name=args.out.name):
         print(f"updated the results block of {args.readme}")

@@ -3,7 +3,6 @@
 import json
 import sys
 
-import pytest
 
 from stages.common import PlainLive, live_callback, open_live
 
