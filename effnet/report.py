@@ -82,7 +82,12 @@ def _duration(seconds: Any) -> str:
 
 
 def _per_class(value: int, everything: str) -> str:
-    return everything if value == 0 else f"{value} per class"
+    return everything if value == 0 else f"{_count(value, 'image')} per class"
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 epoch', '20 epochs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # --------------------------------------------------------------------------------------
@@ -139,15 +144,15 @@ def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, n
         f"- **Date**: {now}. **Code**: git commit `{commit}`.",
         f"- **Evaluation hardware**: {', '.join(devices) or 'unknown'} (from `metrics/models.csv`). This report was "
         f"written on: {host}.",
-        f"- **Data**: CIFAR-100; {data.val_per_class} images per class of the official training set held out for "
+        f"- **Data**: CIFAR-100; {_count(data.val_per_class, 'image')} per class of the official training set held out for "
         f"validation (seed {data.seed}), the official test set for testing only"
         f"{f'; evaluated on {evaluated}' if evaluated else ''}"
         f"{f' (a seeded subset: evaluate.images_per_class = {ev.images_per_class})' if ev.images_per_class else ''}.",
         f"- **Networks**: regime `{net.regime}` (stems adapted to 32x32, total stride {net.cifar_downsample}), B0 at "
         f"{net.base_resolution}x{net.base_resolution}, B1-B7 by {scaling}; the model at `model.phi` = {params.model.phi:g}.",
-        f"- **Training budget**: the B0-B7 and baseline matrix {t.epochs} epochs on "
-        f"{_per_class(t.train_per_class, 'all 450 training images per class')}; the search {s.epochs} epochs per candidate "
-        f"on {_per_class(s.train_per_class, 'all images')}; the scaling study {sc.epochs} epochs on "
+        f"- **Training budget**: the B0-B7 and baseline matrix {_count(t.epochs, 'epoch')} on "
+        f"{_per_class(t.train_per_class, 'all 450 training images per class')}; the search {_count(s.epochs, 'epoch')} per candidate "
+        f"on {_per_class(s.train_per_class, 'all images')}; the scaling study {_count(sc.epochs, 'epoch')} on "
         f"{_per_class(sc.train_per_class, 'all images')}. The paper trains ImageNet for about 350 epochs.",
         f"- **Recipe**: {t.optimizer.upper()} (momentum {t.momentum:g}), lr {t.lr:g} per 256 images at batch "
         f"{t.batch_size}, {t.warmup_epochs:g} warmup epochs then cosine, weight decay {t.weight_decay:g}, label smoothing "
@@ -156,10 +161,10 @@ def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, n
         f"- **Seeds**: training {t.seed}, validation split {data.seed}, CAM images {params.cam.seed}.",
     ]
     reduced = [what for what, small in (
-        (f"{t.epochs} training epochs", t.epochs < 50),
-        (f"{t.train_per_class} training images per class", t.train_per_class > 0),
-        (f"{ev.images_per_class} evaluation images per class", ev.images_per_class > 0),
-        (f"{sc.epochs} scaling-study epochs", sc.epochs < 10)) if small]
+        (f"{_count(t.epochs, 'training epoch')}", t.epochs < 50),
+        (f"{_count(t.train_per_class, 'training image')} per class", t.train_per_class > 0),
+        (f"{_count(ev.images_per_class, 'evaluation image')} per class", ev.images_per_class > 0),
+        (f"{_count(sc.epochs, 'scaling-study epoch')}", sc.epochs < 10)) if small]
     if reduced:
         lines.append(f"- **A reduced budget** ({', '.join(reduced)}): these numbers show that the pipeline runs end to "
                      "end, not how the models compare.")
@@ -180,7 +185,7 @@ def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Pa
                       "FLOPs of phi=1 / B0", "val top-1 (%)"], rows))
     n = len(candidates) or search.get("candidates", "?")
     out.append(f"{n} candidates with |alpha·beta²·gamma² − 2| ≤ {params.search.tolerance:g} (the paper's point always "
-               f"included), each B0 really scaled at phi = 1 and trained {params.search.epochs} epochs; selected on "
+               f"included), each B0 really scaled at phi = 1 and trained {_count(params.search.epochs, 'epoch')}; selected on "
                f"{search.get('selected_on', 'validation top-1')}. The test split plays no part."
                + (f" The real networks at phi = 1 have {search['flops_ratio']:.2f}x B0's FLOPs, not the rule's 2: "
                   "repeats round up to whole blocks and resolutions to whole pixels."
