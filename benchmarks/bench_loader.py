@@ -16,7 +16,6 @@ is made (and said so). A script that prints figures, not a test.
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import sys
 import tarfile
@@ -31,6 +30,7 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet`
 
+from effnet.report import cpu_name  # noqa: E402
 from effnet.data import DeviceLoader, load_meta, load_split, prepare  # noqa: E402
 from effnet.download import MEMBERS, file_md5, read_cifar100  # noqa: E402
 from effnet.synthetic import write_synthetic_archive  # noqa: E402
@@ -50,16 +50,6 @@ class VerifiedCIFAR100(torchvision.datasets.CIFAR100):
 
     def _check_integrity(self) -> bool:
         return True
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_epochs(batches, epochs: int, device: torch.device, set_epoch=None) -> tuple[float, int]:

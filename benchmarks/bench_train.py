@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet`
 
+from effnet.report import cpu_name  # noqa: E402
 from effnet.config import TrainConfig  # noqa: E402
 from effnet.data import DeviceLoader, load_meta, load_split, prepare  # noqa: E402
 from effnet.download import read_cifar100  # noqa: E402
@@ -70,16 +70,6 @@ class ArrayCIFAR100(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img, target = self.data[index], self.targets[index]
         return self.transform(Image.fromarray(img)), target
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:

@@ -108,11 +108,22 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def host_description() -> str:
     """Where the report was written: OS, Python, PyTorch and the GPUs torch sees."""
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     devices = ", ".join(gpus) if gpus else "no GPU"
-    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+    return (f"{platform.platform()}, {cpu_name()}, Python {platform.python_version()}, "
             f"PyTorch {torch.__version__}, {devices}")
 
 
