@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One DVC experiment with the overrides of a YAML file: `bash scripts/exp.sh OVERRIDES.yaml [dvc exp run options]`.
+#
+# Every `key: value` line of OVERRIDES.yaml becomes `dvc exp run -S key=value`, so the run goes
+# through the same stage code as `dvc repro`, and `dvc exp show` lists it. Used by
+# scripts/smoke.sh (scripts/smoke.yaml, with --temp) and for the committed CPU run
+# (scripts/cpu_real.yaml, in the workspace).
+#
+# Data: the CIFAR-100 mirror (../shared/data, or $CIFAR100_ARCHIVE with $CIFAR100_MD5). Where it
+# is absent the run stops, unless ALLOW_SYNTHETIC=1, which uses a synthetic archive in the
+# official format instead (the smoke run does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ $# -lt 1 ] || [ ! -f "$1" ]; then
+  echo "usage: bash scripts/exp.sh OVERRIDES.yaml [dvc exp run options]  (got: ${1:-nothing})" >&2
+  exit 2
+fi
+overrides_file="$1"; shift
+
+archive="${CIFAR100_ARCHIVE:-$(cd .. && pwd)/shared/data/cifar-100-python.tar.gz}"
+md5="${CIFAR100_MD5:-489088aff4823e5bdf2d51ec904dbfdb}"
+if [ ! -f "$archive" ]; then
+  if [ "${ALLOW_SYNTHETIC:-0}" != 1 ]; then
+    echo "error: no CIFAR-100 archive at $archive: set CIFAR100_ARCHIVE and CIFAR100_MD5, or ALLOW_SYNTHETIC=1" >&2
+    exit 2
+  fi
+  archive="$(mktemp -d)/cifar-100-python.tar.gz"
+  md5=$(python -c "from pathlib import Path; from effnet.synthetic import write_synthetic_archive as w; print(w(Path('$archive'), train_per_class=20, test_per_class=10))")
+  echo "no CIFAR-100 archive found: using synthetic data ($archive)"
+fi
+
+overrides=(-S "data.url=$archive" -S "data.md5=$md5")
+while IFS= read -r line; do overrides+=(-S "$line"); done < <(python - "$overrides_file" <<'PY'
+import sys
+import yaml
+for key, value in yaml.safe_load(open(sys.argv[1])).items():
+    print(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+PY
+)
+exec dvc exp run "${overrides[@]}" "$@"
