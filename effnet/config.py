@@ -113,6 +113,9 @@ class TrainConfig:
     ema_decay: float = 0.999  # per step; 0 disables the EMA
     grad_clip: float = 5.0  # max global grad norm; 0 disables clipping
     drop_path_rate: float = 0.2  # stochastic depth at the last block (paper: survival prob 0.8)
+    # BatchNorm running-statistics momentum of every layer; None keeps each architecture's own
+    # (EfficientNet: 0.01, the paper's TF decay 0.99; torchvision's ResNet and DenseNet: 0.1)
+    bn_momentum: float | None = None
     crop_padding: int = 4  # random-crop padding in pixels (at 32x32)
     hflip: bool = True
     cutout: int = 0  # side of the cutout square in pixels; 0 disables
@@ -137,6 +140,9 @@ class TrainConfig:
         _check_number(self.grad_clip, "train.grad_clip", 0.0)
         _check_number(self.drop_path_rate, "train.drop_path_rate", 0.0, 1.0)
         _require(self.drop_path_rate < 1.0, "train.drop_path_rate", "must be < 1")
+        if self.bn_momentum is not None:
+            _check_number(self.bn_momentum, "train.bn_momentum", 0.0, 1.0)
+            _require(self.bn_momentum > 0.0, "train.bn_momentum", "must be in (0, 1], or null for each architecture's own")
         _check_int(self.crop_padding, "train.crop_padding", 0)
         _require(isinstance(self.hflip, bool), "train.hflip", f"must be true or false, got {self.hflip!r}")
         _check_int(self.cutout, "train.cutout", 0)

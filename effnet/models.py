@@ -136,6 +136,15 @@ def build_model(spec: ModelSpec, *, drop_path_rate: float = 0.2) -> nn.Module:
     return model
 
 
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> nn.Module:
+    """Set the running-statistics momentum of every BatchNorm layer of `model` (None: leave it)."""
+    if momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = momentum
+    return model
+
+
 def last_conv_stage(model: nn.Module) -> nn.Module:
     """The last convolutional stage, whose activations Grad-CAM weighs (paper Figure 7)."""
     arch = model.spec.arch

@@ -53,7 +53,7 @@ from torch.optim.swa_utils import AveragedModel
 from effnet.config import TrainConfig
 from effnet.data import DeviceLoader, load_meta, load_split, subset_per_class
 from effnet.distributed import Distributed, all_reduce_min, all_reduce_sum, broadcast_
-from effnet.models import ModelSpec, build_model
+from effnet.models import ModelSpec, build_model, set_bn_momentum
 
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = 1
@@ -428,7 +428,7 @@ def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device,
     `.model` etc. before the first step; DDP keeps ranks equal as long as all load the same.
     """
     torch.manual_seed(cfg.seed)
-    model = build_model(spec, drop_path_rate=cfg.drop_path_rate).to(device)
+    model = set_bn_momentum(build_model(spec, drop_path_rate=cfg.drop_path_rate), cfg.bn_momentum).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
