@@ -29,6 +29,7 @@ from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, Split, load_meta, load_split, subset_per_class
 from effnet.io import replace_dir, write_csv, write_json
 from effnet.models import MODEL_NAMES, count_flops, count_parameters
+from effnet.scaling import STRATEGIES
 from effnet.train import load_weights, read_weights
 
 SPLITS = ("val", "test")
@@ -79,6 +80,18 @@ def find_models(models_dir: Path) -> list[TrainedModel]:
             group = "other"
         found.append(TrainedModel(model, path, group))
     return found
+
+
+def pipeline_models(flops_targets: Iterable[float]) -> list[str]:
+    """The model directories below models/ that dvc.yaml trains for these `scaling.flops_targets`.
+
+    A workspace can hold weights that no stage declares any more (e.g. `scaling/depth_8x`
+    after the targets were cut to [2]); DVC leaves them in place, and they must not be
+    evaluated beside the run's own models.
+    """
+    targets = [f"{float(t):g}x" for t in flops_targets]
+    return [*MODEL_NAMES, "efficientnet_phi", "scaling/baseline",
+            *(f"scaling/{strategy}_{t}" for strategy in STRATEGIES for t in targets)]
 
 
 def scaling_role(model: str, payload: dict[str, Any]) -> tuple[str, float] | None:
@@ -234,13 +247,21 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig, d
 
 
 def evaluate_all(models_dir: Path, data_dir: Path, cfg: EvaluateConfig, *, metrics_dir: Path, table: Path,
-                 device: torch.device | str = "cpu", log: Any = print) -> list[dict[str, Any]]:
-    """Evaluate every model under `models_dir`; write `metrics_dir/<model>.json` and the CSV `table`.
+                 device: torch.device | str = "cpu", only: Iterable[str] | None = None,
+                 log: Any = print) -> list[dict[str, Any]]:
+    """Evaluate every model under `models_dir` (those named in `only`, when given); write
+    `metrics_dir/<model>.json` and the CSV `table`.
 
     Both are written only once every model is done (a failure leaves the previous outputs),
     and `metrics_dir` is replaced whole, so no file of a model that is gone survives.
     """
     trained = find_models(models_dir)
+    if only is not None:
+        wanted = set(only)
+        stale = [t.model for t in trained if t.model not in wanted]
+        if stale:
+            log(f"skipping weights that no stage of this run declares: {', '.join(stale)}")
+        trained = [t for t in trained if t.model in wanted]
     if not trained:
         raise FileNotFoundError(f"{models_dir}: no model.pt below it; train some models first (dvc repro train)")
     data = load_eval_data(data_dir, cfg.images_per_class)

@@ -28,7 +28,7 @@ import csv
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -164,12 +164,19 @@ def read_dvclive_series(run_dir: Path, metric: str) -> tuple[np.ndarray, np.ndar
     return data[:, 0], data[:, 1]
 
 
-def dvclive_runs(dvclive_dir: Path) -> list[tuple[str, Path]]:
-    """(name relative to `dvclive_dir`, directory) of every DVCLive run below it, sorted."""
+def dvclive_runs(dvclive_dir: Path, only: Iterable[str] | None = None) -> list[tuple[str, Path]]:
+    """(name relative to `dvclive_dir`, directory) of every DVCLive run below it, sorted.
+
+    With `only`, just the runs of those models: the curves of weights that this run did not
+    evaluate (left in dvclive/ by an earlier run with other targets) are not drawn.
+    """
     root = Path(dvclive_dir)
     if not root.is_dir():
         return []
     runs = {p.parent.parent.relative_to(root).as_posix(): p.parent.parent for p in root.glob("**/plots/metrics")}
+    if only is not None:
+        wanted = set(only)
+        runs = {name: path for name, path in runs.items() if name in wanted}
     return sorted(runs.items(), key=lambda item: _natural(item[0]))
 
 
@@ -437,8 +444,9 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
          f"no scaling-study models in {models_table}")
     candidates = [r for r in read_table(search_table) if finite(r.get("val_top1"))]
     emit("search", candidates, None, lambda p: plot_search(candidates, p), f"no search results in {search_table}")
-    runs = dvclive_runs(dvclive_dir)
-    emit("training_curves", runs, None, lambda p: plot_training_curves(runs, p), f"no DVCLive runs in {dvclive_dir}")
+    runs = dvclive_runs(dvclive_dir, only=[str(r["model"]) for r in read_table(models_table)])
+    emit("training_curves", runs, None, lambda p: plot_training_curves(runs, p),
+         f"no DVCLive runs of the models in {models_table} below {dvclive_dir}")
     faithfulness = [r for r in read_table(cam_table) if finite(r.get("road_combined")) and finite(r.get("flops_ratio"))]
     emit("cam_faithfulness", faithfulness, None, lambda p: plot_cam_faithfulness(faithfulness, p),
          f"no faithfulness results in {cam_table}")

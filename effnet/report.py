@@ -168,18 +168,38 @@ def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, n
         f"- **Recipe**: {t.optimizer.upper()} (momentum {t.momentum:g}), lr {t.lr:g} per 256 images at batch "
         f"{t.batch_size}, {t.warmup_epochs:g} warmup epochs then cosine, weight decay {t.weight_decay:g}, label smoothing "
         f"{t.label_smoothing:g}, stochastic depth {t.drop_path_rate:g}, EMA decay {t.ema_decay:g}, crop + "
-        f"{'flip' if t.hflip else 'no flip'}{f' + cutout {t.cutout}' if t.cutout else ''}, precision {t.precision}.",
+        f"{'flip' if t.hflip else 'no flip'}{f' + cutout {t.cutout}' if t.cutout else ''}, precision {t.precision}"
+        f"{f', BatchNorm momentum {t.bn_momentum:g}' if t.bn_momentum is not None else ''}.",
         f"- **Seeds**: training {t.seed}, validation split {data.seed}, CAM images {params.cam.seed}.",
     ]
-    reduced = [what for what, small in (
-        (f"{_count(t.epochs, 'training epoch')}", t.epochs < 50),
-        (f"{_count(t.train_per_class, 'training image')} per class", t.train_per_class > 0),
-        (f"{_count(ev.images_per_class, 'evaluation image')} per class", ev.images_per_class > 0),
-        (f"{_count(sc.epochs, 'scaling-study epoch')}", sc.epochs < 10)) if small]
+    reduced = _reduced(params)
     if reduced:
         lines.append(f"- **A reduced budget** ({', '.join(reduced)}): these numbers show that the pipeline runs end to "
                      "end, not how the models compare.")
     return "## How this run was made\n\n" + "\n".join(lines)
+
+
+def _reduced(params: Params) -> list[str]:
+    """What makes the budget of `params` smaller than a reproduction's, in words; [] when nothing does."""
+    t, sc, ev = params.train, params.scaling, params.evaluate
+    return [what for what, small in (
+        (f"{_count(t.epochs, 'training epoch')}", t.epochs < 50),
+        (f"{_count(t.train_per_class, 'training image')} per class", t.train_per_class > 0),
+        (f"{_count(ev.images_per_class, 'evaluation image')} per class", ev.images_per_class > 0),
+        (f"{_count(sc.epochs, 'scaling-study epoch')}", sc.epochs < 10)) if small]
+
+
+def run_summary(params: Params, models: list[dict[str, Any]], now: str | None = None) -> str:
+    """One paragraph on which run the README's results come from: date, device, budget, caveat."""
+    t, net = params.train, params.network
+    now = now or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    devices = sorted({str(r["device"]) for r in models if r.get("device")})
+    reduced = _reduced(params)
+    return (f"**This run**: {now}, evaluated on {', '.join(devices) or 'an unknown device'}; B0 at "
+            f"{net.base_resolution}x{net.base_resolution}, the B0-B7 and baseline matrix trained "
+            f"{_count(t.epochs, 'epoch')} on {_per_class(t.train_per_class, 'all 450 training images per class')}."
+            + (f" **A reduced budget** ({', '.join(reduced)}): the numbers below show that the pipeline runs end to end "
+               "on the real data, not how the models compare." if reduced else ""))
 
 
 def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Params) -> str:
@@ -353,8 +373,10 @@ def _figures(plots_dir: Path, report_dir: Path) -> str:
     return "\n\n".join(lines)
 
 
-def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_name: str = "REPORT.md") -> str:
-    """The README's results: B0-B7, the baselines and the phi model, with the paper's ImageNet top-1 beside."""
+def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_name: str = "REPORT.md",
+                  run: str = "") -> str:
+    """The README's results: B0-B7, the baselines and the phi model, with the paper's ImageNet top-1 beside;
+    `run` (see `run_summary`) first when given."""
     by_name = {r["model"]: r for r in models}
     rows = []
     for name in MODEL_NAMES + ("efficientnet_phi",):
@@ -370,7 +392,10 @@ def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_n
     coefficients = (f"Searched coefficients: alpha = {search['alpha']}, beta = {search['beta']}, gamma = {search['gamma']} "
                     f"(paper: {', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}). "
                     if all(k in search for k in ("alpha", "beta", "gamma")) else "")
-    return (f"{coefficients}CIFAR-100 test accuracy (%) with the EMA weights; the last column is the paper's "
+    ema = any(str(r.get("has_ema")) == "True" for r in models)
+    weights = "the EMA weights" if ema or not models else "the raw weights (this run kept no EMA)"
+    return ((f"{run}\n\n" if run else "") +
+            f"{coefficients}CIFAR-100 test accuracy (%) with {weights}; the last column is the paper's "
             f"ImageNet top-1, for the shape of the curve only. Generated from `metrics/` by the report stage; "
             f"details, the scaling study and the class activation maps in [{report_name}]({report_name}).\n\n"
             + table(["model", "params (M)", "FLOPs (G)", "test top-1", "test top-5", "ImageNet top-1 (paper)"], rows))
@@ -407,12 +432,16 @@ def replace_block(text: str, block: str, start: str = README_START, end: str = R
     return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text, count=1)
 
 
-def update_readme(readme: Path, models_table: Path, search_json: Path, report_name: str = "REPORT.md") -> bool:
-    """Replace the README's results block with `results_block`; False (README untouched) without markers."""
+def update_readme(readme: Path, models_table: Path, search_json: Path, report_name: str = "REPORT.md",
+                  params: Params | None = None, now: str | None = None) -> bool:
+    """Replace the README's results block with `results_block` (led by `run_summary` of `params`, when
+    given); False (README untouched) without markers."""
     readme = Path(readme)
     if not readme.is_file():
         return False
-    block = results_block([r for r in read_table(models_table) if r.get("model")], _read_json(search_json), report_name)
+    models = [r for r in read_table(models_table) if r.get("model")]
+    block = results_block(models, _read_json(search_json), report_name,
+                          run=run_summary(params, models, now) if params is not None else "")
     text = replace_block(readme.read_text(), block)
     if text is None:
         return False

@@ -3,7 +3,8 @@
     python stages/evaluate.py [--params params.yaml] [--data data/cifar100] [--models models]
         [--metrics metrics/models] [--table metrics/models.csv]
 
-Finds every `model.pt` below `--models` and writes one flat JSON per model,
+Finds the `model.pt` of every model that dvc.yaml trains for the current params (the
+matrix, the phi model, the scaling study at `scaling.flops_targets`) below `--models` and writes one flat JSON per model,
 `--metrics/<model>.json` (e.g. metrics/models/scaling/depth_2x.json), and the table of all of
 them, `--table`. Accuracies are fractions. Runs on the first CUDA device when there is one.
 The first stage that reads the test split.
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 import torch  # noqa: E402
 
 from effnet.config import load_params  # noqa: E402
-from effnet.evaluate import EvaluationError, evaluate_all  # noqa: E402
+from effnet.evaluate import EvaluationError, evaluate_all, pipeline_models  # noqa: E402
 from stages.common import run_stage  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", module="fvcore")  # its tracer's notes on unsupported ops
     try:
         rows = evaluate_all(args.models, args.data, params.evaluate, metrics_dir=args.metrics, table=args.table,
-                            device=device)
+                            device=device, only=pipeline_models(params.scaling.flops_targets))
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

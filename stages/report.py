@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
                         commit=git_commit(Path.cwd()))
     write_text(args.out, text)
     print(f"wrote {args.out}")
-    if update_readme(args.readme, args.models_table, args.search, report_name=args.out.name):
+    if update_readme(args.readme, args.models_table, args.search, report_name=args.out.name, params=params):
         print(f"updated the results block of {args.readme}")
     else:
         print(f"note: {args.readme} has no {'<!-- results:start -->'} ... {'<!-- results:end -->'} block; left as it is")

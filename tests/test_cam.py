@@ -101,8 +101,8 @@ def test_scaling_models_in_figure_order(tmp_path: Path) -> None:
 
 def test_stage_writes_figures_metrics_and_table(tmp_path: Path, prepared_data_dir: Path) -> None:
     write_study(tmp_path / "models", skip=("width_2x",))  # a missing column is drawn as such
-    params = write_params(tmp_path, cam={"methods": ["gradcam", "gradcam++"], "figure_images": 3,
-                                         "faithfulness_images": 6, "flops_target": 2.0}, scaling={"flops_targets": [2.0]})
+    write_params(tmp_path, cam={"methods": ["gradcam", "gradcam++"], "figure_images": 3,
+                                "faithfulness_images": 6, "flops_target": 2.0}, scaling={"flops_targets": [2.0]})
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "cam.py"), "--data", str(prepared_data_dir)],
                           cwd=tmp_path, capture_output=True, text=True, env=stage_env())
     assert done.returncode == 0, done.stderr

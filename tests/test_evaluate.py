@@ -19,7 +19,8 @@ from torch import nn
 
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, load_meta, load_split
-from effnet.evaluate import COLUMNS, accuracy_keys, evaluate_all, find_models, predict, scaling_role, topk_accuracy
+from effnet.evaluate import (COLUMNS, accuracy_keys, evaluate_all, find_models, pipeline_models, predict, scaling_role,
+                             topk_accuracy)
 from effnet.models import ModelSpec, build_model
 from effnet.plots import read_table
 
@@ -180,6 +181,22 @@ def test_evaluate_all_writes_one_file_per_model_and_the_table(tmp_path: Path, pr
     assert [r["model"] for r in table] == ["efficientnet_b0", "scaling/resolution_2x"]
     assert list(table[0]) == list(COLUMNS)
     assert read_table(tmp_path / "metrics" / "models.csv")[1]["target"] == 2.0
+
+
+def test_only_the_models_of_this_run_are_evaluated(tmp_path: Path, prepared_data_dir: Path) -> None:
+    """Weights of a FLOPs target that params.yaml no longer lists stay on disk but are not evaluated."""
+    for name in ("scaling/baseline", "scaling/depth_2x", "scaling/depth_8x"):
+        write_weights(tmp_path / "models" / name / "model.pt", replace(TINY, name=name.split("/")[1]), ema=False)
+    wanted = pipeline_models([2])
+    assert {"efficientnet_b0", "efficientnet_b7", "resnet152", "efficientnet_phi", "scaling/baseline", "scaling/depth_2x",
+            "scaling/width_2x", "scaling/resolution_2x", "scaling/compound_2x"} <= set(wanted)
+    assert "scaling/depth_8x" not in wanted and len(wanted) == 11 + 1 + 1 + 4
+    notes = []
+    rows = evaluate_all(tmp_path / "models", prepared_data_dir, EvaluateConfig(batch_size=50, throughput_batches=1,
+                        images_per_class=1), metrics_dir=tmp_path / "m", table=tmp_path / "m.csv", only=wanted,
+                        log=notes.append)
+    assert [r["model"] for r in rows] == ["scaling/baseline", "scaling/depth_2x"]
+    assert "scaling/depth_8x" in notes[0] and not (tmp_path / "m" / "scaling" / "depth_8x.json").exists()
 
 
 def test_images_per_class_evaluates_a_stratified_subset(tmp_path: Path, prepared_data_dir: Path) -> None:

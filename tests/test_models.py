@@ -95,3 +95,17 @@ def test_cifar_flops_scale_with_resolution_squared():
     model = build_model(spec_for_name("efficientnet_b0"))
     assert count_flops(model, 64) == pytest.approx(4 * count_flops(model, 32), rel=0.02)
     assert count_parameters(model) == 4_135_648  # B0 with a 100-class classifier
+
+
+def test_set_bn_momentum_sets_every_batchnorm_or_none() -> None:
+    from effnet.models import published_spec, set_bn_momentum
+
+    def momenta(model: nn.Module) -> set:
+        return {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+
+    own = {"b0": {0.01}, "resnet50": {0.1}}  # EfficientNet: the paper's TF decay 0.99; torchvision's default
+    for key, spec in (("b0", published_spec("b0")), ("resnet50", baseline_spec("resnet50"))):
+        model = build_model(spec)
+        assert momenta(model) == own[key]
+        assert set_bn_momentum(model, None) is model and momenta(model) == own[key]
+        assert momenta(set_bn_momentum(model, 0.25)) == {0.25}

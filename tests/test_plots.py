@@ -18,8 +18,9 @@ from effnet.cam import TABLE_COLUMNS as CAM_COLUMNS
 from effnet.evaluate import COLUMNS, accuracy_keys
 from effnet.io import write_csv
 from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES
-from effnet.plots import (FIGURE1_COLUMNS, SCALING_COLUMNS, STRATEGIES, VAL_TEST_COLUMNS, make_plots, read_dvclive_series,
-                          read_table)
+from effnet import plots
+from effnet.plots import (FIGURE1_COLUMNS, SCALING_COLUMNS, STRATEGIES, VAL_TEST_COLUMNS, dvclive_runs, make_plots,
+                          read_dvclive_series, read_table)
 
 ROOT = Path(__file__).resolve().parents[1]
 PNGS = ("accuracy_vs_params", "accuracy_vs_flops", "val_vs_test", "scaling", "search", "training_curves",
@@ -153,6 +154,21 @@ def test_dvclive_series(tmp_path: Path) -> None:
     steps, values = read_dvclive_series(tmp_path / "dvclive" / "scaling" / "depth_2x", "val/top1_ema")
     assert steps.tolist() == [0, 1, 2] and values.tolist() == [0.05, 0.15, 0.3]
     assert read_dvclive_series(tmp_path / "dvclive" / "resnet50", "lr")[0].size == 0
+
+
+def test_training_curves_only_of_evaluated_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DVCLive run left by an earlier run (another FLOPs target) is not drawn beside this run's."""
+    write_results(tmp_path)
+    stale = tmp_path / "dvclive" / "scaling" / "depth_8x" / "plots" / "metrics" / "val"
+    stale.mkdir(parents=True)
+    (stale / "top1.tsv").write_text("timestamp\tstep\ttop1\n1000\t0\t0.9\n")
+    assert "scaling/depth_8x" in dict(dvclive_runs(tmp_path / "dvclive"))
+    drawn = []
+    monkeypatch.setattr(plots, "plot_training_curves", lambda runs, path: drawn.append([name for name, _ in runs]))
+    make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+               out_dir=tmp_path / "plots", log=lambda *_: None)
+    assert drawn == [["efficientnet_b0", "resnet50", "scaling/depth_2x"]]
 
 
 def test_stage(tmp_path: Path) -> None:
