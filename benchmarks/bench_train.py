@@ -49,11 +49,11 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet`
 
-from effnet.report import cpu_name  # noqa: E402
 from effnet.config import TrainConfig  # noqa: E402
 from effnet.data import DeviceLoader, load_meta, load_split, prepare  # noqa: E402
 from effnet.download import read_cifar100  # noqa: E402
 from effnet.models import MODEL_NAMES, build_model, count_flops, spec_for_name  # noqa: E402
+from effnet.report import cpu_name  # noqa: E402
 from effnet.synthetic import write_synthetic_archive  # noqa: E402
 from effnet.train import autocast_dtype, make_train_state  # noqa: E402
 

@@ -29,7 +29,7 @@ from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, Split, load_meta, load_split, subset_per_class
 from effnet.io import replace_dir, write_csv, write_json
 from effnet.models import MODEL_NAMES, count_flops, count_parameters
-from effnet.scaling import STRATEGIES
+from effnet.scaling import STRATEGIES, scaled_name
 from effnet.train import load_weights, read_weights
 
 SPLITS = ("val", "test")
@@ -89,9 +89,8 @@ def pipeline_models(flops_targets: Iterable[float]) -> list[str]:
     after the targets were cut to [2]); DVC leaves them in place, and they must not be
     evaluated beside the run's own models.
     """
-    targets = [f"{float(t):g}x" for t in flops_targets]
     return [*MODEL_NAMES, "efficientnet_phi", "scaling/baseline",
-            *(f"scaling/{strategy}_{t}" for strategy in STRATEGIES for t in targets)]
+            *(f"scaling/{scaled_name(strategy, t)}" for strategy in STRATEGIES for t in flops_targets)]
 
 
 def scaling_role(model: str, payload: dict[str, Any]) -> tuple[str, float] | None:

@@ -145,7 +145,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, now: str) -> str:
     t, s, sc, net, data, ev = params.train, params.search, params.scaling, params.network, params.data, params.evaluate
-    devices = sorted({str(r["device"]) for r in models if r.get("device")})
+    devices = _devices(models)
     images = {split: sorted({int(r[f"{split}/images"]) for r in models if finite(r.get(f"{split}/images"))})
               for split in ("val", "test")}
     evaluated = ", ".join(f"{split} {'/'.join(f'{n:,}' for n in counts)} images" for split, counts in images.items() if counts)
@@ -179,6 +179,11 @@ def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, n
     return "## How this run was made\n\n" + "\n".join(lines)
 
 
+def _devices(models: list[dict[str, Any]]) -> list[str]:
+    """The devices the models were evaluated on (the `device` column of metrics/models.csv)."""
+    return sorted({str(r["device"]) for r in models if r.get("device")})
+
+
 def _reduced(params: Params) -> list[str]:
     """What makes the budget of `params` smaller than a reproduction's, in words; [] when nothing does."""
     t, sc, ev = params.train, params.scaling, params.evaluate
@@ -193,7 +198,7 @@ def run_summary(params: Params, models: list[dict[str, Any]], now: str | None = 
     """One paragraph on which run the README's results come from: date, device, budget, caveat."""
     t, net = params.train, params.network
     now = now or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    devices = sorted({str(r["device"]) for r in models if r.get("device")})
+    devices = _devices(models)
     reduced = _reduced(params)
     return (f"**This run**: {now}, evaluated on {', '.join(devices) or 'an unknown device'}; B0 at "
             f"{net.base_resolution}x{net.base_resolution}, the B0-B7 and baseline matrix trained "
@@ -392,7 +397,7 @@ def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_n
     coefficients = (f"Searched coefficients: alpha = {search['alpha']}, beta = {search['beta']}, gamma = {search['gamma']} "
                     f"(paper: {', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}). "
                     if all(k in search for k in ("alpha", "beta", "gamma")) else "")
-    ema = any(str(r.get("has_ema")) == "True" for r in models)
+    ema = any(r.get("has_ema") is True for r in models)
     weights = "the EMA weights" if ema or not models else "the raw weights (this run kept no EMA)"
     return ((f"{run}\n\n" if run else "") +
             f"{coefficients}CIFAR-100 test accuracy (%) with {weights}; the last column is the paper's "

@@ -30,6 +30,11 @@ class Matched:
         return self.flops / self.target_flops - 1.0
 
 
+def scaled_name(strategy: str, target: float) -> str:
+    """The name (and models/scaling/ directory) of B0 scaled by `strategy` to `target` x its FLOPs: 'depth_2x'."""
+    return f"{strategy}_{float(target):g}x"
+
+
 def scaled_spec(strategy: str, multiplier: float, base: ModelSpec, coefficients: tuple[float, float, float] | None = None,
                 name: str | None = None) -> ModelSpec:
     """B0 (`base`) scaled along one strategy by `multiplier` (phi for 'compound')."""
@@ -57,7 +62,7 @@ def match_flops(strategy: str, target: float, base: ModelSpec, coefficients: tup
     """
     if target < 1.0:
         raise ValueError(f"a FLOPs target is a multiple of B0's FLOPs >= 1, got {target}")
-    name = f"{strategy}_{target:g}x"
+    name = scaled_name(strategy, target)
     base_flops = flops_fn(base)
     goal = target * base_flops
     cache: dict[float, tuple[ModelSpec, int]] = {}

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 from effnet.config import load_params  # noqa: E402
 from effnet.models import spec_for_name  # noqa: E402
-from effnet.scaling import STRATEGIES, match_flops  # noqa: E402
+from effnet.scaling import STRATEGIES, match_flops, scaled_name  # noqa: E402
 from stages.common import read_coefficients, run_stage, train_and_save  # noqa: E402
 
 
@@ -33,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(params.train, epochs=study.epochs, train_per_class=study.train_per_class)
     b0 = spec_for_name("efficientnet_b0", regime=net.regime, cifar_downsample=net.cifar_downsample,
                        num_classes=net.num_classes, base_resolution=net.base_resolution)
-    name = args.out.name if args.out else ("baseline" if args.strategy == "baseline" else f"{args.strategy}_{args.target:g}x")
     if args.strategy == "baseline":
         spec, extra = b0, {"strategy": "baseline", "target": 1.0, "flops_ratio": 1.0}
     else:
@@ -49,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         extra = {"strategy": args.strategy, "target": args.target, "multiplier": matched.multiplier,
                  "flops_ratio": args.target * (1 + matched.relative_error)}
         print(f"{spec.name}: {args.strategy} multiplier {matched.multiplier:.4g} gives {extra['flops_ratio']:.3f}x B0's FLOPs")
+    name = args.out.name if args.out else ("baseline" if args.strategy == "baseline" else scaled_name(args.strategy, args.target))
     spec = dataclasses.replace(spec, name=name)
     train_and_save(spec, cfg, data=args.data, out=args.out or Path("models/scaling") / name,
                    live_dir=args.live or Path("dvclive/scaling") / name, checkpoints=Path("checkpoints/scaling") / name,
