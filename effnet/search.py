@@ -6,13 +6,13 @@ coefficients (depth alpha, width beta, resolution gamma x base), trained with a 
 budget and scored on the validation split; the test split plays no part.
 
 The loop is resumable: each finished candidate is written to its own JSON file at once,
-and a rerun skips candidates whose file exists with the same fingerprint (the settings
-that produced it), so no finished candidate is ever trained twice.
+and a rerun skips candidates whose file exists with the same fingerprint (the settings and
+the code that produced it, `effnet.fingerprint`), so no finished candidate is trained twice
+and a change of the code really retrains.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -72,12 +72,6 @@ def grid_candidates(cfg: SearchConfig) -> list[Candidate]:
     if not any(c.is_paper for c in feasible):
         feasible.append(Candidate(*PAPER_COEFFICIENTS))
     return feasible
-
-
-def fingerprint(settings: Any) -> str:
-    """A short hash of everything that decides a candidate's result (recipe, budget, data, network)."""
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def run_search(candidates: Iterable[Candidate], train_candidate: Callable[[Candidate], dict[str, Any]],

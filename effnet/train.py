@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import itertools
-import json
 import math
 import os
 import random
@@ -52,6 +50,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from effnet.config import TrainConfig
 from effnet.data import DeviceLoader, load_meta, load_split, subset_per_class
+from effnet.fingerprint import fingerprint
 from effnet.distributed import Distributed, all_reduce_min, all_reduce_sum, broadcast_
 from effnet.models import ModelSpec, build_model, set_bn_momentum
 
@@ -234,9 +233,9 @@ def settings(spec: ModelSpec, cfg: TrainConfig) -> dict[str, Any]:
     return {"spec": spec.to_dict(), "train": dataclasses.asdict(cfg)}
 
 
-def fingerprint(spec: ModelSpec, cfg: TrainConfig) -> str:
-    blob = json.dumps(settings(spec, cfg), sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def run_fingerprint(spec: ModelSpec, cfg: TrainConfig) -> str:
+    """The settings and the trainer's code (this module and what it imports): a checkpoint resumes only if both match."""
+    return fingerprint(settings(spec, cfg), code=[Path(__file__)])
 
 
 def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -514,9 +513,9 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     start_epoch, history, train_time_s = 0, [], 0.0
     if checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if checkpoint.get("fingerprint") != fingerprint(spec, cfg):
+        if checkpoint.get("fingerprint") != run_fingerprint(spec, cfg):
             changes = _changed(checkpoint.get("settings", {}), settings(spec, cfg))
-            say(f"{checkpoint_path}: made with other settings ({'; '.join(changes) or 'format changed'}); "
+            say(f"{checkpoint_path}: made with other settings or code ({'; '.join(changes) or 'the code changed'}); "
                 "starting afresh")
         else:
             model.load_state_dict(checkpoint["model"])
@@ -590,7 +589,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
             if dist.is_main:
                 _save_atomic({
                     "format": CHECKPOINT_FORMAT,
-                    "fingerprint": fingerprint(spec, cfg),
+                    "fingerprint": run_fingerprint(spec, cfg),
                     "settings": settings(spec, cfg),
                     "epoch": epoch + 1,  # finished epochs
                     "model": model.state_dict(),

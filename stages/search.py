@@ -25,7 +25,8 @@ from effnet.config import load_params  # noqa: E402
 from effnet.data import load_meta  # noqa: E402
 from effnet.distributed import cleanup, init_distributed  # noqa: E402
 from effnet.models import build_model, compound_spec, count_flops, count_parameters  # noqa: E402
-from effnet.search import choose, fingerprint, grid_candidates, run_search  # noqa: E402
+from effnet.fingerprint import fingerprint  # noqa: E402
+from effnet.search import choose, grid_candidates, run_search  # noqa: E402
 from effnet.train import remove_checkpoint, train  # noqa: E402
 from effnet.io import write_csv, write_json  # noqa: E402
 from stages.common import run_stage  # noqa: E402
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     b0_flops = count_flops(build_model(compound_spec(0.0, (1.0, 1.0, 1.0), **spec_args)))
     meta = load_meta(args.data)
     settings = fingerprint({"train": dataclasses.asdict(cfg), "network": dataclasses.asdict(net),
-                            "data": [meta["source_md5"], meta["val_per_class"], meta["seed"]]})
+                            "data": [meta["source_md5"], meta["val_per_class"], meta["seed"]]},
+                           code=[Path(__file__)])  # this stage and the library code it imports
 
     dist = init_distributed()
 
