@@ -35,7 +35,7 @@ from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, Split, load_meta, load_split, subset_per_class
 from effnet.io import write_json
 from effnet.models import MODEL_NAMES, count_flops, count_parameters
-from effnet.results import COLUMNS, Predictions, accuracy_keys, predictions_path, save_predictions, images_id
+from effnet.results import COLUMNS, Predictions, accuracy_keys, images_id, predictions_path, save_predictions
 from effnet.train import load_weights, read_weights
 
 SPLITS = ("val", "test")
