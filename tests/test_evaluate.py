@@ -20,8 +20,8 @@ from torch import nn
 
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, load_meta, load_split
-from effnet.evaluate import (COLUMNS, accuracy_keys, evaluate_one, find_models, load_eval_data, predict, scaling_role,
-                             topk_accuracy, trained_model)
+from effnet.evaluate import (COLUMNS, accuracy_keys, evaluate_one, find_models, group_of, load_eval_data, predict,
+                             scaling_role, topk_accuracy, trained_model)
 from effnet.models import ModelSpec, build_model
 from effnet.plots import read_table
 from effnet.results import collect, load_predictions, images_id
@@ -281,3 +281,33 @@ def test_stage_runs_and_rejects_bad_params(tmp_path: Path, prepared_data_dir: Pa
     assert done.returncode == 1 and "densenet201/model.pt: no such weights file" in done.stderr
     assert not (tmp_path / "metrics" / "models" / "densenet201.json").exists()
     assert not (tmp_path / "predictions" / "densenet201.npz").exists()
+
+
+def test_every_trained_model_has_its_own_evaluate_stage() -> None:
+    """dvc.yaml: one evaluate stage per directory a training stage writes below models/, depending on that
+    directory alone and writing that model's two small files; and `collect` keeps exactly those models."""
+    import yaml
+
+    from effnet.config import params_from_dict
+    from effnet.results import in_run
+
+    repo = pytest.importorskip("dvc.repo").Repo(str(ROOT))
+    stages = list(repo.index.stages)
+    trained = sorted(o.def_path for s in stages if not s.name.startswith("evaluate") for o in s.outs
+                     if o.def_path.startswith("models/"))
+    evaluated = []
+    for stage in (s for s in stages if s.name.startswith("evaluate")):
+        (model_dir,) = [d.def_path for d in stage.deps if d.def_path.startswith(("models", "predictions", "metrics"))]
+        model = model_dir.removeprefix("models/")
+        assert stage.cmd.endswith(f"stages/evaluate.py --model {model}"), stage.name
+        assert sorted(o.def_path for o in stage.outs) == [f"metrics/models/{model}.json", f"predictions/{model}.npz"]
+        evaluated.append(model_dir)
+    assert sorted(evaluated) == trained
+
+    targets = params_from_dict(yaml.safe_load((ROOT / "params.yaml").read_text())).scaling.flops_targets
+    for model_dir in evaluated:
+        model = model_dir.removeprefix("models/")
+        role = scaling_role(model, {}) if model.startswith("scaling/") else None
+        row = {"model": model, "group": group_of(model), "strategy": role[0] if role else "",
+               "target": role[1] if role else ""}
+        assert in_run(row, targets), model
