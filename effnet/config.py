@@ -124,6 +124,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (GPU)
     eval_batch_size: int = 1000
     seed: int = 0
+    # networks trained per model, seed k with `seed + k` (weights: models/<model>/model.pt for k = 0,
+    # models/<model>/seed<k>/model.pt after); the report's intervals resample them
+    seeds: int = 1
 
     def __post_init__(self) -> None:
         _check_int(self.epochs, "train.epochs", 1)
@@ -151,6 +154,7 @@ class TrainConfig:
         _require(isinstance(self.compile, bool), "train.compile", "must be true or false")
         _check_int(self.eval_batch_size, "train.eval_batch_size", 1)
         _check_int(self.seed, "train.seed", 0)
+        _check_int(self.seeds, "train.seeds", 1)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,17 @@
 """Accuracy and cost of every trained network: the numbers behind Table 2 and Figure 1.
 
-For each weights file under `models/` (`models/<name>/model.pt`, `models/efficientnet_phi/`,
-`models/scaling/<strategy>_<t>x/`), `evaluate_model` measures, on the validation and the
-test split, top-1 and top-5 with the raw and with the EMA weights, each also with
-horizontal-flip test-time augmentation (the softmax of the image and of its mirror image,
-averaged; reported apart, under `_flip` keys, since the paper's single-crop numbers have
-none), and the cost: parameters, multiply-adds at the network's own resolution (fvcore,
-as the paper counts FLOPs), inference throughput on the current device, training time.
+One model at a time (`evaluate_one`, the `evaluate@<model>` stages): for the weights file
+`models/<model>/model.pt` (`models/efficientnet_phi/`, `models/scaling/<strategy>_<t>x/`) and,
+with `train.seeds` > 1, those of its other seeds (`models/<model>/seed<k>/model.pt`),
+`evaluate_model` measures, on the validation and the test split, top-1 and top-5 with the
+raw and with the EMA weights, each also with horizontal-flip test-time augmentation (the
+softmax of the image and of its mirror image, averaged; reported apart, under `_flip` keys,
+since the paper's single-crop numbers have none), and the cost: parameters, multiply-adds at
+the network's own resolution (fvcore, as the paper counts FLOPs), inference throughput on
+the current device, training time. Accuracies are means over the seeds. It writes the
+model's two small files (`effnet.results`): its record `metrics/models/<model>.json` and its
+predicted class for every test image, per seed, `predictions/<model>.npz`, which the
+report's paired comparisons read.
 
 Evaluation is on unaugmented images (`DeviceLoader(train=False)`), every image once, at the
 network's resolution (32x32 CIFAR images resized on the device, as in training), in fp32.
@@ -22,33 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, Split, load_meta, load_split, subset_per_class
-from effnet.io import replace_dir, write_csv, write_json
+from effnet.io import write_json
 from effnet.models import MODEL_NAMES, count_flops, count_parameters
-from effnet.scaling import STRATEGIES, scaled_name
+from effnet.results import COLUMNS, Predictions, accuracy_keys, images_id, predictions_path, save_predictions
 from effnet.train import load_weights, read_weights
 
 SPLITS = ("val", "test")
 SUBSET_SEED = 0  # of the per-class subset when evaluate.images_per_class > 0
 WARMUP_BATCHES = 2  # untimed batches before the throughput measurement
 _SCALED = re.compile(r"^(depth|width|resolution|compound)_([0-9.]+)x$")
-
-
-def accuracy_keys(split: str) -> list[str]:
-    """`val/top1`, `val/top5`, `val/top1_ema`, ..., `val/top5_ema_flip`: every accuracy of one split."""
-    return [f"{split}/top{k}{ema}{flip}" for ema in ("", "_ema") for flip in ("", "_flip") for k in (1, 5)]
-
-
-# Columns of metrics/models.csv, in order; each metrics/models/<model>.json holds the same keys.
-COLUMNS: tuple[str, ...] = (
-    "model", "name", "group", "strategy", "target", "arch", "width", "depth", "resolution", "params", "flops",
-    *accuracy_keys("val"), "val/images", *accuracy_keys("test"), "test/images",
-    "throughput_images_per_s", "train_time_s", "epochs", "has_ema", "device",
-)
+_SEED_DIR = re.compile(r"^seed([0-9]+)$")  # models/<model>/seed<k>/model.pt: seed k > 0 of train.seeds
 
 
 class EvaluationError(RuntimeError):
@@ -57,40 +51,57 @@ class EvaluationError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """One weights file and where it sits in the study."""
+    """One model's weights files (one per seed) and where it sits in the study."""
 
     model: str  # its directory relative to models/: efficientnet_b0, efficientnet_phi, scaling/depth_2x
-    path: Path
+    path: Path  # seed 0's weights
     group: str  # 'matrix' | 'phi' | 'scaling' | 'other'
+    seeds: tuple[Path, ...] = ()  # every seed's weights, seed 0's first; empty: `path` alone
+
+    @property
+    def weights(self) -> tuple[Path, ...]:
+        return self.seeds or (self.path,)
+
+
+def group_of(model: str) -> str:
+    """'matrix' (B0-B7 and the baselines), 'phi', 'scaling' (models/scaling/...) or 'other'."""
+    if model in MODEL_NAMES:
+        return "matrix"
+    if model == "efficientnet_phi":
+        return "phi"
+    return "scaling" if model.startswith("scaling/") else "other"
+
+
+def seed_weights(model_dir: Path) -> tuple[Path, ...]:
+    """`model_dir/model.pt` (seed 0), then `model_dir/seed1/model.pt`, ... for as long as they exist."""
+    paths = [Path(model_dir) / "model.pt"]
+    while (path := Path(model_dir) / f"seed{len(paths)}" / "model.pt").is_file():
+        paths.append(path)
+    return tuple(paths)
 
 
 def find_models(models_dir: Path) -> list[TrainedModel]:
-    """Every `model.pt` below `models_dir`, sorted by path, with its group."""
+    """Every model below `models_dir` (a directory with a `model.pt`), sorted by path, with its group and seeds.
+
+    `seed<k>/model.pt` below a model's directory is that model's seed k, not a model.
+    """
     models_dir = Path(models_dir)
     found = []
     for path in sorted(models_dir.glob("**/model.pt")):
+        if _SEED_DIR.match(path.parent.name) and (path.parent.parent / "model.pt").is_file():
+            continue
         model = path.parent.relative_to(models_dir).as_posix()
-        if model in MODEL_NAMES:
-            group = "matrix"
-        elif model == "efficientnet_phi":
-            group = "phi"
-        elif model.startswith("scaling/"):
-            group = "scaling"
-        else:
-            group = "other"
-        found.append(TrainedModel(model, path, group))
+        found.append(TrainedModel(model, path, group_of(model), seed_weights(path.parent)))
     return found
 
 
-def pipeline_models(flops_targets: Iterable[float]) -> list[str]:
-    """The model directories below models/ that dvc.yaml trains for these `scaling.flops_targets`.
-
-    A workspace can hold weights that no stage declares any more (e.g. `scaling/depth_8x`
-    after the targets were cut to [2]); DVC leaves them in place, and they must not be
-    evaluated beside the run's own models.
-    """
-    return [*MODEL_NAMES, "efficientnet_phi", "scaling/baseline",
-            *(f"scaling/{scaled_name(strategy, t)}" for strategy in STRATEGIES for t in flops_targets)]
+def trained_model(models_dir: Path, model: str) -> TrainedModel:
+    """The model `model` (e.g. 'efficientnet_b0', 'scaling/depth_2x') below `models_dir`, with its seeds."""
+    path = Path(models_dir) / model / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file; train the model first (its train stage, "
+                                f"e.g. dvc repro train@efficientnet_b0)")
+    return TrainedModel(model, path, group_of(model), seed_weights(path.parent))
 
 
 def scaling_role(model: str, payload: dict[str, Any]) -> tuple[str, float] | None:
@@ -133,8 +144,10 @@ def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     return float((top == labels.view(-1, 1)).any(dim=1).double().mean())
 
 
-def split_accuracies(model: nn.Module, loader: DeviceLoader, split: str, suffix: str = "") -> dict[str, float]:
-    """`{split}/top1{suffix}`, `/top5{suffix}` and their `_flip` versions, plus `{split}/images`."""
+def split_accuracies(model: nn.Module, loader: DeviceLoader, split: str,
+                     suffix: str = "") -> tuple[dict[str, float], torch.Tensor]:
+    """`{split}/top1{suffix}`, `/top5{suffix}` and their `_flip` versions, plus `{split}/images`;
+    and the predicted class of every image (single crop, in the loader's order)."""
     probs, flipped, labels = predict(model, loader)
     return {
         f"{split}/top1{suffix}": topk_accuracy(probs, labels, 1),
@@ -142,7 +155,7 @@ def split_accuracies(model: nn.Module, loader: DeviceLoader, split: str, suffix:
         f"{split}/top1{suffix}_flip": topk_accuracy(flipped, labels, 1),
         f"{split}/top5{suffix}_flip": topk_accuracy(flipped, labels, 5),
         f"{split}/images": int(len(labels)),
-    }
+    }, probs.argmax(dim=1)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -201,8 +214,13 @@ def load_eval_data(data_dir: Path, images_per_class: int = 0) -> EvalData:
     return EvalData(splits, tuple(meta["mean"]), tuple(meta["std"]))
 
 
-def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig, device: torch.device | str) -> dict[str, Any]:
-    """Every measurement of one weights file, as a flat dict with the keys of `COLUMNS`."""
+def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig,
+                   device: torch.device | str) -> tuple[dict[str, Any], Predictions]:
+    """Every measurement of one model, as a flat dict with the keys of `COLUMNS`, and its test predictions.
+
+    With several seeds each is evaluated; the accuracies are their means, the cost
+    (parameters, FLOPs, images/s, training time) is seed 0's.
+    """
     device = torch.device(device)
     payload = read_weights(trained.path)
     spec = payload["spec"]
@@ -219,59 +237,63 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig, d
     loaders = {split: DeviceLoader(s.images, s.fine_labels, batch_size=cfg.batch_size, train=False, device=device,
                                    mean=data.mean, std=data.std, resolution=spec["resolution"])
                for split, s in data.splits.items()}
+    per_seed: list[dict[str, float]] = []
+    top1: dict[bool, list[np.ndarray]] = {False: [], True: []}  # test predictions per seed: raw, EMA
     try:
-        for ema in ((False, True) if has_ema else (False,)):
-            model = load_weights(trained.path, ema=ema, device=device)
-            for split, loader in loaders.items():
-                row.update(split_accuracies(model, loader, split, "_ema" if ema else ""))
-            if not ema:
-                row["params"] = count_parameters(model)
-                row["flops"] = count_flops(model)
-        if not has_ema:  # as the trainer logs it: the EMA columns repeat the raw weights
-            for split in SPLITS:
-                row.update({key: row[key.replace("_ema", "")] for key in accuracy_keys(split) if "_ema" in key})
-        row["throughput_images_per_s"] = measure_throughput(model, batch_size=cfg.batch_size,
-                                                            batches=cfg.throughput_batches, device=device)
+        for seed, path in enumerate(trained.weights):
+            accuracies: dict[str, Any] = {}
+            for ema in ((False, True) if has_ema else (False,)):
+                model = load_weights(path, ema=ema, device=device)
+                for split, loader in loaders.items():
+                    metrics, predicted = split_accuracies(model, loader, split, "_ema" if ema else "")
+                    accuracies.update(metrics)
+                    if split == "test":
+                        top1[ema].append(predicted.numpy())
+                if seed == 0 and not ema:
+                    row["params"] = count_parameters(model)
+                    row["flops"] = count_flops(model)
+            if not has_ema:  # as the trainer logs it: the EMA columns repeat the raw weights
+                for split in SPLITS:
+                    accuracies.update({key: accuracies[key.replace("_ema", "")] for key in accuracy_keys(split)
+                                       if "_ema" in key})
+                top1[True].append(top1[False][-1])
+            per_seed.append(accuracies)
+            if seed == 0:
+                row["throughput_images_per_s"] = measure_throughput(model, batch_size=cfg.batch_size,
+                                                                    batches=cfg.throughput_batches, device=device)
+            model = None
     except torch.cuda.OutOfMemoryError:
         raise EvaluationError(f"CUDA out of memory evaluating {trained.model} at {spec['resolution']}x{spec['resolution']} "
                               f"with evaluate.batch_size {cfg.batch_size}; try -S evaluate.batch_size="
                               f"{max(1, cfg.batch_size // 2)}") from None
     finally:
         model = None
+    for key in per_seed[0]:
+        values = [accuracies[key] for accuracies in per_seed]
+        row[key] = values[0] if key.endswith("/images") else float(np.mean(values))
     row["train_time_s"] = float(payload.get("train_time_s", float("nan")))
     row["epochs"] = int(payload.get("train_config", {}).get("epochs", 0)) or len(payload.get("history", []))
     row["has_ema"] = has_ema
     row["device"] = device_name(device)
-    return {key: row[key] for key in COLUMNS}
+    row["seeds"] = len(trained.weights)
+    test = data.splits["test"]
+    predictions = Predictions(top1=np.stack(top1[False]), top1_ema=np.stack(top1[True]),
+                              labels=np.asarray(test.fine_labels), test_set=images_id(test.fine_labels, test.images),
+                              has_ema=has_ema)
+    return {key: row[key] for key in COLUMNS}, predictions
 
 
-def evaluate_all(models_dir: Path, data_dir: Path, cfg: EvaluateConfig, *, metrics_dir: Path, table: Path,
-                 device: torch.device | str = "cpu", only: Iterable[str] | None = None,
-                 log: Any = print) -> list[dict[str, Any]]:
-    """Evaluate every model under `models_dir` (those named in `only`, when given); write
-    `metrics_dir/<model>.json` and the CSV `table`.
-
-    Both are written only once every model is done (a failure leaves the previous outputs),
-    and `metrics_dir` is replaced whole, so no file of a model that is gone survives.
-    """
-    trained = find_models(models_dir)
-    if only is not None:
-        wanted = set(only)
-        stale = [t.model for t in trained if t.model not in wanted]
-        if stale:
-            log(f"skipping weights that no stage of this run declares: {', '.join(stale)}")
-        trained = [t for t in trained if t.model in wanted]
-    if not trained:
-        raise FileNotFoundError(f"{models_dir}: no model.pt below it; train some models first (dvc repro train)")
+def evaluate_one(trained: TrainedModel, data_dir: Path, cfg: EvaluateConfig, *, metrics_dir: Path,
+                 predictions_dir: Path, device: torch.device | str = "cpu", log: Any = print) -> dict[str, Any]:
+    """Evaluate one model (every seed) and write its two small files: `metrics_dir/<model>.json`
+    and `predictions_dir/<model>.npz`. Each is written atomically, and only once all is measured."""
     data = load_eval_data(data_dir, cfg.images_per_class)
-    rows = []
-    for item in trained:
-        start = time.perf_counter()
-        row = evaluate_model(item, data, cfg, device)
-        rows.append(row)
-        log(f"{item.model}: test top-1 {row['test/top1']:.4f} (EMA {row['test/top1_ema']:.4f}, flip "
-            f"{row['test/top1_ema_flip']:.4f}), val top-1 {row['val/top1']:.4f}, {row['params'] / 1e6:.2f} M params, "
-            f"{row['flops'] / 1e9:.3f} GFLOPs, {row['throughput_images_per_s']:,.0f} img/s  [{time.perf_counter() - start:.1f} s]")
-    replace_dir(metrics_dir, lambda tmp: [write_json(tmp / f"{row['model']}.json", row) for row in rows])
-    write_csv(table, rows, COLUMNS)
-    return rows
+    start = time.perf_counter()
+    row, predictions = evaluate_model(trained, data, cfg, device)
+    save_predictions(predictions_path(predictions_dir, trained.model), predictions)
+    write_json(Path(metrics_dir) / f"{trained.model}.json", row)
+    seeds = f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ""
+    log(f"{trained.model}: test top-1 {row['test/top1']:.4f}{seeds} (EMA {row['test/top1_ema']:.4f}, flip "
+        f"{row['test/top1_ema_flip']:.4f}), val top-1 {row['val/top1']:.4f}, {row['params'] / 1e6:.2f} M params, "
+        f"{row['flops'] / 1e9:.3f} GFLOPs, {row['throughput_images_per_s']:,.0f} img/s  [{time.perf_counter() - start:.1f} s]")
+    return row

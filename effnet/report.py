@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import platform
 import re
 import subprocess
@@ -25,8 +26,11 @@ from effnet.config import PAPER_COEFFICIENTS, Params
 from effnet.io import write_text
 from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES, MODEL_NAMES
 from effnet.plots import STRATEGIES, finite, label, read_table
+from effnet.results import Predictions, load_predictions, predictions_path
+from effnet.stats import CONFIDENCE, RESAMPLES, PairedComparison, paired_bootstrap
 
 # The paper's Table 2 (ImageNet, 224-600 px): top-1 (%), parameters, FLOPs, as printed there.
+# A model without a row here (e.g. a baseline the paper does not list) shows '–' in its place.
 PAPER_TABLE2: dict[str, tuple[float, str, str]] = {
     "efficientnet_b0": (77.1, "5.3M", "0.39B"), "efficientnet_b1": (79.1, "7.8M", "0.70B"),
     "efficientnet_b2": (80.1, "9.2M", "1.0B"), "efficientnet_b3": (81.6, "12M", "1.8B"),
@@ -170,7 +174,10 @@ def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, n
         f"{t.label_smoothing:g}, stochastic depth {t.drop_path_rate:g}, EMA decay {t.ema_decay:g}, crop + "
         f"{'flip' if t.hflip else 'no flip'}{f' + cutout {t.cutout}' if t.cutout else ''}, precision {t.precision}"
         f"{f', BatchNorm momentum {t.bn_momentum:g}' if t.bn_momentum is not None else ''}.",
-        f"- **Seeds**: training {t.seed}, validation split {data.seed}, CAM images {params.cam.seed}.",
+        f"- **Seeds**: training {t.seed}"
+        + (f" to {t.seed + t.seeds - 1} ({t.seeds} networks per model, `train.seeds`; accuracies are their means)"
+           if t.seeds > 1 else "")
+        + f", validation split {data.seed}, CAM images {params.cam.seed}.",
     ]
     reduced = _reduced(params)
     if reduced:
@@ -270,9 +277,9 @@ def _paper(models: list[dict[str, Any]]) -> str:
     by_name = {r["model"]: r for r in models}
     rows = []
     for name in EFFICIENTNET_NAMES + BASELINE_NAMES:
-        top1, params_m, flops_g = PAPER_TABLE2[name]
+        top1, params_m, flops_g = PAPER_TABLE2.get(name, (None, "–", "–"))
         ours = by_name.get(name, {})
-        rows.append([label({"model": name}), f"{top1:.1f}", params_m, flops_g,
+        rows.append([label({"model": name}), f"{top1:.1f}" if top1 is not None else "–", params_m, flops_g,
                      pct(ours.get("test/top1_ema")), num(ours.get("params"), 1e6, 1) + ("M" if ours else ""),
                      num(ours.get("flops"), 1e9, 2) + ("B" if ours else ""),
                      f"{CIFAR_ANCHORS[name]:.1f}" if name in CIFAR_ANCHORS else "–"])
@@ -326,6 +333,93 @@ def _scaling(models: list[dict[str, Any]]) -> str:
             f"{num(baseline.get('flops'), 1e9, 3)} GFLOPs." if baseline else "The baseline B0 is missing.")
     out += [head + " Each cell: test top-1 (EMA, %) and the FLOPs reached, relative to B0.",
             table(["strategy"] + [f"{t:g}x FLOPs" for t in targets], rows)]
+    return "\n\n".join(out)
+
+
+def comparisons(models: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(what is compared, model A, model B) for every paired comparison the report draws:
+
+    - at each FLOPs target of the scaling study, compound scaling (A) against depth, width and
+      resolution scaling (B);
+    - each EfficientNet of the run (B0-B7, the phi model) (A) against the baseline nearest to it
+      in FLOPs and the one nearest in parameters (B; one comparison when it is the same), nearest
+      on a log scale.
+    """
+    out = []
+    study = [r for r in models if r.get("group") == "scaling" and finite(r.get("target"))]
+    for target in sorted({float(r["target"]) for r in study if r.get("strategy") in STRATEGIES}):
+        at = {r["strategy"]: r["model"] for r in study if abs(float(r["target"]) - target) < 1e-9}
+        if "compound" in at:
+            out += [(f"{target:g}x FLOPs", at["compound"], at[s]) for s in STRATEGIES if s != "compound" and s in at]
+    baselines = [r for r in models if r["model"] in BASELINE_NAMES]
+    effnets = [r for r in _order(models) if r["model"] in EFFICIENTNET_NAMES or r.get("group") == "phi"]
+    for r in effnets:
+        nearest: dict[str, list[str]] = {}
+        for key, what in (("flops", "FLOPs"), ("params", "parameters")):
+            candidates = [b for b in baselines if finite(b.get(key)) and b[key] > 0]
+            if finite(r.get(key)) and r[key] > 0 and candidates:
+                best = min(candidates, key=lambda b: abs(math.log(b[key] / r[key])))
+                nearest.setdefault(best["model"], []).append(what)
+        out += [(f"nearest in {' and '.join(whats)}", r["model"], b) for b, whats in nearest.items()]
+    return out
+
+
+def _verdict(c: PairedComparison, a: str, b: str) -> str:
+    if not c.distinguishable:
+        return "not distinguishable"
+    return f"{a} better" if c.difference > 0 else f"{b} better"
+
+
+def _p(value: float) -> str:
+    return "< 0.0001" if value < 1e-4 else f"{value:.4f}" if value < 0.01 else f"{value:.3f}"
+
+
+def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
+    out = ["## Paired comparisons on the same test images"]
+    drawn = comparisons(models)
+    if not drawn:
+        return "\n\n".join(out + ["No comparisons to draw: the scaling study or the matrix is not evaluated yet."])
+    labels = {r["model"]: label(r) for r in models}
+    loaded: dict[str, Predictions | None] = {}
+
+    def predictions(model: str) -> Predictions | None:
+        if model not in loaded:
+            path = predictions_path(predictions_dir, model) if predictions_dir is not None else None
+            loaded[model] = load_predictions(path) if path is not None and path.is_file() else None
+        return loaded[model]
+
+    rows, notes = [], []
+    for what, a, b in drawn:
+        pa, pb = predictions(a), predictions(b)
+        if pa is None or pb is None:
+            continue
+        if pa.test_set != pb.test_set:
+            notes.append(f"{labels[a]} against {labels[b]}: evaluated on different test images "
+                         "(evaluate.images_per_class differs), not compared")
+            continue
+        c = paired_bootstrap(pa.correct(ema=True), pb.correct(ema=True))
+        seeds = f"{c.seeds[0]}" if c.seeds[0] == c.seeds[1] else f"{c.seeds[0]} / {c.seeds[1]}"
+        rows.append([what, labels[a], labels[b], f"{c.images:,}", seeds, pct(c.accuracy_a), pct(c.accuracy_b),
+                     f"{100 * c.difference:+.2f}", f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}]", _p(c.p_value),
+                     _verdict(c, labels[a], labels[b])])
+    missing = sorted({m for _, a, b in drawn for m in (a, b) if predictions(m) is None})
+    if missing:
+        notes.append(f"No per-image predictions (`predictions/<model>.npz`) for {', '.join(f'`{m}`' for m in missing)}: "
+                     "their comparisons are left out (not evaluated yet, or evaluated before the evaluate stages saved "
+                     "predictions: run the model's evaluate stage where its weights are, e.g. "
+                     "`dvc repro evaluate@efficientnet_b0`).")
+    out.append(f"A − B in percentage points of test top-1 (EMA weights where the run kept them), with a "
+               f"{100 * CONFIDENCE:.0f}% interval from a paired bootstrap ({RESAMPLES:,} resamples, seeded): each resample "
+               "draws the test images with replacement, the same draw for both models, and, with several seeds "
+               "(`train.seeds`), the seeds too, so the interval covers the finite test set and the seed-to-seed "
+               "variation. McNemar's exact test (two-sided binomial on the images exactly one of the two gets right) "
+               "gives p, on the first seed of each. Where the interval covers 0 the data cannot tell the two models "
+               "apart: **not distinguishable**. Compared: compound scaling against each single dimension at each FLOPs "
+               "target, and each EfficientNet against the baseline nearest to it in FLOPs and in parameters.")
+    if rows:
+        out.append(table(["compared", "A", "B", "test images", "seeds", "A top-1", "B top-1", "A − B", "95% interval",
+                          "McNemar p", "verdict"], rows, "lll" + "r" * 7 + "l"))
+    out += notes
     return "\n\n".join(out)
 
 
@@ -407,8 +501,12 @@ def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_n
 
 
 def build_report(params: Params, *, models_table: Path, search_json: Path, search_table: Path, cam_json: Path,
-                 plots_dir: Path, report_dir: Path, commit: str, host: str | None = None, now: str | None = None) -> str:
-    """The whole REPORT.md as text. Missing inputs are said to be missing; nothing fails on them."""
+                 plots_dir: Path, report_dir: Path, commit: str, host: str | None = None, now: str | None = None,
+                 predictions_dir: Path | None = None) -> str:
+    """The whole REPORT.md as text. Missing inputs are said to be missing; nothing fails on them.
+
+    `predictions_dir` holds the evaluate stages' `<model>.npz` for the paired comparisons.
+    """
     models = [r for r in read_table(models_table) if r.get("model")]
     search = _read_json(search_json)
     candidates = read_table(search_table)
@@ -423,6 +521,7 @@ def build_report(params: Params, *, models_table: Path, search_json: Path, searc
         _results(models),
         _paper(models),
         _scaling(models),
+        _paired(models, Path(predictions_dir) if predictions_dir is not None else None),
         _cam(cam, params.cam.methods, Path(plots_dir), Path(report_dir)),
         _figures(Path(plots_dir), Path(report_dir)),
     ]

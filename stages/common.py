@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ import yaml
 from effnet.config import ConfigError, Params, TrainConfig
 from effnet.distributed import cleanup, init_distributed
 from effnet.download import DataError
-from effnet.io import write_json
+from effnet.fingerprint import fingerprint
+from effnet.io import write_atomic, write_json
 from effnet.models import EFFICIENTNET_NAMES, ModelSpec, spec_for_name
 from effnet.search import SearchError
 from effnet.train import TrainingError, TrainResult, remove_checkpoint, save_weights, train
@@ -137,8 +139,8 @@ def live_callback(live: Any) -> Callable[[int, dict[str, float]], None]:
     return log
 
 
-def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, live_dir: Path, checkpoints: Path,
-                   extra: dict[str, Any] | None = None) -> TrainResult:
+def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, live_dir: Path, checkpoints: Path,
+                         extra: dict[str, Any] | None = None) -> TrainResult:
     """The body of every training stage, under torchrun or as one process.
 
     Joins the process group (if torchrun started several processes), trains with resumable
@@ -165,3 +167,45 @@ def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, 
         return result
     finally:
         cleanup()
+
+
+def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, live_dir: Path, checkpoints: Path,
+                   extra: dict[str, Any] | None = None) -> None:
+    """Train and save `cfg.seeds` networks of `spec` (`train.seeds`), seed k with `cfg.seed + k`.
+
+    Seed 0 writes `out/model.pt`, DVCLive `live_dir` and checkpoints `checkpoints` exactly as a
+    single-seed run; seed k > 0 writes `out/seed<k>/model.pt` and `live_dir/seed<k>`, with its
+    checkpoints in `<checkpoints>_seed<k>`. With several seeds, each finished seed's weights and
+    DVCLive run are also kept in `<checkpoints>_seeds/seed<k>/`, stamped with a fingerprint of the
+    settings and the training code, until every seed is saved: DVC removes a stage's outputs
+    before it reruns, and a rerun after an interruption then restores the finished seeds instead
+    of training them again (and resumes the seed in progress from its checkpoint).
+    """
+    if cfg.seeds == 1:
+        _train_and_save_seed(spec, cfg, data=data, out=out, live_dir=live_dir, checkpoints=checkpoints, extra=extra)
+        return
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun's; the process group is joined per seed
+    kept_dir = Path(checkpoints).with_name(f"{Path(checkpoints).name}_seeds")
+    for k in range(cfg.seeds):
+        seed_cfg = dataclasses.replace(cfg, seed=cfg.seed + k, seeds=1)
+        below = Path(f"seed{k}") if k else Path()
+        seed_out, seed_live = Path(out) / below, Path(live_dir) / below
+        kept = kept_dir / f"seed{k}"
+        stamp = fingerprint({"spec": spec.to_dict(), "train": dataclasses.asdict(seed_cfg), "extra": extra},
+                            [Path(__file__)])
+        if (kept / "fingerprint").is_file() and (kept / "fingerprint").read_text() == stamp:
+            if main_rank:
+                write_atomic(seed_out / "model.pt", lambda tmp: shutil.copyfile(kept / "model.pt", tmp))
+                shutil.rmtree(seed_live, ignore_errors=True)
+                shutil.copytree(kept / "live", seed_live)
+                print(f"{spec.name} seed {seed_cfg.seed}: finished earlier, restored from {kept}")
+            continue
+        _train_and_save_seed(spec, seed_cfg, data=data, out=seed_out, live_dir=seed_live,
+                             checkpoints=Path(checkpoints) if k == 0 else Path(f"{checkpoints}_seed{k}"), extra=extra)
+        if main_rank:
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(seed_live, kept / "live", ignore=shutil.ignore_patterns("seed*"))
+            shutil.copyfile(seed_out / "model.pt", kept / "model.pt")
+            (kept / "fingerprint").write_text(stamp)  # last: a kept seed without it is not used
+    if main_rank:
+        shutil.rmtree(kept_dir, ignore_errors=True)

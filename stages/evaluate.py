@@ -1,13 +1,15 @@
-"""DVC stage `evaluate`: accuracy (val and test; raw, EMA, flip) and cost of every trained model.
+"""DVC stages `evaluate@<model>`: accuracy (val and test; raw, EMA, flip) and cost of one trained model.
 
-    python stages/evaluate.py [--params params.yaml] [--data data/cifar100] [--models models]
-        [--metrics metrics/models] [--table metrics/models.csv]
+    python stages/evaluate.py --model efficientnet_b0 [--params params.yaml] [--data data/cifar100]
+        [--models models] [--metrics metrics/models] [--predictions predictions]
 
-Finds the `model.pt` of every model that dvc.yaml trains for the current params (the
-matrix, the phi model, the scaling study at `scaling.flops_targets`) below `--models` and writes one flat JSON per model,
-`--metrics/<model>.json` (e.g. metrics/models/scaling/depth_2x.json), and the table of all of
-them, `--table`. Accuracies are fractions. Runs on the first CUDA device when there is one.
-The first stage that reads the test split.
+Evaluates `--models/<model>/model.pt` (and, with `train.seeds` > 1, its other seeds,
+`<model>/seed<k>/model.pt`) on the full val and test splits and writes the model's two small
+files: `--metrics/<model>.json` (e.g. metrics/models/scaling/depth_2x.json; accuracies are
+fractions) and its predicted class of every test image, `--predictions/<model>.npz`. One
+model per run, so each model's chain (train, then evaluate) runs on its own machine; the
+`collect` stage builds metrics/models.csv from the JSON files. Runs on the first CUDA
+device when there is one. The first stage that reads the test split.
 """
 
 from __future__ import annotations
@@ -22,31 +24,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 import torch  # noqa: E402
 
 from effnet.config import load_params  # noqa: E402
-from effnet.evaluate import EvaluationError, evaluate_all, pipeline_models  # noqa: E402
+from effnet.evaluate import EvaluationError, evaluate_one, trained_model  # noqa: E402
 from stages.common import run_stage  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)  # a bad key stops here, before anything starts
+    trained = trained_model(args.models, args.model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", module="fvcore")  # its tracer's notes on unsupported ops
     try:
-        rows = evaluate_all(args.models, args.data, params.evaluate, metrics_dir=args.metrics, table=args.table,
-                            device=device, only=pipeline_models(params.scaling.flops_targets))
+        evaluate_one(trained, args.data, params.evaluate, metrics_dir=args.metrics, predictions_dir=args.predictions,
+                     device=device)
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {args.metrics}/ ({len(rows)} models) and {args.table}")
+    print(f"wrote {args.metrics / args.model}.json and {args.predictions / args.model}.npz")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="its directory below --models: efficientnet_b0, scaling/depth_2x")
     parser.add_argument("--params", default="params.yaml", type=Path)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
-    parser.add_argument("--models", default="models", type=Path, help="searched for **/model.pt")
+    parser.add_argument("--models", default="models", type=Path, help="where the model's directory is")
     parser.add_argument("--metrics", default="metrics/models", type=Path, help="one JSON per model")
-    parser.add_argument("--table", default="metrics/models.csv", type=Path)
+    parser.add_argument("--predictions", default="predictions", type=Path, help="one .npz per model")
     args = parser.parse_args(argv)
     return run_stage(lambda: run(args))
 

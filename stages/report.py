@@ -2,11 +2,11 @@
 
     python stages/report.py [--params params.yaml] [--models-table metrics/models.csv]
         [--search metrics/search.json] [--search-table plots/search.csv] [--cam metrics/cam.json]
-        [--plots plots] [--out REPORT.md] [--readme README.md]
+        [--plots plots] [--predictions predictions] [--out REPORT.md] [--readme README.md]
 
 Writes `--out`: how the run was made, the searched coefficients against the paper's, the
 table of models, the paper's ImageNet Table 2 and other CIFAR-100 results beside ours, the
-scaling study, the CAM faithfulness and the figures. Then, if `--readme` has the markers
+scaling study, the paired comparisons (from `--predictions`), the CAM faithfulness and the figures. Then, if `--readme` has the markers
 `<!-- results:start -->` and `<!-- results:end -->`, replaces what lies between them with
 the report's summary table (the README is edited in place, not a DVC output).
 """
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)  # a bad key stops here, before anything starts
     text = build_report(params, models_table=args.models_table, search_json=args.search, search_table=args.search_table,
                         cam_json=args.cam, plots_dir=args.plots, report_dir=args.out.parent,
-                        commit=git_commit(Path.cwd()))
+                        commit=git_commit(Path.cwd()), predictions_dir=args.predictions)
     write_text(args.out, text)
     print(f"wrote {args.out}")
     if update_readme(args.readme, args.models_table, args.search, report_name=args.out.name, params=params):
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's candidates")
     parser.add_argument("--cam", default="metrics/cam.json", type=Path, help="the cam stage's faithfulness")
     parser.add_argument("--plots", default="plots", type=Path, help="where the figures are")
+    parser.add_argument("--predictions", default="predictions", type=Path, help="the evaluate stages' per-image predictions")
     parser.add_argument("--out", default="REPORT.md", type=Path)
     parser.add_argument("--readme", default="README.md", type=Path)
     args = parser.parse_args(argv)

@@ -9,14 +9,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from effnet import report as report_module
 from effnet.config import Params
 from effnet.evaluate import COLUMNS
 from effnet.io import write_csv
-from effnet.models import MODEL_NAMES
+from effnet.models import BASELINE_NAMES, MODEL_NAMES
 from effnet.plots import make_plots, read_table
-from effnet.report import PAPER_TABLE2, build_report, replace_block, update_readme
+from effnet.report import PAPER_TABLE2, build_report, comparisons, replace_block, update_readme
+from effnet.results import Predictions, save_predictions
 from test_plots import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +49,19 @@ def project(root: Path, *, plots: bool = True) -> Path:
 def report(root: Path) -> str:
     return build_report(Params(), models_table=root / "metrics" / "models.csv", search_json=root / "metrics" / "search.json",
                         search_table=root / "plots" / "search.csv", cam_json=root / "metrics" / "cam.json",
-                        plots_dir=root / "plots", report_dir=root, commit="0123abc", host="test host", now="2026-01-01")
+                        plots_dir=root / "plots", report_dir=root, commit="0123abc", host="test host", now="2026-01-01",
+                        predictions_dir=root / "predictions")
+
+
+LABELS = np.random.default_rng(0).integers(0, 100, 1000)
+
+
+def write_predictions(root: Path, model: str, right: slice, test_set: str = "same images") -> None:
+    """A predictions file whose model is right exactly on the images of `right` (of 1,000)."""
+    top1 = (LABELS + 1) % 100
+    top1[right] = LABELS[right]
+    save_predictions(root / "predictions" / f"{model}.npz",
+                     Predictions(top1=top1[None], top1_ema=top1[None], labels=LABELS, test_set=test_set, has_ema=True))
 
 
 def test_report_lists_every_model_and_the_comparisons(tmp_path: Path) -> None:
@@ -124,3 +139,71 @@ def test_stage(tmp_path: Path) -> None:
 def test_phi_label(tmp_path: Path, name: str) -> None:
     write_results(tmp_path, phi_name=name)
     assert f"| phi={name.removeprefix('efficientnet_phi')} |" in report(tmp_path)
+
+
+def test_comparisons_drawn() -> None:
+    """Compound against each single dimension per target; each EfficientNet against its nearest baselines."""
+    models = [{"model": "scaling/compound_2x", "group": "scaling", "strategy": "compound", "target": 2.0},
+              {"model": "scaling/depth_2x", "group": "scaling", "strategy": "depth", "target": 2.0},
+              {"model": "scaling/width_4x", "group": "scaling", "strategy": "width", "target": 4.0},  # no compound at 4x
+              {"model": "scaling/baseline", "group": "scaling", "strategy": "baseline", "target": 1.0},
+              {"model": "efficientnet_b0", "group": "matrix", "params": 5e6, "flops": 4e8},
+              {"model": "efficientnet_b4", "group": "matrix", "params": 19e6, "flops": 4.15e9},
+              {"model": "efficientnet_b7", "group": "matrix", "params": 66e6, "flops": 37e9},
+              {"model": "resnet50", "group": "matrix", "params": 26e6, "flops": 4.1e9},
+              {"model": "densenet201", "group": "matrix", "params": 20e6, "flops": 4.3e9},
+              {"model": "resnet152", "group": "matrix", "params": 60e6, "flops": 11e9}]
+    assert comparisons(models) == [
+        ("2x FLOPs", "scaling/compound_2x", "scaling/depth_2x"),
+        ("nearest in FLOPs", "efficientnet_b0", "resnet50"),
+        ("nearest in parameters", "efficientnet_b0", "densenet201"),
+        ("nearest in FLOPs", "efficientnet_b4", "resnet50"),  # 4.1 B is nearer 4.15 B than 4.3 B is
+        ("nearest in parameters", "efficientnet_b4", "densenet201"),
+        ("nearest in FLOPs and parameters", "efficientnet_b7", "resnet152")]
+
+
+def test_paired_table(tmp_path: Path) -> None:
+    project(tmp_path, plots=False)
+    write_predictions(tmp_path, "scaling/compound_2x", slice(0, 600))
+    write_predictions(tmp_path, "scaling/depth_2x", slice(0, 400))  # 200 images right for compound only
+    write_predictions(tmp_path, "scaling/width_2x", slice(0, 600))  # the same answers as compound
+    write_predictions(tmp_path, "efficientnet_b0", slice(0, 500))
+    write_predictions(tmp_path, "resnet50", slice(10, 510))  # 10 images each way
+    write_predictions(tmp_path, "scaling/resolution_2x", slice(0, 600), test_set="other images")
+    text = report(tmp_path)
+    section = text.split("## Paired comparisons on the same test images", 1)[1].split("\n## ", 1)[0]
+    assert "| 2x FLOPs | compound_2x | width_2x | 1,000 | 1 | 60.00 | 60.00 | +0.00 | [+0.00, +0.00] | 1.000 | " \
+           "not distinguishable |" in section
+    depth = re.search(r"\| 2x FLOPs \| compound_2x \| depth_2x \| 1,000 \| 1 \| 60.00 \| 40.00 \| \+20.00 \| "
+                      r"\[\+(\d+\.\d+), \+(\d+\.\d+)\] \| < 0.0001 \| compound_2x better \|", section)
+    assert depth and 16 < float(depth.group(1)) < 20 < float(depth.group(2)) < 24  # +-1.96 x 1.26 pp around 20
+    b0 = re.search(r"\| nearest in FLOPs and parameters \| B0 \| ResNet-50 \| 1,000 \| 1 \| 50.00 \| 50.00 \| \+0.00 \| "
+                   r"\[-(\d+\.\d+), \+(\d+\.\d+)\] \| 1.000 \| not distinguishable \|", section)
+    assert b0 and float(b0.group(1)) > 0 and float(b0.group(2)) > 0
+    assert "compound_2x against resolution_2x: evaluated on different test images" in section
+    # models without a predictions file: named once, their comparisons left out, nothing fails
+    assert "No per-image predictions (`predictions/<model>.npz`) for " in section
+    assert "`scaling/depth_4x`" in section and "`efficientnet_b7`" in section and "`scaling/depth_2x`" not in section
+    assert "| 4x FLOPs |" not in section
+
+
+def test_paired_table_without_any_predictions(tmp_path: Path) -> None:
+    """The committed CPU run has none: the section says so and the report is written."""
+    project(tmp_path, plots=False)
+    text = report(tmp_path)
+    assert "No per-image predictions (`predictions/<model>.npz`) for " in text and "| A − B |" not in text
+
+
+def test_a_baseline_without_a_paper_row(tmp_path: Path, monkeypatch) -> None:
+    """A new baseline the paper's Table 2 does not list: '–' in the paper's columns, no KeyError."""
+    project(tmp_path, plots=False)
+    table = tmp_path / "metrics" / "models.csv"
+    rows = read_table(table)
+    write_csv(table, rows + [{**next(r for r in rows if r["model"] == "resnet50"), "model": "vgg16", "name": "vgg16"}],
+              COLUMNS)
+    monkeypatch.setattr(report_module, "BASELINE_NAMES", BASELINE_NAMES + ("vgg16",))
+    monkeypatch.setattr(report_module, "MODEL_NAMES", MODEL_NAMES + ("vgg16",))
+    assert "vgg16" not in PAPER_TABLE2
+    text = report(tmp_path)
+    assert "| vgg16 | – | – | – | 55.00 |" in text  # the paper's Table 2 beside ours
+    assert "| vgg16 | 20.00 | 1.300 | 55.00 | 65.00 | – |" in text  # the summary

@@ -81,3 +81,54 @@ def test_unreachable_target_is_a_clear_error(workspace, capsys):
     assert scaling_stage.main(["--strategy", "resolution", "--target", "2", "--data", "data", "--out", "models/r"]) == 1
     assert "scaling.tolerance" in capsys.readouterr().err
     assert not Path("models/r").exists()
+
+
+def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(workspace, prepared_data_dir, monkeypatch,
+                                                                          capsys):
+    """train.seeds = 2: models/<m>/model.pt is seed 0, models/<m>/seed1/model.pt seed 1; after an interruption
+    in seed 1 (and DVC's removal of the outputs) seed 0 is restored, not retrained; evaluate then reads both."""
+    from effnet.results import load_predictions
+    from stages import common
+    from stages import evaluate as evaluate_stage
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["train"]["seeds"] = 2
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    Path("metrics").mkdir()
+    Path("metrics/search.json").write_text(json.dumps({"alpha": 1.2, "beta": 1.1, "gamma": 1.15}))
+    args = ["--data", "data", "--out", "models/efficientnet_phi", "--live", "live/phi", "--checkpoints", "ck/phi"]
+
+    trained = []
+    seed_run = common._train_and_save_seed
+
+    def interrupted(spec, cfg, **kwargs):
+        if cfg.seed == 1:
+            raise KeyboardInterrupt  # killed while training seed 1
+        trained.append(cfg.seed)
+        return seed_run(spec, cfg, **kwargs)
+
+    monkeypatch.setattr(common, "_train_and_save_seed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        phi_stage.main(args)
+    first = Path("models/efficientnet_phi/model.pt").read_bytes()
+    shutil.rmtree("models"), shutil.rmtree("live")  # what dvc repro does before rerunning the stage
+    monkeypatch.setattr(common, "_train_and_save_seed", lambda spec, cfg, **kw: (trained.append(cfg.seed), seed_run(spec, cfg, **kw))[1])
+    capsys.readouterr()
+    assert phi_stage.main(args) == 0
+    assert trained == [0, 1]  # seed 0 once, before the interruption; seed 1 after
+    assert "seed 0: finished earlier, restored" in capsys.readouterr().out
+    assert Path("models/efficientnet_phi/model.pt").read_bytes() == first
+    assert Path("live/phi/plots/metrics/val/top1.tsv").is_file() and Path("live/phi/seed1/plots/metrics/val/top1.tsv").is_file()
+    seeds = [torch.load(p, weights_only=True) for p in ("models/efficientnet_phi/model.pt",
+                                                         "models/efficientnet_phi/seed1/model.pt")]
+    assert [w["train_config"]["seed"] for w in seeds] == [0, 1]
+    assert not torch.equal(seeds[0]["state_dict"]["classifier.1.weight"], seeds[1]["state_dict"]["classifier.1.weight"])
+    assert not Path("ck/phi_seeds").exists() and not Path("ck/phi").exists()  # nothing kept once all seeds are saved
+
+    # one model's evaluate stage: its record and its predictions, both seeds
+    assert evaluate_stage.main(["--model", "efficientnet_phi", "--data", str(prepared_data_dir)]) == 0
+    record = json.loads(Path("metrics/models/efficientnet_phi.json").read_text())
+    assert record["seeds"] == 2 and record["group"] == "phi" and record["test/images"] == 100
+    predictions = load_predictions(Path("predictions/efficientnet_phi.npz"))
+    assert predictions.top1.shape == (2, 100)
+    assert predictions.correct().mean() == pytest.approx(record["test/top1_ema"])

@@ -1,0 +1,44 @@
+"""DVC stage `collect`: metrics/models.csv from the small per-model records alone (no weights, no torch).
+
+    python stages/collect.py [--params params.yaml] [--metrics metrics/models] [--table metrics/models.csv]
+
+Reads every `--metrics/**/<model>.json` that the `evaluate@<model>` stages wrote (on this
+machine or, committed, on others) and writes the table of the models of this run: the
+matrix, the phi model and the scaling study at `scaling.flops_targets`; records of models
+that no stage declares any more are left out, with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+
+from effnet.config import ConfigError, load_params  # noqa: E402
+from effnet.results import collect  # noqa: E402
+
+
+def run(args: argparse.Namespace) -> int:
+    params = load_params(args.params)  # a bad key stops here, before anything starts
+    rows = collect(args.metrics, args.table, params.scaling.flops_targets)
+    print(f"wrote {args.table} ({len(rows)} models)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--metrics", default="metrics/models", type=Path, help="the evaluate stages' records")
+    parser.add_argument("--table", default="metrics/models.csv", type=Path)
+    args = parser.parse_args(argv)
+    try:  # stages.common.run_stage's handling, without its import of the trainer (and torch)
+        return run(args)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
