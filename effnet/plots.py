@@ -12,7 +12,7 @@
   cam stage's `plots/cam_faithfulness.csv`).
 
 The accuracy shown is that of the EMA weights (`test/top1_ema`), in percent. The CSVs are
-written for `dvc plots show/diff`, which has no "colour by column" field: besides the long
+written for `dvc plots show` and `dvc plots diff`, which has no "colour by column" field: besides the long
 columns (`family`, `test_top1`) each CSV repeats the y value in one column per series
 (`efficientnet`, `baseline`, ...), empty elsewhere; a plot definition that lists those
 columns as `y` draws one series each (Vega drops the empty cells). Missing inputs never
