@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from effnet.io import write_atomic, write_csv
+from effnet.io import write_atomic, write_csv, write_json
 
 STRATEGIES = ("depth", "width", "resolution", "compound")
 ACCURACY = "test/top1_ema"  # what the figures show
@@ -114,6 +114,23 @@ def figure1_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                      **{f: (accuracy if f == family else "") for f in ("efficientnet", "baseline", "efficientnet_phi")}})
     order = {"efficientnet": 0, "baseline": 1, "efficientnet_phi": 2}
     return sorted(rows, key=lambda r: (order[r["family"]], r["params_m"]))
+
+
+def summary_metrics(models: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Test top-1 (%) of the matrix and the phi model under short fixed keys: `metrics/summary.json`.
+
+    One small flat file, so that `dvc metrics show metrics/summary.json` and `dvc exp show`
+    with `--keep` fit in 160 columns (the full per-model files have 34 keys each). The phi
+    model is `phi` whatever its phi, so experiments with other phis share the column.
+    """
+    summary = {}
+    order = {"efficientnet": 0, "baseline": 1, "phi": 2}  # B0-B7, the baselines by size, the phi model
+    kind = lambda r: "phi" if r.get("group") == "phi" else "efficientnet" if str(r["model"]).startswith("efficientnet") \
+        else "baseline"  # noqa: E731
+    for row in sorted(models, key=lambda r: (order[kind(r)], r.get("params", 0))):
+        if row.get("group") in ("matrix", "phi") and finite(row.get(ACCURACY)):
+            summary["phi" if row["group"] == "phi" else label(row)] = round(100.0 * row[ACCURACY], 2)
+    return summary
 
 
 def val_vs_test_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -595,8 +612,8 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
 
 
 def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvclive_dir: Path, out_dir: Path,
-               log: Callable[[str], Any] = print) -> dict[str, Path]:
-    """Write every CSV and PNG of the plots stage into `out_dir`; return {name: path}.
+               log: Callable[[str], Any] = print, summary: Path | None = None) -> dict[str, Path]:
+    """Write every CSV and PNG of the plots stage into `out_dir`, and `summary_metrics` to `summary`; return {name: path}.
 
     Inputs that are missing or empty give a header-only CSV and a placeholder PNG, with a
     note through `log`.
@@ -619,6 +636,9 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
             placeholder(png, name.replace("_", " "), missing)
 
     what = scored(models)
+    if summary is not None:
+        write_json(summary, summary_metrics(models))
+        written[Path(summary).name] = Path(summary)
     figure1 = figure1_rows(models)
     no_matrix = f"no matrix or phi models in {models_table}"
     emit("accuracy_vs_params", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "params_m", p, what), no_matrix)

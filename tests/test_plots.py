@@ -360,3 +360,28 @@ def test_read_table_types(tmp_path: Path) -> None:
     assert rows[0] == {"model": "b0", "params": 4135648, "width": 1.0, "has_ema": False, "target": ""}
     assert type(rows[0]["params"]) is int and type(rows[1]["target"]) is float and rows[1]["has_ema"] is True
     assert read_table(tmp_path / "missing.csv") == []
+
+
+def test_summary_metrics_is_small_and_flat(tmp_path: Path) -> None:
+    write_results(tmp_path)
+    summary = plots.summary_metrics(read_table(tmp_path / "metrics" / "models.csv"))
+    assert list(summary) == [f"B{i}" for i in range(8)] + ["ResNet-50", "ResNet-152", "DenseNet-201", "phi"]  # by size
+    assert summary["B0"] == pytest.approx(50.0) and summary["B7"] == pytest.approx(64.0) and summary["phi"] == 52.0
+    committed = plots.summary_metrics(read_table(ROOT / "metrics" / "models.csv"))
+    assert committed["DenseNet-201"] == 6.0 and len(committed) == 12  # the committed run: B0-B7, 3 baselines, phi
+
+
+def test_summary_fits_160_columns_in_dvc(tmp_path: Path) -> None:
+    """`dvc metrics show metrics/summary.json` of the committed run, rendered by dvc itself, is under 160 columns."""
+    dvc = Path(sys.executable).parent / "dvc"
+    run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True,  # noqa: E731
+                                      env={"COLUMNS": "400", "PATH": f"{dvc.parent}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    run("git", "init", "-q")
+    run(str(dvc), "init", "-q")
+    make_plots(models_table=ROOT / "metrics" / "models.csv", search_table=tmp_path / "none.csv",
+               cam_table=tmp_path / "none.csv", dvclive_dir=tmp_path / "none", out_dir=tmp_path / "plots",
+               log=lambda *_: None, summary=tmp_path / "metrics" / "summary.json")
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/summary.json\n")
+    shown = run(str(dvc), "metrics", "show", "metrics/summary.json").stdout
+    assert "B7" in shown and "ResNet-152" in shown
+    assert max(len(line) for line in shown.splitlines()) < 160
