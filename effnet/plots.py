@@ -29,7 +29,7 @@ one-epoch run still shows its point. tests/test_plots.py checks that no two text
 figure overlap.
 
 matplotlib is imported inside the drawing functions (Agg backend), so the rest of
-`effnet` runs without it; pandas reads the tables.
+`effnet` runs without it; pandas reads the tables (imported where it is used, likewise).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 
 from effnet.io import write_atomic, write_csv, write_json
 
@@ -72,6 +71,8 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return []
+    import pandas as pd  # here, not at module level: cam.py imports this module where pandas may be absent
+
     table = pd.read_csv(path)
     # object dtype first, so that to_dict gives Python ints, floats and bools, and '' where a cell is empty
     return table.astype(object).where(table.notna(), "").to_dict("records")
@@ -174,6 +175,8 @@ def read_dvclive_series(run_dir: Path, metric: str) -> tuple[np.ndarray, np.ndar
     path = Path(run_dir) / "plots" / "metrics" / f"{metric}.tsv"
     if not path.is_file() or path.stat().st_size == 0:
         return np.array([]), np.array([])
+    import pandas as pd
+
     table = pd.read_csv(path, sep="\t")
     values = [c for c in table.columns if c not in ("step", "timestamp")]
     if table.empty or not values:

@@ -1,4 +1,4 @@
-"""Every `dvc ...` command that the code shows a user (error hints, usage lines, comments) parses with dvc's CLI.
+"""Every `dvc ...` command shown to a user (error hints, usage lines, comments, README) parses with dvc's CLI.
 
 The commands are collected from the string constants of every module in effnet/ and stages/
 (f-string fields become a placeholder word) and from the comments of scripts/ and params.yaml;
@@ -39,12 +39,24 @@ def _comments(path: Path) -> list[str]:
     return [line.split("#", 1)[1] for line in path.read_text().splitlines() if "#" in line]
 
 
+def _readme_commands(path: Path) -> list[str]:
+    """The lines of README's fenced code blocks that start with `dvc ` (its own trailing comment removed)."""
+    lines, inside = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif inside and line.startswith("dvc "):
+            lines.append(re.split(r"\s+#\s", line, maxsplit=1)[0].strip())
+    return lines
+
+
 def hints() -> list[tuple[str, str]]:
     """(where, command) of every dvc command written in the code, scripts and params.yaml."""
-    found = []
+    found: list[tuple[str, str]] = []
     sources = [(p, _python_strings(p)) for d in ("effnet", "stages") for p in sorted((ROOT / d).glob("*.py"))]
     sources += [(p, _comments(p)) for p in sorted((ROOT / "scripts").glob("*")) if p.suffix in (".sh", ".yaml")]
     sources += [(ROOT / "params.yaml", _comments(ROOT / "params.yaml"))]
+    found += [("README.md", command) for command in _readme_commands(ROOT / "README.md")]  # whole lines, quotes and all
     for path, texts in sources:
         for text in texts:
             for match in COMMAND.finditer(text):
@@ -69,6 +81,7 @@ def test_the_extractor_finds_the_known_hints() -> None:
         in commands  # effnet/download.py's mirror hint
     assert "dvc repro download" in commands  # effnet/data.py
     assert f"dvc exp run -S data.url={FIELD} -S data.md5={FIELD}" in commands  # an f-string hint
+    assert any(c.startswith("dvc exp show --no-pager --drop '.*' --keep") for c in commands)  # README, quoted regex
     assert len(commands) >= 10
 
 
