@@ -223,7 +223,7 @@ def scored(models: Sequence[dict[str, Any]]) -> Scored:
     if not models:
         return Scored()
     ema = {r.get("has_ema") for r in models if r.get("has_ema") in (True, False)}
-    weights = {frozenset({True}): "EMA weights", frozenset({False}): "raw weights (no EMA)"}.get(
+    weights = {frozenset({True}): "EMA weights", frozenset({False}): "raw weights, no EMA"}.get(
         frozenset(ema), "EMA weights where kept, else raw")
 
     def count(key: str, what: str) -> str:
@@ -302,7 +302,8 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
     `points` are (x, y, text, colour) in data coordinates. Points closer than `merge_px` pixels
     get one label ("B0, B1, B2", wrapped at `per_line` characters). Each label tries offsets on
     rings of growing radius around its point, 16 directions each, and takes the first whose box
-    lies inside the axes and clear of every placed label and marker; a label further out than
+    lies inside the axes and clear of every placed label, marker and drawn line (of labels and
+    markers only, where no such place exists); a label further out than
     the first ring gets a thin leader line to its point (`marker_pt`: half a marker's side). The axes' limits and position must be
     final (legend placed, limits set) before this is called, as the boxes are computed in pixels.
     """
@@ -321,6 +322,7 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
     area = ax.get_window_extent(renderer)
     marker = marker_pt * fig.dpi / 72  # pixels
     taken = [(g.pixel[0] - marker, g.pixel[1] - marker, g.pixel[0] + marker, g.pixel[1] + marker) for g in groups]
+    lines = _line_boxes(ax)
     per_point = fig.dpi / 72
     annotations = []
     for group in groups:
@@ -330,7 +332,8 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
         probe.remove()
         width, height = extent.width + 2, extent.height + 2  # a pixel of air on each side
         best = None
-        for inside in (True, False):
+        # first clear of the drawn lines too; where that is impossible, only of labels and markers
+        for inside, avoid in ((True, lines), (True, None), (False, None)):
             for radius in marker_pt + np.array([1, 6, 12, 20, 30, 42, 56, 72, 90, 110, 132, 156, 186, 221]):
                 for angle in np.deg2rad(np.arange(0, 360, 22.5) + 22.5):  # starting above-right, clockwise pairs
                     dx, dy = radius * np.cos(angle), radius * np.sin(angle)
@@ -341,7 +344,9 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
                     box = (x0, y0, x0 + width, y0 + height)
                     if inside and not (box[0] >= area.x0 and box[2] <= area.x1 and box[1] >= area.y0 and box[3] <= area.y1):
                         continue
-                    if not any(_intersect(box, other) for other in taken):
+                    if not any(_intersect(box, other) for other in taken) and not (avoid is not None and len(avoid) and (
+                            (avoid[:, 0] < box[2]) & (box[0] < avoid[:, 2]) & (avoid[:, 1] < box[3]) & (box[1] < avoid[:, 3])
+                    ).any()):
                         best = (dx, dy, ha, va, radius, box)
                         break
                 if best:
@@ -360,6 +365,24 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
                                        va=va, fontsize=fontsize, color=group.color, arrowprops=leader,
                                        annotation_clip=False))
     return annotations
+
+
+def _line_boxes(ax: Any, step: float = 3.0, half: float = 1.5) -> np.ndarray:
+    """Small pixel boxes every `step` pixels along each drawn line of `ax` (curves, y = x): (N, 4) x0, y0, x1, y1."""
+    centres = []
+    for line in ax.get_lines():
+        if not line.get_visible() or line.get_linestyle() in ("None", "", " ") or len(line.get_xdata()) < 2:
+            continue
+        path = ax.transData.transform(np.asarray(line.get_xydata(), dtype=float))
+        for start, end in zip(path[:-1], path[1:]):
+            if not (np.isfinite(start).all() and np.isfinite(end).all()):
+                continue
+            count = max(2, int(np.hypot(*(end - start)) / step) + 1)
+            centres.append(start + np.linspace(0, 1, count)[:, None] * (end - start))
+    if not centres:
+        return np.zeros((0, 4))
+    points = np.concatenate(centres)
+    return np.hstack([points - half, points + half])
 
 
 def _intersect(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:

@@ -345,7 +345,7 @@ def test_labels_say_what_was_scored(tmp_path: Path) -> None:
     assert plots.scored(rows) == plots.Scored("EMA weights", "200 validation images", "200 test images")
     committed = read_table(ROOT / "metrics" / "models.csv")
     what = plots.scored(committed)
-    assert what.weights == "raw weights (no EMA)" and what.val_images == "200 validation images"
+    assert what.weights == "raw weights, no EMA" and what.val_images == "200 validation images"
     full = [dict(r, **{"val/images": 5000, "test/images": 10000}) for r in rows]
     assert plots.scored(full) == plots.Scored("EMA weights", "5,000 validation images", "the official 10,000 test images")
     mixed = [dict(r, has_ema=i % 2 == 0) for i, r in enumerate(rows)]
