@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from effnet.config import Params, load_params
+from effnet.config import ConfigError, Params, load_params
 
 # FLOPs per image relative to B0 at the same base resolution (see the module docstring).
 PAPER_FLOPS_B = {"b0": 0.39, "b1": 0.70, "b2": 1.0, "b3": 1.8, "b4": 4.2, "b5": 9.9, "b6": 19.0, "b7": 37.0}  # Table 2
@@ -275,7 +275,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--steps", type=int, default=3, help="timed training steps of B0")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except (ConfigError, OSError) as error:  # a bad or missing params.yaml: one line, exit 1
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     device, torch_device = describe_device()
     for line in report(params, device, time_b0(params, torch_device, steps=args.steps), torch_device.type == "cpu"):
         out(line)

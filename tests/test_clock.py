@@ -138,3 +138,11 @@ def test_plan_stage_prints_the_clock_and_writes_the_budgets(tmp_path: Path) -> N
     (tmp_path / "params.yaml").write_text("data: {}\n")
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "plan.py")], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("error: ")
+
+
+def test_cli_bad_params_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "params.yaml").write_text("data: {}\n")
+    assert clock.main(["--params", str(tmp_path / "params.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert clock.main(["--params", str(tmp_path / "missing.yaml")]) == 1
