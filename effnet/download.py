@@ -32,11 +32,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+# `dvc repro` takes no -S: parameters are overridden by `dvc exp run -S` or by editing params.yaml.
+# tests/test_hints.py parses every `dvc ...` command in the code with dvc's own CLI parser.
 MIRROR_HINT = (
-    "to use a mirror or a local copy, point the stage at it together with that file's own md5, e.g.\n"
-    "  dvc repro -S data.url=/path/to/cifar-100-python.tar.gz -S data.md5=<its md5>\n"
-    "(this project's mirror: -S data.url=../shared/data/cifar-100-python.tar.gz "
-    "-S data.md5=489088aff4823e5bdf2d51ec904dbfdb)"
+    "to use a mirror or a local copy, point the stage at it together with that file's own md5, either by\n"
+    "editing data.url and data.md5 in params.yaml and running `dvc repro`, or for one experiment with\n"
+    "  dvc exp run -S data.url=/path/to/cifar-100-python.tar.gz -S data.md5=MD5_OF_THAT_FILE\n"
+    "(this project's mirror, from the project root of the main checkout:\n"
+    "  dvc exp run -S data.url=../shared/data/cifar-100-python.tar.gz -S data.md5=489088aff4823e5bdf2d51ec904dbfdb)"
 )
 MEMBERS = ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta")
 NUM_FINE, NUM_COARSE = 100, 20
@@ -102,7 +105,8 @@ def fetch(url: str, dest: Path, md5: str, *, retries: int = 3, timeout: float = 
         raise DataError(
             f"checksum mismatch for {url}: expected md5 {md5}, got {actual}.\n"
             f"The file was kept for inspection at {bad}.\n"
-            f"If {url} is a mirror, it needs its own md5: -S data.md5={actual} (after checking it).\n"
+            f"If {url} is a mirror, it needs its own md5 (after checking it):\n"
+            f"  dvc exp run -S data.url={url} -S data.md5={actual}\n"
             + MIRROR_HINT
         )
     os.replace(partial, dest)

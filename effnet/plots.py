@@ -11,28 +11,39 @@
 - The faithfulness of the CAM methods per scaling strategy (`cam_faithfulness.png`, from the
   cam stage's `plots/cam_faithfulness.csv`).
 
-The accuracy shown is that of the EMA weights (`test/top1_ema`), in percent. The CSVs are
-written for `dvc plots show/diff`, which has no "colour by column" field: besides the long
-columns (`family`, `test_top1`) each CSV repeats the y value in one column per series
-(`efficientnet`, `baseline`, ...), empty elsewhere; a plot definition that lists those
-columns as `y` draws one series each (Vega drops the empty cells). Missing inputs never
-stop the stage: a CSV then has its header only and a PNG says what is missing.
+The accuracy shown is `test/top1_ema`, in percent: the EMA weights where the run kept an EMA,
+else the raw weights (the evaluate stage then repeats them in the EMA columns); the axis labels
+say which, and how many validation and test images were scored, from the models table's
+`has_ema`, `val/images` and `test/images`. The CSVs are written for `dvc plots show` and
+`dvc plots diff`, which have no "colour by column" field: besides the long columns (`family`,
+`test_top1`) each CSV repeats the y value in one column per series (`efficientnet`,
+`baseline`, ...), empty elsewhere; a plot definition that lists those columns as `y` draws one
+series each (Vega drops the empty cells). Missing inputs never stop the stage: a CSV then has
+its header only and a PNG says what is missing.
+
+Readable at 11 models and more, however close their results (the committed CPU run puts
+nearly every model at 1%): legends sit outside the axes; point labels are placed by
+`place_labels`, which merges the labels of coincident points into one and moves a label out
+along a leader line until it overlaps no other label or marker; every curve has markers, so a
+one-epoch run still shows its point. tests/test_plots.py checks that no two texts of any
+figure overlap.
 
 matplotlib is imported inside the drawing functions (Agg backend), so the rest of
-`effnet` runs without it.
+`effnet` runs without it; pandas reads the tables (imported where it is used, likewise).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import re
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from effnet.io import write_atomic, write_csv
+from effnet.io import write_atomic, write_csv, write_json
 
 STRATEGIES = ("depth", "width", "resolution", "compound")
 ACCURACY = "test/top1_ema"  # what the figures show
@@ -40,8 +51,11 @@ BASELINE_LABELS = {"resnet50": "ResNet-50", "resnet152": "ResNet-152", "densenet
 FIGURE1_COLUMNS = ("model", "label", "family", "params_m", "flops_g", "test_top1", "efficientnet", "baseline",
                    "efficientnet_phi")
 VAL_TEST_COLUMNS = ("model", "label", "group", "val_top1", "test_top1", "matrix", "phi", "scaling")
-SCALING_COLUMNS = ("strategy", "model", "target", "flops_g", "flops_ratio", "params_m", "test_top1", *STRATEGIES)
+SCALING_COLUMNS = ("strategy", "model", "target", "flops_g", "flops_ratio", "params_m", "depth_multiplier",
+                   "width_multiplier", "resolution_px", "test_top1", *STRATEGIES)
 COLORS = {"depth": "tab:blue", "width": "tab:orange", "resolution": "tab:green", "compound": "tab:red"}
+MARKERS = {"depth": "s", "width": "^", "resolution": "D", "compound": "o"}  # distinct where points coincide
+LEGEND_OUTSIDE = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
 
 
 # --------------------------------------------------------------------------------------
@@ -50,30 +64,18 @@ COLORS = {"depth": "tab:blue", "width": "tab:orange", "resolution": "tab:green",
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV written by this project, numbers parsed (int, float), booleans as bool, '' kept.
+    """Rows of a CSV written by this project: numbers as int or float, booleans as bool, empty cells as ''.
 
-    A missing file gives no rows.
+    A missing or empty file gives no rows.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return []
-    with path.open(newline="") as f:
-        return [{key: _parse(value) for key, value in row.items()} for row in csv.DictReader(f)]
+    import pandas as pd  # here, not at module level: cam.py imports this module where pandas may be absent
 
-
-def _parse(value: str | None) -> Any:
-    if value is None or value == "":
-        return value
-    if value in ("True", "true"):
-        return True
-    if value in ("False", "false"):
-        return False
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+    table = pd.read_csv(path)
+    # object dtype first, so that to_dict gives Python ints, floats and bools, and '' where a cell is empty
+    return table.astype(object).where(table.notna(), "").to_dict("records")
 
 
 def finite(value: Any) -> bool:
@@ -115,6 +117,23 @@ def figure1_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (order[r["family"]], r["params_m"]))
 
 
+def summary_metrics(models: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Test top-1 (%) of the matrix and the phi model under short fixed keys: `metrics/summary.json`.
+
+    One small flat file, so that `dvc metrics show metrics/summary.json` and `dvc exp show`
+    with `--keep` fit in 160 columns (the full per-model files have 34 keys each). The phi
+    model is `phi` whatever its phi, so experiments with other phis share the column.
+    """
+    summary = {}
+    order = {"efficientnet": 0, "baseline": 1, "phi": 2}  # B0-B7, the baselines by size, the phi model
+    kind = lambda r: "phi" if r.get("group") == "phi" else "efficientnet" if str(r["model"]).startswith("efficientnet") \
+        else "baseline"  # noqa: E731
+    for row in sorted(models, key=lambda r: (order[kind(r)], r.get("params", 0))):
+        if row.get("group") in ("matrix", "phi") and finite(row.get(ACCURACY)):
+            summary["phi" if row["group"] == "phi" else label(row)] = round(100.0 * row[ACCURACY], 2)
+    return summary
+
+
 def val_vs_test_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per model: validation and test top-1 (EMA), the test value repeated in its group's column."""
     rows = []
@@ -144,7 +163,9 @@ def scaling_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             accuracy = _percent(row.get(ACCURACY))
             rows.append({"strategy": strategy, "model": row["model"], "target": row.get("target") or 1.0,
                          "flops_g": row["flops"] / 1e9, "flops_ratio": row["flops"] / base_flops if base_flops else "",
-                         "params_m": row["params"] / 1e6, "test_top1": accuracy,
+                         "params_m": row["params"] / 1e6, "depth_multiplier": row.get("depth", ""),
+                         "width_multiplier": row.get("width", ""), "resolution_px": row.get("resolution", ""),
+                         "test_top1": accuracy,
                          **{s: (accuracy if s == strategy else "") for s in STRATEGIES}})
     return rows
 
@@ -152,16 +173,16 @@ def scaling_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def read_dvclive_series(run_dir: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of `metric` (e.g. 'val/top1') from a DVCLive directory; empty when not logged."""
     path = Path(run_dir) / "plots" / "metrics" / f"{metric}.tsv"
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return np.array([]), np.array([])
-    lines = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    if len(lines) < 2:
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t")
+    values = [c for c in table.columns if c not in ("step", "timestamp")]
+    if table.empty or not values:
         return np.array([]), np.array([])
-    header = lines[0]
-    step_col = header.index("step") if "step" in header else 0
-    value_col = next((i for i, h in enumerate(header) if h not in ("step", "timestamp")), len(header) - 1)
-    data = np.array([[float(r[step_col]), float(r[value_col])] for r in lines[1:]])
-    return data[:, 0], data[:, 1]
+    steps = table["step"] if "step" in table else table.iloc[:, 0]
+    return steps.to_numpy(dtype=float), table[values[0]].to_numpy(dtype=float)
 
 
 def dvclive_runs(dvclive_dir: Path, only: Iterable[str] | None = None) -> list[tuple[str, Path]]:
@@ -182,6 +203,40 @@ def dvclive_runs(dvclive_dir: Path, only: Iterable[str] | None = None) -> list[t
 
 def _natural(text: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the run scored, for the axis labels: EMA or raw weights, and how many images per split."""
+
+    weights: str = "EMA weights"
+    val_images: str = "the validation split"
+    test_images: str = "the official 10,000 test images"
+
+
+def scored(models: Sequence[dict[str, Any]]) -> Scored:
+    """Read from the models table (`has_ema`, `val/images`, `test/images`) what the figures show.
+
+    No hard-coded counts: the smoke and CPU runs score subsets, and runs without an EMA
+    (`train.ema_decay: 0`) show the raw weights in the EMA columns.
+    """
+    if not models:
+        return Scored()
+    ema = {r.get("has_ema") for r in models if r.get("has_ema") in (True, False)}
+    weights = {frozenset({True}): "EMA weights", frozenset({False}): "raw weights, no EMA"}.get(
+        frozenset(ema), "EMA weights where kept, else raw")
+
+    def count(key: str, what: str) -> str:
+        values = sorted({int(r[key]) for r in models if finite(r.get(key))})
+        if not values:
+            return f"the {what} split"
+        n = f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}-{values[-1]:,}"
+        return f"{n} {what} images"
+
+    test = count("test/images", "test")
+    if test == "10,000 test images":
+        test = "the official 10,000 test images"
+    return Scored(weights=weights, val_images=count("val/images", "validation"), test_images=test)
 
 
 # --------------------------------------------------------------------------------------
@@ -231,82 +286,229 @@ def _plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(plain))
 
 
-def plot_figure1(rows: Sequence[dict[str, Any]], x: str, path: Path) -> None:
+@dataclass
+class _Group:
+    x: float
+    y: float
+    pixel: np.ndarray
+    texts: list[str] = field(default_factory=list)
+    color: str = "black"
+
+
+def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fontsize: float = 8,
+                 merge_px: float = 4.0, per_line: int = 38, marker_pt: float = 4.0) -> list[Any]:
+    """Label data points so that no two labels overlap each other or any marker; return the annotations.
+
+    `points` are (x, y, text, colour) in data coordinates. Points closer than `merge_px` pixels
+    get one label ("B0, B1, B2", wrapped at `per_line` characters). Each label tries offsets on
+    rings of growing radius around its point, 16 directions each, and takes the first whose box
+    lies inside the axes and clear of every placed label, marker and drawn line (of labels and
+    markers only, where no such place exists); a label further out than
+    the first ring gets a thin leader line to its point (`marker_pt`: half a marker's side). The axes' limits and position must be
+    final (legend placed, limits set) before this is called, as the boxes are computed in pixels.
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    groups: list[_Group] = []
+    for x, y, text, color in points:
+        pixel = ax.transData.transform((x, y))
+        near = next((g for g in groups if np.hypot(*(g.pixel - pixel)) <= merge_px), None)
+        if near is None:
+            groups.append(_Group(x, y, pixel, [text], color))
+        else:
+            near.texts.append(text)
+            near.color = near.color if near.color == color else "black"
+    area = ax.get_window_extent(renderer)
+    marker = marker_pt * fig.dpi / 72  # pixels
+    taken = [(g.pixel[0] - marker, g.pixel[1] - marker, g.pixel[0] + marker, g.pixel[1] + marker) for g in groups]
+    lines = _line_boxes(ax)
+    per_point = fig.dpi / 72
+    annotations = []
+    for group in groups:
+        text = "\n".join(textwrap.wrap(", ".join(group.texts), per_line, break_on_hyphens=False)) or ""
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        width, height = extent.width + 2, extent.height + 2  # a pixel of air on each side
+        best = None
+        # first clear of the drawn lines too; where that is impossible, only of labels and markers
+        for inside, avoid in ((True, lines), (True, None), (False, None)):
+            for radius in marker_pt + np.array([1, 6, 12, 20, 30, 42, 56, 72, 90, 110, 132, 156, 186, 221]):
+                for angle in np.deg2rad(np.arange(0, 360, 22.5) + 22.5):  # starting above-right, clockwise pairs
+                    dx, dy = radius * np.cos(angle), radius * np.sin(angle)
+                    ha = "left" if dx > 0.3 * radius else "right" if dx < -0.3 * radius else "center"
+                    va = "bottom" if dy > 0.3 * radius else "top" if dy < -0.3 * radius else "center"
+                    x0 = group.pixel[0] + dx * per_point - {"left": 0, "center": width / 2, "right": width}[ha]
+                    y0 = group.pixel[1] + dy * per_point - {"bottom": 0, "center": height / 2, "top": height}[va]
+                    box = (x0, y0, x0 + width, y0 + height)
+                    if inside and not (box[0] >= area.x0 and box[2] <= area.x1 and box[1] >= area.y0 and box[3] <= area.y1):
+                        continue
+                    if not any(_intersect(box, other) for other in taken) and not (avoid is not None and len(avoid) and (
+                            (avoid[:, 0] < box[2]) & (box[0] < avoid[:, 2]) & (avoid[:, 1] < box[3]) & (box[1] < avoid[:, 3])
+                    ).any()):
+                        best = (dx, dy, ha, va, radius, box)
+                        break
+                if best:
+                    break
+            if best:
+                break
+        if best is None:  # nowhere free even outside the axes: leave it at the first ring (the test would fail)
+            best = (marker_pt, marker_pt, "left", "bottom", marker_pt, (0, 0, 0, 0))
+        dx, dy, ha, va, radius, box = best
+        taken.append(box)
+        # the leader line leaves the label at its corner or edge nearest the point, never across the text
+        relpos = ({"left": 0.0, "center": 0.5, "right": 1.0}[ha], {"bottom": 0.0, "center": 0.5, "top": 1.0}[va])
+        leader = (dict(arrowstyle="-", color="0.55", lw=0.6, shrinkA=1, shrinkB=3, relpos=relpos)
+                  if radius > marker_pt + 6 else None)
+        annotations.append(ax.annotate(text, (group.x, group.y), xytext=(dx, dy), textcoords="offset points", ha=ha,
+                                       va=va, fontsize=fontsize, color=group.color, arrowprops=leader,
+                                       annotation_clip=False))
+    return annotations
+
+
+def _line_boxes(ax: Any, step: float = 3.0, half: float = 1.5) -> np.ndarray:
+    """Small pixel boxes every `step` pixels along each drawn line of `ax` (curves, y = x): (N, 4) x0, y0, x1, y1."""
+    centres = []
+    for line in ax.get_lines():
+        if not line.get_visible() or line.get_linestyle() in ("None", "", " ") or len(line.get_xdata()) < 2:
+            continue
+        path = ax.transData.transform(np.asarray(line.get_xydata(), dtype=float))
+        for start, end in zip(path[:-1], path[1:]):
+            if not (np.isfinite(start).all() and np.isfinite(end).all()):
+                continue
+            count = max(2, int(np.hypot(*(end - start)) / step) + 1)
+            centres.append(start + np.linspace(0, 1, count)[:, None] * (end - start))
+    if not centres:
+        return np.zeros((0, 4))
+    points = np.concatenate(centres)
+    return np.hstack([points - half, points + half])
+
+
+def _intersect(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _pad_limits(ax: Any, log_x: bool = False, fraction: float = 0.08) -> None:
+    """Widen the data limits a little and freeze them, so labels have room and stay where placed."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    if log_x:
+        ratio = (x1 / x0) ** fraction if x0 > 0 and x1 > x0 else 1.5
+        ax.set_xlim(x0 / ratio, x1 * ratio)
+    else:
+        ax.set_xlim(x0 - fraction * (x1 - x0), x1 + fraction * (x1 - x0))
+    ax.set_ylim(y0 - fraction * (y1 - y0), y1 + fraction * (y1 - y0))
+
+
+def plot_figure1(rows: Sequence[dict[str, Any]], x: str, path: Path, what: Scored = Scored()) -> None:
     """Figure 1: test top-1 against `x` ('params_m' or 'flops_g'), log scale."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
     effnets = [r for r in rows if r["family"] == "efficientnet" and finite(r["test_top1"])]
     if effnets:
         effnets = sorted(effnets, key=lambda r: r[x])
         ax.plot([r[x] for r in effnets], [r["test_top1"] for r in effnets], "o-", color="tab:red", lw=2,
                 label="EfficientNet B0-B7")
+    colors = {"efficientnet": "tab:red"}
     for family, marker, color, name in (("baseline", "s", "tab:blue", "baselines (CIFAR stems)"),
                                         ("efficientnet_phi", "*", "tab:purple", "EfficientNet at model.phi")):
+        colors[family] = color
         points = [r for r in rows if r["family"] == family and finite(r["test_top1"])]
         if points:
             ax.scatter([r[x] for r in points], [r["test_top1"] for r in points], marker=marker, s=70, color=color,
                        label=name, zorder=3)
-    for r in rows:
-        if finite(r["test_top1"]):
-            ax.annotate(r["label"], (r[x], r["test_top1"]), textcoords="offset points", xytext=(5, -10), fontsize=8)
     ax.set_xscale("log")
     _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("parameters (millions, log scale)" if x == "params_m" else "FLOPs (billions of multiply-adds, log scale)")
-    ax.set_ylabel("CIFAR-100 test top-1 (%), EMA weights")
-    ax.set_title(f"Model size vs. accuracy (cf. paper Figure 1{'' if x == 'params_m' else ', FLOPs'})")
+    ax.set_ylabel(f"CIFAR-100 test top-1 (%), {what.weights}")
+    ax.set_title(f"Model size vs. accuracy (cf. paper Figure 1{'' if x == 'params_m' else ', FLOPs'})\n"
+                 f"test top-1 on {what.test_images}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(**LEGEND_OUTSIDE)
+    _pad_limits(ax, log_x=True)
+    place_labels(ax, [(r[x], r["test_top1"], r["label"], colors[r["family"]]) for r in rows if finite(r["test_top1"])])
     save_figure(fig, path)
 
 
-def plot_val_vs_test(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def plot_val_vs_test(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scored()) -> None:
+    """Validation against test top-1 of every model, with the diagonal y = x."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    fig, ax = plt.subplots(figsize=(7.5, 6.0))
     points = [r for r in rows if finite(r["val_top1"]) and finite(r["test_top1"])]
     colors = {"matrix": "tab:red", "phi": "tab:purple", "scaling": "tab:green", "other": "tab:gray"}
     for group, color in colors.items():
         members = [r for r in points if r["group"] == group]
         if members:
-            ax.scatter([r["val_top1"] for r in members], [r["test_top1"] for r in members], color=color, label=group, zorder=3)
-    for r in points:
-        ax.annotate(r["label"], (r["val_top1"], r["test_top1"]), textcoords="offset points", xytext=(4, -9), fontsize=7)
+            ax.scatter([r["val_top1"] for r in members], [r["test_top1"] for r in members], color=color, label=group,
+                       zorder=3)
     values = [v for r in points for v in (r["val_top1"], r["test_top1"])]
-    low, high = (min(values) - 1, max(values) + 1) if values else (0, 100)
+    low, high = (min(values), max(values)) if values else (0, 100)
+    pad = max(1.0, 0.15 * (high - low))  # room for the labels around the points
+    low, high = low - pad, high + pad
     ax.plot([low, high], [low, high], "k--", lw=1, label="y = x")
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
-    ax.set_xlabel("validation top-1 (%), 5,000 images held out of train")
-    ax.set_ylabel("test top-1 (%), the official 10,000")
-    ax.set_title("Validation vs. test accuracy (EMA weights)")
+    ax.set_xlabel(f"validation top-1 (%), {what.val_images} (held out of train)")
+    ax.set_ylabel(f"test top-1 (%), {what.test_images}")
+    ax.set_title(f"Validation vs. test accuracy ({what.weights})", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(**LEGEND_OUTSIDE)
+    place_labels(ax, [(r["val_top1"], r["test_top1"], r["label"], colors.get(r["group"], "tab:gray")) for r in points],
+                 fontsize=7)
     save_figure(fig, path)
 
 
-def plot_scaling(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Figure 3 / 8: one line per strategy, x = FLOPs."""
+def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scored()) -> None:
+    """Figure 3 / 8: one line per strategy against FLOPs relative to B0, and a table of the models beside it.
+
+    The x axis is each model's real FLOPs over B0's, so no point needs a label; the table
+    gives each model's FLOPs, depth, width and resolution multipliers (how far each dimension
+    moved) and its accuracy.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(11.5, 5.2), gridspec_kw=dict(width_ratios=(1.5, 1.0)))
+    base = next((r for r in rows if str(r["model"]).endswith("baseline")), None)
     for strategy in STRATEGIES:
-        line = [r for r in rows if r["strategy"] == strategy and finite(r["test_top1"])]
+        line = [r for r in rows if r["strategy"] == strategy and finite(r["test_top1"]) and finite(r["flops_ratio"])]
         if line:
-            ax.plot([r["flops_g"] for r in line], [r["test_top1"] for r in line], "o-", color=COLORS[strategy],
-                    lw=2.5 if strategy == "compound" else 1.5, label=f"scale {strategy}" if strategy != "compound"
-                    else "compound scaling")
-            for r in line[1:]:
-                ratio = f"{r['flops_ratio']:.1f}x" if finite(r["flops_ratio"]) else str(r["model"])
-                ax.annotate(ratio, (r["flops_g"], r["test_top1"]), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7, color=COLORS[strategy])
-    baseline = next((r for r in rows if str(r["model"]).endswith("baseline")), None)
-    if baseline and finite(baseline["test_top1"]):
-        ax.annotate("B0", (baseline["flops_g"], baseline["test_top1"]), textcoords="offset points", xytext=(-16, 4),
-                    fontsize=8)
-    ax.set_xlabel("FLOPs (billions of multiply-adds)")
-    ax.set_ylabel("CIFAR-100 test top-1 (%), EMA weights")
-    ax.set_title("Scaling B0 by one dimension vs. compound (cf. paper Figures 3 and 8)")
+            ax.plot([r["flops_ratio"] for r in line], [r["test_top1"] for r in line], "-", marker=MARKERS[strategy],
+                    color=COLORS[strategy], lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
+                    label="compound scaling" if strategy == "compound" else f"scale {strategy}")
+    ax.set_xscale("log", base=2)
+    targets = sorted({float(r["target"]) for r in rows if finite(r["target"])} | {1.0})
+    ax.set_xticks(targets, [f"{t:g}x" + (" (B0)" if t == 1.0 else "") for t in targets])
+    ax.minorticks_off()
+    ax.set_xlabel("FLOPs relative to B0 (log scale)")
+    ax.set_ylabel(f"CIFAR-100 test top-1 (%), {what.weights}")
+    ax.set_title("Scaling B0 by one dimension vs. compound\n(cf. paper Figures 3 and 8)", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=8, borderaxespad=0.0)
+
+    side.axis("off")
+    table_rows = ([base] if base else []) + [r for r in rows if not str(r["model"]).endswith("baseline")]
+    cells = [[("B0" if r is base else f"{r['strategy']} {r['target']:g}x"), _fmt(r["flops_ratio"], "{:.2f}x"),
+              _fmt(r.get("depth_multiplier"), "{:.2f}"), _fmt(r.get("width_multiplier"), "{:.2f}"),
+              _fmt(r.get("resolution_px"), "{:g} px"),
+              _fmt(r["test_top1"], "{:.2f}")] for r in table_rows]
+    if cells:
+        table = side.table(cellText=cells, colLabels=["model", "FLOPs", "depth", "width", "resolution", "top-1 %"],
+                           loc="upper center", cellLoc="right", colLoc="right")
+        table.auto_set_font_size(False)
+        table.set_fontsize(7.5)
+        table.auto_set_column_width(list(range(6)))
+        table.scale(1.0, 1.25)
+        for (row, _), cell in table.get_celld().items():
+            cell.set_linewidth(0.3)
+            if 0 < row <= len(table_rows) and table_rows[row - 1] is not base:
+                cell.get_text().set_color(COLORS.get(table_rows[row - 1]["strategy"], "black"))
+        side.set_title("the models (real FLOPs; depth and width multipliers of B0)", fontsize=9)
+    fig.tight_layout()
     save_figure(fig, path)
+
+
+def _fmt(value: Any, pattern: str) -> str:
+    return pattern.format(value) if finite(value) else "-"
 
 
 def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
@@ -318,8 +520,6 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     points = left.scatter([r["beta"] for r in ok], [r["gamma"] for r in ok], c=accuracy, cmap="viridis", s=90,
                           edgecolors="k", linewidths=0.5, zorder=3)
     fig.colorbar(points, ax=left, label="validation top-1 (%)")
-    for r in ok:
-        left.annotate(f"a={r['alpha']:g}", (r["beta"], r["gamma"]), textcoords="offset points", xytext=(6, 3), fontsize=7)
     right.scatter([r.get("flops_ratio", np.nan) for r in ok], accuracy, color="tab:gray", zorder=3)
     for ax, x in ((left, "beta"), (right, "flops_ratio")):
         for key, style in (("chosen", dict(s=260, facecolors="none", edgecolors="tab:red", linewidths=2, label="chosen")),
@@ -332,42 +532,68 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     left.margins(0.12)
     left.set_xlabel("beta (width)")
     left.set_ylabel("gamma (resolution)")
-    left.set_title(f"{len(ok)} candidates with alpha * beta^2 * gamma^2 ~ 2 (alpha = depth)")
+    left.set_title(f"{len(ok)} candidates with alpha * beta^2 * gamma^2 ~ 2\n(alpha = depth, written beside each point)",
+                   fontsize=10)
     right.set_xlabel("FLOPs of B0 scaled at phi = 1, relative to B0")
     right.set_ylabel("validation top-1 (%)")
-    right.set_title("Short-budget validation accuracy per candidate")
-    left.legend(fontsize=8, loc="best")
+    right.set_title("Short-budget validation accuracy per candidate", fontsize=10)
+    handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]
+    labels = [t for ax in (left, right) for t in ax.get_legend_handles_labels()[1]]
+    unique = dict(zip(labels, handles))
+    if unique:
+        fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=len(unique), fontsize=8)
+    fig.canvas.draw()  # constrained layout settles the axes before the labels are placed in pixels
+    fig.set_layout_engine("none")
+    # several alphas share a (beta, gamma) point: one label lists them ("a=1, 1.1, 1.2")
+    by_point: dict[tuple[float, float], list[str]] = {}
+    for r in sorted(ok, key=lambda r: r["alpha"]):
+        by_point.setdefault((r["beta"], r["gamma"]), []).append(f"{r['alpha']:g}")
+    place_labels(left, [(b, g, "a=" + ", ".join(alphas), "black") for (b, g), alphas in by_point.items()], fontsize=7,
+                 marker_pt=9.0)  # the 'chosen' ring is wide
     save_figure(fig, path)
 
 
 def plot_training_curves(runs: Sequence[tuple[str, Path]], path: Path, columns: int = 4) -> None:
     """One small panel per run: val top-1 raw and EMA (left axis, %), train loss (right axis)."""
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     rows = math.ceil(len(runs) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows + 0.4), squeeze=False,
+                             layout="constrained")
     for ax, (name, run_dir) in zip(axes.flat, runs):
-        for metric, style, text in (("val/top1", "-", "val top-1"), ("val/top1_ema", "--", "val top-1 EMA")):
+        # Markers, as a one-epoch run is a single point, and distinct ones, as the series may coincide.
+        # Both axes start at 0 with different headroom, so that a lone loss point and a lone
+        # accuracy point do not sit on the same pixel (as they would, each centred on its own axis).
+        epochs, top = 1.0, 0.0
+        for metric, style, text in (("val/top1", dict(ls="-", marker="o", ms=4), "val top-1"),
+                                    ("val/top1_ema", dict(ls="--", marker="s", ms=6, mfc="none"), "val top-1 EMA")):
             steps, values = read_dvclive_series(run_dir, metric)
             if len(steps):
-                ax.plot(steps + 1, 100 * values, style, label=text)
+                ax.plot(steps + 1, 100 * values, label=text, **style)
+                epochs, top = max(epochs, steps.max() + 1), max(top, 100 * values.max())
+        ax.set_ylim(0, max(1.0, top) * 1.1)
         ax.set_ylabel("top-1 (%)", fontsize=7)
         steps, loss = read_dvclive_series(run_dir, "train/loss")
         if len(steps):
             twin = ax.twinx()
-            twin.plot(steps + 1, loss, color="tab:gray", lw=1, label="train loss")
+            twin.plot(steps + 1, loss, color="tab:gray", lw=1, marker="x", ms=6, label="train loss")
+            twin.set_ylim(0, max(1e-3, loss.max()) * 1.35)
             twin.tick_params(labelsize=6)
             twin.set_ylabel("train loss", fontsize=7, color="tab:gray")
+            epochs = max(epochs, steps.max() + 1)
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("epoch", fontsize=7)
+        ax.set_xlim(0.5, epochs + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.tick_params(labelsize=6)
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles + [plt.Line2D([], [], color="tab:gray")], labels + ["train loss"], loc="upper center",
-                   ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.02))
-    fig.tight_layout()
+        fig.legend(handles + [plt.Line2D([], [], color="tab:gray", marker="x")], labels + ["train loss"],
+                   loc="outside upper center", ncol=3, fontsize=8)
     save_figure(fig, path, dpi=90)
 
 
@@ -398,9 +624,11 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
             ax.set_xlabel("FLOPs relative to B0", fontsize=8)
             ax.set_ylabel(text, fontsize=8)
             ax.grid(True, alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.suptitle("Faithfulness of the maps of the scaling study (higher is better; true-class probability)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # room below for the legend, outside every panel
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8)
     save_figure(fig, path)
 
 
@@ -410,8 +638,8 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
 
 
 def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvclive_dir: Path, out_dir: Path,
-               log: Callable[[str], Any] = print) -> dict[str, Path]:
-    """Write every CSV and PNG of the plots stage into `out_dir`; return {name: path}.
+               log: Callable[[str], Any] = print, summary: Path | None = None) -> dict[str, Path]:
+    """Write every CSV and PNG of the plots stage into `out_dir`, and `summary_metrics` to `summary`; return {name: path}.
 
     Inputs that are missing or empty give a header-only CSV and a placeholder PNG, with a
     note through `log`.
@@ -433,14 +661,18 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
             log(f"note: {png}: {missing}; wrote a placeholder")
             placeholder(png, name.replace("_", " "), missing)
 
+    what = scored(models)
+    if summary is not None:
+        write_json(summary, summary_metrics(models))
+        written[Path(summary).name] = Path(summary)
     figure1 = figure1_rows(models)
     no_matrix = f"no matrix or phi models in {models_table}"
-    emit("accuracy_vs_params", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "params_m", p), no_matrix)
-    emit("accuracy_vs_flops", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "flops_g", p), no_matrix)
+    emit("accuracy_vs_params", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "params_m", p, what), no_matrix)
+    emit("accuracy_vs_flops", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "flops_g", p, what), no_matrix)
     val_test = val_vs_test_rows(models)
-    emit("val_vs_test", val_test, VAL_TEST_COLUMNS, lambda p: plot_val_vs_test(val_test, p), f"no models in {models_table}")
+    emit("val_vs_test", val_test, VAL_TEST_COLUMNS, lambda p: plot_val_vs_test(val_test, p, what), f"no models in {models_table}")
     scaling = scaling_rows(models)
-    emit("scaling", scaling, SCALING_COLUMNS, lambda p: plot_scaling(scaling, p),
+    emit("scaling", scaling, SCALING_COLUMNS, lambda p: plot_scaling(scaling, p, what),
          f"no scaling-study models in {models_table}")
     candidates = [r for r in read_table(search_table) if finite(r.get("val_top1"))]
     emit("search", candidates, None, lambda p: plot_search(candidates, p), f"no search results in {search_table}")

@@ -2,11 +2,12 @@
 
     python stages/plots.py [--params params.yaml] [--models-table metrics/models.csv]
         [--search-table plots/search.csv] [--cam-table plots/cam_faithfulness.csv]
-        [--dvclive dvclive] [--out plots]
+        [--dvclive dvclive] [--out plots] [--summary metrics/summary.json]
 
 Writes to `--out`: accuracy_vs_params.csv/.png and accuracy_vs_flops.csv/.png (Figure 1),
 val_vs_test.csv/.png, scaling.csv/.png (Figures 3 and 8), search.png, training_curves.png
-and cam_faithfulness.png. A missing input gives a note, a header-only CSV and a placeholder
+and cam_faithfulness.png; and `--summary`, the test top-1 of each model of the matrix
+and the phi model as one flat metrics file. A missing input gives a note, a header-only CSV and a placeholder
 PNG, never a failure.
 """
 
@@ -26,7 +27,7 @@ from stages.common import run_stage  # noqa: E402
 def run(args: argparse.Namespace) -> int:
     load_params(args.params)  # no key is read, but a bad params.yaml stops here as in every stage
     written = make_plots(models_table=args.models_table, search_table=args.search_table, cam_table=args.cam_table,
-                         dvclive_dir=args.dvclive, out_dir=args.out)
+                         dvclive_dir=args.dvclive, out_dir=args.out, summary=args.summary)
     print(f"wrote {', '.join(str(p) for p in written.values())}")
     return 0
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cam-table", default="plots/cam_faithfulness.csv", type=Path, help="the cam stage's table")
     parser.add_argument("--dvclive", default="dvclive", type=Path, help="DVCLive directories of the training runs")
     parser.add_argument("--out", default="plots", type=Path)
+    parser.add_argument("--summary", default="metrics/summary.json", type=Path,
+                        help="test top-1 per model in a few columns, for dvc metrics show / dvc exp show")
     args = parser.parse_args(argv)
     return run_stage(lambda: run(args))
 

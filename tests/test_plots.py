@@ -180,3 +180,208 @@ def test_stage(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("plots: {}\n")
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "plots.py")], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("error: ")
+
+
+# --------------------------------------------------------------------------------------
+# readability: no two texts overlap, legends outside the data, markers on every curve
+# --------------------------------------------------------------------------------------
+
+
+def _committed_run(root: Path) -> None:
+    """The committed run's tables (11 matrix models, phi, 13 scaling models, nearly all at 1%) under `root`."""
+    write_results(root)  # the search, cam and dvclive fixtures
+    (root / "metrics" / "models.csv").write_text((ROOT / "metrics" / "models.csv").read_text())
+
+
+def _crowded(root: Path) -> None:
+    """Every model at exactly the same accuracy, close in size: the worst case for labels."""
+    write_results(root)
+    table = root / "metrics" / "models.csv"
+    rows = read_table(table)
+    for i, row in enumerate(rows):
+        for key in accuracy_keys("val") + accuracy_keys("test"):
+            row[key] = 0.01
+        row["params"], row["flops"] = int(4e6 * 1.05**i), int(3e7 * 1.05**i)
+    write_csv(table, rows, COLUMNS)
+
+
+def _texts(fig) -> list:
+    """Every text drawn in a figure with its box in pixels: tick labels, legends, titles, annotations, table cells.
+
+    Tick labels are taken only for ticks inside the axis' view (matplotlib keeps, but does not
+    draw, the labels of ticks beyond the limits).
+    """
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    tick_labels, drawn = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for ticks, locations in ((axis.get_major_ticks(), axis.get_majorticklocs()),
+                                     (axis.get_minor_ticks(), axis.get_minorticklocs())):
+                for tick, location in zip(ticks, locations):
+                    labels = (tick.label1, tick.label2)
+                    tick_labels.update(id(t) for t in labels)
+                    span = (high - low) * 1e-9
+                    if ax.get_visible() and axis.get_visible() and low - span <= location <= high + span:
+                        drawn += [t for t in labels if t.get_visible()]
+    texts = [t for t in fig.findobj(Text) if id(t) not in tick_labels and t.get_visible()
+             and (t.axes is None or t.axes.get_visible())] + drawn
+    found = []
+    for text in texts:
+        box = Text.get_window_extent(text, renderer)  # the text alone, not an annotation's leader line
+        if text.get_text().strip() and box.width > 0 and box.height > 0:
+            found.append((text.get_text(), box))
+    return found
+
+
+def _overlaps(fig) -> list[tuple[str, str]]:
+    texts = _texts(fig)
+    pairs = []
+    for i, (a, box_a) in enumerate(texts):
+        for b, box_b in texts[i + 1:]:
+            width = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            height = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            if width > 0.5 and height > 0.5:  # more than touching
+                pairs.append((a, b))
+    return pairs
+
+
+@pytest.fixture()
+def drawn(monkeypatch: pytest.MonkeyPatch):
+    """make_plots with save_figure intercepted: {png name: figure}, figures kept open for inspection."""
+    figures: dict = {}
+
+    def keep(fig, path: Path, dpi: int = 110) -> None:
+        figures[Path(path).stem] = fig
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    yield figures
+    plots.pyplot().close("all")
+
+
+@pytest.mark.parametrize("fixture", [_committed_run, _crowded, write_results])
+def test_no_two_texts_overlap(tmp_path: Path, drawn: dict, fixture) -> None:
+    fixture(tmp_path)
+    make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+               out_dir=tmp_path / "plots", log=pytest.fail)
+    assert set(drawn) == set(PNGS)
+    for name, fig in drawn.items():
+        assert _overlaps(fig) == [], name
+    # every model of the table is named somewhere in Figure 1 and in the val/test figure
+    texts = " ".join(t for t, _ in _texts(drawn["val_vs_test"]))
+    for row in read_table(tmp_path / "metrics" / "models.csv"):
+        assert plots.label(row) in texts, plots.label(row)
+
+
+def test_overlap_check_can_fail(drawn: dict) -> None:
+    """The check itself: two labels written on the same spot are reported."""
+    plt = plots.pyplot()
+    fig, ax = plt.subplots()
+    ax.annotate("B0", (1, 1))
+    ax.annotate("B1", (1, 1))
+    assert ("B0", "B1") in _overlaps(fig)
+
+
+def test_place_labels_separates_coincident_and_close_points() -> None:
+    plt = plots.pyplot()
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot(range(10), [1.0] * 10, "o")
+    ax.set_xlim(-1, 10)
+    ax.set_ylim(0, 2)
+    points = [(i, 1.0, f"model-{i}", "k") for i in range(10)] + [(3, 1.0, "twin-of-3", "k")]
+    annotations = plots.place_labels(ax, points)
+    assert len(annotations) == 10  # the two labels of x = 3 share one annotation
+    assert "model-3, twin-of-3" in [a.get_text().replace("\n", " ") for a in annotations]
+    assert _overlaps(fig) == []
+    plt.close(fig)
+
+
+def test_legends_outside_the_data(tmp_path: Path, drawn: dict) -> None:
+    _committed_run(tmp_path)
+    make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+               out_dir=tmp_path / "plots", log=pytest.fail)
+    for name, fig in drawn.items():
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = [a.get_legend() for a in fig.axes if a.get_legend()] + list(fig.legends)
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                if ax.get_visible() and ax.has_data() and ax.axison:
+                    assert not box.overlaps(ax.get_window_extent(renderer)), name
+
+
+def test_curves_have_markers(tmp_path: Path, drawn: dict) -> None:
+    """A one-epoch run is one point per series: without markers its panel would look empty."""
+    write_results(tmp_path)
+    for path in (tmp_path / "dvclive").glob("**/*.tsv"):
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(lines[:2]) + "\n")  # the header and the first epoch only
+    make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+               out_dir=tmp_path / "plots", log=pytest.fail)
+    for name in ("training_curves", "scaling", "accuracy_vs_params", "cam_faithfulness"):
+        lines = [line for ax in drawn[name].axes for line in ax.get_lines() if len(line.get_xdata()) and line.get_label()
+                 not in ("y = x",) and not line.get_label().startswith("_child")]
+        curves = [line for line in lines if line.get_linestyle() not in ("None", "")]
+        assert curves, name
+        for line in curves:
+            if line.get_xdata().size and line.get_xydata().std(axis=0).sum() == 0 and len(line.get_xdata()) > 1:
+                continue  # a reference line
+            assert line.get_marker() not in (None, "None", "", " "), (name, line.get_label())
+    panels = [ax for ax in drawn["training_curves"].axes if ax.get_lines()]
+    assert len(panels) >= 3 and all(len(line.get_xdata()) == 1 for ax in panels for line in ax.get_lines())
+
+
+def test_labels_say_what_was_scored(tmp_path: Path) -> None:
+    """No hard-coded '5,000 images' or 'EMA weights': both read from the models table."""
+    write_results(tmp_path)
+    rows = read_table(tmp_path / "metrics" / "models.csv")
+    assert plots.scored(rows) == plots.Scored("EMA weights", "200 validation images", "200 test images")
+    committed = read_table(ROOT / "metrics" / "models.csv")
+    what = plots.scored(committed)
+    assert what.weights == "raw weights, no EMA" and what.val_images == "200 validation images"
+    full = [dict(r, **{"val/images": 5000, "test/images": 10000}) for r in rows]
+    assert plots.scored(full) == plots.Scored("EMA weights", "5,000 validation images", "the official 10,000 test images")
+    mixed = [dict(r, has_ema=i % 2 == 0) for i, r in enumerate(rows)]
+    assert plots.scored(mixed).weights == "EMA weights where kept, else raw"
+
+
+def test_read_table_types(tmp_path: Path) -> None:
+    """pandas reads the table; cells come back as Python int, float, bool and '' (what report.py expects)."""
+    path = tmp_path / "t.csv"
+    path.write_text("model,params,width,has_ema,target\nb0,4135648,1.0,False,\nd2,8482132,1.1,True,2.0\n")
+    rows = read_table(path)
+    assert rows[0] == {"model": "b0", "params": 4135648, "width": 1.0, "has_ema": False, "target": ""}
+    assert type(rows[0]["params"]) is int and type(rows[1]["target"]) is float and rows[1]["has_ema"] is True
+    assert read_table(tmp_path / "missing.csv") == []
+
+
+def test_summary_metrics_is_small_and_flat(tmp_path: Path) -> None:
+    write_results(tmp_path)
+    summary = plots.summary_metrics(read_table(tmp_path / "metrics" / "models.csv"))
+    assert list(summary) == [f"B{i}" for i in range(8)] + ["ResNet-50", "ResNet-152", "DenseNet-201", "phi"]  # by size
+    assert summary["B0"] == pytest.approx(50.0) and summary["B7"] == pytest.approx(64.0) and summary["phi"] == 52.0
+    committed = plots.summary_metrics(read_table(ROOT / "metrics" / "models.csv"))
+    assert committed["DenseNet-201"] == 6.0 and len(committed) == 12  # the committed run: B0-B7, 3 baselines, phi
+
+
+def test_summary_fits_160_columns_in_dvc(tmp_path: Path) -> None:
+    """`dvc metrics show metrics/summary.json` of the committed run, rendered by dvc itself, is under 160 columns."""
+    dvc = Path(sys.executable).parent / "dvc"
+    run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True,  # noqa: E731
+                                      env={"COLUMNS": "400", "PATH": f"{dvc.parent}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    run("git", "init", "-q")
+    run(str(dvc), "init", "-q")
+    make_plots(models_table=ROOT / "metrics" / "models.csv", search_table=tmp_path / "none.csv",
+               cam_table=tmp_path / "none.csv", dvclive_dir=tmp_path / "none", out_dir=tmp_path / "plots",
+               log=lambda *_: None, summary=tmp_path / "metrics" / "summary.json")
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/summary.json\n")
+    shown = run(str(dvc), "metrics", "show", "metrics/summary.json").stdout
+    assert "B7" in shown and "ResNet-152" in shown
+    assert max(len(line) for line in shown.splitlines()) < 160

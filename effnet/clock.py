@@ -1,0 +1,290 @@
+"""A clock before work starts: what the run in params.yaml will cost on this device.
+
+    python -m effnet.clock [--params params.yaml] [--steps 3]
+
+The estimate multiplies two things:
+
+- **The budget**, from params.yaml: every network the pipeline trains (the search's
+  candidates, the matrix B0-B7 and the three baselines, the phi model, the scaling study), its
+  epochs and images, and the validation passes after each epoch (twice with an EMA), plus the
+  final evaluation on the validation and test splits.
+- **The cost of one training image of each network, relative to B0** at the same base
+  resolution (`RELATIVE_COST`), times **B0's seconds per training image on this device**,
+  timed here from a few real training steps of B0 (`time_b0`). The relative costs are FLOPs
+  ratios: for B1-B7 the paper's Table 2 (0.39 ... 37 B FLOPs; the searched coefficients are
+  not known before the search), for the phi model 2^phi (the compound rule's FLOPs doubling),
+  for a search candidate or a scaling-study model its FLOPs target. The baselines' ratios and
+  their cost per FLOP come from the committed CPU run (`metrics/models.csv`, 2 CPU threads,
+  fp32): per training FLOP, ResNet-50 took 0.30x, ResNet-152 0.23x and DenseNet-201
+  0.35x the seconds of an EfficientNet (depthwise convolutions are slow per FLOP), so their
+  rows carry FLOPs ratio x that factor.
+
+Evaluation is counted as a third of a training image (forward only), and each DVC stage
+costs a fixed `STAGE_START_S` besides (imports, loading, CAM, the report), which dominates
+the smoke run. Checked against the committed CPU run (scripts/cpu_real.yaml, 2 cores): the
+clock gives 26 min for the matrix, 17 min for the search and 8 min for the scaling study
+at 240 B0 images/s (16 px), where the run took 40, 21 and 6 min. The estimate is an order of magnitude, stated as such: on a GPU the
+timed batch is smaller than the real one, so it errs long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from effnet.config import ConfigError, Params, load_params
+
+# FLOPs per image relative to B0 at the same base resolution (see the module docstring).
+PAPER_FLOPS_B = {"b0": 0.39, "b1": 0.70, "b2": 1.0, "b3": 1.8, "b4": 4.2, "b5": 9.9, "b6": 19.0, "b7": 37.0}  # Table 2
+BASELINE_FLOPS = {"resnet50": 10.65, "densenet201": 11.26, "resnet152": 30.50}  # committed run: flops / B0's flops
+BASELINE_SPEED = {"resnet50": 0.30, "densenet201": 0.35, "resnet152": 0.23}  # seconds per FLOP vs EfficientNet
+RELATIVE_COST = {**{f"efficientnet_{v}": flops / PAPER_FLOPS_B["b0"] for v, flops in PAPER_FLOPS_B.items()},
+                 **{name: BASELINE_FLOPS[name] * BASELINE_SPEED[name] for name in BASELINE_FLOPS}}
+EVAL_COST = 1 / 3  # an evaluated image against a trained one (forward only, against forward and backward)
+# Seconds each DVC stage costs beyond its images (torchrun, imports, loading the arrays, building
+# and evaluating the networks, CAM): the smoke run, whose image work is about a minute, took
+# 14 min 48 s on quiet cores over its 24 stages (issue 19), about 35 s a stage.
+STAGE_START_S = 35.0
+OTHER_STAGES = ("download", "plan", "evaluate", "cam", "plots", "report")
+TRAIN_IMAGES_PER_CLASS = 500  # CIFAR-100's training split, before the validation images are carved out
+CLASSES = 100
+TEST_IMAGES = 10_000
+DAY = 86_400.0
+SMOKE = "bash scripts/smoke.sh"
+CPU_BUDGET = "bash scripts/exp.sh scripts/cpu_real.yaml --name cpu-real"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One network the pipeline trains: its stage, relative cost per image, epochs and images."""
+
+    name: str
+    stage: str  # search, train, train_baseline, train_phi, scale
+    cost: float  # seconds per training image relative to B0
+    epochs: int
+    train_images: int
+    val_images: int  # per validation pass
+    val_passes: int  # per epoch: 2 with an EMA (raw and EMA weights), else 1
+    test_images: int  # the evaluate stage's final pass (validation and test)
+
+    @property
+    def b0_images(self) -> float:
+        """Work in B0 training images: epochs of training and validation, then the final evaluation."""
+        per_epoch = self.train_images + EVAL_COST * self.val_images * self.val_passes
+        return self.cost * (self.epochs * per_epoch + EVAL_COST * self.test_images)
+
+
+def _train_images(per_class: int, val_per_class: int) -> int:
+    return CLASSES * (per_class if per_class > 0 else TRAIN_IMAGES_PER_CLASS - val_per_class)
+
+
+def search_candidates(params: Params) -> int:
+    """How many candidates the search trains (the search's own grid, so the two cannot disagree)."""
+    from effnet.search import grid_candidates
+
+    return len(grid_candidates(params.search))
+
+
+def budget(params: Params) -> list[Job]:
+    """Every network that `dvc repro` trains with these params, in the order of the pipeline."""
+    data, train, scaling, evaluate = params.data, params.train, params.scaling, params.evaluate
+    val = CLASSES * data.val_per_class
+    passes = 2 if train.ema_decay > 0 else 1
+    final = (CLASSES * evaluate.images_per_class * 2) if evaluate.images_per_class else val + TEST_IMAGES
+
+    def job(name: str, stage: str, cost: float, epochs: int, per_class: int) -> Job:
+        return Job(name, stage, cost, epochs, _train_images(per_class, data.val_per_class), val, passes,
+                   final if stage != "search" else 0)
+
+    jobs = [job(f"candidate {i}/{n}", "search", 2.0, params.search.epochs, params.search.train_per_class)
+            for n in [search_candidates(params)] for i in range(1, n + 1)]
+    jobs += [job(name, "train", RELATIVE_COST[name], train.epochs, train.train_per_class)
+             for name in RELATIVE_COST if name.startswith("efficientnet_")]
+    jobs += [job(name, "train_baseline", RELATIVE_COST[name], train.epochs, train.train_per_class) for name in BASELINE_FLOPS]
+    jobs.append(job(f"efficientnet_phi{params.model.phi:g}", "train_phi", 2.0 ** params.model.phi, train.epochs,
+                    train.train_per_class))
+    jobs.append(job("scaling/baseline", "scale", 1.0, scaling.epochs, scaling.train_per_class))
+    jobs += [job(f"scaling/{strategy}_{target:g}x", "scale", float(target), scaling.epochs, scaling.train_per_class)
+             for target in scaling.flops_targets for strategy in ("depth", "width", "resolution", "compound")]
+    return jobs
+
+
+def stage_budgets(params: Params) -> dict[str, dict[str, Any]]:
+    """Per group of training stages (search, train, scale), the budget of one network: what the plan stage writes.
+
+    Each group's file holds only values that its stages already depend on (epochs, images,
+    validation passes, base resolution; the search also its number of candidates), and no
+    timing, so a change of one never re-runs a stage that would not have re-run anyway.
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    for job in budget(params):
+        group = {"train_phi": "train", "train_baseline": "train"}.get(job.stage, job.stage)
+        entry = groups.setdefault(group, {"base_resolution": params.network.base_resolution, "epochs": job.epochs,
+                                          "train_images": job.train_images, "val_images": job.val_images,
+                                          "val_passes": job.val_passes})
+        if group == "search":
+            entry["candidates"] = entry.get("candidates", 0) + 1
+    return groups
+
+
+def describe_device() -> tuple[str, Any]:
+    """('cuda: NVIDIA H100 ... x1' or 'cpu (2 threads)', the torch.device training uses)."""
+    import torch
+
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"cuda: {torch.cuda.get_device_name(0)} x{count}", torch.device("cuda")
+    return f"cpu ({torch.get_num_threads()} threads)", torch.device("cpu")
+
+
+def time_b0(params: Params, device: Any, steps: int = 3, batch: int | None = None) -> float:
+    """Seconds per training image of B0 at `network.base_resolution` on `device`, from `steps` timed steps.
+
+    Real forward and backward passes with an SGD step on random images, after one untimed
+    warm-up step, with torch's default threads. The batch is the recipe's, capped at 32 on a
+    CPU (a timing, not a run).
+    """
+    import torch
+
+    from effnet.models import build_model, published_spec
+
+    net = params.network
+    spec = published_spec("b0", regime=net.regime, cifar_downsample=net.cifar_downsample, num_classes=net.num_classes,
+                           base_resolution=net.base_resolution)
+    model = build_model(spec).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    size = batch or (min(params.train.batch_size, 32) if device.type == "cpu" else params.train.batch_size)
+    images = torch.randn(size, 3, spec.resolution, spec.resolution, device=device)
+    labels = torch.randint(0, net.num_classes, (size,), device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / (steps * size)
+
+
+def duration(seconds: float) -> str:
+    """'3 days 4 h', '5 h 12 min', '7 min', '40 s'."""
+    if seconds >= DAY:
+        days = seconds / DAY
+        return f"{days:,.0f} days" if days >= 10 else f"{int(days)} days {round(seconds % DAY / 3600)} h"
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {round(seconds % 3600 / 60)} min"
+    if seconds >= 60:
+        return f"{round(seconds / 60)} min"
+    return f"{max(1, round(seconds))} s"
+
+
+def report(params: Params, device: str, seconds_per_b0_image: float, is_cpu: bool) -> list[str]:
+    """The clock's lines: device, budget, estimate per stage and in all, and on a CPU what to run instead."""
+    jobs = budget(params)
+    stages: dict[str, list[Job]] = {}
+    for job in jobs:
+        stages.setdefault(job.stage, []).append(job)
+    stage_count = sum(1 for job in jobs if job.stage != "search") + (1 if stages.get("search") else 0) + len(OTHER_STAGES)
+    fixed = STAGE_START_S * stage_count
+    total = sum(job.b0_images for job in jobs) * seconds_per_b0_image + fixed
+    lines = [f"clock: device {device}; B0 at {params.network.base_resolution} px trains at "
+             f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()})"]
+    for stage, members in stages.items():
+        first = members[0]
+        seconds = sum(j.b0_images for j in members) * seconds_per_b0_image
+        lines.append(f"  {stage:<15}{len(members):>3} network{'s' if len(members) != 1 else ' '} x {first.epochs} epochs"
+                     f" x {first.train_images:,} images  ~ {duration(seconds)}")
+    lines.append(f"  starting {stage_count} stages, about {STAGE_START_S:.0f} s each  ~ {duration(fixed)}")
+    lines.append(f"  whole run: about {duration(total)} on this device (an order of magnitude: see effnet/clock.py)")
+    if is_cpu and total > DAY:
+        lines.append(f"warning: on this CPU the run in params.yaml takes days. For a look at every stage in minutes "
+                     f"run the smoke run, `{SMOKE}`; for real CIFAR-100 with a CPU-sized budget, "
+                     f"`{CPU_BUDGET}` (scripts/cpu_real.yaml). Going on as asked.")
+    return lines
+
+
+def _busy() -> str:
+    """', while the machine was busy (load 5.6 on 2 cores)' when other work shared the CPU during the timing."""
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except OSError:  # not available on every platform
+        return ""
+    return f", while the machine was busy: load {load:.1f} on {cores} cores, so the estimate runs long" if load > cores else ""
+
+
+def model_line(name: str, names: list[str], params: Params, seconds_per_b0_image: float | None) -> str:
+    """'matrix model 5/11: efficientnet_b4, about 3 h 10 min here (the 11 together about 190 days)'.
+
+    Printed as each matrix stage starts. DVC may run the stages in any order, so the line
+    gives the position in the matrix and the matrix's total, not a countdown.
+    """
+    index = names.index(name)
+    head = f"matrix model {index + 1}/{len(names)}: {name}"
+    if seconds_per_b0_image is None:
+        return head + " (no timing of this device yet: python -m effnet.clock)"
+    costs = {job.name: job.b0_images * seconds_per_b0_image for job in budget(params)}
+    total = sum(costs.get(n, 0.0) for n in names)
+    return f"{head}, about {duration(costs.get(name, 0.0))} here (the {len(names)} together about {duration(total)})"
+
+
+def matrix_model_line(name: str, params: Params, timing: Path = Path("plan/timing.json")) -> str:
+    """The line a matrix training stage prints as it starts, with the plan stage's timing when it fits this device."""
+    from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES
+
+    device, _ = describe_device()
+    seconds = load_timing(timing, device, params.network.base_resolution)
+    return model_line(name, list(EFFICIENTNET_NAMES + BASELINE_NAMES), params, seconds)
+
+
+def save_timing(path: Path, device: str, seconds_per_b0_image: float, base_resolution: int) -> None:
+    """Keep this device's timing for the training stages' 'model 5/11' lines (a cache, not a result)."""
+    from effnet.io import write_json
+
+    write_json(path, {"device": device, "seconds_per_b0_image": seconds_per_b0_image,
+                      "base_resolution": base_resolution, "timed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def load_timing(path: Path, device: str, base_resolution: int) -> float | None:
+    """The kept timing if it was taken on this kind of device at this base resolution, else None."""
+    import json
+
+    try:
+        kept = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if kept.get("device") != device or kept.get("base_resolution") != base_resolution:
+        return None
+    value = kept.get("seconds_per_b0_image")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps of B0")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except (ConfigError, OSError) as error:  # a bad or missing params.yaml: one line, exit 1
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    device, torch_device = describe_device()
+    for line in report(params, device, time_b0(params, torch_device, steps=args.steps), torch_device.type == "cpu"):
+        out(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""DVC stage `plan`: the clock before any training: device, budget and an estimate of the whole run.
+
+    python stages/plan.py [--params params.yaml] [--out plan] [--steps 3]
+
+Prints the device found, the budget (networks, epochs, images per stage group) and the
+estimated time of the whole run on this device (effnet/clock.py: a few timed training steps
+of B0 times each network's cost relative to B0). On a CPU, when that is days, it says so and
+names the smoke run and the CPU budget; it warns and goes on. Writes `--out/<group>.json`
+(search, train, scale): each group's per-network budget, which the training stages list as a
+dependency so that DVC runs this stage first; they hold no timing, so they change only with
+the budget and never re-run a stage by themselves. The timing is kept in
+`--out/timing.json` (git-ignored) for the training stages' "matrix model 5/11" lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+
+from effnet import clock  # noqa: E402
+from effnet.config import load_params  # noqa: E402
+from effnet.io import write_json  # noqa: E402
+from stages.common import run_stage  # noqa: E402
+
+
+def run(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    device, torch_device = clock.describe_device()
+    seconds = clock.time_b0(params, torch_device, steps=args.steps)
+    for line in clock.report(params, device, seconds, is_cpu=torch_device.type == "cpu"):
+        print(line, flush=True)
+    for group, entry in clock.stage_budgets(params).items():
+        write_json(args.out / f"{group}.json", entry)
+    clock.save_timing(args.out / "timing.json", device, seconds, params.network.base_resolution)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--out", default="plan", type=Path)
+    parser.add_argument("--steps", default=3, type=int, help="timed training steps of B0")
+    args = parser.parse_args(argv)
+    return run_stage(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

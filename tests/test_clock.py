@@ -1,0 +1,148 @@
+"""effnet/clock.py and stages/plan.py: the budget, the estimate, the warning on a CPU, the plan files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from effnet import clock
+from effnet.config import Params, load_params, params_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(overrides: Path | None = None, **changes: dict) -> Params:
+    """params.yaml, with a scripts/*.yaml override file applied as `dvc exp run -S` would, then section changes."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in (yaml.safe_load(overrides.read_text()) if overrides else {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    params = params_from_dict(raw)
+    for section, fields in changes.items():
+        params = dataclasses.replace(params, **{section: dataclasses.replace(getattr(params, section), **fields)})
+    return params
+
+
+def test_default_budget() -> None:
+    jobs = clock.budget(load_params(ROOT / "params.yaml"))
+    by_stage = {stage: [j for j in jobs if j.stage == stage] for stage in {j.stage for j in jobs}}
+    assert len(by_stage["search"]) == 14  # the grid of params.yaml: 13 feasible points and the paper's
+    assert [j.name for j in by_stage["train"]] == [f"efficientnet_b{i}" for i in range(8)]
+    assert len(by_stage["train_baseline"]) == 3 and len(by_stage["train_phi"]) == 1
+    assert len(by_stage["scale"]) == 1 + 4 * 3  # B0, then 4 strategies at 2x, 4x, 8x
+    train = by_stage["train"][0]
+    assert (train.epochs, train.train_images, train.val_images, train.val_passes, train.test_images) == (
+        100, 45_000, 5_000, 2, 15_000)
+    assert by_stage["search"][0].test_images == 0  # candidates are not evaluated on test
+    assert by_stage["train"][7].cost == pytest.approx(37 / 0.39)  # B7: the paper's Table 2 FLOPs over B0's
+
+
+def test_job_work_by_hand() -> None:
+    job = clock.Job("x", "train", cost=2.0, epochs=3, train_images=100, val_images=30, val_passes=2, test_images=60)
+    assert job.b0_images == pytest.approx(2.0 * (3 * (100 + 30 * 2 / 3) + 60 / 3))
+
+
+def test_no_ema_means_one_validation_pass() -> None:
+    jobs = clock.budget(_params(train={"ema_decay": 0.0}))
+    assert {j.val_passes for j in jobs} == {1}
+
+
+def test_default_run_on_a_cpu_says_days_and_what_to_run_instead() -> None:
+    params = load_params(ROOT / "params.yaml")
+    lines = clock.report(params, "cpu (2 threads)", 1 / 60.0, is_cpu=True)  # 60 B0 images/s: measured 2026-11-24
+    text = "\n".join(lines)
+    assert "whole run: about" in text and "days" in lines[-2]
+    total_days = sum(j.b0_images for j in clock.budget(params)) / 60.0 / clock.DAY
+    assert total_days > 30  # months on two cores, not hours
+    assert lines[-1].startswith("warning:") and "bash scripts/smoke.sh" in lines[-1] and "scripts/cpu_real.yaml" in lines[-1]
+    assert "Going on" in lines[-1]  # it warns, it does not refuse
+    gpu = clock.report(params, "cuda: H100 x1", 1 / 60.0, is_cpu=False)
+    assert not any(line.startswith("warning:") for line in gpu)
+
+
+def test_smoke_and_cpu_budgets_are_not_days() -> None:
+    """The budgets the warning points to are the short ones (at the same timed rate of B0 at their resolution)."""
+    for overrides in ("smoke.yaml", "cpu_real.yaml"):
+        params = _params(ROOT / "scripts" / overrides)
+        # B0's cost per image scales with its pixels: 60 images/s at 32 px
+        seconds = (params.network.base_resolution / 32) ** 2 / 60.0
+        lines = clock.report(params, "cpu (2 threads)", seconds, is_cpu=True)
+        assert not any(line.startswith("warning:") for line in lines), overrides
+
+
+def test_stage_budgets_change_only_with_their_own_budget() -> None:
+    base = clock.stage_budgets(load_params(ROOT / "params.yaml"))
+    assert set(base) == {"search", "train", "scale"} and base["search"]["candidates"] == 14
+    assert clock.stage_budgets(_params(model={"phi": 4.0})) == base  # a phi experiment re-runs no other stage
+    assert clock.stage_budgets(_params(scaling={"flops_targets": (2.0, 16.0)})) == base  # a new target: no re-run
+    epochs = clock.stage_budgets(_params(train={"epochs": 7}))
+    assert epochs["train"]["epochs"] == 7 and epochs["search"] == base["search"] and epochs["scale"] == base["scale"]
+
+
+def test_duration() -> None:
+    assert clock.duration(40) == "40 s"
+    assert clock.duration(7 * 60) == "7 min"
+    assert clock.duration(5 * 3600 + 12 * 60) == "5 h 12 min"
+    assert clock.duration(3 * clock.DAY + 4 * 3600) == "3 days 4 h"
+    assert clock.duration(214.4 * clock.DAY) == "214 days"
+
+
+def test_model_line() -> None:
+    params = load_params(ROOT / "params.yaml")
+    names = ["efficientnet_b0", "efficientnet_b1", "resnet50"]
+    line = clock.model_line("efficientnet_b1", names, params, 1 / 60.0)
+    assert line.startswith("matrix model 2/3: efficientnet_b1, about ") and "(the 3 together about" in line
+    assert "no timing" in clock.model_line("resnet50", names, params, None)
+
+
+def test_timing_kept_only_for_the_same_device(tmp_path: Path) -> None:
+    path = tmp_path / "plan" / "timing.json"
+    clock.save_timing(path, "cpu (2 threads)", 0.02, 32)
+    assert clock.load_timing(path, "cpu (2 threads)", 32) == pytest.approx(0.02)
+    assert clock.load_timing(path, "cuda: H100 x1", 32) is None
+    assert clock.load_timing(path, "cpu (2 threads)", 16) is None
+    assert clock.load_timing(tmp_path / "none.json", "cpu (2 threads)", 32) is None
+
+
+def test_time_b0_is_a_real_timing() -> None:
+    params = _params(network={"base_resolution": 8})
+    _, device = clock.describe_device()
+    seconds = clock.time_b0(params, device, steps=1, batch=2)
+    assert math.isfinite(seconds) and 0 < seconds < 60
+
+
+def test_plan_stage_prints_the_clock_and_writes_the_budgets(tmp_path: Path) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["network"]["base_resolution"] = 8  # a cheaper timing; the budget is the default one
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plan.py"), "--steps", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("clock: device ") and "whole run: about" in done.stdout
+    if "cpu" in done.stdout.splitlines()[0]:
+        assert "warning:" in done.stdout and "bash scripts/smoke.sh" in done.stdout
+    train = json.loads((tmp_path / "plan" / "train.json").read_text())
+    assert train == {"base_resolution": 8, "epochs": 100, "train_images": 45_000, "val_images": 5_000, "val_passes": 2}
+    assert json.loads((tmp_path / "plan" / "search.json").read_text())["candidates"] == 14
+    assert "seconds_per_b0_image" in json.loads((tmp_path / "plan" / "timing.json").read_text())
+    (tmp_path / "params.yaml").write_text("data: {}\n")
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plan.py")], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.startswith("error: ")
+
+
+def test_cli_bad_params_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "params.yaml").write_text("data: {}\n")
+    assert clock.main(["--params", str(tmp_path / "params.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert clock.main(["--params", str(tmp_path / "missing.yaml")]) == 1
