@@ -5,8 +5,9 @@ For each weights file under `models/` (`models/<name>/model.pt`, `models/efficie
 test split, top-1 and top-5 with the raw and with the EMA weights, each also with
 horizontal-flip test-time augmentation (the softmax of the image and of its mirror image,
 averaged; reported apart, under `_flip` keys, since the paper's single-crop numbers have
-none), and the cost: parameters, multiply-adds at the network's own resolution (fvcore,
-as the paper counts FLOPs), inference throughput on the current device, training time.
+none), and the cost: parameters, multiply-adds at the network's own resolution
+(`effnet.models.count_flops`: convolutions and linear layers, as the paper counts FLOPs),
+inference throughput on the current device, training time.
 
 Evaluation is on unaugmented images (`DeviceLoader(train=False)`), every image once, at the
 network's resolution (32x32 CIFAR images resized on the device, as in training), in fp32.
