@@ -47,13 +47,6 @@ def run(args: argparse.Namespace) -> int:
                              drop_path_rate=cfg.drop_path_rate)
     placed = place(candidates, b0, search.flops_target, search.flops_tolerance)
     groups = group_identical(placed)
-    for p in placed:
-        if not p.feasible:
-            print(f"[{p.candidate.key}] infeasible: its nearest network costs {p.flops_ratio:.3f}x B0's FLOPs, not "
-                  f"{search.flops_target:g}x within search.flops_tolerance {search.flops_tolerance:g}; not trained")
-    for g in groups:
-        if len(g) > 1:
-            print(f"[{', '.join(p.candidate.key for p in g)}] build the same network ({g[0].architecture}): trained once")
     if not groups:
         raise ValueError(f"no candidate's network gets within search.flops_tolerance {search.flops_tolerance:g} of "
                          f"{search.flops_target:g}x B0's FLOPs; raise search.flops_tolerance or widen the grid")
@@ -64,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
                            code=[Path(__file__)])  # this stage and the library code it imports
 
     dist = init_distributed()
+    if dist.is_main:
+        for p in placed:
+            if not p.feasible:
+                print(f"[{p.candidate.key}] infeasible: its nearest network costs {p.flops_ratio:.3f}x B0's FLOPs, not "
+                      f"{search.flops_target:g}x within search.flops_tolerance {search.flops_tolerance:g}; not trained")
+        for g in groups:
+            if len(g) > 1:
+                print(f"[{', '.join(p.candidate.key for p in g)}] build the same network ({g[0].architecture}): trained once")
 
     def train_network(p):
         scratch = args.scratch / p.architecture
