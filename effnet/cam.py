@@ -53,7 +53,10 @@ REFERENCE_METHOD = "random"  # random channel weights on the real activations: t
 FIGURE_STRATEGIES = ("baseline", "depth", "width", "resolution", "compound")  # the columns of Figure 7
 COLUMN_TITLES = {"baseline": "baseline (B0)", "depth": "deeper", "width": "wider", "resolution": "higher resolution",
                  "compound": "compound scaling"}
-ROAD_PERCENTILES = (20, 40, 60, 80)  # % of pixels removed; the ROAD paper uses 10..90
+# The grad-cam package's ROAD percentile p is the share of pixels KEPT: MoRF keeps the pixels whose CAM lies
+# below the p-th percentile and imputes the (100 - p)% most relevant; LeRF keeps the p% most relevant and
+# imputes the rest. This symmetric set removes 80, 60, 40 and 20% alike; the ROAD paper uses 10..90.
+ROAD_PERCENTILES = (20, 40, 60, 80)
 FAITHFULNESS_KEYS = ("road_morf", "road_lerf", "road_combined", "cam_mult_confidence_change")
 TABLE_COLUMNS = ("model", "strategy", "target", "flops_ratio", "method", *FAITHFULNESS_KEYS, "top1", "confidence",
                  "images", "label")

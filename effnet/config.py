@@ -112,7 +112,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.999  # per step; 0 disables the EMA
     grad_clip: float = 5.0  # max global grad norm; 0 disables clipping
-    drop_path_rate: float = 0.2  # stochastic depth at the last block (paper: survival prob 0.8)
+    drop_path_rate: float = 0.2  # stochastic depth at the last block (paper: survival 0.8); set on the spec of every
+    # model the stages build (matrix, phi, search candidates, scaling study), so models at one FLOPs target share it
     # BatchNorm running-statistics momentum of every layer; None keeps each architecture's own
     # (EfficientNet: 0.01, the paper's TF decay 0.99; torchvision's ResNet and DenseNet: 0.1)
     bn_momentum: float | None = None
@@ -172,12 +173,14 @@ class GridAxis:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """`search:`: the grid search for (alpha, beta, gamma) at phi = 1 (paper Section 3.3, step 1)."""
+    """`search:`: the grid search for (alpha, beta, gamma) at equal real cost (paper Section 3.3, step 1)."""
 
     alpha: GridAxis = GridAxis(1.0, 1.4, 0.1)
     beta: GridAxis = GridAxis(1.0, 1.3, 0.1)
     gamma: GridAxis = GridAxis(1.0, 1.3, 0.1)
-    tolerance: float = 0.1  # keep candidates with |alpha * beta^2 * gamma^2 - 2| <= tolerance
+    tolerance: float = 0.1  # keep candidates with |alpha * beta^2 * gamma^2 - 2| <= tolerance (the constraint)
+    flops_target: float = 2.0  # every candidate is trained at the phi where its network costs this x B0's FLOPs
+    flops_tolerance: float = 0.05  # relative; a candidate whose network cannot get this near the target is infeasible
     epochs: int = 20  # short per-candidate budget
     train_per_class: int = 0  # 0 = all 450
 
@@ -190,6 +193,9 @@ class SearchConfig:
             _check_number(axis.step, f"{key}.step", 0.0)
             _require(axis.step > 0, f"{key}.step", f"must be > 0, got {axis.step}")
         _check_number(self.tolerance, "search.tolerance", 0.0)
+        _check_number(self.flops_target, "search.flops_target", 1.0)
+        _require(self.flops_target > 1.0, "search.flops_target", f"must be > 1 (a multiple of B0's FLOPs), got {self.flops_target}")
+        _check_number(self.flops_tolerance, "search.flops_tolerance", 0.0, 1.0)
         _check_int(self.epochs, "search.epochs", 1)
         _check_int(self.train_per_class, "search.train_per_class", 0)
 
@@ -208,7 +214,10 @@ class ModelConfig:
 class ScalingConfig:
     """`scaling:`: single-dimension against compound scaling at matched FLOPs (Figure 3, Figure 8)."""
 
-    flops_targets: tuple[float, ...] = (2.0, 4.0, 8.0)  # multiples of B0's FLOPs
+    # multiples of B0's FLOPs; at each, the compound model with the paper's coefficients (32 px base) changes
+    # depth, width and resolution by >= 5% as built (at 2x it is a depth-scaled network: width and resolution
+    # round to B0's but for the head's channels and one pixel)
+    flops_targets: tuple[float, ...] = (3.0, 4.0, 8.0)
     tolerance: float = 0.15  # relative; a scaled model's FLOPs must be within this of its target
     epochs: int = 30
     train_per_class: int = 0

@@ -7,8 +7,8 @@ with `train.seeds` > 1, those of its other seeds (`models/<model>/seed<k>/model.
 raw and with the EMA weights, each also with horizontal-flip test-time augmentation (the
 softmax of the image and of its mirror image, averaged; reported apart, under `_flip` keys,
 since the paper's single-crop numbers have none), and the cost: parameters, multiply-adds at
-the network's own resolution (fvcore, as the paper counts FLOPs), inference throughput on
-the current device, training time. Accuracies are means over the seeds. It writes the
+the network's own resolution (`effnet.models.count_flops`: convolutions and linear layers,
+as the paper counts FLOPs), inference throughput on the current device, training time. Accuracies are means over the seeds. It writes the
 model's two small files (`effnet.results`): its record `metrics/models/<model>.json` and its
 predicted class for every test image, per seed, `predictions/<model>.npz`, which the
 report's paired comparisons read.

@@ -225,14 +225,18 @@ def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Pa
             ["paper", a, b, g, num(a * b * b * g * g, digits=3), num(paper.get("flops_ratio"), digits=2),
              pct(paper.get("val_top1"))]]
     out.append(table(["", "alpha (depth)", "beta (width)", "gamma (resolution)", "alpha·beta²·gamma²",
-                      "FLOPs of phi=1 / B0", "val top-1 (%)"], rows))
+                      "FLOPs / B0 (as trained)", "val top-1 (%)"], rows))
     n = len(candidates) or search.get("candidates", "?")
+    matched = (f"each placed at the phi where its real network costs {search['flops_target']:g}x B0's FLOPs (within "
+               f"{search.get('flops_tolerance', 0):.0%}; {len(search.get('infeasible', []))} infeasible, not trained), "
+               f"{search.get('networks_trained', '?')} distinct networks trained once each; is the choice identifiable by "
+               f"the data? {search.get('identifiable', '?')}; ") if "flops_target" in search else ""
     out.append(f"{n} candidates with |alpha·beta²·gamma² − 2| ≤ {params.search.tolerance:g} (the paper's point always "
-               f"included), each B0 really scaled at phi = 1 and trained {_count(params.search.epochs, 'epoch')}; selected on "
+               f"included), {matched or 'each B0 really scaled at phi = 1 and '}trained {_count(params.search.epochs, 'epoch')}; selected on "
                f"{search.get('selected_on', 'validation top-1')}. The test split plays no part."
                + (f" The real networks at phi = 1 have {search['flops_ratio']:.2f}x B0's FLOPs, not the rule's 2: "
                   "repeats round up to whole blocks and resolutions to whole pixels."
-                  if finite(search.get("flops_ratio")) and search["flops_ratio"] > 2.2 else ""))
+                  if not matched and finite(search.get("flops_ratio")) and search["flops_ratio"] > 2.2 else ""))
     ranked = sorted((c for c in candidates if finite(c.get("val_top1"))), key=lambda c: -c["val_top1"])
     if ranked:
         shown = ranked[:10] + [c for c in ranked[10:] if c.get("paper") is True]
@@ -269,7 +273,7 @@ def _results(models: list[dict[str, Any]]) -> str:
     return ("## Results on CIFAR-100\n\n"
             "Accuracies in %, from `metrics/models.csv` (evaluate stage): raw and EMA weights, single crop; "
             "\"+ flip\" averages the softmax of each image and its mirror image. FLOPs are multiply-adds at the "
-            "model's own input size (fvcore), images/s is fp32 inference at `evaluate.batch_size`.\n\n"
+            "model's own input size, of convolutions and linear layers only, as the paper counts (`count_flops`), images/s is fp32 inference at `evaluate.batch_size`.\n\n"
             + table(header, rows, "llr" + "r" * 10))
 
 

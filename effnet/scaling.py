@@ -4,7 +4,14 @@ B0 is scaled along one dimension (depth only, width only, resolution only) or by
 compound rule, each to a multiple of B0's FLOPs. FLOPs are a step function of the
 multiplier (repeats round up, channels round to multiples of 8, resolutions are whole
 pixels), so each multiplier is found by bisection on the measured FLOPs of the real
-network, and the nearest network is kept; `match_flops` reports how near it came.
+network (`effnet.models.count_flops`, the one FLOPs counter), and the nearest network is
+kept; `match_flops` reports how near it came.
+
+Fair comparison at a target: every model matched to the same FLOPs target, whatever its
+strategy, gets the same regularisation (`target_dropout`): the published B0-B7 dropout
+interpolated at phi = log2(target), the phi whose nominal FLOPs 2^phi equal the target,
+and the base's stochastic-depth rate (`train.drop_path_rate`). Only the architecture
+then differs between the strategies.
 """
 
 from __future__ import annotations
@@ -13,9 +20,25 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from effnet.models import ModelSpec, compound_spec, spec_flops
+import torch
+
+from effnet.efficientnet import published_dropout
+from effnet.models import ModelSpec, build_model, compound_spec, count_flops
 
 STRATEGIES = ("depth", "width", "resolution", "compound")
+
+
+def target_dropout(target: float) -> float:
+    """The dropout of every model matched to `target` x B0's FLOPs: the published rate at phi = log2(target).
+
+    Each unit of phi doubles the nominal FLOPs (Eq. 3 under alpha beta^2 gamma^2 = 2), so
+    the target 2^phi gets the dropout the paper gives a compound model at that phi
+    (`published_dropout`: 0.2 at 1x and 2x, 0.259 at 3x, 0.3 at 4x and 8x, 0.4 at 16x). The same
+    rate for depth-, width-, resolution- and compound-scaled models alike.
+    """
+    if target < 1.0:
+        raise ValueError(f"a FLOPs target is a multiple of B0's FLOPs >= 1, got {target}")
+    return published_dropout(math.log2(target))
 
 
 @dataclass(frozen=True)
@@ -53,12 +76,13 @@ def scaled_spec(strategy: str, multiplier: float, base: ModelSpec, coefficients:
 
 
 def match_flops(strategy: str, target: float, base: ModelSpec, coefficients: tuple[float, float, float] | None = None,
-                flops_fn: Callable[[ModelSpec], int] = spec_flops, iterations: int = 14) -> Matched:
+                flops_fn: Callable[[ModelSpec], int] = count_flops, iterations: int = 14) -> Matched:
     """The `strategy`-scaled B0 whose FLOPs are nearest `target` x B0's FLOPs.
 
     Bisection on the multiplier (FLOPs never decrease as it grows); every network measured
-    on the way is a candidate and the one nearest the target wins. The dropout stays B0's
-    except for 'compound', which follows the published B0-B7 dropout over phi.
+    on the way is a candidate and the one nearest the target wins. Whatever the strategy,
+    the matched spec gets the regularisation of its target: dropout `target_dropout(target)`
+    and the base's `drop_path_rate`, so models at one target differ only in architecture.
     """
     if target < 1.0:
         raise ValueError(f"a FLOPs target is a multiple of B0's FLOPs >= 1, got {target}")
@@ -101,4 +125,37 @@ def match_flops(strategy: str, target: float, base: ModelSpec, coefficients: tup
             high = mid
     best = min(cache, key=lambda x: (abs(cache[x][1] - goal), abs(x - predicted)))
     spec, flops = cache[best]
+    spec = replace(spec, dropout=target_dropout(target), drop_path_rate=base.drop_path_rate)
     return Matched(spec=spec, multiplier=best, flops=flops, target_flops=goal)
+
+
+def built_multipliers(spec: ModelSpec, base: ModelSpec) -> dict[str, float]:
+    """Depth, width and resolution of `spec` relative to `base` (B0) as built, after rounding.
+
+    depth: blocks of the network over B0's blocks; width: the mean over the stem, the
+    seven stages and the head of the ratio of output channels; resolution: input side
+    over B0's. A nominal multiplier of 1.012 that rounds to the same channels is 1.0 here.
+    """
+    def layout(s: ModelSpec) -> tuple[list[int], list[int]]:
+        with torch.device("meta"):
+            model = build_model(s)
+        stem, *stages, head = model.features
+        return ([len(stage) for stage in stages],
+                [stem[0].out_channels] + [stage[-1].block[-1][0].out_channels for stage in stages] + [head[0].out_channels])
+
+    blocks, channels = layout(spec)
+    base_blocks, base_channels = layout(base)
+    return {"depth": sum(blocks) / sum(base_blocks),
+            "width": sum(c / b for c, b in zip(channels, base_channels)) / len(channels),
+            "resolution": spec.resolution / base.resolution}
+
+
+def changes_every_dimension(spec: ModelSpec, base: ModelSpec, minimum: float = 1.05) -> bool:
+    """Whether `spec`, as built, exceeds `base` by at least `minimum` in depth, in width AND in resolution.
+
+    A bare "differs" would be too weak: compound scaling at 2x B0 (paper coefficients, 32 px)
+    adds 16 channels to the head and one pixel (width 1.001x, resolution 1.031x as built):
+    a depth-scaled network in all but name.
+    """
+    built = built_multipliers(spec, base)
+    return all(built[k] >= minimum for k in ("depth", "width", "resolution"))

@@ -343,9 +343,8 @@ def load_weights(path: Path, *, ema: bool = True, device: torch.device | str = "
     The model carries `.spec` and `.resolution` (see `effnet.models.build_model`).
     """
     payload = read_weights(path)
-    spec = ModelSpec.from_dict(payload["spec"])
-    drop_path_rate = payload.get("train_config", {}).get("drop_path_rate", 0.2)
-    model = build_model(spec, drop_path_rate=drop_path_rate)
+    spec = ModelSpec.from_dict({"drop_path_rate": payload.get("train_config", {}).get("drop_path_rate", 0.2), **payload["spec"]})
+    model = build_model(spec)
     state = payload["ema_state_dict"] if ema and payload.get("ema_state_dict") is not None else payload["state_dict"]
     model.load_state_dict(state)
     return model.to(device).eval()
@@ -427,7 +426,7 @@ def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device,
     `.model` etc. before the first step; DDP keeps ranks equal as long as all load the same.
     """
     torch.manual_seed(cfg.seed)
-    model = set_bn_momentum(build_model(spec, drop_path_rate=cfg.drop_path_rate), cfg.bn_momentum).to(device)
+    model = set_bn_momentum(build_model(spec), cfg.bn_momentum).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)

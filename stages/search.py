@@ -1,22 +1,26 @@
-"""DVC stage `search`: the grid search for (alpha, beta, gamma) at phi = 1 (paper Section 3.3, step 1).
+"""DVC stage `search`: the grid search for (alpha, beta, gamma) at equal real cost (paper Section 3.3, step 1).
 
     torchrun --standalone --nproc-per-node=<GPUs, or 1> stages/search.py
         [--params params.yaml] [--data data/cifar100] [--out metrics/search.json] [--table plots/search.csv]
         [--scratch checkpoints/search]
 
-Every feasible candidate is B0 really scaled at phi = 1 (depth alpha, width beta,
-resolution gamma x base), trained with the short budget of `search:` and the recipe of
-`train:`, and scored on the validation split (the test split is never read). Each finished
-candidate is written to `--scratch` at once, so an interrupted search resumes where it
-stopped. Writes the chosen coefficients (`--out`) and the table of all candidates (`--table`).
+Every candidate of the grid is placed at the phi where its real network costs
+`search.flops_target` x B0's FLOPs (within `search.flops_tolerance`, else it is reported as
+infeasible and not trained); candidates that then build the same network are trained once.
+Each network trains with the short budget of `search:`, the recipe of `train:` and the
+regularisation of the target (`effnet.scaling.target_dropout`, `train.drop_path_rate`), and
+is scored on the validation split (the test split is never read). Each finished network is
+written to `--scratch` at once, so an interrupted search resumes where it stopped; once the
+outputs are written the scratch directory is deleted, so `dvc repro -f search` retrains.
+Writes the chosen coefficients (`--out`) and the table of all candidates (`--table`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
@@ -24,68 +28,70 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 from effnet.config import load_params  # noqa: E402
 from effnet.data import load_meta  # noqa: E402
 from effnet.distributed import cleanup, init_distributed  # noqa: E402
-from effnet.models import build_model, compound_spec, count_flops, count_parameters  # noqa: E402
 from effnet.fingerprint import fingerprint  # noqa: E402
-from effnet.search import choose, grid_candidates, run_search  # noqa: E402
-from effnet.train import remove_checkpoint, train  # noqa: E402
 from effnet.io import write_csv, write_json  # noqa: E402
+from effnet.models import build_model, count_parameters, spec_for_name  # noqa: E402
+from effnet.search import (TABLE_COLUMNS, choose, grid_candidates, group_identical, place, run_search, summary,  # noqa: E402
+                           table_rows)
+from effnet.train import remove_checkpoint, train  # noqa: E402
 from stages.common import run_stage  # noqa: E402
-
-COLUMNS = ["alpha", "beta", "gamma", "constraint", "resolution", "params", "flops", "flops_ratio", "val_top1",
-           "val_top1_ema", "train_time_s", "paper", "chosen"]
 
 
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)  # a bad key stops here, before anything starts
     candidates = grid_candidates(params.search)  # an infeasible grid stops here too
-    net = params.network
-    cfg = dataclasses.replace(params.train, epochs=params.search.epochs, train_per_class=params.search.train_per_class)
-    spec_args = dict(regime=net.regime, cifar_downsample=net.cifar_downsample, num_classes=net.num_classes,
-                     base_resolution=net.base_resolution)
-    b0_flops = count_flops(build_model(compound_spec(0.0, (1.0, 1.0, 1.0), **spec_args)))
+    net, search = params.network, params.search
+    cfg = dataclasses.replace(params.train, epochs=search.epochs, train_per_class=search.train_per_class)
+    b0 = dataclasses.replace(spec_for_name("efficientnet_b0", regime=net.regime, cifar_downsample=net.cifar_downsample,
+                                           num_classes=net.num_classes, base_resolution=net.base_resolution),
+                             drop_path_rate=cfg.drop_path_rate)
+    placed = place(candidates, b0, search.flops_target, search.flops_tolerance)
+    groups = group_identical(placed)
+    if not groups:
+        raise ValueError(f"no candidate's network gets within search.flops_tolerance {search.flops_tolerance:g} of "
+                         f"{search.flops_target:g}x B0's FLOPs; raise search.flops_tolerance or widen the grid")
     meta = load_meta(args.data)
     settings = fingerprint({"train": dataclasses.asdict(cfg), "network": dataclasses.asdict(net),
+                            "flops_target": search.flops_target,
                             "data": [meta["source_md5"], meta["val_per_class"], meta["seed"]]},
                            code=[Path(__file__)])  # this stage and the library code it imports
 
     dist = init_distributed()
+    if dist.is_main:
+        for p in placed:
+            if not p.feasible:
+                print(f"[{p.candidate.key}] infeasible: its nearest network costs {p.flops_ratio:.3f}x B0's FLOPs, not "
+                      f"{search.flops_target:g}x within search.flops_tolerance {search.flops_tolerance:g}; not trained")
+        for g in groups:
+            if len(g) > 1:
+                print(f"[{', '.join(p.candidate.key for p in g)}] build the same network ({g[0].architecture}): trained once")
 
-    def train_candidate(candidate):
-        spec = compound_spec(1.0, candidate.coefficients, name=f"search_{candidate.key}", **spec_args)
-        model = build_model(spec)
-        flops = count_flops(model)
+    def train_network(p):
+        scratch = args.scratch / p.architecture
+        result = train(p.spec, cfg, args.data, checkpoint_dir=scratch, dist=dist)
         if dist.is_main:
-            print(f"[{candidate.key}] {spec.resolution}x{spec.resolution}, {flops / b0_flops:.2f}x B0's FLOPs")
-        start = time.perf_counter()
-        result = train(spec, cfg, args.data, checkpoint_dir=args.scratch / candidate.key, dist=dist)
-        if dist.is_main:
-            remove_checkpoint(args.scratch / candidate.key)
-        return {"resolution": spec.resolution, "params": count_parameters(model), "flops": flops,
-                "flops_ratio": flops / b0_flops, "val_top1": result.metrics["val/top1"],
-                "val_top1_ema": result.metrics["val/top1_ema"], "train_time_s": time.perf_counter() - start}
-
-    def report(record, reused):
-        if dist.is_main:
-            print(f"  a={record['alpha']:g} b={record['beta']:g} g={record['gamma']:g}: constraint {record['constraint']:.3f}, "
-                  f"val top-1 {record['val_top1']:.4f}{' (finished earlier)' if reused else ''}")
+            remove_checkpoint(scratch)
+        return {"params": count_parameters(build_model(p.spec)), "val_top1": result.metrics["val/top1"],
+                "val_top1_ema": result.metrics["val/top1_ema"], "train_time_s": result.train_time_s}
 
     try:
-        records = run_search(candidates, train_candidate, args.scratch / settings, settings, on_result=report,
-                             write=dist.is_main)
+        records = run_search(groups, train_network, args.scratch / settings, settings,
+                             log=print if dist.is_main else None, write=dist.is_main)
     finally:
         cleanup()
     if dist.is_main:
-        best = choose(records)
-        paper = next(r for r in records if r["paper"])
-        rows = [{**{k: r[k] for k in COLUMNS if k != "chosen"}, "chosen": r is best} for r in records]
-        write_csv(args.table, rows, COLUMNS)
-        write_json(args.out, {"alpha": best["alpha"], "beta": best["beta"], "gamma": best["gamma"],
-                              "constraint": best["constraint"], "val_top1": best["val_top1"],
-                              "flops_ratio": best["flops_ratio"], "candidates": len(records),
-                              "selected_on": "validation top-1 (raw weights)",
-                              "paper": {k: paper[k] for k in ("alpha", "beta", "gamma", "constraint", "val_top1", "flops_ratio")}})
-        print(f"chose alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:g} "
-              f"(val top-1 {best['val_top1']:.4f}; the paper's point: {paper['val_top1']:.4f}) -> {args.out}")
+        chosen = choose(groups, records)
+        write_csv(args.table, table_rows(placed, groups, records, chosen), TABLE_COLUMNS)
+        result = summary(placed, groups, records, chosen, search.flops_target, search.flops_tolerance)
+        write_json(args.out, result)
+        shutil.rmtree(args.scratch, ignore_errors=True)  # outputs written: the next forced run really retrains
+        best = chosen[0]
+        paper = result.get("paper") or {}
+        print(f"chose alpha={best.candidate.alpha:g} beta={best.candidate.beta:g} gamma={best.candidate.gamma:g} at phi "
+              f"{best.phi:.3f} (val top-1 {result['val_top1']:.4f}; the paper's point: "
+              f"{'infeasible' if paper.get('val_top1') is None else format(paper['val_top1'], '.4f')}) -> {args.out}")
+        if len(chosen) > 1:
+            print(f"not identifiable by the data: {', '.join(p.candidate.key for p in chosen[1:])} built the same network")
     return 0
 
 
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", default="metrics/search.json", type=Path, help="the chosen coefficients")
     parser.add_argument("--table", default="plots/search.csv", type=Path, help="every candidate")
-    parser.add_argument("--scratch", default="checkpoints/search", type=Path, help="finished candidates and checkpoints")
+    parser.add_argument("--scratch", default="checkpoints/search", type=Path, help="finished networks and checkpoints (deleted once the outputs are written)")
     args = parser.parse_args(argv)
     return run_stage(lambda: run(args))
 

@@ -14,6 +14,7 @@ deletes the checkpoints. Also runs without torchrun, as one process.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown model {args.model!r}; allowed: {', '.join(MODEL_NAMES)}")
     params = load_params(args.params)  # a bad key stops here, before anything starts
     cfg = params.train
-    spec = model_spec(args.model, params, args.coefficients)
+    spec = dataclasses.replace(model_spec(args.model, params, args.coefficients), drop_path_rate=cfg.drop_path_rate)
     out = args.out or Path("models") / args.model
     live_dir = args.live or Path("dvclive") / args.model
     checkpoints = args.checkpoints or Path("checkpoints") / args.model

@@ -15,6 +15,7 @@ retrains this one network and nothing else of the matrix.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     coefficients = read_coefficients(args.coefficients) if searched else PAPER_COEFFICIENTS
     spec = compound_spec(params.model.phi, coefficients, regime=net.regime, cifar_downsample=net.cifar_downsample,
                          num_classes=net.num_classes, base_resolution=net.base_resolution)
+    spec = dataclasses.replace(spec, drop_path_rate=params.train.drop_path_rate)
     print(f"phi = {params.model.phi:g} with {'searched' if searched else 'the paper'}'s (alpha, beta, gamma) = "
           f"({coefficients[0]:g}, {coefficients[1]:g}, {coefficients[2]:g})")
     train_and_save(spec, params.train, data=args.data, out=args.out, live_dir=args.live, checkpoints=args.checkpoints,

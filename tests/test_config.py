@@ -17,7 +17,8 @@ def raw():
 def test_params_yaml_loads_and_matches_the_library_defaults(raw):
     params = params_from_dict(raw)
     assert params.search.alpha == GridAxis(1.0, 1.4, 0.1)
-    assert params.scaling.flops_targets == (2.0, 4.0, 8.0)
+    assert params.scaling.flops_targets == (3.0, 4.0, 8.0)
+    assert (params.search.flops_target, params.search.flops_tolerance) == (2.0, 0.05)
     assert load_params("params.yaml") == params
     assert params_from_dict(params_to_dict(params)) == params
 
@@ -39,7 +40,9 @@ def test_params_yaml_loads_and_matches_the_library_defaults(raw):
     (("search", "alpha", "min"), 0.9, r"'search.alpha.min' must be >= 1.0"),
     (("cam", "methods"), ["gradcam", "magic"], r"'cam.methods' must be one of"),
     (("scaling", "flops_targets"), [], r"'scaling.flops_targets' must list"),
-    (("cam", "flops_target"), 3.0, r"'cam.flops_target' must be one of scaling.flops_targets \(2, 4, 8\), got 3"),
+    (("cam", "flops_target"), 2.0, r"'cam.flops_target' must be one of scaling.flops_targets \(3, 4, 8\), got 2"),
+    (("search", "flops_tolerance"), 1.5, r"'search.flops_tolerance' must be <= 1"),
+    (("search", "flops_target"), 1.0, r"'search.flops_target' must be > 1"),
 ])
 def test_bad_values_are_named(raw, path, value, message):
     bad = copy.deepcopy(raw)

@@ -1,7 +1,5 @@
 """Baselines with CIFAR stems, the model registry, FLOPs counting."""
 
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -81,14 +79,63 @@ def test_last_conv_stage_is_the_last_spatial_layer(name, channels):
     assert seen == [torch.Size([1, channels, 4, 4])]
 
 
-def test_flops_without_fvcore_fall_back_to_torch_counter(monkeypatch):
-    model = build_model(spec_for_name("efficientnet_b0"))
-    with_fvcore = count_flops(model)
-    monkeypatch.setitem(sys.modules, "fvcore.nn", None)  # as on the bare GPU machine
-    without = count_flops(model)
-    assert without != with_fvcore
-    assert without == pytest.approx(with_fvcore, rel=0.05)
+def test_flops_count_convolutions_and_linear_layers_only():
+    # by hand: conv 8 x (3 x 3 x 3) weights at 4 x 4 outputs + linear 8 x 10; BatchNorm, ReLU, pooling count nothing
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    model.resolution = 4
+    assert count_flops(model) == 8 * 27 * 16 + 8 * 10
     assert model.training  # counting leaves the mode as it was
+
+
+def test_flops_of_a_spec_equal_those_of_its_model():
+    spec = spec_for_name("efficientnet_b2", coefficients=(1.2, 1.1, 1.15))
+    assert count_flops(spec) == count_flops(build_model(spec))
+    assert count_flops(spec_for_name("efficientnet_b0")) == 116_282_368  # B0 at 32x32, CIFAR strides, 100 classes
+
+
+def test_one_flops_counter_for_search_scaling_evaluate_and_summary(monkeypatch):
+    """Every FLOPs figure of the project goes through effnet.models.count_flops and nothing else."""
+    import inspect
+    from pathlib import Path
+
+    import fvcore.nn
+    import torch.utils.flop_counter
+
+    import effnet.evaluate
+    import effnet.models
+    from effnet.config import GridAxis, SearchConfig
+    from effnet.models import describe
+    from effnet.scaling import match_flops
+    from effnet.search import grid_candidates, place
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("fvcore's FlopCountAnalysis was called: count_flops is the one FLOPs counter")
+
+    callers = []
+    real = torch.utils.flop_counter.FlopCounterMode
+
+    class Watched(real):
+        def __init__(self, *args, **kwargs):
+            callers.append(inspect.stack()[1].function)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(fvcore.nn, "FlopCountAnalysis", forbidden)
+    monkeypatch.setattr(torch.utils.flop_counter, "FlopCounterMode", Watched)
+    b0 = spec_for_name("efficientnet_b0", base_resolution=8)
+    match_flops("width", 2.0, b0)  # the scaling study
+    grid = SearchConfig(alpha=GridAxis(1.2, 1.2, 0.1), beta=GridAxis(1.1, 1.1, 0.1), gamma=GridAxis(1.15, 1.15, 0.1))
+    place(grid_candidates(grid), b0, 2.0, 0.5)  # the search
+    describe(b0)  # python -m effnet.summary
+    assert effnet.evaluate.count_flops is effnet.models.count_flops  # the evaluate stage's figure
+    effnet.evaluate.count_flops(build_model(b0))
+    assert len(callers) > 10 and set(callers) == {"count_flops"}
+    # and no other module of the library or the stages reaches for a FLOPs counter of its own
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "effnet").glob("*.py")) + sorted((root / "stages").glob("*.py")):
+        if path.name != "models.py":
+            text = path.read_text()
+            assert "flop_counter" not in text and "FlopCountAnalysis" not in text, path
 
 
 def test_cifar_flops_scale_with_resolution_squared():

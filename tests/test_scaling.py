@@ -1,9 +1,13 @@
 """Single-dimension and compound scaling at matched FLOPs."""
 
+import dataclasses
+
 import pytest
 
-from effnet.models import spec_for_name, spec_flops
-from effnet.scaling import STRATEGIES, match_flops, scaled_spec
+from effnet.config import ScalingConfig
+from effnet.models import count_flops, spec_for_name
+from effnet.scaling import (STRATEGIES, built_multipliers, changes_every_dimension, match_flops, scaled_spec,
+                            target_dropout)
 
 TOLERANCE = 0.10  # params.yaml scaling.tolerance
 
@@ -17,8 +21,8 @@ def b0():
 def test_matched_flops_within_tolerance_and_one_dimension_only(b0, strategy):
     matched = match_flops(strategy, 2.0, b0, coefficients=(1.2, 1.1, 1.15))
     assert abs(matched.relative_error) <= TOLERANCE
-    assert matched.flops == spec_flops(matched.spec)
-    assert matched.flops / spec_flops(b0) == pytest.approx(2.0, rel=TOLERANCE)
+    assert matched.flops == count_flops(matched.spec)
+    assert matched.flops / count_flops(b0) == pytest.approx(2.0, rel=TOLERANCE)
     spec = matched.spec
     assert spec.name == f"{strategy}_2x"
     changed = {"depth": spec.depth != 1.0, "width": spec.width != 1.0, "resolution": spec.resolution != 32}
@@ -26,6 +30,46 @@ def test_matched_flops_within_tolerance_and_one_dimension_only(b0, strategy):
         assert all(changed.values())
     else:
         assert changed == {k: k == strategy for k in changed}
+
+
+@pytest.mark.parametrize("target", ScalingConfig().flops_targets)
+def test_default_targets_change_every_dimension_of_the_compound_model(b0, target):
+    matched = match_flops("compound", target, b0, coefficients=(1.2, 1.1, 1.15))
+    assert abs(matched.relative_error) <= ScalingConfig().tolerance
+    built = built_multipliers(matched.spec, b0)
+    assert changes_every_dimension(matched.spec, b0), built
+    assert all(v >= 1.05 for v in built.values())
+
+
+def test_compound_at_2x_is_a_depth_scaled_network(b0):
+    # why 2x is not a default target: width and resolution barely move once rounded
+    matched = match_flops("compound", 2.0, b0, coefficients=(1.2, 1.1, 1.15))
+    built = built_multipliers(matched.spec, b0)
+    assert built["depth"] == pytest.approx(23 / 16)  # one more block in every one of the 7 stages
+    assert built["width"] < 1.01 and matched.spec.resolution == 33
+    assert not changes_every_dimension(matched.spec, b0)
+
+
+def test_built_multipliers_of_b0_itself(b0):
+    assert built_multipliers(b0, b0) == {"depth": 1.0, "width": 1.0, "resolution": 1.0}
+
+
+@pytest.mark.parametrize("target", [1.0, 2.0, 4.0, 8.0, 16.0])
+def test_every_model_at_a_target_has_the_same_regularisation(b0, target):
+    # a smooth stand-in for the FLOPs (the rule does not depend on them), so every target is quick
+    nominal = lambda s: int(1e6 * s.depth * s.width**2 * s.resolution**2)  # noqa: E731
+    base = dataclasses.replace(b0, drop_path_rate=0.13)
+    specs = [match_flops(strategy, target, base, coefficients=(1.2, 1.1, 1.15), flops_fn=nominal).spec
+             for strategy in STRATEGIES]
+    assert {s.dropout for s in specs} == {target_dropout(target)}
+    assert {s.drop_path_rate for s in specs} == {0.13}
+
+
+def test_target_dropout_is_the_published_rate_at_log2_target():
+    # published B0..B4: 0.2, 0.2, 0.3, 0.3, 0.4; 3x lies at phi = log2(3) = 1.585 between B1 and B2
+    assert [target_dropout(t) for t in (1, 2, 3, 4, 8, 16)] == pytest.approx([0.2, 0.2, 0.2585, 0.3, 0.3, 0.4], abs=1e-4)
+    with pytest.raises(ValueError, match=">= 1"):
+        target_dropout(0.5)
 
 
 def test_larger_target_resolution(b0):

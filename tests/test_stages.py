@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from effnet.scaling import target_dropout
 from stages import search as search_stage
 from stages import train_phi as phi_stage
 from stages import train_scaling as scaling_stage
@@ -38,23 +39,46 @@ def workspace(tmp_path, prepared_data_dir, monkeypatch):
     return tmp_path
 
 
-def test_search_trains_every_candidate_on_validation_without_test(workspace, capsys):
+def test_search_trains_each_network_once_at_matched_flops_without_test(workspace, capsys, monkeypatch):
     args = ["--data", "data", "--out", "metrics/search.json", "--table", "plots/search.csv", "--scratch", "scratch"]
-    assert search_stage.main(args) == 0
+    # interrupted after the first network: its result stays in the scratch directory
+    real_train, calls = search_stage.train, []
+
+    def interrupted(*a, **k):
+        calls.append(a[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("interrupted")
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(search_stage, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search_stage.main(args)
+    assert len(list(Path("scratch").glob("*/*.json"))) == 1
+    monkeypatch.setattr(search_stage, "train", real_train)
+    capsys.readouterr()
+    assert search_stage.main(args) == 0  # resumes: the first network is not trained again
+    out = capsys.readouterr().out
+    assert out.count("finished earlier") == 1 and "candidate 2/2" in out
+    assert not Path("scratch").exists()  # deleted once the outputs are written: a forced rerun retrains
+
     chosen = json.loads(Path("metrics/search.json").read_text())
     rows = list(csv.DictReader(Path("plots/search.csv").open()))
-    assert len(rows) == 3 and sum(r["chosen"] == "True" for r in rows) == 1
-    assert sum(r["paper"] == "True" for r in rows) == 1
-    assert all(float(r["flops_ratio"]) > 1.5 for r in rows)  # each candidate really is B0 scaled up
+    params = yaml.safe_load(Path("params.yaml").read_text())["search"]
+    target, tolerance = params["flops_target"], params["flops_tolerance"]
+    assert len(rows) == 3 and sum(r["chosen"] == "True" for r in rows) == 1 and sum(r["paper"] == "True" for r in rows) == 1
+    for r in rows:  # every candidate trained (or sharing a trained network) lies within tolerance of the target
+        assert r["status"] != "infeasible"
+        assert abs(float(r["flops_ratio"]) / target - 1) <= tolerance
     by_alpha = {r["alpha"]: r for r in rows if r["gamma"] == "1.2"}
-    # ceil(repeats * alpha) adds one block per stage for any alpha in (1, 1.25]: at phi = 1,
-    # alpha 1.1 and 1.2 build the same network (and, seeded alike, train identically)
-    assert by_alpha["1.1"]["params"] == by_alpha["1.2"]["params"] and by_alpha["1.1"]["val_top1"] == by_alpha["1.2"]["val_top1"]
+    # at 8 px alpha 1.1 and 1.2 build the same network at their matched phi: trained once, reported together
+    assert by_alpha["1.1"]["architecture"] == by_alpha["1.2"]["architecture"]
+    assert [by_alpha["1.1"]["status"], by_alpha["1.2"]["status"]] == ["trained", "same network as a1.1_b1.1_g1.2"]
+    assert by_alpha["1.1"]["val_top1"] == by_alpha["1.2"]["val_top1"]
+    assert sum(r["status"] == "trained" for r in rows) == 2 and chosen["networks_trained"] == 2
     assert (chosen["alpha"], chosen["beta"], chosen["gamma"]) in {(float(r["alpha"]), float(r["beta"]), float(r["gamma"])) for r in rows}
-    # a rerun trains nothing: every candidate is finished under the same settings
-    capsys.readouterr()
-    assert search_stage.main(args) == 0
-    assert capsys.readouterr().out.count("(finished earlier)") == 3
+    assert chosen["flops_target"] == target and abs(chosen["flops_ratio"] / target - 1) <= tolerance
+    if (chosen["alpha"], chosen["gamma"]) == (1.1, 1.2):
+        assert chosen["same_network"] == [{"alpha": 1.2, "beta": 1.1, "gamma": 1.2}] and chosen["identifiable"].startswith("no")
 
 
 def test_phi_and_scaling_stages(workspace):
@@ -71,7 +95,16 @@ def test_phi_and_scaling_stages(workspace):
                                "--live", "live/width_2x"]) == 0
     matched = torch.load("models/scaling/width_2x/model.pt", weights_only=True)
     assert matched["spec"]["name"] == "width_2x" and matched["spec"]["width"] > 1 and matched["spec"]["depth"] == 1
-    assert matched["matched"]["strategy"] == "width" and abs(matched["matched"]["flops_ratio"] - 2) <= 0.5 * 2
+    record = matched["matched"]
+    assert record["strategy"] == "width" and abs(record["flops_ratio"] - 2) <= 0.5 * 2
+    assert record["width"] > 1 and record["depth"] == 1 and record["resolution"] == 1  # as built
+    assert record["dropout"] == matched["spec"]["dropout"] == target_dropout(2.0)
+    assert record["drop_path_rate"] == matched["spec"]["drop_path_rate"] == 0.2  # train.drop_path_rate
+
+    assert scaling_stage.main(["--strategy", "baseline", "--data", "data", "--out", "models/scaling/baseline",
+                               "--live", "live/baseline"]) == 0
+    baseline = torch.load("models/scaling/baseline/model.pt", weights_only=True)
+    assert baseline["matched"]["flops_ratio"] == 1.0 and baseline["spec"]["dropout"] == target_dropout(1.0)
 
 
 def test_unreachable_target_is_a_clear_error(workspace, capsys):
