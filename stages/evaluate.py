@@ -21,34 +21,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 import torch  # noqa: E402
 
-from effnet.config import load_params  # noqa: E402
-from effnet.evaluate import EvaluationError, evaluate_all, pipeline_models  # noqa: E402
-from stages.common import run_stage  # noqa: E402
+from effnet.config import Params  # noqa: E402
+from effnet.evaluate import evaluate_all, pipeline_models  # noqa: E402
+from stages import cli  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)  # a bad key stops here, before anything starts
+def run(args: argparse.Namespace, params: Params) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", module="fvcore")  # its tracer's notes on unsupported ops
-    try:
-        rows = evaluate_all(args.models, args.data, params.evaluate, metrics_dir=args.metrics, table=args.table,
-                            device=device, only=pipeline_models(params.scaling.flops_targets))
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    rows = evaluate_all(args.models, args.data, params.evaluate, metrics_dir=args.metrics, table=args.table,
+                        device=device, only=pipeline_models(params.scaling.flops_targets))
     print(f"wrote {args.metrics}/ ({len(rows)} models) and {args.table}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser = cli.parser(__doc__)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--models", default="models", type=Path, help="searched for **/model.pt")
     parser.add_argument("--metrics", default="metrics/models", type=Path, help="one JSON per model")
     parser.add_argument("--table", default="metrics/models.csv", type=Path)
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    return cli.main(parser, run, argv)
 
 
 if __name__ == "__main__":
