@@ -37,6 +37,9 @@ from effnet.io import LockedError, lock_dir
 EXPECTED_ERRORS = ("effnet.config.ConfigError", "effnet.download.DataError", "effnet.search.SearchError",
                    "effnet.train.TrainingError", "effnet.evaluate.EvaluationError")
 PARENT_ENV = "EFFNET_LAUNCHER_PID"  # set by stages/launch.py: the process this stage must not outlive
+# Set by stages/launch.py over several processes: each rank leaves its one line there and the
+# launcher prints the distinct ones, so N ranks failing alike show one line, not N.
+ERRORS_ENV = "EFFNET_ERRORS_DIR"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -91,6 +94,15 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _say(line: str) -> None:
+    """The failure's one line: to stderr, or to the launcher's errors directory (see ERRORS_ENV)."""
+    errors_dir = os.environ.get(ERRORS_ENV)
+    if errors_dir:
+        (Path(errors_dir) / f"rank{int(os.environ.get('RANK', '0')):05d}").write_text(line + "\n")
+    else:
+        print(line, file=sys.stderr)
+
+
 def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any], int | None],
          argv: list[str] | None = None, *, lock: Callable[[argparse.Namespace], Path] | None = None) -> int:
     """Parse `argv`, load `--params`, call `run(args, params)`; return the exit status.
@@ -110,10 +122,10 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
             return run(args, params) or 0
     except KeyboardInterrupt:
         where = f"; rerun to resume from {directory}" if directory is not None else ""
-        print(f"interrupted{where}", file=sys.stderr)
+        _say(f"interrupted{where}")
         return 1
     except Exception as error:
         if not expected(error):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        _say(f"error: {error}")
         return 1

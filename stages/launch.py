@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `stages`
 
-from stages.cli import PARENT_ENV  # noqa: E402
+from stages.cli import ERRORS_ENV, PARENT_ENV  # noqa: E402
 
 
 def gpu_count() -> int:
@@ -146,16 +147,21 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
     os.environ[PARENT_ENV] = str(os.getpid())  # the workers inherit it: the agent runs in this process
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
-    try:
-        elastic_launch(config, sys.executable)("-u", script, *args)
-    except ChildFailedError as error:
-        codes = [failure.exitcode for failure in error.failures.values()]
-        if -signal.SIGKILL in codes:
+    with tempfile.TemporaryDirectory(prefix="effnet-errors-") as errors_dir:
+        os.environ[ERRORS_ENV] = errors_dir
+        try:
+            elastic_launch(config, sys.executable)("-u", script, *args)
+            return 0
+        except ChildFailedError as error:
+            killed = -signal.SIGKILL in [failure.exitcode for failure in error.failures.values()]
+        except KeyboardInterrupt:
+            killed = False
+        lines = [path.read_text().strip() for path in sorted(Path(errors_dir).iterdir())]
+        for line in dict.fromkeys(lines):  # distinct, in rank order
+            print(line, file=sys.stderr)
+        if killed and not lines:
             print(killed_message(script, args, None), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 1
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
