@@ -150,3 +150,77 @@ def test_gpu_count_respects_cuda_visible_devices(monkeypatch, tmp_path):
     assert launch.gpu_count() == 2
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert launch.gpu_count() == 0
+
+
+# kill -9 of `dvc repro`'s process group, as the OOM killer or a scheduler's hard stop does it
+
+
+def dvc_project(root: Path, data: Path) -> Path:
+    """A DVC repository with this project's code and only its `train_phi` stage, exactly as dvc.yaml has it."""
+    import shutil
+
+    root.mkdir()
+    for package in ("effnet", "stages"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": pipeline["vars"],
+                                                   "stages": {"train_phi": pipeline["stages"]["train_phi"]}}))
+    write_params(root / "params.yaml")
+    shutil.copytree(data, root / "data/cifar100")
+    (root / "metrics").mkdir()
+    (root / "metrics/search.json").write_text('{"alpha": 1.2, "beta": 1.1, "gamma": 1.15}\n')  # a dep; not read
+    subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=root, check=True)
+    return root
+
+
+BIN = Path(sys.executable).parent  # dvc and python of this environment
+TIMING = {"epoch_time_s.tsv", "images_per_s.tsv"}  # wall-clock measurements: differ from run to run
+
+
+def dvc_repro(root: Path, nproc: int) -> subprocess.Popen:
+    env_path = f"{BIN}{os.pathsep}{os.environ['PATH']}"  # the stage's `python` is this environment's
+    return subprocess.Popen(
+        [str(BIN / "dvc"), "repro", "train_phi"], cwd=root, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PATH": env_path, "EFFNET_NPROC": str(nproc), "OMP_NUM_THREADS": "1"})
+
+
+def curves(root: Path) -> dict[str, list[list[str]]]:
+    live = root / "dvclive/efficientnet_phi/plots/metrics"
+    return {p.relative_to(live).as_posix(): [line.split("\t") for line in p.read_text().splitlines()[1:]]
+            for p in sorted(live.rglob("*.tsv"))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_kill_9_of_dvc_repro_leaves_no_trainer_and_the_rerun_matches(tmp_path, prepared_data_dir, nproc):
+    killed = dvc_project(tmp_path / "killed", prepared_data_dir)
+    clean = dvc_project(tmp_path / "clean", prepared_data_dir)
+
+    repro = dvc_repro(killed, nproc)
+    wait_until(lambda: mid_training(killed), what="the first checkpoint")
+    pids = trainers(killed)
+    assert len(pids) == 1 + nproc  # the launcher and its trainers
+    if nproc > 1:  # the elastic launcher starts its workers in sessions of their own, out of reach of killpg
+        assert any(os.getsid(pid) != repro.pid for pid in pids)
+    os.killpg(repro.pid, signal.SIGKILL)
+    repro.communicate()
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=15, what="every trainer to die")
+    assert not (killed / "models/efficientnet_phi/model.pt").exists()
+
+    rerun = dvc_repro(killed, nproc)
+    log = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, log
+    assert "resuming after epoch" in log  # the checkpoint of the killed run was used
+    uninterrupted = dvc_repro(clean, nproc)
+    assert uninterrupted.communicate(timeout=300)[0] and uninterrupted.returncode == 0
+
+    resumed, reference = curves(killed), curves(clean)
+    assert resumed.keys() == reference.keys() and "val/top1.tsv" in resumed
+    for name, rows in resumed.items():
+        assert [int(row[0]) for row in rows] == list(range(6)), name  # every step once, in order
+        if Path(name).name not in TIMING:
+            assert rows == reference[name], name
+    weights = [torch.load(root / "models/efficientnet_phi/model.pt", weights_only=True) for root in (killed, clean)]
+    assert weights[0]["state_dict"].keys() == weights[1]["state_dict"].keys()
+    assert all(torch.equal(weights[0]["state_dict"][k], weights[1]["state_dict"][k]) for k in weights[0]["state_dict"])
