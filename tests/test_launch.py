@@ -206,7 +206,7 @@ def test_kill_9_of_dvc_repro_leaves_no_trainer_and_the_rerun_matches(tmp_path, p
     os.killpg(repro.pid, signal.SIGKILL)
     repro.communicate()
     wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=15, what="every trainer to die")
-    assert not (killed / "models/efficientnet_phi/model.pt").exists()
+    assert not (killed / "models/efficientnet_phi/model.pt").exists()  # an orphan would go on to write it
 
     rerun = dvc_repro(killed, nproc)
     log = rerun.communicate(timeout=300)[0]
