@@ -140,10 +140,13 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
     import logging
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers say what failed
+    for name in list(logging.Logger.manager.loggerDict):  # the workers say what failed; the agent's reports are noise
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ[PARENT_ENV] = str(os.getpid())  # the workers inherit it: the agent runs in this process
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
@@ -154,7 +157,7 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
             return 0
         except ChildFailedError as error:
             killed = -signal.SIGKILL in [failure.exitcode for failure in error.failures.values()]
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SignalException):  # Ctrl-C: the agent stopped the workers, which say so
             killed = False
         lines = [path.read_text().strip() for path in sorted(Path(errors_dir).iterdir())]
         for line in dict.fromkeys(lines):  # distinct, in rank order

@@ -96,8 +96,9 @@ def test_a_bad_param_is_one_line_and_exit_1(project, nproc):
     assert err.strip().splitlines() == ["error: params.yaml: 'model.phi' must be in [0, 12], got 50.0"]
 
 
-def test_ctrl_c_is_one_line_naming_where_to_resume(project):
-    process = phi_stage(project)
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_ctrl_c_is_one_line_naming_where_to_resume(project, nproc):
+    process = phi_stage(project, nproc)
     wait_until(lambda: mid_training(project), what="the first checkpoint")
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the foreground group
     out, err = process.communicate(timeout=60)
