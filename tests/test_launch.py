@@ -201,7 +201,7 @@ def test_kill_9_of_dvc_repro_leaves_no_trainer_and_the_rerun_matches(tmp_path, p
     repro = dvc_repro(killed, nproc)
     wait_until(lambda: mid_training(killed), what="the first checkpoint")
     pids = trainers(killed)
-    assert len(pids) == 1 + nproc  # the launcher and its trainers
+    assert len(pids) >= 1 + nproc  # the launcher and its trainers (and a shell, where it does not exec)
     if nproc > 1:  # the elastic launcher starts its workers in sessions of their own, out of reach of killpg
         assert any(os.getsid(pid) != repro.pid for pid in pids)
     os.killpg(repro.pid, signal.SIGKILL)
