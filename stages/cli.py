@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,22 +38,24 @@ from effnet.io import LockedError, lock_dir
 EXPECTED_ERRORS = ("effnet.config.ConfigError", "effnet.download.DataError", "effnet.search.SearchError",
                    "effnet.train.TrainingError", "effnet.evaluate.EvaluationError")
 PARENT_ENV = "EFFNET_LAUNCHER_PID"  # set by stages/launch.py: the process this stage must not outlive
-# Set by stages/launch.py over several processes: each rank leaves its one line there and the
-# launcher prints the distinct ones, so N ranks failing alike show one line, not N.
+# Set by stages/launch.py over several processes: each rank leaves its one line (or, for a bug,
+# its traceback) there and the launcher prints the distinct ones, so N ranks failing alike show
+# one line, not N, and the ranks that fail only because another died (a broken collective) say
+# nothing over the launcher's report of that death.
 ERRORS_ENV = "EFFNET_ERRORS_DIR"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+def _is(error: BaseException, qualified: str) -> bool:
+    """isinstance(error, <module.Class>), False where that module was never imported (so cannot have raised it)."""
+    module, name = qualified.rsplit(".", 1)
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(error, cls)
+
+
 def expected(error: BaseException) -> bool:
     """Whether `error` is a known failure with a one-line message (else a bug: show the traceback)."""
-    if isinstance(error, (ValueError, FileNotFoundError, LockedError)):
-        return True
-    for qualified in EXPECTED_ERRORS:
-        module, name = qualified.rsplit(".", 1)
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(error, cls):
-            return True
-    return False
+    return isinstance(error, (ValueError, FileNotFoundError, LockedError)) or any(_is(error, q) for q in EXPECTED_ERRORS)
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -94,13 +97,13 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _say(line: str) -> None:
-    """The failure's one line: to stderr, or to the launcher's errors directory (see ERRORS_ENV)."""
+def _say(text: str, kind: str = "error") -> None:
+    """The failure's line (kind 'error') or traceback: to stderr, or to the launcher's errors directory."""
     errors_dir = os.environ.get(ERRORS_ENV)
     if errors_dir:
-        (Path(errors_dir) / f"rank{int(os.environ.get('RANK', '0')):05d}").write_text(line + "\n")
+        (Path(errors_dir) / f"rank{int(os.environ.get('RANK', '0')):05d}.{kind}").write_text(text.rstrip() + "\n")
     else:
-        print(line, file=sys.stderr)
+        print(text.rstrip(), file=sys.stderr)
 
 
 def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any], int | None],
@@ -125,7 +128,13 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
         _say(f"interrupted{where}")
         return 1
     except Exception as error:
-        if not expected(error):
+        if expected(error):
+            _say(f"error: {error}")
+        elif os.environ.get(ERRORS_ENV):
+            _say(traceback.format_exc(), "traceback")  # the launcher shows it, unless another rank's death explains it
+        else:
             raise
-        _say(f"error: {error}")
         return 1
+    finally:
+        if directory is not None:  # a SIGTERM now (during exit) ends the process quietly
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -53,14 +53,15 @@ def gpu_count() -> int:
     return count
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of `pid` and all its descendants, from /proc; 0 where unreadable."""
+def tree_rss(pid: int, include_self: bool = True) -> int:
+    """Resident memory (bytes) of `pid` (unless not `include_self`) and all its descendants, from /proc."""
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
+            if include_self or current != pid:
+                status = Path(f"/proc/{current}/status").read_text()
+                total += next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
             for task in Path(f"/proc/{current}/task").iterdir():
                 todo.extend(int(c) for c in (task / "children").read_text().split())
         except (OSError, StopIteration, ValueError):
@@ -95,7 +96,7 @@ def what(script: str, args: list[str]) -> tuple[str, int | None]:
     return f"a {name} candidate" if name == "search" else name, batch
 
 
-def killed_message(script: str, args: list[str], peak_rss: int | None) -> str:
+def killed_message(script: str, args: list[str], peak_rss: int) -> str:
     """The one line for a stage process killed by SIGKILL: model, batch size, memory seen, a smaller batch."""
     model, batch = what(script, args)
     smaller = f"{max(1, batch // 2)}" if batch else "<smaller>"
@@ -103,6 +104,19 @@ def killed_message(script: str, args: list[str], peak_rss: int | None) -> str:
     return (f"error: {model} was killed by SIGKILL at train.batch_size {batch}{held}; most likely the out-of-memory "
             f"killer. Try a smaller batch, e.g. dvc exp run -S train.batch_size={smaller} "
             "(the learning rate scales with it)")
+
+
+def watch_memory(pid: int, include_self: bool, done) -> list[int]:
+    """Sample the resident memory of `pid`'s tree every 0.2 s in a thread until `done()`; [peak bytes]."""
+    peak = [0]
+
+    def sample() -> None:
+        while not done():
+            peak[0] = max(peak[0], tree_rss(pid, include_self))
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return peak
 
 
 def _set_pdeathsig() -> None:  # in the child, between fork and exec: die with the launcher
@@ -115,14 +129,7 @@ def run_one(script: str, args: list[str]) -> int:
     linux = sys.platform.startswith("linux")
     child = subprocess.Popen([sys.executable, "-u", script, *args], env={**os.environ, PARENT_ENV: str(os.getpid())},
                              preexec_fn=_set_pdeathsig if linux else None)
-    peak = [0]
-
-    def sample() -> None:
-        while child.poll() is None:
-            peak[0] = max(peak[0], tree_rss(child.pid))
-            time.sleep(0.2)
-
-    threading.Thread(target=sample, daemon=True).start()
+    peak = watch_memory(child.pid, True, lambda: child.poll() is not None)
     while True:
         try:
             code = child.wait()
@@ -131,7 +138,8 @@ def run_one(script: str, args: list[str]) -> int:
             continue
     if code == -signal.SIGKILL:
         print(killed_message(script, args, peak[0]), file=sys.stderr)
-        return 1
+    elif code < 0 and code != -signal.SIGINT:  # SIGINT and SIGTERM: the stage has said where it will resume
+        print(f"error: {script} died of {signal.Signals(-code).name}", file=sys.stderr)
     return 1 if code < 0 else code
 
 
@@ -150,6 +158,8 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
     os.environ[PARENT_ENV] = str(os.getpid())  # the workers inherit it: the agent runs in this process
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+    finished = threading.Event()
+    peak = watch_memory(os.getpid(), False, finished.is_set)  # the workers, not the launcher
     with tempfile.TemporaryDirectory(prefix="effnet-errors-") as errors_dir:
         os.environ[ERRORS_ENV] = errors_dir
         try:
@@ -159,11 +169,16 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
             killed = -signal.SIGKILL in [failure.exitcode for failure in error.failures.values()]
         except (KeyboardInterrupt, SignalException):  # Ctrl-C: the agent stopped the workers, which say so
             killed = False
-        lines = [path.read_text().strip() for path in sorted(Path(errors_dir).iterdir())]
-        for line in dict.fromkeys(lines):  # distinct, in rank order
-            print(line, file=sys.stderr)
-        if killed and not lines:
-            print(killed_message(script, args, None), file=sys.stderr)
+        finally:
+            finished.set()
+        reports = sorted(Path(errors_dir).iterdir())
+        if killed:  # the root cause: what the other ranks said (a broken collective, interrupted) follows from it
+            texts = [killed_message(script, args, peak[0])]
+        else:  # the known errors; tracebacks (bugs) only when no rank had a known error that explains them
+            texts = [p.read_text().strip() for p in reports if p.suffix == ".error"] or \
+                    [p.read_text().strip() for p in reports if p.suffix == ".traceback"]
+        for text in dict.fromkeys(texts):  # distinct, in rank order
+            print(text, file=sys.stderr)
         return 1
 
 

@@ -107,15 +107,17 @@ def test_ctrl_c_is_one_line_naming_where_to_resume(project, nproc):
     assert (project / CHECKPOINTS / "last.pt").is_file()
 
 
-def test_a_sigkilled_trainer_is_reported_with_model_batch_and_memory(project):
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_a_sigkilled_trainer_is_reported_with_model_batch_and_memory(project, nproc):
     # The OOM killer's SIGKILL cannot be caught by its victim: the launcher says what happened.
-    process = phi_stage(project)
+    process = phi_stage(project, nproc)
     wait_until(lambda: mid_training(project), what="the first checkpoint")
     trainer = int((project / CHECKPOINTS / ".lock").read_text())
-    assert trainer != process.pid  # the lock holder is the stage script, the launcher's child
+    assert trainer != process.pid  # the lock holder is the stage script (rank 0), the launcher's child
     os.kill(trainer, signal.SIGKILL)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 1
+    assert len(err.strip().splitlines()) == 1, err
     [line] = err.strip().splitlines()
     assert line.startswith("error: efficientnet_phi (model.phi 0.0) was killed by SIGKILL at train.batch_size 50 "
                            "after holding up to ")
