@@ -93,8 +93,15 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+_running = [False]  # whether run() is under way: a SIGTERM then stops it as Ctrl-C would
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """torchrun and the launcher stop a group's workers with SIGTERM: inside run() as Ctrl-C; after it, quietly."""
+    if _running[0]:
+        _running[0] = False
+        raise KeyboardInterrupt
+    os._exit(1)  # already leaving (its error said): no traceback from wherever the signal lands
 
 
 def _say(text: str, kind: str = "error") -> None:
@@ -117,17 +124,19 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
     directory = lock(args) if lock is not None else None
     if directory is not None:
         die_with_parent()
-        # torchrun stops its workers with SIGTERM: end them as Ctrl-C ends a single process
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         params = load_params(args.params)  # a bad key stops here, before anything starts
         with lock_dir(directory) if directory is not None and os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+            _running[0] = True
             return run(args, params) or 0
     except KeyboardInterrupt:
+        _running[0] = False
         where = f"; rerun to resume from {directory}" if directory is not None else ""
         _say(f"interrupted{where}")
         return 1
     except Exception as error:
+        _running[0] = False
         if expected(error):
             _say(f"error: {error}")
         elif os.environ.get(ERRORS_ENV):
@@ -136,5 +145,4 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
             raise
         return 1
     finally:
-        if directory is not None:  # a SIGTERM now (during exit) ends the process quietly
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _running[0] = False
