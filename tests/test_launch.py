@@ -3,7 +3,7 @@
 Each test starts a real training stage the way dvc.yaml does (`python stages/launch.py
 stages/train_phi.py`), on the synthetic data with a few-second budget; EFFNET_NPROC=2 takes
 the several-GPU path (torch's elastic launcher, Gloo on the CPU), whose workers run in
-sessions of their own.
+sessions of their own (those variants, and the `dvc repro` kill test, are marked slow).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def mid_training(cwd: Path) -> bool:
     return (cwd / CHECKPOINTS / "last.pt").is_file()
 
 
-@pytest.mark.parametrize("nproc", [1, 2])
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_bad_param_is_one_line_and_exit_1(project, nproc):
     write_params(project / "params.yaml", **{"model.phi": 50})
     process = phi_stage(project, nproc)
@@ -96,7 +96,7 @@ def test_a_bad_param_is_one_line_and_exit_1(project, nproc):
     assert err.strip().splitlines() == ["error: params.yaml: 'model.phi' must be in [0, 12], got 50.0"]
 
 
-@pytest.mark.parametrize("nproc", [1, 2])
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_ctrl_c_is_one_line_naming_where_to_resume(project, nproc):
     process = phi_stage(project, nproc)
     wait_until(lambda: mid_training(project), what="the first checkpoint")
@@ -107,7 +107,7 @@ def test_ctrl_c_is_one_line_naming_where_to_resume(project, nproc):
     assert (project / CHECKPOINTS / "last.pt").is_file()
 
 
-@pytest.mark.parametrize("nproc", [1, 2])
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_sigkilled_trainer_is_reported_with_model_batch_and_memory(project, nproc):
     # The OOM killer's SIGKILL cannot be caught by its victim: the launcher says what happened.
     process = phi_stage(project, nproc)
