@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import fcntl
 import json
 import os
 import re
@@ -139,6 +138,8 @@ def lock_dir(directory: Path) -> Iterator[Path]:
     The kernel drops the lock when its holder dies, however it dies, so a killed trainer
     never leaves a stale lock behind. Local file systems only (flock is not shared over NFS).
     """
+    import fcntl  # POSIX only; imported here so that the writers above work anywhere
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_NAME
