@@ -19,6 +19,9 @@ from typing import Any, Mapping
 import yaml
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)  # (alpha, beta, gamma), paper Section 3.3, step 1
+# The largest phi of the compound rule: B7 is phi = 7 and 2^12 = 4096x B0's FLOPs is already
+# far beyond any machine this runs on; an unbounded phi only allocates until memory runs out.
+MAX_PHI = 12.0
 
 
 class ConfigError(ValueError):
@@ -42,10 +45,12 @@ def _check_number(value: Any, key: str, minimum: float | None = None, maximum: f
         key,
         f"must be a finite number, got {value!r}",
     )
+    allowed = (f"in [{minimum:g}, {maximum:g}]" if minimum is not None and maximum is not None else
+               f">= {minimum}" if minimum is not None else f"<= {maximum}")
     if minimum is not None:
-        _require(value >= minimum, key, f"must be >= {minimum}, got {value}")
+        _require(value >= minimum, key, f"must be {allowed}, got {value}")
     if maximum is not None:
-        _require(value <= maximum, key, f"must be <= {maximum}, got {value}")
+        _require(value <= maximum, key, f"must be {allowed}, got {value}")
 
 
 def _check_choice(value: Any, key: str, choices: tuple[str, ...]) -> None:
@@ -204,10 +209,10 @@ class SearchConfig:
 class ModelConfig:
     """`model:`: the one compound-scaled EfficientNet of `dvc exp run -S model.phi=...`."""
 
-    phi: float = 1.5  # any real phi >= 0; depth alpha^phi, width beta^phi, resolution gamma^phi
+    phi: float = 1.5  # any real phi in [0, MAX_PHI]; depth alpha^phi, width beta^phi, resolution gamma^phi
 
     def __post_init__(self) -> None:
-        _check_number(self.phi, "model.phi", 0.0)
+        _check_number(self.phi, "model.phi", 0.0, MAX_PHI)
 
 
 @dataclass(frozen=True)
@@ -336,14 +341,3 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(f)
     return params_from_dict(raw)
 
-
-def params_to_dict(params: Any) -> dict:
-    """The inverse of `params_from_dict` (tuples become lists), for writing params files."""
-    def convert(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, tuple):
-            return [convert(v) for v in value]
-        return value
-
-    return convert(params)

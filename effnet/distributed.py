@@ -99,8 +99,3 @@ def broadcast_(tensors: list[torch.Tensor], dist: Distributed | None, src: int =
         for tensor in tensors:
             torch_dist.broadcast(tensor, src=src)
 
-
-def barrier(dist: Distributed | None) -> None:
-    """Wait for every rank (a no-op for a single process)."""
-    if _active(dist):
-        torch_dist.barrier()

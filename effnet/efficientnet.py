@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
 
+from effnet.config import MAX_PHI
+
 
 @dataclass(frozen=True)
 class MBConvStage:
@@ -131,12 +133,15 @@ class CompoundScaling:
     resolution: int  # round(base_resolution * gamma ** phi)
 
 
-def _check_coefficient(name: str, value: object, minimum: float) -> float:
+def _check_coefficient(name: str, value: object, minimum: float, maximum: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise ValueError(f"{name} must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must lie in [{minimum:g}, {maximum:g}], got {value:g}: phi = {maximum:g} is already "
+                         f"{2 ** maximum:g}x B0's FLOPs")
     if value < minimum:
         why = "phi counts doublings of compute and cannot be negative" if name == "phi" else (
             f"{name} multiplies a dimension per unit of phi; below 1 that dimension would shrink"
@@ -149,12 +154,13 @@ def compound_scaling(alpha: float, beta: float, gamma: float, phi: float, base_r
     """The compound scaling rule, paper Eq. 3: depth alpha^phi, width beta^phi, resolution gamma^phi.
 
     FLOPs grow about (alpha * beta^2 * gamma^2)^phi, i.e. 2^phi under the paper's constraint.
-    Raises ValueError naming the offending value for phi < 0, a coefficient < 1 or a non-number.
+    Raises ValueError naming the offending value and the allowed range for phi outside
+    [0, MAX_PHI], a coefficient < 1 or a non-number.
     """
     alpha = _check_coefficient("alpha", alpha, 1.0)
     beta = _check_coefficient("beta", beta, 1.0)
     gamma = _check_coefficient("gamma", gamma, 1.0)
-    phi = _check_coefficient("phi", phi, 0.0)
+    phi = _check_coefficient("phi", phi, 0.0, MAX_PHI)
     if isinstance(base_resolution, bool) or not isinstance(base_resolution, int) or base_resolution < 1:
         raise ValueError(f"base_resolution must be a positive integer, got {base_resolution!r}")
     return CompoundScaling(depth=alpha**phi, width=beta**phi, resolution=int(round(base_resolution * gamma**phi)))

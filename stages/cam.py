@@ -22,12 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 import torch  # noqa: E402
 
 from effnet.cam import run_cam  # noqa: E402
-from effnet.config import load_params  # noqa: E402
-from stages.common import run_stage  # noqa: E402
+from effnet.config import Params  # noqa: E402
+from stages import cli  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)  # a bad key stops here, before anything starts
+def run(args: argparse.Namespace, params: Params) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     metrics = run_cam(args.models, args.data, params.cam, cam_dir=args.figures, metrics_path=args.metrics,
                       table_path=args.table, device=device)
@@ -38,15 +37,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser = cli.parser(__doc__)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--models", default="models", type=Path, help="the scaling study lies in <models>/scaling")
     parser.add_argument("--figures", default="plots/cam", type=Path, help="directory of <method>.png")
     parser.add_argument("--metrics", default="metrics/cam.json", type=Path)
     parser.add_argument("--table", default="plots/cam_faithfulness.csv", type=Path)
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    return cli.main(parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -16,28 +16,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import ConfigError, load_params  # noqa: E402
+from effnet.config import Params  # noqa: E402
 from effnet.results import collect  # noqa: E402
+from stages import cli  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)  # a bad key stops here, before anything starts
+def run(args: argparse.Namespace, params: Params) -> int:
     rows = collect(args.metrics, args.table, params.scaling.flops_targets)
     print(f"wrote {args.table} ({len(rows)} models)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser = cli.parser(__doc__)
     parser.add_argument("--metrics", default="metrics/models", type=Path, help="the evaluate stages' records")
     parser.add_argument("--table", default="metrics/models.csv", type=Path)
-    args = parser.parse_args(argv)
-    try:  # stages.common.run_stage's handling, without its import of the trainer (and torch)
-        return run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return cli.main(parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Helpers shared by the stage scripts: clean errors, model specs from params, DVCLive logging.
+"""Helpers shared by the training stages: model specs from params, DVCLive logging, train and save.
 
-Stage scripts put the project root on `sys.path` before importing this module (they are
-started as `python stages/x.py` or under torchrun, neither of which adds it), e.g.
+Imports torch (through the library): the stages that only read tables and draw figures use
+`stages/cli.py` alone. Stage scripts put the project root on `sys.path` before importing
+this module (they are started as `python stages/x.py`, by stages/launch.py or under torchrun,
+none of which adds it), e.g.
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from stages.common import run_stage
+    from stages.common import train_and_save
 """
 
 from __future__ import annotations
@@ -13,33 +15,17 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from effnet.config import ConfigError, Params, TrainConfig
+from effnet.config import Params, TrainConfig
 from effnet.distributed import cleanup, init_distributed
-from effnet.download import DataError
 from effnet.fingerprint import fingerprint
 from effnet.io import write_atomic, write_json
 from effnet.models import EFFICIENTNET_NAMES, ModelSpec, spec_for_name
-from effnet.search import SearchError
-from effnet.train import TrainingError, TrainResult, remove_checkpoint, save_weights, train
-
-# Errors whose message already says what went wrong and what to do: shown as one line.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, SearchError, TrainingError, ValueError,
-                                                    FileNotFoundError)
-
-
-def run_stage(main: Callable[[], int | None]) -> int:
-    """Run a stage's `main`; an expected error becomes `error: <message>` on stderr and exit status 1."""
-    try:
-        return main() or 0
-    except EXPECTED_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+from effnet.train import TrainResult, remove_checkpoint, save_weights, train
 
 
 def read_coefficients(path: Path) -> tuple[float, float, float]:

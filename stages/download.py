@@ -14,29 +14,20 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import ConfigError, load_params  # noqa: E402
+from effnet.config import Params  # noqa: E402
 from effnet.data import prepare  # noqa: E402
-from effnet.download import DataError, fetch, read_cifar100  # noqa: E402
+from effnet.download import fetch, read_cifar100  # noqa: E402
+from stages import cli  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
-    parser.add_argument("--out", default="data/cifar100", type=Path, help="prepared arrays (the DVC output)")
-    parser.add_argument("--cache", default="data/raw", type=Path, help="where the archive is kept between runs")
-    args = parser.parse_args(argv)
-    try:
-        config = load_params(args.params).data
-        archive_path = fetch(config.url, args.cache / "cifar-100-python.tar.gz", config.md5)
-        print(f"archive: {archive_path} (md5 {config.md5})")
-        meta = prepare(read_cifar100(archive_path), args.out, val_per_class=config.val_per_class,
-                       seed=config.seed, source_md5=config.md5)
-    except (DataError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
+def run(args: argparse.Namespace, params: Params) -> int:
+    config = params.data
+    archive_path = fetch(config.url, args.cache / "cifar-100-python.tar.gz", config.md5)
+    print(f"archive: {archive_path} (md5 {config.md5})")
+    meta = prepare(read_cifar100(archive_path), args.out, val_per_class=config.val_per_class,
+                   seed=config.seed, source_md5=config.md5)
     print(f"wrote {args.out}/{{train,val,test}}.npz and meta.json")
     for name, counts in meta["splits"].items():
         per_class = (f"{counts['per_class_min']}" if counts["per_class_min"] == counts["per_class_max"]
@@ -45,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     print("  train mean (R, G, B): " + ", ".join(f"{m:.4f}" for m in meta["mean"]))
     print("  train std  (R, G, B): " + ", ".join(f"{s:.4f}" for s in meta["std"]))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--out", default="data/cifar100", type=Path, help="prepared arrays (the DVC output)")
+    parser.add_argument("--cache", default="data/raw", type=Path, help="where the archive is kept between runs")
+    return cli.main(parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -16,43 +16,34 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
 import torch  # noqa: E402
 
-from effnet.config import load_params  # noqa: E402
-from effnet.evaluate import EvaluationError, evaluate_one, trained_model  # noqa: E402
-from stages.common import run_stage  # noqa: E402
+from effnet.config import Params  # noqa: E402
+from effnet.evaluate import evaluate_one, trained_model  # noqa: E402
+from stages import cli  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)  # a bad key stops here, before anything starts
+def run(args: argparse.Namespace, params: Params) -> int:
     trained = trained_model(args.models, args.model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    warnings.filterwarnings("ignore", module="fvcore")  # its tracer's notes on unsupported ops
-    try:
-        evaluate_one(trained, args.data, params.evaluate, metrics_dir=args.metrics, predictions_dir=args.predictions,
-                     device=device)
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    evaluate_one(trained, args.data, params.evaluate, metrics_dir=args.metrics, predictions_dir=args.predictions,
+                 device=device)
     print(f"wrote {args.metrics / args.model}.json and {args.predictions / args.model}.npz")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--model", required=True, help="its directory below --models: efficientnet_b0, scaling/depth_2x")
-    parser.add_argument("--params", default="params.yaml", type=Path)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--models", default="models", type=Path, help="where the model's directory is")
     parser.add_argument("--metrics", default="metrics/models", type=Path, help="one JSON per model")
     parser.add_argument("--predictions", default="predictions", type=Path, help="one .npz per model")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    return cli.main(parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
 from effnet import clock  # noqa: E402
-from effnet.config import load_params  # noqa: E402
+from effnet.config import Params  # noqa: E402
 from effnet.io import write_json  # noqa: E402
-from stages.common import run_stage  # noqa: E402
+from stages import cli  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
+def run(args: argparse.Namespace, params: Params) -> int:
     device, torch_device = clock.describe_device()
     seconds = clock.time_b0(params, torch_device, steps=args.steps)
     for line in clock.report(params, device, seconds, is_cpu=torch_device.type == "cpu"):
@@ -39,12 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser = cli.parser(__doc__)
     parser.add_argument("--out", default="plan", type=Path)
     parser.add_argument("--steps", default=3, type=int, help="timed training steps of B0")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    return cli.main(parser, run, argv)
 
 
 if __name__ == "__main__":

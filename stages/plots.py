@@ -19,13 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import load_params  # noqa: E402
+from effnet.config import Params  # noqa: E402
 from effnet.plots import make_plots  # noqa: E402
-from stages.common import run_stage  # noqa: E402
+from stages import cli  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    load_params(args.params)  # no key is read, but a bad params.yaml stops here as in every stage
+def run(args: argparse.Namespace, params: Params) -> int:  # no key is read, but a bad params.yaml stops the stage
     written = make_plots(models_table=args.models_table, search_table=args.search_table, cam_table=args.cam_table,
                          dvclive_dir=args.dvclive, out_dir=args.out, summary=args.summary)
     print(f"wrote {', '.join(str(p) for p in written.values())}")
@@ -33,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser = cli.parser(__doc__)
     parser.add_argument("--models-table", default="metrics/models.csv", type=Path, help="the evaluate stage's table")
     parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's table")
     parser.add_argument("--cam-table", default="plots/cam_faithfulness.csv", type=Path, help="the cam stage's table")
@@ -42,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="plots", type=Path)
     parser.add_argument("--summary", default="metrics/summary.json", type=Path,
                         help="test top-1 per model in a few columns, for dvc metrics show / dvc exp show")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    return cli.main(parser, run, argv)
 
 
 if __name__ == "__main__":

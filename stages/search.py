@@ -1,6 +1,6 @@
 """DVC stage `search`: the grid search for (alpha, beta, gamma) at equal real cost (paper Section 3.3, step 1).
 
-    torchrun --standalone --nproc-per-node=<GPUs, or 1> stages/search.py
+    python stages/launch.py stages/search.py
         [--params params.yaml] [--data data/cifar100] [--out metrics/search.json] [--table plots/search.csv]
         [--scratch checkpoints/search]
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import load_params  # noqa: E402
+from effnet.config import Params  # noqa: E402
 from effnet.data import load_meta  # noqa: E402
 from effnet.distributed import cleanup, init_distributed  # noqa: E402
 from effnet.fingerprint import fingerprint  # noqa: E402
@@ -34,11 +34,10 @@ from effnet.models import build_model, count_parameters, spec_for_name  # noqa: 
 from effnet.search import (TABLE_COLUMNS, choose, grid_candidates, group_identical, place, run_search, summary,  # noqa: E402
                            table_rows)
 from effnet.train import remove_checkpoint, train  # noqa: E402
-from stages.common import run_stage  # noqa: E402
+from stages import cli  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)  # a bad key stops here, before anything starts
+def run(args: argparse.Namespace, params: Params) -> int:
     candidates = grid_candidates(params.search)  # an infeasible grid stops here too
     net, search = params.network, params.search
     cfg = dataclasses.replace(params.train, epochs=search.epochs, train_per_class=search.train_per_class)
@@ -96,14 +95,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser = cli.parser(__doc__)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", default="metrics/search.json", type=Path, help="the chosen coefficients")
     parser.add_argument("--table", default="plots/search.csv", type=Path, help="every candidate")
-    parser.add_argument("--scratch", default="checkpoints/search", type=Path, help="finished networks and checkpoints (deleted once the outputs are written)")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    parser.add_argument("--scratch", default="checkpoints/search", type=Path,
+                        help="finished networks and checkpoints (deleted once the outputs are written)")
+    return cli.main(parser, run, argv, lock=lambda args: args.scratch)
 
 
 if __name__ == "__main__":

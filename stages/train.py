@@ -1,6 +1,6 @@
 """DVC stage `train`: train one network of the matrix and write its weights.
 
-    torchrun --standalone --nproc-per-node=<GPUs, or 1> stages/train.py --model efficientnet_b0
+    python stages/launch.py stages/train.py --model efficientnet_b0
         [--params params.yaml] [--data data/cifar100] [--out models/<model>] [--live dvclive/<model>]
         [--checkpoints checkpoints/<model>] [--coefficients metrics/search.json]
 
@@ -8,7 +8,7 @@ Reads `network:` and `train:` from params.yaml. EfficientNets take the searched 
 beta, gamma) from `--coefficients` when `network.efficientnet_scaling` is 'searched'. Each
 epoch ends with a checkpoint in `--checkpoints`; rerunning after an interruption resumes
 there. Rank 0 logs every epoch to DVCLive in `--live`, writes `--out/model.pt` and then
-deletes the checkpoints. Also runs without torchrun, as one process.
+deletes the checkpoints. Also runs as plain `python stages/train.py` or under torchrun.
 """
 
 from __future__ import annotations
@@ -22,15 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
 from effnet.clock import matrix_model_line  # noqa: E402
-from effnet.config import load_params  # noqa: E402
+from effnet.config import Params  # noqa: E402
 from effnet.models import MODEL_NAMES  # noqa: E402
-from stages.common import model_spec, run_stage, train_and_save  # noqa: E402
+from stages import cli  # noqa: E402
+from stages.common import model_spec, train_and_save  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.model not in MODEL_NAMES:
-        raise ValueError(f"unknown model {args.model!r}; allowed: {', '.join(MODEL_NAMES)}")
-    params = load_params(args.params)  # a bad key stops here, before anything starts
+def run(args: argparse.Namespace, params: Params) -> int:
     cfg = params.train
     spec = dataclasses.replace(model_spec(args.model, params, args.coefficients), drop_path_rate=cfg.drop_path_rate)
     out = args.out or Path("models") / args.model
@@ -44,17 +42,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser = cli.parser(__doc__)
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES, metavar="MODEL", help=", ".join(MODEL_NAMES))
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", type=Path, help="directory of model.pt (default models/<model>)")
     parser.add_argument("--live", type=Path, help="DVCLive directory (default dvclive/<model>)")
     parser.add_argument("--checkpoints", type=Path, help="resumable checkpoints (default checkpoints/<model>)")
     parser.add_argument("--coefficients", default="metrics/search.json", type=Path,
                         help="the search result (alpha, beta, gamma); read only for searched EfficientNets")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    return cli.main(parser, run, argv, lock=lambda args: args.checkpoints or Path("checkpoints") / args.model)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """DVC stage `train_phi`: one EfficientNet compound-scaled at any real phi (`dvc exp run -S model.phi=4`).
 
-    torchrun --standalone --nproc-per-node=<GPUs, or 1> stages/train_phi.py
+    python stages/launch.py stages/train_phi.py
         [--params params.yaml] [--data data/cifar100] [--out models/efficientnet_phi]
         [--live dvclive/efficientnet_phi] [--checkpoints checkpoints/efficientnet_phi]
         [--coefficients metrics/search.json]
@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import PAPER_COEFFICIENTS, load_params  # noqa: E402
+from effnet.config import PAPER_COEFFICIENTS, Params  # noqa: E402
 from effnet.models import compound_spec  # noqa: E402
-from stages.common import read_coefficients, run_stage, train_and_save  # noqa: E402
+from stages import cli  # noqa: E402
+from stages.common import read_coefficients, train_and_save  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)  # a bad key (or phi < 0) stops here, before anything starts
+def run(args: argparse.Namespace, params: Params) -> int:
     net = params.network
     searched = net.efficientnet_scaling == "searched"
     coefficients = read_coefficients(args.coefficients) if searched else PAPER_COEFFICIENTS
@@ -42,15 +42,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", type=Path)
+    parser = cli.parser(__doc__)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", default="models/efficientnet_phi", type=Path, help="directory of model.pt")
     parser.add_argument("--live", default="dvclive/efficientnet_phi", type=Path, help="DVCLive directory")
     parser.add_argument("--checkpoints", default="checkpoints/efficientnet_phi", type=Path, help="resumable checkpoints")
     parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    return cli.main(parser, run, argv, lock=lambda args: args.checkpoints)
 
 
 if __name__ == "__main__":

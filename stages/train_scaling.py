@@ -1,7 +1,7 @@
 """DVC stages `scale_*`: B0 scaled by one dimension or by the compound rule at matched FLOPs (Figure 3, 8).
 
-    torchrun --standalone --nproc-per-node=<GPUs, or 1> stages/train_scaling.py --strategy depth --target 4
-    torchrun ... stages/train_scaling.py --strategy baseline      # B0 itself, with the same budget
+    python stages/launch.py stages/train_scaling.py --strategy depth --target 4
+    python stages/launch.py stages/train_scaling.py --strategy baseline      # B0 itself, with the same budget
         [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>]
         [--params params.yaml] [--data data/cifar100] [--coefficients metrics/search.json]
 
@@ -25,14 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import load_params  # noqa: E402
+from effnet.config import Params  # noqa: E402
 from effnet.models import count_flops, spec_for_name  # noqa: E402
 from effnet.scaling import STRATEGIES, built_multipliers, match_flops, scaled_name, target_dropout  # noqa: E402
-from stages.common import read_coefficients, run_stage, train_and_save  # noqa: E402
+from stages import cli  # noqa: E402
+from stages.common import read_coefficients, train_and_save  # noqa: E402
 
 
-def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params)  # a bad key stops here, before anything starts
+def model_name(args: argparse.Namespace) -> str:
+    """The model's name: that of --out, else baseline or <strategy>_<target>x; also its checkpoints' directory."""
+    return args.out.name if args.out else ("baseline" if args.strategy == "baseline" else scaled_name(args.strategy, args.target))
+
+
+def run(args: argparse.Namespace, params: Params) -> int:
     net, study = params.network, params.scaling
     cfg = dataclasses.replace(params.train, epochs=study.epochs, train_per_class=study.train_per_class)
     b0 = spec_for_name("efficientnet_b0", regime=net.regime, cifar_downsample=net.cifar_downsample,
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{spec.name}: {args.strategy} multiplier {matched.multiplier:.4g} gives {extra['flops_ratio']:.3f}x B0's FLOPs; "
               f"built depth {built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x")
     extra.update(dropout=spec.dropout, drop_path_rate=spec.drop_path_rate)
-    name = args.out.name if args.out else ("baseline" if args.strategy == "baseline" else scaled_name(args.strategy, args.target))
+    name = model_name(args)
     spec = dataclasses.replace(spec, name=name)
     train_and_save(spec, cfg, data=args.data, out=args.out or Path("models/scaling") / name,
                    live_dir=args.live or Path("dvclive/scaling") / name, checkpoints=Path("checkpoints/scaling") / name,
@@ -67,16 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--strategy", required=True, choices=("baseline",) + STRATEGIES)
     parser.add_argument("--target", type=float, help="multiple of B0's FLOPs (not for baseline)")
     parser.add_argument("--out", type=Path, help="directory of model.pt; its name is the model's")
     parser.add_argument("--live", type=Path, help="DVCLive directory")
-    parser.add_argument("--params", default="params.yaml", type=Path)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result (compound only)")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: run(args))
+    return cli.main(parser, run, argv, lock=lambda args: Path("checkpoints/scaling") / model_name(args))
 
 
 if __name__ == "__main__":

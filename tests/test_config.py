@@ -1,11 +1,22 @@
 """params.yaml is parsed strictly: unknown, missing or out-of-range keys are named."""
 
 import copy
+import dataclasses
 
 import pytest
 import yaml
 
-from effnet.config import ConfigError, GridAxis, Params, load_params, params_from_dict, params_to_dict
+from effnet.config import ConfigError, GridAxis, Params, load_params, params_from_dict
+
+
+def params_to_dict(params):
+    """The inverse of `params_from_dict` (tuples become lists), as params.yaml writes it."""
+    def convert(value):
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return [convert(v) for v in value] if isinstance(value, tuple) else value
+
+    return convert(dataclasses.asdict(params))
 
 
 @pytest.fixture()
@@ -26,12 +37,14 @@ def test_params_yaml_loads_and_matches_the_library_defaults(raw):
 @pytest.mark.parametrize("path, value, message", [
     (("train", "epochs"), -1, r"'train.epochs' must be >= 1, got -1"),
     (("train", "epochs"), 2.5, r"'train.epochs' must be an integer"),
-    (("model", "phi"), -0.5, r"'model.phi' must be >= 0"),
+    (("model", "phi"), -0.5, r"'model.phi' must be in \[0, 12\], got -0.5"),
+    (("model", "phi"), 50, r"'model.phi' must be in \[0, 12\], got 50"),
+    (("model", "phi"), 1000, r"'model.phi' must be in \[0, 12\], got 1000"),
     (("model", "phi"), "four", r"'model.phi' must be a finite number"),
     (("train", "optimizer"), "adam", r"'train.optimizer' must be one of sgd, rmsprop"),
     (("train", "precision"), "fp8", r"'train.precision' must be one of bf16, fp16, fp32"),
     (("train", "bn_momentum"), 0, r"'train.bn_momentum' must be in \(0, 1\], or null"),
-    (("train", "bn_momentum"), 1.5, r"'train.bn_momentum' must be <= 1.0"),
+    (("train", "bn_momentum"), 1.5, r"'train.bn_momentum' must be in \[0, 1\], got 1.5"),
     (("train", "bn_momentum"), "fast", r"'train.bn_momentum' must be a finite number"),
     (("network", "regime"), "mnist", r"'network.regime' must be one of cifar, imagenet"),
     (("data", "val_per_class"), 500, r"'data.val_per_class' must be < 500"),

@@ -165,6 +165,14 @@ def test_compound_rule_rejects_invalid_input_naming_the_value(args, name):
         compound_scaling(*args)
 
 
+@pytest.mark.parametrize("phi", [12.5, 50, 1000])
+def test_compound_rule_bounds_phi_before_anything_is_built(phi):
+    # phi = 1000 once overflowed in torch ("Overflow when unpacking long long"); 50 allocated until OOM
+    with pytest.raises(ValueError, match=r"phi must lie in \[0, 12\], got " + f"{phi:g}"):
+        compound_scaling(1.2, 1.1, 1.15, phi)
+    assert compound_scaling(1.2, 1.1, 1.15, 12).resolution == round(224 * 1.15**12)  # the bound itself is allowed
+
+
 def test_width_scaled_network_has_scaled_stem_and_head():
     model = efficientnet(2.0, 3.1, 600, 0.5, num_classes=1000, regime="imagenet")
     assert model.features[0][0].out_channels == 64

@@ -44,3 +44,45 @@ def test_the_trainer_closure_is_the_training_code():
     files = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "effnet" / "train.py")}
     assert {"effnet/train.py", "effnet/models.py", "effnet/efficientnet.py", "effnet/data.py", "effnet/config.py"} <= files
     assert not files & {"effnet/plots.py", "effnet/report.py", "effnet/cam.py"}
+
+
+def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
+    """Issue 18: after an edit to effnet/search.py every candidate was reused "(finished earlier)"."""
+    import shutil
+    import subprocess
+    import sys
+
+    from effnet.search import Candidate, run_search
+
+    tree = tmp_path / "repo"  # a copy of the project's code, so that its files can be edited
+    for package in ("effnet", "stages"):
+        shutil.copytree(ROOT / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def search_key() -> str:
+        # what stages/search.py computes, with this copy as the repository (fingerprint.ROOT is its parent)
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+                "from effnet.fingerprint import fingerprint; "
+                "print(fingerprint({'train': {'lr': 0.1}}, code=[Path(sys.argv[1]) / 'stages/search.py']))")
+        return subprocess.run([sys.executable, "-c", code, str(tree)], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    candidates = [Candidate(1.2, 1.1, 1.15), Candidate(1.1, 1.1, 1.2)]
+    trained = []
+
+    def train_candidate(candidate):
+        trained.append(candidate.key)
+        return {"val_top1": 0.5}
+
+    def search() -> int:
+        trained.clear()
+        key = search_key()
+        run_search(candidates, train_candidate, tmp_path / "scratch" / key, key)
+        return len(trained)
+
+    assert search() == 2
+    assert search() == 0  # same code, same settings: the finished candidates are reused
+    (tree / "effnet/plots.py").write_text((tree / "effnet/plots.py").read_text() + "\n# not imported by the search\n")
+    assert search() == 0
+    library = tree / "effnet/search.py"
+    library.write_text(library.read_text().replace("def choose(", "def choose(  ", 1))  # an edit of the library
+    assert search() == 2  # every candidate retrains

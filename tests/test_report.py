@@ -129,7 +129,14 @@ def test_stage(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py")], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "## Results on CIFAR-100" in (tmp_path / "REPORT.md").read_text()
+    # the stage leaves README.md (no DVC output) alone; the separate command fills its block and writes nothing else
+    assert (tmp_path / "README.md").read_text() == "<!-- results:start -->\n<!-- results:end -->\n"
+    report = (tmp_path / "REPORT.md").read_text()
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     assert "| DenseNet-201 |" in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "REPORT.md").read_text() == report
     (tmp_path / "params.yaml").write_text("data: {}\n")
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py")], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("error: ")

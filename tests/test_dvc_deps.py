@@ -1,0 +1,49 @@
+"""dvc.yaml lists, for every stage, exactly the code that stage runs: its scripts and their import closure.
+
+DVC re-runs a stage when one of its `deps` changes. A module the stage imports but does not
+list would let an edit slip by with stale results; a listed module it never imports re-runs
+it for nothing. The closure is computed from the source (`effnet.fingerprint.import_closure`),
+so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from effnet.fingerprint import ROOT, import_closure
+
+SCRIPT = re.compile(r"(?<![\w/])stages/\w+\.py")
+
+
+def _stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _code(paths) -> set[str]:
+    """The Python files among `paths`, less empty package markers (`effnet/__init__.py`: nothing to re-run for)."""
+    return {p for p in paths if isinstance(p, str) and p.endswith(".py") and not _empty_init(p)}
+
+
+def _empty_init(path: str) -> bool:
+    return path.endswith("__init__.py") and (ROOT / path).read_text().strip() == ""
+
+
+@pytest.mark.parametrize("name", sorted(_stages()))
+def test_code_deps_are_the_import_closure(name):
+    stage = _stages()[name]
+    scripts = SCRIPT.findall(stage["cmd"])
+    assert scripts, f"{name}: no stages/<script>.py in its cmd {stage['cmd']!r}"
+    closure = _code(p.relative_to(ROOT).as_posix() for p in import_closure(*(ROOT / s for s in scripts)))
+    listed = _code(stage.get("deps", []))
+    assert not closure - listed, f"{name}: imports code that dvc.yaml does not list: {sorted(closure - listed)}"
+    assert not listed - closure, f"{name}: lists code it never imports: {sorted(listed - closure)}"
+
+
+def test_every_listed_dep_exists():
+    for name, stage in _stages().items():
+        for dep in _code(stage.get("deps", [])):
+            assert (ROOT / dep).is_file(), f"{name}: {dep} does not exist"
