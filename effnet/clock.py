@@ -274,12 +274,16 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--steps", type=int, default=3, help="timed training steps of B0")
+    parser.add_argument("--model-line", metavar="MODEL", help="only the line a matrix model's training starts with")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
     except (ConfigError, OSError) as error:  # a bad or missing params.yaml: one line, exit 1
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if args.model_line:
+        out(matrix_model_line(args.model_line, params))
+        return 0
     device, torch_device = describe_device()
     for line in report(params, device, time_b0(params, torch_device, steps=args.steps), torch_device.type == "cpu"):
         out(line)

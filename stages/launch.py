@@ -182,11 +182,31 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
         return 1
 
 
+def announce(script: str, args: list[str]) -> None:
+    """'matrix model 5/11: ..., about 3 h here' before a matrix model trains (`python -m effnet.clock --model-line`).
+
+    Printed here, in a short process of its own, rather than by the stage: the stage's code is
+    its DVC dependency, and an edit to the clock must not retrain eleven networks. Best
+    effort: a failure here only loses the line.
+    """
+    model = _option(args, "--model")
+    if Path(script).name != "train.py" or model is None:
+        return
+    command = [sys.executable, "-m", "effnet.clock", "--model-line", model, "--params", _option(args, "--params") or "params.yaml"]
+    root = str(Path(__file__).resolve().parents[1])  # `effnet`, wherever the launcher is started from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        subprocess.run(command, check=False, timeout=120, stderr=subprocess.DEVNULL, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or not argv[0].endswith(".py"):
         print("usage: python stages/launch.py stages/<stage>.py [arguments ...]", file=sys.stderr)
         return 2
+    announce(argv[0], argv[1:])
     nproc = gpu_count()
     return run_many(argv[0], argv[1:], nproc) if nproc > 1 else run_one(argv[0], argv[1:])
 

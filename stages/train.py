@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.clock import matrix_model_line  # noqa: E402
 from effnet.config import Params  # noqa: E402
 from effnet.models import MODEL_NAMES  # noqa: E402
 from stages import cli  # noqa: E402
@@ -35,8 +33,6 @@ def run(args: argparse.Namespace, params: Params) -> int:
     live_dir = args.live or Path("dvclive") / args.model
     checkpoints = args.checkpoints or Path("checkpoints") / args.model
 
-    if os.environ.get("RANK", "0") == "0":  # "matrix model 5/11: ..., about 3 h here" (effnet/clock.py)
-        print(matrix_model_line(args.model, params), flush=True)
     train_and_save(spec, cfg, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints)
     return 0
 
