@@ -173,6 +173,16 @@ class EMA(AveragedModel):
         self.n_averaged += 1
 
 
+def shared_state(model: nn.Module, ema: EMA | None, device: torch.device) -> list[torch.Tensor]:
+    """The tensors that every rank must hold equal besides the parameters: BatchNorm buffers and the EMA.
+
+    Only those on the training device: the EMA's update counter (`n_averaged`) stays on the
+    CPU, which NCCL cannot broadcast.
+    """
+    tensors = list(model.buffers()) + (list(ema.state_dict().values()) if ema is not None else [])
+    return [t for t in tensors if t.device == device]
+
+
 def autocast_dtype(precision: str, device: torch.device, *, cpu_bf16: bool = False) -> torch.dtype | None:
     """The autocast dtype of `train.precision` on `device`, or None for fp32.
 
@@ -512,7 +522,9 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     # resume
     start_epoch, history, train_time_s = 0, [], 0.0
     if checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        # on the CPU: RNG states must stay CPU tensors (map_location=cuda would make `.numpy()` fail);
+        # load_state_dict then copies every tensor to the device of what it loads into
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if checkpoint.get("fingerprint") != run_fingerprint(spec, cfg):
             changes = _changed(checkpoint.get("settings", {}), settings(spec, cfg))
             say(f"{checkpoint_path}: made with other settings or code ({'; '.join(changes) or 'the code changed'}); "
@@ -568,7 +580,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
             loss_total, correct_total = stats.tolist()
 
             # keep every rank's BatchNorm statistics (and their EMA) equal to rank 0's, as DDP does at each forward
-            broadcast_(list(model.buffers()) + (list(ema.state_dict().values()) if ema is not None else []), dist)
+            broadcast_(shared_state(model, ema, device), dist)
 
             phase = "evaluation"
             top1, top5 = evaluate_accuracy(model, val_loader, dist=dist, amp_dtype=amp_dtype)

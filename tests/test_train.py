@@ -249,6 +249,52 @@ def test_finished_checkpoint_is_reused_and_other_settings_start_afresh(prepared_
     assert torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
 
 
+def test_resume_works_when_a_device_map_location_would_put_the_rng_states_on_another_device(
+        prepared_data_dir, tmp_path, monkeypatch):
+    """map_location=<device> puts every tensor of a checkpoint, the RNG states too, on that device (on a GPU: CUDA,
+    where `.numpy()` fails). Here a torch.load that sends tensors to the "meta" device unless asked for the CPU stands
+    in for that: resuming must still work, and finish with the weights of an uninterrupted run."""
+    whole = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "whole", progress=False)
+    checkpoints = tmp_path / "ck"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_epoch_1(epoch, metrics):  # the callback runs once the epoch's checkpoint is written
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(TINY, QUICK, prepared_data_dir, checkpoint_dir=checkpoints, progress=False, callback=stop_after_epoch_1)
+
+    real_load, locations = torch.load, []
+
+    def load_elsewhere(*args, map_location=None, **kwargs):
+        locations.append(map_location)
+        payload = real_load(*args, map_location="cpu", **kwargs)
+        if map_location == "cpu":  # exactly the CPU, whatever the training device
+            return payload
+        to_meta = lambda x: x.to("meta") if isinstance(x, torch.Tensor) else x  # noqa: E731
+        return torch.utils._pytree.tree_map(to_meta, payload)
+
+    monkeypatch.setattr(torch, "load", load_elsewhere)
+    resumed = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=checkpoints, progress=False)
+    assert locations and all(m == "cpu" for m in locations)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert all_equal(whole.model.state_dict(), resumed.model.state_dict())
+    assert all_equal(whole.ema.state_dict(), resumed.ema.state_dict())
+
+
+def test_the_ema_broadcast_sends_only_tensors_on_the_training_device():
+    """EMA's update counter lives on the CPU whatever the model's device: NCCL could not broadcast it."""
+    model = build_model(TINY).to("meta")  # "meta" stands in for a CUDA device
+    ema = train_module.EMA(model, 0.9)
+    shared = train_module.shared_state(model, ema, torch.device("meta"))
+    assert ema.n_averaged.device.type == "cpu" and all(t is not ema.n_averaged for t in shared)
+    assert all(t.device.type == "meta" for t in shared)
+    assert len(shared) == len(list(model.buffers())) + len(ema.state_dict()) - 1
+    assert len(train_module.shared_state(model, None, torch.device("meta"))) == len(list(model.buffers()))
+
+
 def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
     dist = Distributed(rank=0, world_size=2)
     with pytest.raises(TrainingError, match="does not divide over 2 processes"):
