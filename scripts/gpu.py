@@ -4,6 +4,7 @@ time limit, and bring every result home in one archive per call. README, "On the
 
     here:    python scripts/gpu.py prepare [--archive PATH] [--margin-mib 8]
     device:  python3 scripts/gpu.py stash .carry/partN            (one call per part, back to back)
+    device:  python3 scripts/gpu.py data                          (join the parts, prepare the arrays)
     device:  python3 scripts/gpu.py run scripts/gpu_window1.yaml [--limit-s 540] [--only JOB ...]
     here:    python scripts/gpu.py unpack DIR | FILE...           (then commit what it lists)
 
@@ -350,6 +351,18 @@ def pack(staging: Path, out: Path, *, weights: list[Path]) -> list[Path]:
     return files + [out / "results.md5"]
 
 
+def prepare_data(root: Path, store: Path, env: dict[str, str], log: Path, hard_end: float) -> Path:
+    """Join the carried archive (atomically) and, once, prepare the arrays with the download stage; returns the archive."""
+    archive = join(store, root / "data" / "raw" / CIFAR_NAME)
+    if not (root / "data" / "cifar100" / "meta.json").is_file():
+        params = root / "params-data.yaml"
+        write_params({"coefficients": "published"}, root, archive, "published", params)
+        command = ["python3", "stages/download.py", "--params", params.name]
+        if run_stage(command, cwd=root, env=env, log=log, hard_end=hard_end):
+            raise RecipeError(f"the download stage failed; see {log.name}")
+    return archive
+
+
 def hardware(root: Path) -> str:
     lines = []
     try:
@@ -391,16 +404,11 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         scaling, coefficients, said = coefficients_for(window, root)
         print(said, flush=True)
         status["coefficients"] = said
-        archive = join(store, root / "data" / "raw" / CIFAR_NAME)
+        archive = prepare_data(root, store, env, staging / "logs" / "download.log", hard_end)
         params_file = root / "params-gpu.yaml"
         write_params(window, root, archive, scaling, params_file)
         shutil.copyfile(params_file, staging / "params-gpu.yaml")
         (staging / "hardware.txt").write_text(hardware(root))
-        if not (root / "data" / "cifar100" / "meta.json").is_file():
-            command = ["python3", "stages/download.py", "--params", "params-gpu.yaml"]
-            commands.append(" ".join(command))
-            if run_stage(command, cwd=root, env=env, log=staging / "logs" / "download.log", hard_end=hard_end):
-                raise RecipeError("the download stage failed; see logs/download.log")
         if window.get("bench"):
             for name, command in (("bench_loader", ["python3", "benchmarks/bench_loader.py", "--device", "cuda",
                                                     "--archive", str(archive)]),
@@ -514,6 +522,32 @@ def collect_and_pack(window: dict[str, Any], root: Path, staging: Path, out: Pat
 # --------------------------------------------------------------------------------------
 
 
+def merge_table(new: Path, table: Path) -> list[str]:
+    """Put the rows of `new` into `table` (csv, keyed by its `model` column), replacing the same models'; returns the
+    models whose rows came from `table` alone (an earlier run's)."""
+    import csv
+
+    with open(new, newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = list(reader.fieldnames or []), {r["model"]: r for r in reader}
+    kept = []
+    if table.is_file():
+        with open(table, newline="") as f:
+            old = list(csv.DictReader(f))
+        for row in old:
+            if row.get("model") not in rows:
+                kept.append(row["model"])
+        rows = {**{r["model"]: r for r in old if r["model"] in kept}, **rows}
+    table.parent.mkdir(parents=True, exist_ok=True)
+    tmp = table.with_name(f".{table.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows.values())
+    os.replace(tmp, table)
+    return kept
+
+
 def unpack(sources: list[Path], root: Path) -> list[str]:
     """Join and check a call's archive, then copy its results into `root`; returns the paths to commit.
 
@@ -560,6 +594,12 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
             else:
                 continue
             written.append(str(window_dir / Path(name).name))
+        if (results / "metrics" / "models.csv").is_file():
+            kept = merge_table(results / "metrics" / "models.csv", root / "metrics" / "models.csv")
+            written.append("metrics/models.csv")
+            if kept:
+                print(f"metrics/models.csv: rows of an earlier run kept beside this call's: {', '.join(kept)} "
+                      "(say which run each row is from before publishing a table)", file=sys.stderr)
         for w in sorted((results / "weights").glob("*.ema-bf16.pt")) if (results / "weights").is_dir() else []:
             target = root / "models" / w.name.removesuffix(".ema-bf16.pt") / "ema-bf16.pt"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -582,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--margin-mib", type=float, default=6.0, help="room under the carry limit left for the tree to grow")
     p = sub.add_parser("stash", help="device: keep a carried part outside the repository copy")
     p.add_argument("part", type=Path)
+    p.add_argument("--store", type=Path, default=Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry")))
+    p = sub.add_parser("data", help="device: join the carried parts and prepare the arrays (download stage)")
     p.add_argument("--store", type=Path, default=Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry")))
     p = sub.add_parser("run", help="device: run a window's jobs, then pack the results into $OUT")
     p.add_argument("window", type=Path)
@@ -616,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stash":
             copied = stash(args.part, args.store)
             print(f"stashed {', '.join(copied) or 'nothing'} in {args.store}")
+        elif args.command == "data":
+            archive = prepare_data(ROOT, args.store, dict(os.environ), ROOT / "data" / "download.log", time.time() + 540)
+            print(f"{archive}: joined, md5 {CIFAR_MD5} checked; arrays in data/cifar100")
         elif args.command == "run":
             # the driver itself must not start before the repository's root is the working directory
             os.chdir(ROOT)
