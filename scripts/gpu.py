@@ -17,7 +17,7 @@ each archive says exactly what ran.
 `run` never lets a stage outlive the call: every stage gets EFFNET_DEADLINE (the trainer stops after
 the last epoch that fits, writes its checkpoint and exits 75, "resume me"), runs in its own process
 group, and is killed at a hard limit that leaves time to pack. Whatever happened, the archive is
-written: `$OUT/results.tar.gz` (or `results.tar.gz.00`, `.01`, ... when over 15 MiB) and
+written: `$OUT/results.tar` (or `results.tar.00`, `.01`, ... when over 15 MiB) and
 `$OUT/results.md5`. A job whose results exist for the same settings is skipped (`done/`).
 """
 
@@ -163,6 +163,7 @@ class Job:
     command: list[str]
     model: str | None = None  # a train-matrix model: done when its settings match
     outputs: tuple[str, ...] = ()  # for other jobs: done when these exist with the same params and command
+    needs: tuple[str, ...] = ()  # jobs that must be done first (e.g. the scaling study's compound models need the search)
 
 
 def load_window(path: Path) -> dict[str, Any]:
@@ -224,7 +225,7 @@ def jobs_for(window: dict[str, Any], params_file: str, coefficients: Path | None
         jobs.append(Job(f"train:{model}", command, model=model))
     for stage in window.get("stages") or []:
         command = [part.replace("{params}", params_file) for part in stage["command"].split()]
-        jobs.append(Job(stage["name"], command, outputs=tuple(stage.get("outputs", ()))))
+        jobs.append(Job(stage["name"], command, outputs=tuple(stage.get("outputs", ())), needs=tuple(stage.get("needs", ()))))
     return jobs
 
 
@@ -310,56 +311,68 @@ def bf16_weights(model_pt: Path, target: Path) -> None:
                 "metrics": payload["metrics"], "train_config": payload["train_config"]}, target)
 
 
-def pack(staging: Path, out: Path, *, weights: list[Path]) -> list[Path]:
-    """One gzipped tar of `staging` plus as many weight files as fit ARCHIVE_CAP_BYTES, split in CHUNK_BYTES chunks.
+def pack(staging: Path, out: Path, *, extras: list[tuple[Path, str]]) -> list[Path]:
+    """One tar of `staging` plus as many `extras` (path, name in the archive) as fit ARCHIVE_CAP_BYTES, in
+    their order, split in CHUNK_BYTES chunks.
 
-    Writes `out/results.tar.gz` (or `.00`, `.01`, ...) and `out/results.md5` (md5 of the whole
-    archive and of each chunk). Weight files that do not fit are named in `left_out.txt` inside.
+    Writes `out/results.tar` (or `.00`, `.01`, ...) and `out/results.md5` (md5 of the whole
+    archive and of each chunk). Extras that do not fit are named in `left_out.txt` inside.
     """
-    def build(included: list[Path]) -> bytes:
+    def build(included: list[tuple[Path, str]]) -> bytes:
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+        with tarfile.open(fileobj=buffer, mode="w") as tar:  # not gzipped: weights do not compress, logs are small
             tar.add(staging, arcname="results")
-            for w in included:
-                tar.add(w, arcname=f"results/weights/{w.name}")
+            for path, name in included:
+                tar.add(path, arcname=f"results/{name}")
         return buffer.getvalue()
 
-    included: list[Path] = []
+    size = len(build([]))
+    included: list[tuple[Path, str]] = []
     left = []
-    for w in sorted(weights, key=lambda p: p.stat().st_size):
-        if len(build(included + [w])) <= ARCHIVE_CAP_BYTES:
-            included.append(w)
+    for extra in extras:
+        grows = 1024 + -(-extra[0].stat().st_size // 512) * 512  # headers (long names too) and padding
+        if size + grows <= ARCHIVE_CAP_BYTES - 4096:
+            included.append(extra)
+            size += grows
         else:
-            left.append(w.name)
+            left.append(extra[1])
     if left:
-        (staging / "left_out.txt").write_text("weights over the per-call limit, left on the machine:\n"
-                                              + "\n".join(left) + "\n")
+        (staging / "left_out.txt").write_text("over the per-call limit, left on the machine:\n" + "\n".join(left) + "\n")
     blob = build(included)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     if len(blob) <= CHUNK_BYTES:
-        files.append(out / "results.tar.gz")
+        files.append(out / "results.tar")
         files[0].write_bytes(blob)
     else:
         for i in range(0, len(blob), CHUNK_BYTES):
-            path = out / f"results.tar.gz.{i // CHUNK_BYTES:02d}"
+            path = out / f"results.tar.{i // CHUNK_BYTES:02d}"
             path.write_bytes(blob[i:i + CHUNK_BYTES])
             files.append(path)
-    lines = [f"{hashlib.md5(blob).hexdigest()}  results.tar.gz"]
-    lines += [f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.name}" for p in files if p.name != "results.tar.gz"]
+    lines = [f"{hashlib.md5(blob).hexdigest()}  results.tar"]
+    lines += [f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.name}" for p in files if p.name != "results.tar"]
     (out / "results.md5").write_text("\n".join(lines) + "\n")
     return files + [out / "results.md5"]
 
 
-def prepare_data(root: Path, store: Path, env: dict[str, str], log: Path, hard_end: float) -> Path:
-    """Join the carried archive (atomically) and, once, prepare the arrays with the download stage; returns the archive."""
+def prepare_data(root: Path, store: Path, env: dict[str, str], log: Path, hard_end: float,
+                 window: dict[str, Any] | None = None) -> Path:
+    """Join the carried archive (atomically) and prepare the arrays with the download stage under the window's
+    `data.*` params; again only when those differ from the last preparation's. Returns the archive."""
+    import yaml
+
     archive = join(store, root / "data" / "raw" / CIFAR_NAME)
-    if not (root / "data" / "cifar100" / "meta.json").is_file():
-        params = root / "params-data.yaml"
-        write_params({"coefficients": "published"}, root, archive, "published", params)
-        command = ["python3", "stages/download.py", "--params", params.name]
-        if run_stage(command, cwd=root, env=env, log=log, hard_end=hard_end):
-            raise RecipeError(f"the download stage failed; see {log.name}")
+    params = root / "params-data.yaml"
+    write_params(window or {"coefficients": "published"}, root, archive, "published", params)
+    wanted = yaml.safe_load(params.read_text())["data"]
+    record = root / "data" / "prepared-with.json"
+    if (root / "data" / "cifar100" / "meta.json").is_file() and record.is_file() \
+            and json.loads(record.read_text()) == wanted:
+        return archive
+    command = ["python3", "stages/download.py", "--params", params.name]
+    if run_stage(command, cwd=root, env=env, log=log, hard_end=hard_end):
+        raise RecipeError(f"the download stage failed; see {log.name}")
+    record.write_text(json.dumps(wanted) + "\n")
     return archive
 
 
@@ -393,7 +406,8 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
     exit_status = 0
     interrupted = []
 
-    def on_signal(signum, frame):  # a SIGTERM from outside: stop the stage, still pack
+    def on_signal(signum, frame):  # a SIGTERM from outside: stop the stage, still pack (later signals are ignored)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         interrupted.append(signum)
         raise KeyboardInterrupt
 
@@ -404,7 +418,7 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         scaling, coefficients, said = coefficients_for(window, root)
         print(said, flush=True)
         status["coefficients"] = said
-        archive = prepare_data(root, store, env, staging / "logs" / "download.log", hard_end)
+        archive = prepare_data(root, store, env, staging / "logs" / "download.log", hard_end, window)
         params_file = root / "params-gpu.yaml"
         write_params(window, root, archive, scaling, params_file)
         shutil.copyfile(params_file, staging / "params-gpu.yaml")
@@ -413,6 +427,8 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
             for name, command in (("bench_loader", ["python3", "benchmarks/bench_loader.py", "--device", "cuda",
                                                     "--archive", str(archive)]),
                                   ("bench_train", ["python3", "benchmarks/bench_train.py", "--peak-tflops", "989"])):
+                if only and name not in only:
+                    continue
                 if (done_dir / f"{name}.json").is_file():
                     print(f"{name}: done in an earlier call, skipped", flush=True)
                     continue
@@ -432,6 +448,11 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
             if is_done(job, root, done_dir, wanted):
                 print(f"{job.name}: finished earlier with the same settings, skipped", flush=True)
                 status["jobs"][job.name] = {"status": "done earlier"}
+                continue
+            waiting = [n for n in job.needs if not (done_dir / f"{n.replace(':', '_')}.json").is_file()]
+            if waiting:
+                status["jobs"][job.name] = {"status": f"not started: needs {', '.join(waiting)} first"}
+                exit_status = exit_status or RESUME_EXIT_STATUS
                 continue
             if time.time() > hard_end - eval_reserve:
                 status["jobs"][job.name] = {"status": "not started (out of time)"}
@@ -472,6 +493,7 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         status["error"] = f"interrupted by signal {interrupted or 'SIGINT'}; packed what there was"
         exit_status = RESUME_EXIT_STATUS
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # packing is short and must finish
         status["seconds"] = round(time.time() - start, 1)
         status["exit"] = exit_status
         files = collect_and_pack(window, root, staging, out, status, commands)
@@ -500,19 +522,25 @@ def collect_and_pack(window: dict[str, Any], root: Path, staging: Path, out: Pat
             shutil.copytree(root / "dvclive" / model, staging / "dvclive" / model, dirs_exist_ok=True)
     if (root / "dvclive" / "scaling").is_dir() and window.get("stages"):
         shutil.copytree(root / "dvclive" / "scaling", staging / "dvclive" / "scaling", dirs_exist_ok=True)
-    weights = []
+    extras: list[tuple[Path, str]] = []
     weights_dir = Path(tempfile.mkdtemp(prefix="gpu-weights-"))
     try:
+        for model in models:  # unfinished runs first (a lost machine then costs only the unfinished epoch), small first
+            checkpoint = root / "checkpoints" / model / "last.pt"
+            if checkpoint.is_file() and not (root / "models" / model / "model.pt").is_file():
+                extras.append((checkpoint, f"checkpoints/{model}/last.pt"))
+        weights = []
         for model in models:
             model_pt = root / "models" / model / "model.pt"
             if model_pt.is_file():
                 try:
                     target = weights_dir / f"{model}.ema-bf16.pt"
                     bf16_weights(model_pt, target)
-                    weights.append(target)
+                    weights.append((target, f"weights/{target.name}"))
                 except Exception as error:  # the archive must still be written
                     (staging / "logs" / f"weights_{model}.txt").write_text(f"bf16 copy failed: {error}\n")
-        return pack(staging, out, weights=weights)
+        extras = sorted(extras, key=lambda e: e[0].stat().st_size) + sorted(weights, key=lambda e: e[0].stat().st_size)
+        return pack(staging, out, extras=extras)
     finally:
         shutil.rmtree(weights_dir, ignore_errors=True)
 
@@ -558,16 +586,16 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
     """
     files = sorted(p for s in sources for p in (sorted(s.iterdir()) if s.is_dir() else [s]))
     md5_file = next((p for p in files if p.name == "results.md5"), None)
-    chunks = [p for p in files if p.name.startswith("results.tar.gz")]
+    chunks = [p for p in files if p.name.startswith("results.tar")]
     if md5_file is None or not chunks:
-        raise RecipeError(f"no results.md5 and results.tar.gz[.NN] among {[str(s) for s in sources]}")
+        raise RecipeError(f"no results.md5 and results.tar[.NN] among {[str(s) for s in sources]}")
     expected = md5_file.read_text().split()[0]
     blob = b"".join(p.read_bytes() for p in chunks)
     if hashlib.md5(blob).hexdigest() != expected:
         raise RecipeError(f"the archive's md5 differs from results.md5 ({len(chunks)} chunk(s)): a chunk is missing "
                           "or damaged; fetch the call's files again")
     written = []
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
         tar.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
         status = json.loads((results / "status.json").read_text())
@@ -600,6 +628,10 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
             if kept:
                 print(f"metrics/models.csv: rows of an earlier run kept beside this call's: {', '.join(kept)} "
                       "(say which run each row is from before publishing a table)", file=sys.stderr)
+        for checkpoint in sorted((results / "checkpoints").glob("*/last.pt")) if (results / "checkpoints").is_dir() else []:
+            target = root / "checkpoints" / checkpoint.parent.name / "last.pt"  # carry it to resume on a fresh machine
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(checkpoint, target)
         for w in sorted((results / "weights").glob("*.ema-bf16.pt")) if (results / "weights").is_dir() else []:
             target = root / "models" / w.name.removesuffix(".ema-bf16.pt") / "ema-bf16.pt"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -624,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("part", type=Path)
     p.add_argument("--store", type=Path, default=Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry")))
     p = sub.add_parser("data", help="device: join the carried parts and prepare the arrays (download stage)")
+    p.add_argument("window", type=Path, nargs="?", help="the window whose data.* params to use (default params.yaml's)")
     p.add_argument("--store", type=Path, default=Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry")))
     p = sub.add_parser("run", help="device: run a window's jobs, then pack the results into $OUT")
     p.add_argument("window", type=Path)
@@ -659,7 +692,9 @@ def main(argv: list[str] | None = None) -> int:
             copied = stash(args.part, args.store)
             print(f"stashed {', '.join(copied) or 'nothing'} in {args.store}")
         elif args.command == "data":
-            archive = prepare_data(ROOT, args.store, dict(os.environ), ROOT / "data" / "download.log", time.time() + 540)
+            window = load_window(args.window) if args.window else None
+            archive = prepare_data(ROOT, args.store, dict(os.environ), ROOT / "data" / "download.log", time.time() + 540,
+                                   window)
             print(f"{archive}: joined, md5 {CIFAR_MD5} checked; arrays in data/cifar100")
         elif args.command == "run":
             # the driver itself must not start before the repository's root is the working directory

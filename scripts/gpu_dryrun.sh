@@ -35,7 +35,7 @@ if [ ! -x "$VENV/bin/python3" ]; then
   "$VENV/bin/python3" -m pip install -q --upgrade pip
   "$VENV/bin/python3" -m pip install -q torch==2.11.0 torchvision==0.26.0 numpy pyyaml tqdm pandas matplotlib pillow
 fi
-"$VENV/bin/python3" - <<'PY'
+(cd / && "$VENV/bin/python3" - <<'PY'
 import importlib.util, platform, torch, torchvision
 assert platform.python_version().startswith("3.12"), platform.python_version()
 assert torch.__version__.startswith("2.11.0") and torchvision.__version__.startswith("0.26.0"), torch.__version__
@@ -44,6 +44,7 @@ assert not extra, f"the GPU machine has none of {extra}"
 print("python", platform.python_version(), "torch", torch.__version__, "torchvision", torchvision.__version__,
       "; no dvc, dvclive, fvcore, grad-cam")
 PY
+)  # from / : the repository's dvclive/ folder would pass for a namespace package
 
 say "2. here: carry parts"
 "$VENV/bin/python3" scripts/gpu.py prepare --archive "$ARCHIVE"
@@ -72,7 +73,7 @@ say "3. the window, interrupted twice"
 DEV=$WORK/device
 for i in $(seq 1 "$nparts"); do
   send "$DEV" ".carry/part$i"
-  last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data"
+  last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data $WINDOW"
   call "carry$i" "$DEV" 600 "python3 scripts/gpu.py stash .carry/part$i$last"
 done
 send "$DEV"
@@ -80,7 +81,7 @@ send "$DEV"
 call train1 "$DEV" 600 "EFFNET_TIME_BUDGET_S=6 python3 scripts/gpu.py run $WINDOW --limit-s 540"
 [ "$(cat "$WORK/out/train1.rc")" = 75 ] || { echo "error: the budgeted call should exit 75" >&2; exit 1; }
 # killed from outside at the call's limit, mid-run: the archive of this call is lost, the checkpoints are not
-call killed "$DEV" 15 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
+call killed "$DEV" 30 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
 call train2 "$DEV" 600 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
 [ "$(cat "$WORK/out/train2.rc")" = 0 ] || { echo "error: the finishing call failed" >&2; exit 1; }
 call again "$DEV" 600 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
@@ -92,7 +93,7 @@ say "4. the same window uninterrupted, on a fresh device"
 REF=$WORK/reference
 for i in $(seq 1 "$nparts"); do
   send "$REF" ".carry/part$i"
-  last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data"
+  last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data $WINDOW"
   call "ref-carry$i" "$REF" 600 "python3 scripts/gpu.py stash .carry/part$i$last"
 done
 send "$REF"

@@ -124,7 +124,7 @@ def test_finished_models_are_skipped_and_every_call_packs_one_archive(tmp_path, 
     assert any("stages/evaluate.py" in c for c in ran)
     assert sorted(p.name for p in (root / "gpu" / "done").iterdir()) == ["train_efficientnet_b0.json",
                                                                          "train_resnet50.json"]
-    assert sorted(p.name for p in out.iterdir()) == ["results.md5", "results.tar.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.md5", "results.tar"]
 
     # the next call with the same settings retrains nothing
     ran.clear()
@@ -180,6 +180,8 @@ def test_the_stage_runner_kills_a_stage_at_the_hard_limit_and_leaves_nothing_run
 
 
 def test_a_large_archive_comes_back_in_chunks_under_the_file_limit_and_unpacks(tmp_path, monkeypatch):
+    # the real limits: the cap leaves at most 4 chunks of 15 MiB plus the md5 file, under the 8 files a call returns
+    assert -(-gpu.ARCHIVE_CAP_BYTES // gpu.CHUNK_BYTES) + 1 <= 8 and gpu.CHUNK_BYTES < 16 * 2**20
     monkeypatch.setattr(gpu, "CHUNK_BYTES", 4_000)
     staging = tmp_path / "staging"
     (staging / "logs").mkdir(parents=True)
@@ -187,9 +189,10 @@ def test_a_large_archive_comes_back_in_chunks_under_the_file_limit_and_unpacks(t
     (staging / "logs" / "big.log").write_bytes(os.urandom(10_000))  # incompressible
     weight = tmp_path / "efficientnet_b0.ema-bf16.pt"
     weight.write_bytes(os.urandom(3_000))
-    files = gpu.pack(staging, tmp_path / "out", weights=[weight])
-    chunks = [f for f in files if f.name.startswith("results.tar.gz.")]
-    assert len(chunks) == 4 and all(f.stat().st_size <= 4_000 for f in files)
+    files = gpu.pack(staging, tmp_path / "out", extras=[(weight, f"weights/{weight.name}")])
+    chunks = [f for f in files if f.name.startswith("results.tar.")]
+    total = sum(f.stat().st_size for f in chunks)
+    assert len(chunks) == -(-total // 4_000) >= 2 and all(f.stat().st_size <= 4_000 for f in files)
     here = tmp_path / "here"
     gpu.unpack([tmp_path / "out"], here)
     assert (here / "gpu" / "w9" / "logs" / "big.log").read_bytes() == (staging / "logs" / "big.log").read_bytes()
@@ -199,3 +202,15 @@ def test_a_large_archive_comes_back_in_chunks_under_the_file_limit_and_unpacks(t
     with pytest.raises(gpu.RecipeError, match="a chunk is missing or damaged"):
         gpu.unpack([tmp_path / "out"], tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scripts").glob("gpu_window*.yaml")) + [ROOT / "scripts" / "gpu_dryrun.yaml"],
+                         ids=lambda p: p.name)
+def test_every_window_file_loads_names_its_coefficients_and_overrides_real_params(path, tmp_path):
+    from effnet.models import MODEL_NAMES
+
+    window = gpu.load_window(path)
+    assert window["coefficients"] == "published"  # until a GPU search is committed
+    assert set(window.get("models") or []) <= set(MODEL_NAMES)
+    gpu.write_params(window, ROOT, tmp_path / "data.tar.gz", "published", tmp_path / "params.yaml")  # keys exist
+    assert set(window.get("estimates") or {}) <= set(window.get("models") or [])
