@@ -530,9 +530,9 @@ def collect_and_pack(window: dict[str, Any], root: Path, staging: Path, out: Pat
             if checkpoint.is_file() and not (root / "models" / model / "model.pt").is_file():
                 extras.append((checkpoint, f"checkpoints/{model}/last.pt"))
         weights = []
-        for model in models:
+        for model in models:  # trained in this call: an earlier call's archive brought the others home
             model_pt = root / "models" / model / "model.pt"
-            if model_pt.is_file():
+            if model_pt.is_file() and status["jobs"].get(f"train:{model}", {}).get("status") == "done":
                 try:
                     target = weights_dir / f"{model}.ema-bf16.pt"
                     bf16_weights(model_pt, target)
