@@ -581,8 +581,7 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
 
     metrics/models/*.json, predictions/, dvclive/<model>/, metrics/search.json and
     plots/search.csv go where the DVC stages write them; the rest (status, commands,
-    hardware, logs, benchmark output, the call's models.csv, done records) under
-    gpu/<window>/; weights to models/<model>/ema-bf16.pt (ignored by git: too large).
+    hardware, logs, benchmark output, the call's models.csv) under gpu/<window>/<call's start>/; weights to models/<model>/ema-bf16.pt (ignored by git: too large).
     """
     files = sorted(p for s in sources for p in (sorted(s.iterdir()) if s.is_dir() else [s]))
     md5_file = next((p for p in files if p.name == "results.md5"), None)
@@ -599,7 +598,8 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
         tar.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
         status = json.loads((results / "status.json").read_text())
-        window_dir = Path("gpu") / status["window"]
+        # one folder per call, so that every call's status and logs are kept
+        window_dir = Path("gpu") / status["window"] / status["started"].replace("-", "").replace(":", "")
         for rel in ("metrics/models", "predictions", "dvclive", "metrics/search.json", "plots/search.csv", "gpu/done"):
             source = results / rel
             if not source.exists():

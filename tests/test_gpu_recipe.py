@@ -140,11 +140,13 @@ def test_finished_models_are_skipped_and_every_call_packs_one_archive(tmp_path, 
     # the archive unpacks into the repository layout
     here = tmp_path / "here"
     written = gpu.unpack([out], here)
-    status = json.loads((here / "gpu" / "w1" / "status.json").read_text())
+    calls = sorted((here / "gpu" / "w1").iterdir())
+    assert len(calls) == 1  # one folder per call
+    status = json.loads((calls[0] / "status.json").read_text())
     assert status["jobs"]["train:efficientnet_b0"]["status"] == "done"
     assert "published" in status["coefficients"]
     assert (here / "dvclive" / "resnet50" / "metrics.json").is_file() and "dvclive" in written
-    assert "stages/train.py" in (here / "gpu" / "w1" / "commands.txt").read_text()
+    assert "stages/train.py" in (calls[0] / "commands.txt").read_text()
 
 
 def test_a_stage_out_of_time_makes_the_call_say_resume_and_still_pack(tmp_path, monkeypatch):
@@ -158,7 +160,7 @@ def test_a_stage_out_of_time_makes_the_call_say_resume_and_still_pack(tmp_path, 
     assert not (root / "gpu" / "done").exists()
     here = tmp_path / "here"
     gpu.unpack([out], here)
-    status = json.loads((here / "gpu" / "w1" / "status.json").read_text())
+    status = json.loads(next((here / "gpu" / "w1").glob("*/status.json")).read_text())
     assert status["jobs"]["train:efficientnet_b0"]["status"].startswith("resume") and status["exit"] == 75
 
 
@@ -185,7 +187,7 @@ def test_a_large_archive_comes_back_in_chunks_under_the_file_limit_and_unpacks(t
     monkeypatch.setattr(gpu, "CHUNK_BYTES", 4_000)
     staging = tmp_path / "staging"
     (staging / "logs").mkdir(parents=True)
-    (staging / "status.json").write_text(json.dumps({"window": "w9"}))
+    (staging / "status.json").write_text(json.dumps({"window": "w9", "started": "2026-11-24T07:00:00Z"}))
     (staging / "logs" / "big.log").write_bytes(os.urandom(10_000))  # incompressible
     weight = tmp_path / "efficientnet_b0.ema-bf16.pt"
     weight.write_bytes(os.urandom(3_000))
@@ -195,7 +197,7 @@ def test_a_large_archive_comes_back_in_chunks_under_the_file_limit_and_unpacks(t
     assert len(chunks) == -(-total // 4_000) >= 2 and all(f.stat().st_size <= 4_000 for f in files)
     here = tmp_path / "here"
     gpu.unpack([tmp_path / "out"], here)
-    assert (here / "gpu" / "w9" / "logs" / "big.log").read_bytes() == (staging / "logs" / "big.log").read_bytes()
+    assert next((here / "gpu" / "w9").glob("*/logs/big.log")).read_bytes() == (staging / "logs" / "big.log").read_bytes()
     assert (here / "models" / "efficientnet_b0" / "ema-bf16.pt").read_bytes() == weight.read_bytes()
 
     chunks[1].unlink()  # a chunk lost on the way: refused, nothing written
