@@ -508,8 +508,14 @@ def collect_and_pack(window: dict[str, Any], root: Path, staging: Path, out: Pat
     """Copy the results of this machine into `staging` and pack them (see `pack`)."""
     (staging / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     (staging / "commands.txt").write_text("\n".join(commands) + "\n")
-    for rel in ("metrics/models", "metrics/models.csv", "metrics/search.json", "plots/search.csv", "predictions",
-                "gpu/done"):
+    ran = {name for name, job in status["jobs"].items() if "exit" in job}  # started in this call
+    # only what this call's jobs wrote: the repository copy also holds the committed files of earlier runs
+    outputs = ["gpu/done"]
+    if "evaluate" in ran or "evaluate_scaling" in ran:
+        outputs += ["metrics/models", "metrics/models.csv", "predictions"]
+    if "search" in ran:
+        outputs += ["metrics/search.json", "plots/search.csv"]
+    for rel in outputs:
         source = root / rel
         if source.is_dir():
             shutil.copytree(source, staging / rel, dirs_exist_ok=True)
@@ -518,9 +524,9 @@ def collect_and_pack(window: dict[str, Any], root: Path, staging: Path, out: Pat
             shutil.copyfile(source, staging / rel)
     models = [m for m in window.get("models") or []]
     for model in models:
-        if (root / "dvclive" / model).is_dir():
+        if f"train:{model}" in ran and (root / "dvclive" / model).is_dir():
             shutil.copytree(root / "dvclive" / model, staging / "dvclive" / model, dirs_exist_ok=True)
-    if (root / "dvclive" / "scaling").is_dir() and window.get("stages"):
+    if any(name.startswith("scale") for name in ran) and (root / "dvclive" / "scaling").is_dir():
         shutil.copytree(root / "dvclive" / "scaling", staging / "dvclive" / "scaling", dirs_exist_ok=True)
     extras: list[tuple[Path, str]] = []
     weights_dir = Path(tempfile.mkdtemp(prefix="gpu-weights-"))

@@ -131,6 +131,7 @@ def test_finished_models_are_skipped_and_every_call_packs_one_archive(tmp_path, 
     out2 = tmp_path / "out2"
     assert gpu.run_window(window, root=root, out=out2, store=store, limit_s=300, only=[]) == 0
     assert ran == []
+    assert "dvclive" not in gpu.unpack([out2], tmp_path / "here2")  # nothing ran: no curves (the copy's are old)
     # other settings for the same model: it is trained again
     window.write_text(yaml.safe_dump({"name": "w1", "coefficients": "published", "models": ["resnet50"],
                                       "params": {"train.epochs": 4}}))
