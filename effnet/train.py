@@ -20,11 +20,12 @@ Engineering: bf16 autocast on CUDA by default (fp16 with a gradient scaler, or f
 request), channels_last, cuDNN autotuning and TF32 on CUDA, optional `torch.compile`; one
 process per GPU through torchrun and DistributedDataParallel; no host synchronisation inside
 a training step (loss and accuracy are summed on the device and read once per epoch); a
-checkpoint at the end of every epoch from which an interrupted run resumes and, on the CPU,
-finishes bit for bit as if it had never stopped.
+checkpoint at the end of every epoch (format: `effnet.checkpoint`) from which an interrupted
+run resumes and, on the CPU, finishes bit for bit as if it had never stopped; a wall-clock
+deadline at which the run stops between epochs with exit status 75 ("resume me").
 
-This module imports torch, numpy and `effnet` only: it takes a logging callback rather than
-knowing about DVCLive, so it runs on a bare GPU machine.
+This module imports torch, numpy, tqdm and `effnet` only: it takes a logging callback rather
+than knowing about DVCLive, so it runs on a bare GPU machine.
 """
 
 from __future__ import annotations
