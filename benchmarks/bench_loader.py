@@ -80,6 +80,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the reference")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device (torch.cuda.is_available() is False); "
+              "run on the GPU machine, or use --device cpu", file=sys.stderr)
+        return 2
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_loader-"))
     try:

@@ -55,7 +55,9 @@ from effnet.download import read_cifar100  # noqa: E402
 from effnet.models import MODEL_NAMES, build_model, count_flops, spec_for_name  # noqa: E402
 from effnet.report import cpu_name  # noqa: E402
 from effnet.synthetic import write_synthetic_archive  # noqa: E402
-from effnet.train import autocast_dtype, make_train_state  # noqa: E402
+from effnet.train import (  # noqa: E402
+    autocast_dtype, make_scheduler, make_train_state, parameter_groups, scaled_lr,
+)
 
 
 class ArrayCIFAR100(Dataset):
@@ -104,14 +106,23 @@ def timed(step, batches, warmup: int, steps: int, device: torch.device) -> tuple
     return seconds, peak
 
 
-def bench_ours(name: str, train, meta, args, device: torch.device) -> dict:
+def bench_ours(name: str, train, meta, args, device: torch.device, *, batch_size: int | None = None,
+               channels_last: bool = True, compile_mode: str | None = None, fused: bool = False) -> dict:
+    """This trainer's step on `name`; the keyword arguments are the variants of the what-helped table."""
+    batch_size = batch_size or args.batch_size
     spec = spec_for_name(name)  # published B0-B7 table, CIFAR regime
-    cfg = TrainConfig(batch_size=args.batch_size, compile=args.compile)
+    cfg = TrainConfig(batch_size=batch_size, compile=args.compile and compile_mode is None, channels_last=channels_last)
     amp = autocast_dtype(cfg.precision, device, cpu_bf16=args.cpu_bf16)
-    state = make_train_state(spec, cfg, device=device, total_steps=args.warmup_steps + args.steps + 1, warmup_steps=0,
-                             amp_dtype=amp)
+    total = args.warmup_steps + args.steps + 1
+    state = make_train_state(spec, cfg, device=device, total_steps=total, warmup_steps=0, amp_dtype=amp)
+    if fused:  # the same SGD, one fused kernel for all parameters
+        state.optimizer = torch.optim.SGD(parameter_groups(state.model, cfg.weight_decay), lr=scaled_lr(cfg),
+                                          momentum=cfg.momentum, nesterov=True, fused=True)
+        state.scheduler = make_scheduler(state.optimizer, total, 0)
+    if compile_mode is not None:  # "reduce-overhead" replays CUDA graphs of the compiled forward and backward
+        state.forward = torch.compile(state.forward, mode=compile_mode)
     state.model.train()
-    loader = DeviceLoader(train.images, train.fine_labels, batch_size=args.batch_size, train=True, device=device,
+    loader = DeviceLoader(train.images, train.fine_labels, batch_size=batch_size, train=True, device=device,
                           mean=tuple(meta["mean"]), std=tuple(meta["std"]), resolution=spec.resolution,
                           crop_padding=cfg.crop_padding, hflip=cfg.hflip, channels_last=cfg.channels_last)
     counter = iter(range(10**9))
@@ -122,8 +133,86 @@ def bench_ours(name: str, train, meta, args, device: torch.device) -> dict:
     seconds, peak = timed(step, endless(loader), args.warmup_steps, args.steps, device)
     macs = count_flops(build_model(spec), spec.resolution)
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[amp]
-    return {"model": name, "setup": f"ours: DeviceLoader, channels_last, {precision}", "resolution": spec.resolution,
-            "seconds": seconds, "peak": peak, "macs": macs}
+    layout = "channels_last" if channels_last else "NCHW"
+    return {"model": name, "setup": f"ours: DeviceLoader, {layout}, {precision}", "resolution": spec.resolution,
+            "seconds": seconds, "peak": peak, "macs": macs, "batch": batch_size}
+
+
+def bench_fitting(name: str, train, meta, args, device: torch.device, **variant) -> dict:
+    """`bench_ours`, halving the batch on CUDA out-of-memory until it fits (and saying so in the row)."""
+    batch = variant.pop("batch_size", None) or args.batch_size
+    note = ""
+    while True:
+        try:
+            row = bench_ours(name, train, meta, args, device, batch_size=batch, **variant)
+            row["setup"] += note
+            return row
+        except torch.cuda.OutOfMemoryError:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch <= 1:
+                raise
+            note = f"; out of memory at batch {batch}, halved to {batch // 2}"
+            print(f"{name:16s} out of memory at batch {batch}: halving to {batch // 2}", flush=True)
+            batch //= 2
+
+
+# The what-helped table: each variant changes one thing against the recipe's own settings.
+VARIANTS = {
+    "recipe: channels_last, train.precision, foreach SGD": {},
+    "NCHW instead of channels_last": {"channels_last": False},
+    "fused SGD": {"fused": True},
+    "torch.compile": {"compile_mode": "default"},
+    "torch.compile + CUDA graphs (reduce-overhead)": {"compile_mode": "reduce-overhead"},
+    "batch x2 (lr scaled)": {"batch_scale": 2},
+    "batch x4 (lr scaled)": {"batch_scale": 4},
+}
+
+
+def what_helped(models: list[str], train, meta, args, device: torch.device) -> None:
+    """Images/s of each variant against the recipe, per model; a variant 'helps' above 1.05x."""
+    print(f"\nwhat helps (images/s against the recipe's row; batch {args.batch_size}, {args.steps} timed steps):")
+    print(f"{'model':16s} {'variant':48s} {'images/s':>10s} {'x recipe':>8s} {'mem GiB':>7s}  verdict")
+    for name in models:
+        base = None
+        for label, variant in VARIANTS.items():
+            variant = dict(variant)
+            scale = variant.pop("batch_scale", 1)
+            try:
+                row = bench_fitting(name, train, meta, args, device, batch_size=args.batch_size * scale, **variant)
+            except Exception as error:  # a variant that fails is a row of the table, not the end of the benchmark
+                print(f"{name:16s} {label:48s} {'failed':>10s} {'':8s} {'':7s}  {type(error).__name__}: "
+                      f"{str(error).splitlines()[0][:80] if str(error) else ''}")
+                continue
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            rate = args.steps * row["batch"] / row["seconds"]
+            base = base or rate
+            ratio = rate / base
+            peak = f"{row['peak']:7.2f}" if row["peak"] is not None else "    n/a"
+            verdict = "baseline" if not variant and scale == 1 else ("helps" if ratio > 1.05 else "no gain")
+            print(f"{name:16s} {label:48s} {rate:10,.1f} {ratio:8.2f} {peak}  {verdict}{row['setup'].split('bf16')[-1] if 'halved' in row['setup'] else ''}",
+                  flush=True)
+
+
+def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float | None:
+    """bf16 TFLOP/s of an n-cube matrix product on `device` (random data, 3 warm-ups), the attainable peak; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * n**3 * repeats / seconds / 1e12
 
 
 def bench_reference(name: str, train, meta, args, device: torch.device, *, cifar_network: bool = False) -> dict:
@@ -160,17 +249,19 @@ def bench_reference(name: str, train, meta, args, device: torch.device, *, cifar
 
 
 def report(row: dict, args) -> float:
-    rate = args.steps * args.batch_size / row["seconds"]
+    batch = row.get("batch", args.batch_size)
+    rate = args.steps * batch / row["seconds"]
     tflops = 6 * row["macs"] * rate / 1e12
     share = f"{100 * tflops / args.peak_tflops:6.2f}%" if args.peak_tflops else "    n/a"
+    measured = f"{100 * tflops / args.matmul_tflops:6.2f}%" if args.matmul_tflops else "    n/a"
     peak = f"{row['peak']:7.2f}" if row["peak"] is not None else "    n/a"
-    print(f"{row['model']:16s} {row['resolution']:4d} {rate:10,.1f} {1000 * row['seconds'] / args.steps:9.1f} "
-          f"{row['macs'] / 1e9:9.3f} {tflops:8.3f} {share} {peak}  {row['setup']}")
+    print(f"{row['model']:16s} {row['resolution']:4d} {batch:5d} {rate:10,.1f} {1000 * row['seconds'] / args.steps:9.1f} "
+          f"{row['macs'] / 1e9:9.3f} {tflops:8.3f} {share} {measured} {peak}  {row['setup']}", flush=True)
     return rate
 
 
-HEADER = (f"{'model':16s} {'res':>4s} {'images/s':>10s} {'ms/step':>9s} {'GMACs/img':>9s} {'TFLOP/s':>8s} "
-          f"{'of peak':>7s} {'mem GiB':>7s}  set-up")
+HEADER = (f"{'model':16s} {'res':>4s} {'batch':>5s} {'images/s':>10s} {'ms/step':>9s} {'GMACs/img':>9s} {'TFLOP/s':>8s} "
+          f"{'of peak':>7s} {'of mm':>7s} {'mem GiB':>7s}  set-up")
 
 
 def main() -> int:
@@ -185,6 +276,9 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="also time B0-B7 and the baselines (default on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (train.compile)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too")
+    parser.add_argument("--variants", action="store_true",
+                        help="also the what-helped table (default on CUDA): layout, fused SGD, compile, CUDA graphs, batch")
+    parser.add_argument("--variant-models", nargs="+", default=["efficientnet_b0", "resnet50", "densenet201"])
     parser.add_argument("--synthetic-per-class", type=int, default=100, help="training images per class without --data")
     args = parser.parse_args()
     cuda = args.device == "cuda"
@@ -219,9 +313,13 @@ def main() -> int:
               f"({os.cpu_count()} cores, {torch.get_num_threads()} torch threads){gpu}")
         print(f"data: {origin}, {len(train):,} training images; batch {args.batch_size}, "
               f"{args.warmup_steps} warm-up + {args.steps} timed steps per row")
+        args.matmul_tflops = matmul_tflops(device)
+        print(f"peak: datasheet {args.peak_tflops or 'n/a'} TFLOP/s dense bf16 ('of peak'); an 8192-cube bf16 matmul "
+              f"timed now: {f'{args.matmul_tflops:.0f} TFLOP/s' if args.matmul_tflops else 'n/a (CUDA only)'} ('of mm')")
+        print("training FLOP/s = 6 x multiply-adds per image x images/s")
         print(HEADER)
         for ours_name, reference_name in (("efficientnet_b0", "efficientnet_b0"), ("resnet50", "resnet50")):
-            ours = report(bench_ours(ours_name, train, meta, args, device), args)
+            ours = report(bench_fitting(ours_name, train, meta, args, device), args)
             reference = report(bench_reference(reference_name, train, meta, args, device), args)
             same = report(bench_reference(reference_name, train, meta, args, device, cifar_network=True), args)
             print(f"{'':16s} ours / torchvision's: {ours / reference:.2f}x images/s; "
@@ -231,11 +329,13 @@ def main() -> int:
             print(HEADER)
             for name in MODEL_NAMES:
                 try:
-                    report(bench_ours(name, train, meta, args, device), args)
+                    report(bench_fitting(name, train, meta, args, device), args)
                 except torch.cuda.OutOfMemoryError:
-                    print(f"{name:16s} out of memory at batch {args.batch_size}")
+                    print(f"{name:16s} out of memory even at batch 1")
                 if cuda:
                     torch.cuda.empty_cache()
+        if args.variants or cuda:
+            what_helped(args.variant_models, train, meta, args, device)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

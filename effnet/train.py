@@ -20,22 +20,21 @@ Engineering: bf16 autocast on CUDA by default (fp16 with a gradient scaler, or f
 request), channels_last, cuDNN autotuning and TF32 on CUDA, optional `torch.compile`; one
 process per GPU through torchrun and DistributedDataParallel; no host synchronisation inside
 a training step (loss and accuracy are summed on the device and read once per epoch); a
-checkpoint at the end of every epoch from which an interrupted run resumes and, on the CPU,
-finishes bit for bit as if it had never stopped.
+checkpoint at the end of every epoch (format: `effnet.checkpoint`) from which an interrupted
+run resumes and, on the CPU, finishes bit for bit as if it had never stopped; a wall-clock
+deadline at which the run stops between epochs with exit status 75 ("resume me").
 
-This module imports torch, numpy and `effnet` only: it takes a logging callback rather than
-knowing about DVCLive, so it runs on a bare GPU machine.
+This module imports torch, numpy, tqdm and `effnet` only: it takes a logging callback rather
+than knowing about DVCLive, so it runs on a bare GPU machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,23 +46,72 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
 
+from effnet.checkpoint import (  # noqa: F401  (the weights-file API is re-exported for its older importers)
+    CHECKPOINT_NAME, changed_settings, load_checkpoint, load_weights, read_weights, remove_checkpoint,
+    restore_checkpoint, run_fingerprint, save_checkpoint, save_weights, settings,
+)
 from effnet.config import TrainConfig
 from effnet.data import DeviceLoader, load_meta, load_split, subset_per_class
-from effnet.fingerprint import fingerprint
 from effnet.distributed import Distributed, all_reduce_min, all_reduce_sum, broadcast_
 from effnet.models import ModelSpec, build_model, set_bn_momentum
 
-CHECKPOINT_NAME = "last.pt"
-CHECKPOINT_FORMAT = 1
 METRIC_KEYS = ("train/loss", "train/top1", "val/top1", "val/top5", "val/top1_ema", "val/top5_ema",
                "lr", "images_per_s", "epoch_time_s")  # accuracies are fractions in [0, 1]
 
 Callback = Callable[[int, dict[str, float]], None]
 
 
+# The exit status of a run stopped by its time budget: sysexits.h's EX_TEMPFAIL, "try again later".
+RESUME_EXIT_STATUS = 75
+DEADLINE_ENV = "EFFNET_DEADLINE"  # an absolute deadline, in seconds since the Unix epoch (shared by every process)
+BUDGET_ENV = "EFFNET_TIME_BUDGET_S"  # a budget in seconds from when this module was imported
+_IMPORTED_AT = time.time()
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, out of memory, unusable settings). The message says why."""
+
+
+class TimeBudgetReached(SystemExit):
+    """The run stopped at an epoch's end because the next epoch would end past its deadline.
+
+    The checkpoint of the finished epochs is written; running the same command again
+    resumes there. A `SystemExit` with status `RESUME_EXIT_STATUS` (75), so that any stage
+    that trains exits with that status without catching it, `except Exception` never
+    mistakes it for a result, and no weights file is written.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(RESUME_EXIT_STATUS)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def deadline_from_env(environ: dict[str, str] | None = None) -> float | None:
+    """The training deadline (seconds since the epoch) from $EFFNET_DEADLINE and/or $EFFNET_TIME_BUDGET_S; None if neither.
+
+    The earlier of the two counts. A driver that runs several stages in one time slot
+    exports one EFFNET_DEADLINE for all of them; EFFNET_TIME_BUDGET_S counts from the
+    start of this process (the import of this module).
+    """
+    environ = os.environ if environ is None else environ
+    deadlines = []
+    for name, offset in ((DEADLINE_ENV, 0.0), (BUDGET_ENV, _IMPORTED_AT)):
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise TrainingError(f"environment variable {name} must be a number of seconds, got {value!r}") from None
+        if not seconds > 0:
+            raise TrainingError(f"environment variable {name} must be positive, got {value!r}; unset it for no budget")
+        deadlines.append(offset + seconds)
+    return min(deadlines) if deadlines else None
 
 
 @dataclass
@@ -103,7 +151,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     w -= lr * g / (sqrt(v) + eps), where TensorFlow adds it inside, sqrt(v + eps), and
     TensorFlow also starts v at 1 rather than 0. For weights whose gradients are tiny the
     TensorFlow denominator is about sqrt(1e-3) = 0.03, PyTorch's about 1e-3: expect larger
-    early steps, and a lower `train.lr` than the paper's 0.256 per 256 images may be needed.
+    early steps. The paper's "0.256" is the rate at batch 4096: the official TensorFlow code
+    uses 0.016 per 256 images (scaled linearly, as here) with weight decay 1e-5, so start
+    RMSProp runs at `train.lr: 0.016`, `train.weight_decay: 1e-5`, or lower.
     """
     groups = parameter_groups(model, cfg.weight_decay)
     lr = scaled_lr(cfg)
@@ -173,6 +223,16 @@ class EMA(AveragedModel):
         self.n_averaged += 1
 
 
+def shared_state(model: nn.Module, ema: EMA | None, device: torch.device) -> list[torch.Tensor]:
+    """The tensors that every rank must hold equal besides the parameters: BatchNorm buffers and the EMA.
+
+    Only those on the training device: the EMA's update counter (`n_averaged`) stays on the
+    CPU, which NCCL cannot broadcast.
+    """
+    tensors = list(model.buffers()) + (list(ema.state_dict().values()) if ema is not None else [])
+    return [t for t in tensors if t.device == device]
+
+
 def autocast_dtype(precision: str, device: torch.device, *, cpu_bf16: bool = False) -> torch.dtype | None:
     """The autocast dtype of `train.precision` on `device`, or None for fp32.
 
@@ -224,158 +284,8 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, tor
 
 
 # --------------------------------------------------------------------------------------
-# checkpoints and weights files
-# --------------------------------------------------------------------------------------
-
-
-def settings(spec: ModelSpec, cfg: TrainConfig) -> dict[str, Any]:
-    """Everything that decides a run's result: the network and the recipe."""
-    return {"spec": spec.to_dict(), "train": dataclasses.asdict(cfg)}
-
-
-def run_fingerprint(spec: ModelSpec, cfg: TrainConfig) -> str:
-    """The settings and the trainer's code (this module and what it imports): a checkpoint resumes only if both match."""
-    return fingerprint(settings(spec, cfg), code=[Path(__file__)])
-
-
-def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """'train.lr: 0.1 -> 0.2' for every setting that differs."""
-    changes = []
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section, {}), new.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                changes.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
-    return changes
-
-
-def _save_atomic(payload: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _rng_states() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"].cpu())
-    if torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
-    n = states["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Make the epoch's randomness (dropout, stochastic depth) a function of (seed, epoch, rank) alone.
-
-    A resumed run then draws exactly what an uninterrupted one draws, whatever the RNG
-    states were when it stopped. (The loader has its own generators, seeded the same way.)
-    """
-    value = seed * 1_000_003 + epoch * 1009 + rank
-    torch.manual_seed(value)  # also seeds every CUDA device
-    np.random.seed(value % 2**32)
-    random.seed(value)
-
-
-def remove_checkpoint(checkpoint_dir: Path) -> None:
-    """Delete a run's checkpoint directory; the caller does this once the weights are saved."""
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-
-
-_WEIGHT_KEYS = ("spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s", "train_config")
-
-
-def save_weights(path: Path, result: TrainResult, spec: ModelSpec, cfg: TrainConfig,
-                 extra: dict[str, Any] | None = None) -> None:
-    """Write the trained network to `path` (atomically), for the evaluate and cam stages.
-
-    Keys: spec (ModelSpec.to_dict), state_dict (raw weights), ema_state_dict (or None),
-    metrics, history, train_time_s, train_config (TrainConfig as a dict), plus the stage's
-    `extra` entries (e.g. the scaling study's "matched" record). Every tensor is moved to the
-    CPU, so the file loads anywhere with `torch.load(..., weights_only=True)`.
-    """
-    def cpu(module: nn.Module | None) -> dict[str, torch.Tensor] | None:
-        return None if module is None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-    _save_atomic({
-        "spec": spec.to_dict(),
-        "state_dict": cpu(result.model),
-        "ema_state_dict": cpu(result.ema),
-        "metrics": dict(result.metrics),
-        "history": [dict(h) for h in result.history],
-        "train_time_s": float(result.train_time_s),
-        "train_config": dataclasses.asdict(cfg),
-        **{k: v for k, v in (extra or {}).items() if k not in _WEIGHT_KEYS},
-    }, Path(path))
-
-
-def read_weights(path: Path) -> dict[str, Any]:
-    """The raw contents of a `save_weights` file (tensors on the CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file; train the model first (the train stage)")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_weights(path: Path, *, ema: bool = True, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the network of a `save_weights` file, in eval mode on `device`.
-
-    Loads the EMA weights when the file has them and `ema` is true, else the raw weights.
-    The model carries `.spec` and `.resolution` (see `effnet.models.build_model`).
-    """
-    payload = read_weights(path)
-    spec = ModelSpec.from_dict({"drop_path_rate": payload.get("train_config", {}).get("drop_path_rate", 0.2), **payload["spec"]})
-    model = build_model(spec)
-    state = payload["ema_state_dict"] if ema and payload.get("ema_state_dict") is not None else payload["state_dict"]
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-# --------------------------------------------------------------------------------------
 # the training loop
 # --------------------------------------------------------------------------------------
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def __enter__(self) -> "_NoBar":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _progress_bar(total: int, description: str, enabled: bool):
-    """A tqdm bar on a terminal; a silent stand-in elsewhere (tqdm is optional on the GPU machine)."""
-    if enabled:
-        try:
-            from tqdm import tqdm
-
-            return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
-        except ImportError:
-            pass
-    return _NoBar()
 
 
 def _format(epoch: int, epochs: int, m: dict[str, float]) -> str:
@@ -416,6 +326,11 @@ class TrainState:
             self.ema.update(self.model, num_updates)
         return loss.detach(), logits.detach()
 
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """What a checkpoint holds, by `effnet.checkpoint.STATE_KEYS`."""
+        return {"model": self.model, "ema": self.ema, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                "scaler": self.scaler}
+
 
 def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device, total_steps: int, warmup_steps: int,
                      amp_dtype: torch.dtype | None, dist: Distributed | None = None) -> TrainState:
@@ -443,22 +358,150 @@ def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device,
         device=device)
 
 
+def make_loaders(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, dist: Distributed) -> tuple[DeviceLoader, DeviceLoader]:
+    """The training loader (a seeded `train_per_class` subset, this rank's share) and the val loader; never the test split."""
+    if cfg.batch_size % dist.world_size:
+        raise TrainingError(f"train.batch_size {cfg.batch_size} does not divide over {dist.world_size} processes; "
+                            f"use a multiple of {dist.world_size}")
+    meta = load_meta(data_dir)
+    mean, std = tuple(meta["mean"]), tuple(meta["std"])
+    train_split, val_split = load_split(data_dir, "train"), load_split(data_dir, "val")
+    subset = subset_per_class(train_split.fine_labels, cfg.train_per_class, cfg.seed)
+    common = dict(device=dist.device, mean=mean, std=std, resolution=spec.resolution, rank=dist.rank,
+                  world_size=dist.world_size, channels_last=cfg.channels_last)
+    try:
+        train_loader = DeviceLoader(train_split.images[subset], train_split.fine_labels[subset],
+                                    batch_size=cfg.batch_size // dist.world_size, train=True,
+                                    crop_padding=cfg.crop_padding, hflip=cfg.hflip, cutout=cfg.cutout, seed=cfg.seed,
+                                    **common)
+        val_loader = DeviceLoader(val_split.images, val_split.fine_labels, batch_size=cfg.eval_batch_size, train=False,
+                                  **common)
+    except ValueError as error:
+        raise TrainingError(f"{spec.name}: {error} (train.batch_size, train.train_per_class)") from None
+    return train_loader, val_loader
+
+
+def resume(state: TrainState, checkpoint_path: Path, spec: ModelSpec, cfg: TrainConfig,
+           say: Callable[[str], None]) -> tuple[int, list[dict[str, float]], float]:
+    """Load `checkpoint_path` into `state` if it exists and was made with these settings and this code.
+
+    Returns (finished epochs, history, train_time_s): (0, [], 0.0) for a fresh start. A
+    checkpoint of other settings or code is ignored (saying which settings changed) and
+    later overwritten.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    if checkpoint is None:
+        return 0, [], 0.0
+    if checkpoint.get("fingerprint") != run_fingerprint(spec, cfg):
+        changes = changed_settings(checkpoint.get("settings", {}), settings(spec, cfg))
+        say(f"{checkpoint_path}: made with other settings or code ({'; '.join(changes) or 'the code changed'}); "
+            "starting afresh")
+        return 0, [], 0.0
+    restore_checkpoint(checkpoint, state.checkpoint_objects())
+    say(f"{checkpoint_path}: resuming after epoch {checkpoint['epoch']} of {cfg.epochs}")
+    return checkpoint["epoch"], list(checkpoint["history"]), checkpoint["train_time_s"]
+
+
+def _out_of_memory(spec: ModelSpec, cfg: TrainConfig, dist: Distributed, phase: str) -> TrainingError:
+    if phase == "training":
+        hint = (f"at train.batch_size {cfg.batch_size} ({cfg.batch_size // dist.world_size} per GPU); try a smaller "
+                f"batch, e.g. -S train.batch_size={max(1, cfg.batch_size // 2)} (the learning rate scales with it)")
+    else:
+        hint = (f"evaluating at train.eval_batch_size {cfg.eval_batch_size}; try "
+                f"-S train.eval_batch_size={max(1, cfg.eval_batch_size // 2)}")
+    return TrainingError(f"CUDA out of memory training {spec.name} at {spec.resolution}x{spec.resolution} {hint}")
+
+
+def train_one_epoch(state: TrainState, loader: DeviceLoader, epoch: int, *, spec: ModelSpec, cfg: TrainConfig,
+                    dist: Distributed, checkpoint_path: Path, bar: bool) -> tuple[float, float, float]:
+    """One epoch of optimiser steps; returns (mean loss, training top-1, learning rate of the last step).
+
+    Loss and hits are summed on the device and read once, at the end. Raises TrainingError
+    on a non-finite loss, naming the epoch (0-based here, 1-based in the message) and step.
+    """
+    steps = len(loader)
+    _seed_epoch(cfg.seed, epoch, dist.rank)
+    loader.set_epoch(epoch)
+    state.model.train()
+    loss_sum = torch.zeros((), dtype=torch.float32, device=state.device)
+    correct = torch.zeros((), dtype=torch.int64, device=state.device)
+    first_bad = torch.full((), steps, dtype=torch.int64, device=state.device)  # `steps` means none
+    lr = 0.0
+    with tqdm(total=steps, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+              disable=not bar) as progress:
+        for step, (images, labels) in enumerate(loader):
+            lr = state.optimizer.param_groups[0]["lr"]  # a Python float: the rate this step uses
+            loss, logits = state.step(images, labels, epoch * steps + step)
+            # running sums on the device; the first non-finite step is kept with arithmetic, not a branch
+            loss_sum += loss
+            correct += (logits.argmax(dim=1) == labels).sum()
+            bad = (~torch.isfinite(loss)).long()
+            first_bad = torch.minimum(first_bad, bad * step + (1 - bad) * steps)
+            progress.update()
+
+    stats = all_reduce_sum(torch.stack([loss_sum.double(), correct.double()]), dist)
+    bad_step = int(all_reduce_min(first_bad, dist).item())
+    if bad_step < steps:
+        kept = (f"the last good checkpoint ({checkpoint_path}, after epoch {epoch}) is kept" if epoch > 0
+                else "no checkpoint was written")
+        raise TrainingError(f"{spec.name}: non-finite training loss at epoch {epoch + 1}, step {bad_step + 1} "
+                            f"of {steps}; {kept}. Try a lower train.lr, train.grad_clip > 0 or train.precision fp32")
+    loss_total, correct_total = stats.tolist()
+    return loss_total / (steps * dist.world_size), correct_total / (steps * cfg.batch_size), float(lr)
+
+
+def validate(state: TrainState, loader: DeviceLoader, dist: Distributed) -> dict[str, float]:
+    """Val top-1 and top-5 of the raw and the EMA weights (the raw ones twice without an EMA)."""
+    # keep every rank's BatchNorm statistics (and their EMA) equal to rank 0's, as DDP does at each forward
+    broadcast_(shared_state(state.model, state.ema, state.device), dist)
+    top1, top5 = evaluate_accuracy(state.model, loader, dist=dist, amp_dtype=state.amp_dtype)
+    top1_ema, top5_ema = (evaluate_accuracy(state.ema.module, loader, dist=dist, amp_dtype=state.amp_dtype)
+                          if state.ema is not None else (top1, top5))
+    return {"val/top1": top1, "val/top5": top5, "val/top1_ema": top1_ema, "val/top5_ema": top5_ema}
+
+
+def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Make the epoch's randomness (dropout, stochastic depth) a function of (seed, epoch, rank) alone.
+
+    A resumed run then draws exactly what an uninterrupted one draws, whatever the RNG
+    states were when it stopped. (The loader has its own generators, seeded the same way.)
+    """
+    value = seed * 1_000_003 + epoch * 1009 + rank
+    torch.manual_seed(value)  # also seeds every CUDA device
+    np.random.seed(value % 2**32)
+    random.seed(value)
+
+
+def out_of_time(deadline: float | None, next_epoch_s: float | None, dist: Distributed) -> bool:
+    """Would an epoch of `next_epoch_s` seconds, started now, end past `deadline`? The same answer on every rank."""
+    if deadline is None or next_epoch_s is None:
+        return False
+    late = torch.tensor(float(time.time() + next_epoch_s > deadline), device=dist.device)
+    return all_reduce_sum(late, dist).item() > 0
+
+
 def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: Path, callback: Callback | None = None,
-          dist: Distributed | None = None, progress: bool = True, cpu_bf16: bool = False) -> TrainResult:
+          dist: Distributed | None = None, progress: bool = True, cpu_bf16: bool = False,
+          deadline: float | None = None) -> TrainResult:
     """Train `spec` with recipe `cfg` on the train split of `data_dir`, validating on its val split.
 
     The test split is never read. `cfg.train_per_class` picks a seeded stratified subset of
     the training images. Validation runs after every epoch with the raw and the EMA weights.
 
-    Every epoch ends with `checkpoint_dir/last.pt` written (rank 0, atomically). If that file
-    exists when training starts, the run resumes from it (every rank loads it) and skips the
-    finished epochs; a resumed run on the CPU ends with the same weights, bit for bit, as an
-    uninterrupted one. The checkpoint records a fingerprint of (spec, cfg): a checkpoint made
-    with other settings is not resumed, the run starts afresh (saying which settings
-    changed) and overwrites it. Resuming under another number of processes is allowed; the
-    data order then changes, so the result is the same recipe but not the same bits.
-    `train` leaves the checkpoint in place: call `remove_checkpoint` once the weights are
-    safely saved.
+    Every epoch ends with `checkpoint_dir/last.pt` written (rank 0, atomically; format in
+    `effnet.checkpoint`). If that file exists when training starts, the run resumes from it
+    (`resume`) and skips the finished epochs; a resumed run on the CPU ends with the same
+    weights, bit for bit, as an uninterrupted one. A checkpoint made with other settings or
+    code is not resumed: the run starts afresh (saying which settings changed) and overwrites
+    it. Resuming under another number of processes is allowed; the data order then changes,
+    so the result is the same recipe but not the same bits. `train` leaves the checkpoint in
+    place: call `remove_checkpoint` once the weights are safely saved.
+
+    Time budget: `deadline` (seconds since the epoch; None reads `deadline_from_env()`,
+    `math.inf` means none). An epoch is not started when the longest epoch measured so far
+    (in this process, else the checkpoint's last) would end past it: the run then raises
+    `TimeBudgetReached` (exit status 75) with every finished epoch in the checkpoint. Each
+    process trains at least one epoch unless the checkpoint's timings say it cannot fit.
 
     `callback(epoch, metrics)` runs on rank 0 after each epoch (epoch counts from 1; keys:
     METRIC_KEYS, accuracies as fractions). On resume it is first called for every epoch
@@ -470,152 +513,63 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     that does not fit the data or the number of processes.
     """
     dist = dist or Distributed()
-    device = dist.device
-    data_dir, checkpoint_dir = Path(data_dir), Path(checkpoint_dir)
-    checkpoint_path = checkpoint_dir / CHECKPOINT_NAME
+    deadline = deadline_from_env() if deadline is None else deadline
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
     say = print if (progress and dist.is_main) else (lambda *a, **k: None)
-
-    if cfg.batch_size % dist.world_size:
-        raise TrainingError(f"train.batch_size {cfg.batch_size} does not divide over {dist.world_size} processes; "
-                            f"use a multiple of {dist.world_size}")
-    batch_per_rank = cfg.batch_size // dist.world_size
-    if device.type == "cuda":
+    if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp_dtype = autocast_dtype(cfg.precision, device, cpu_bf16=cpu_bf16)
 
-    # data: train and val only; the test split is for the evaluate stage
-    meta = load_meta(data_dir)
-    mean, std = tuple(meta["mean"]), tuple(meta["std"])
-    train_split, val_split = load_split(data_dir, "train"), load_split(data_dir, "val")
-    subset = subset_per_class(train_split.fine_labels, cfg.train_per_class, cfg.seed)
-    try:
-        train_loader = DeviceLoader(train_split.images[subset], train_split.fine_labels[subset], batch_size=batch_per_rank,
-                                    train=True, device=device, mean=mean, std=std, resolution=spec.resolution,
-                                    crop_padding=cfg.crop_padding, hflip=cfg.hflip, cutout=cfg.cutout, seed=cfg.seed,
-                                    rank=dist.rank, world_size=dist.world_size, channels_last=cfg.channels_last)
-        val_loader = DeviceLoader(val_split.images, val_split.fine_labels, batch_size=cfg.eval_batch_size, train=False,
-                                  device=device, mean=mean, std=std, resolution=spec.resolution, rank=dist.rank,
-                                  world_size=dist.world_size, channels_last=cfg.channels_last)
-    except ValueError as error:
-        raise TrainingError(f"{spec.name}: {error} (train.batch_size, train.train_per_class)") from None
+    train_loader, val_loader = make_loaders(spec, cfg, Path(data_dir), dist)
     steps = len(train_loader)
-    total_steps = steps * cfg.epochs
-    warmup_steps = int(round(cfg.warmup_epochs * steps))
+    state = make_train_state(spec, cfg, device=dist.device, total_steps=steps * cfg.epochs,
+                             warmup_steps=int(round(cfg.warmup_epochs * steps)),
+                             amp_dtype=autocast_dtype(cfg.precision, dist.device, cpu_bf16=cpu_bf16), dist=dist)
+    start_epoch, history, train_time_s = resume(state, checkpoint_path, spec, cfg, say)
+    if callback is not None and dist.is_main:
+        for entry in history:  # replay the finished epochs, so a fresh logger gets whole curves
+            callback(int(entry["epoch"]), {k: entry[k] for k in METRIC_KEYS})
 
-    state = make_train_state(spec, cfg, device=device, total_steps=total_steps, warmup_steps=warmup_steps,
-                             amp_dtype=amp_dtype, dist=dist)
-    model, optimizer, scheduler, scaler, ema = state.model, state.optimizer, state.scheduler, state.scaler, state.ema
-
-    # resume
-    start_epoch, history, train_time_s = 0, [], 0.0
-    if checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if checkpoint.get("fingerprint") != run_fingerprint(spec, cfg):
-            changes = _changed(checkpoint.get("settings", {}), settings(spec, cfg))
-            say(f"{checkpoint_path}: made with other settings or code ({'; '.join(changes) or 'the code changed'}); "
-                "starting afresh")
-        else:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            scaler.load_state_dict(checkpoint["scaler"])
-            if ema is not None:
-                ema.load_state_dict(checkpoint["ema"])
-            _set_rng_states(checkpoint["rng"])
-            start_epoch, history = checkpoint["epoch"], list(checkpoint["history"])
-            train_time_s = checkpoint["train_time_s"]
-            say(f"{checkpoint_path}: resuming after epoch {start_epoch} of {cfg.epochs}")
-            if callback is not None and dist.is_main:
-                for entry in history:
-                    callback(int(entry["epoch"]), {k: entry[k] for k in METRIC_KEYS})
-        del checkpoint
-
-    bar_enabled = progress and dist.is_main and sys.stderr.isatty()
-    phase = "training"
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            _seed_epoch(cfg.seed, epoch, dist.rank)
-            train_loader.set_epoch(epoch)
-            model.train()
-            loss_sum = torch.zeros((), dtype=torch.float32, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            first_bad = torch.full((), steps, dtype=torch.int64, device=device)  # `steps` means none
-            phase, lr = "training", 0.0
-            start = time.perf_counter()
-            with _progress_bar(steps, f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", bar_enabled) as bar:
-                for step, (images, labels) in enumerate(train_loader):
-                    lr = optimizer.param_groups[0]["lr"]  # a Python float: the rate this step uses
-                    loss, logits = state.step(images, labels, epoch * steps + step)
-                    # running sums on the device; the first non-finite step is kept with arithmetic, not a branch
-                    loss_sum += loss
-                    correct += (logits.argmax(dim=1) == labels).sum()
-                    bad = (~torch.isfinite(loss)).long()
-                    first_bad = torch.minimum(first_bad, bad * step + (1 - bad) * steps)
-                    bar.update()
-
-            # the epoch's one look at the training numbers
-            stats = all_reduce_sum(torch.stack([loss_sum.double(), correct.double()]), dist)
-            bad_step = int(all_reduce_min(first_bad, dist).item())
-            if bad_step < steps:
-                kept = (f"the last good checkpoint ({checkpoint_path}, after epoch {epoch}) is kept" if epoch > 0
-                        else "no checkpoint was written")
-                raise TrainingError(f"{spec.name}: non-finite training loss at epoch {epoch + 1}, step {bad_step + 1} "
-                                    f"of {steps}; {kept}. Try a lower train.lr, train.grad_clip > 0 or train.precision fp32")
+    longest = history[-1]["epoch_time_s"] if history else None  # the estimate of the next epoch's time
+    measured = False
+    for epoch in range(start_epoch, cfg.epochs):
+        if out_of_time(deadline, longest, dist):
+            message = (f"{spec.name}: time budget reached after epoch {epoch} of {cfg.epochs} (the next would take "
+                       f"about {longest:.0f} s); {checkpoint_path} holds them: run the same command again to resume")
+            say(message)
+            raise TimeBudgetReached(message)
+        start = time.perf_counter()
+        phase = "training"
+        try:
+            loss, train_top1, lr = train_one_epoch(state, train_loader, epoch, spec=spec, cfg=cfg, dist=dist,
+                                                   checkpoint_path=checkpoint_path,
+                                                   bar=progress and dist.is_main and sys.stderr.isatty())
             train_seconds = time.perf_counter() - start
-            loss_total, correct_total = stats.tolist()
-
-            # keep every rank's BatchNorm statistics (and their EMA) equal to rank 0's, as DDP does at each forward
-            broadcast_(list(model.buffers()) + (list(ema.state_dict().values()) if ema is not None else []), dist)
-
             phase = "evaluation"
-            top1, top5 = evaluate_accuracy(model, val_loader, dist=dist, amp_dtype=amp_dtype)
-            top1_ema, top5_ema = (evaluate_accuracy(ema.module, val_loader, dist=dist, amp_dtype=amp_dtype)
-                                  if ema is not None else (top1, top5))
-            epoch_seconds = time.perf_counter() - start
-            train_time_s += epoch_seconds
-            metrics = {
-                "train/loss": loss_total / (steps * dist.world_size),
-                "train/top1": correct_total / (steps * cfg.batch_size),
-                "val/top1": top1, "val/top5": top5, "val/top1_ema": top1_ema, "val/top5_ema": top5_ema,
-                "lr": float(lr),
-                "images_per_s": steps * cfg.batch_size / train_seconds,
-                "epoch_time_s": epoch_seconds,
-            }
-            history.append({"epoch": epoch + 1, **metrics})
-
-            if dist.is_main:
-                _save_atomic({
-                    "format": CHECKPOINT_FORMAT,
-                    "fingerprint": run_fingerprint(spec, cfg),
-                    "settings": settings(spec, cfg),
-                    "epoch": epoch + 1,  # finished epochs
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": _rng_states(),
-                    "history": history,
-                    "train_time_s": train_time_s,
-                }, checkpoint_path)
-                if callback is not None:
-                    callback(epoch + 1, metrics)
-                say(_format(epoch + 1, cfg.epochs, metrics))
-    except torch.cuda.OutOfMemoryError:
-        if phase == "training":
-            hint = (f"at train.batch_size {cfg.batch_size} ({batch_per_rank} per GPU); try a smaller batch, "
-                    f"e.g. -S train.batch_size={max(1, cfg.batch_size // 2)} (the learning rate scales with it)")
-        else:
-            hint = (f"evaluating at train.eval_batch_size {cfg.eval_batch_size}; try "
-                    f"-S train.eval_batch_size={max(1, cfg.eval_batch_size // 2)}")
-        raise TrainingError(f"CUDA out of memory training {spec.name} at {spec.resolution}x{spec.resolution} {hint}") from None
+            val = validate(state, val_loader, dist)
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory(spec, cfg, dist, phase) from None
+        epoch_seconds = time.perf_counter() - start
+        train_time_s += epoch_seconds
+        metrics = {"train/loss": loss, "train/top1": train_top1, **val, "lr": lr,
+                   "images_per_s": steps * cfg.batch_size / train_seconds, "epoch_time_s": epoch_seconds}
+        history.append({"epoch": epoch + 1, **metrics})
+        if dist.is_main:
+            save_checkpoint(checkpoint_path, spec, cfg, epoch=epoch + 1, objects=state.checkpoint_objects(),
+                            history=history, train_time_s=train_time_s)
+            if callback is not None:
+                callback(epoch + 1, metrics)
+            say(_format(epoch + 1, cfg.epochs, metrics))
+        # the estimate includes the checkpoint and the logging: all of it must fit the budget
+        epoch_wall = time.perf_counter() - start
+        longest = epoch_wall if not measured else max(longest, epoch_wall)
+        measured = True
 
     if not history:
         raise TrainingError(f"{spec.name}: no epoch was trained (train.epochs = {cfg.epochs})")
-    model.eval()
-    if ema is not None:
-        ema.module.eval()
-    return TrainResult(model=model, ema=ema.module if ema is not None else None, metrics=dict(history[-1]),
-                       history=history, train_time_s=train_time_s)
+    state.model.eval()
+    if state.ema is not None:
+        state.ema.module.eval()
+    return TrainResult(model=state.model, ema=state.ema.module if state.ema is not None else None,
+                       metrics=dict(history[-1]), history=history, train_time_s=train_time_s)

@@ -132,7 +132,9 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
     Joins the process group (if torchrun started several processes), trains with resumable
     checkpoints in `checkpoints`, and on rank 0 logs each epoch to DVCLive in `live_dir`
     (params: the spec, the recipe and `extra`), writes `out/model.pt` and only then removes
-    the checkpoints. Returns the result on every rank.
+    the checkpoints. Returns the result on every rank. A run stopped by its time budget
+    ($EFFNET_DEADLINE or $EFFNET_TIME_BUDGET_S, see `effnet.train.deadline_from_env`) raises
+    `TimeBudgetReached`, a SystemExit with status 75: no model.pt, the checkpoints kept.
     """
     dist = init_distributed()
     try:

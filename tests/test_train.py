@@ -249,6 +249,92 @@ def test_finished_checkpoint_is_reused_and_other_settings_start_afresh(prepared_
     assert torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
 
 
+def test_resume_works_when_a_device_map_location_would_put_the_rng_states_on_another_device(
+        prepared_data_dir, tmp_path, monkeypatch):
+    """map_location=<device> puts every tensor of a checkpoint, the RNG states too, on that device (on a GPU: CUDA,
+    where `.numpy()` fails). Here a torch.load that sends tensors to the "meta" device unless asked for the CPU stands
+    in for that: resuming must still work, and finish with the weights of an uninterrupted run."""
+    whole = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "whole", progress=False)
+    checkpoints = tmp_path / "ck"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_epoch_1(epoch, metrics):  # the callback runs once the epoch's checkpoint is written
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(TINY, QUICK, prepared_data_dir, checkpoint_dir=checkpoints, progress=False, callback=stop_after_epoch_1)
+
+    real_load, locations = torch.load, []
+
+    def load_elsewhere(*args, map_location=None, **kwargs):
+        locations.append(map_location)
+        payload = real_load(*args, map_location="cpu", **kwargs)
+        if map_location == "cpu":  # exactly the CPU, whatever the training device
+            return payload
+        to_meta = lambda x: x.to("meta") if isinstance(x, torch.Tensor) else x  # noqa: E731
+        return torch.utils._pytree.tree_map(to_meta, payload)
+
+    monkeypatch.setattr(torch, "load", load_elsewhere)
+    resumed = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=checkpoints, progress=False)
+    assert locations and all(m == "cpu" for m in locations)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert all_equal(whole.model.state_dict(), resumed.model.state_dict())
+    assert all_equal(whole.ema.state_dict(), resumed.ema.state_dict())
+
+
+def test_the_ema_broadcast_sends_only_tensors_on_the_training_device():
+    """EMA's update counter lives on the CPU whatever the model's device: NCCL could not broadcast it."""
+    model = build_model(TINY).to("meta")  # "meta" stands in for a CUDA device
+    ema = train_module.EMA(model, 0.9)
+    shared = train_module.shared_state(model, ema, torch.device("meta"))
+    assert ema.n_averaged.device.type == "cpu" and all(t is not ema.n_averaged for t in shared)
+    assert all(t.device.type == "meta" for t in shared)
+    assert len(shared) == len(list(model.buffers())) + len(ema.state_dict()) - 1
+    assert len(train_module.shared_state(model, None, torch.device("meta"))) == len(list(model.buffers()))
+
+
+def test_deadline_comes_from_the_environment_and_bad_values_are_named():
+    assert train_module.deadline_from_env({}) is None
+    assert train_module.deadline_from_env({"EFFNET_DEADLINE": "1000.5"}) == 1000.5
+    budget = train_module.deadline_from_env({"EFFNET_TIME_BUDGET_S": "60"})
+    assert budget == pytest.approx(train_module._IMPORTED_AT + 60)
+    assert train_module.deadline_from_env({"EFFNET_DEADLINE": "1000", "EFFNET_TIME_BUDGET_S": "60"}) == 1000  # earlier
+    with pytest.raises(TrainingError, match="EFFNET_TIME_BUDGET_S must be a number of seconds, got 'ten'"):
+        train_module.deadline_from_env({"EFFNET_TIME_BUDGET_S": "ten"})
+    with pytest.raises(TrainingError, match="EFFNET_DEADLINE must be positive"):
+        train_module.deadline_from_env({"EFFNET_DEADLINE": "-1"})
+
+
+def test_time_budget_stops_after_an_epoch_with_status_75_and_resuming_ends_as_an_uninterrupted_run(
+        prepared_data_dir, tmp_path, capsys):
+    cfg = replace(QUICK, epochs=3)
+    whole = train(TINY, cfg, prepared_data_dir, checkpoint_dir=tmp_path / "whole", progress=False, deadline=math.inf)
+
+    checkpoints = tmp_path / "ck"
+    # a deadline already past: the first epoch of a process is trained (nothing says it cannot fit), then it stops
+    with pytest.raises(train_module.TimeBudgetReached) as stop:
+        train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=True, deadline=time.time())
+    assert stop.value.code == train_module.RESUME_EXIT_STATUS == 75
+    assert isinstance(stop.value, SystemExit) and not isinstance(stop.value, Exception)  # no `except Exception` eats it
+    assert "time budget reached after epoch 1 of 3" in str(stop.value) and "resume" in capsys.readouterr().out
+    assert torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
+
+    # resumed under a budget that the checkpoint's epoch time says cannot fit: stops at once, nothing lost
+    with pytest.raises(train_module.TimeBudgetReached, match="after epoch 1 of 3"):
+        train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False, deadline=time.time() + 1e-3)
+    assert torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
+
+    resumed = train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False,
+                    deadline=time.time() + 3600)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert all_equal(whole.model.state_dict(), resumed.model.state_dict())
+    assert all_equal(whole.ema.state_dict(), resumed.ema.state_dict())
+    for key in ("train/loss", "val/top1", "val/top1_ema", "lr"):
+        assert [h[key] for h in whole.history] == [h[key] for h in resumed.history]
+
+
 def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
     dist = Distributed(rank=0, world_size=2)
     with pytest.raises(TrainingError, match="does not divide over 2 processes"):
@@ -263,8 +349,8 @@ def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
 def _stage_params(tmp_path: Path, **train_overrides) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["network"].update(base_resolution=8, efficientnet_scaling="published")  # B0 at 8x8
-    params["train"].update(epochs=6, train_per_class=2, batch_size=50, warmup_epochs=1.0, precision="fp32",
-                           eval_batch_size=200, **train_overrides)
+    params["train"].update({"epochs": 6, "train_per_class": 2, "batch_size": 50, "warmup_epochs": 1.0,
+                            "precision": "fp32", "eval_batch_size": 200, **train_overrides})
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -317,6 +403,37 @@ def test_stage_killed_mid_run_resumes_bit_for_bit(prepared_data_dir, tmp_path):
         assert [r.split("\t")[0] for r in rows[1:]] == [str(s) for s in range(6)]
         assert json.loads((run / "live" / "metrics.json").read_text())["step"] == 5
         assert (run / "live" / "params.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_stage_out_of_time_exits_75_without_weights_and_the_rerun_finishes_as_an_uninterrupted_run(
+        prepared_data_dir, tmp_path):
+    params = _stage_params(tmp_path, epochs=2, train_per_class=1)
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    env.pop("EFFNET_DEADLINE", None)
+    env.pop("EFFNET_TIME_BUDGET_S", None)
+
+    whole = tmp_path / "whole"
+    done = subprocess.run(_stage_command(params, prepared_data_dir, whole), capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+
+    run = tmp_path / "budget"
+    stopped = subprocess.run(_stage_command(params, prepared_data_dir, run), capture_output=True, text=True,
+                             env={**env, "EFFNET_TIME_BUDGET_S": "0.001"}, timeout=300)
+    assert stopped.returncode == 75, stopped.stdout + stopped.stderr
+    assert "time budget reached after epoch 1 of 2" in stopped.stdout
+    assert not (run / "model" / "model.pt").exists()  # never mistaken for a result
+    assert torch.load(run / "checkpoints" / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
+    assert len((run / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 2  # 1 epoch
+
+    resumed = subprocess.run(_stage_command(params, prepared_data_dir, run), capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1 of 2" in resumed.stdout
+    a, b = read_weights(whole / "model" / "model.pt"), read_weights(run / "model" / "model.pt")
+    assert all_equal(a["state_dict"], b["state_dict"]) and all_equal(a["ema_state_dict"], b["ema_state_dict"])
+    assert not (run / "checkpoints").exists()
 
 
 def _load_stage():

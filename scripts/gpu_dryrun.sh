@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The whole GPU recipe on this CPU, under the GPU machine's versions (not in CI; ~5-10 minutes on 2 cores):
+#
+#   CIFAR100_ARCHIVE=/path/to/cifar-100-python.tar.gz bash scripts/gpu_dryrun.sh [WORKDIR]
+#
+# 1. A Python 3.12 virtual environment with torch 2.11.0 and torchvision 0.26.0 from PyPI and only packages
+#    the GPU image has (numpy, pyyaml, tqdm, pandas, matplotlib, pillow): no dvc, dvclive, fvcore or
+#    grad-cam (checked). Made once, in $GPU_DRYRUN_VENV (default ~/.cache/effnet-gpu-dryrun/venv312).
+# 2. Each device call emulated: the working tree as the device tool sends it (tracked plus untracked,
+#    unignored files) plus the call's carried path, copied into a fresh "device" directory that persists
+#    between calls as a warm machine does; $OUT emptied per call; `timeout -s KILL` at the call's timeout_s.
+# 3. The calls of a window: three carries (parts checked, then joined atomically and the arrays prepared),
+#    a training call whose trainer stops itself at its time budget (exit 75), a call SIGKILLed from outside
+#    mid-epoch (its archive is lost, its checkpoint is not), the call that finishes, and a call that finds
+#    everything done. Then the same window uninterrupted on a second fresh device: the metrics must match.
+# 4. The archives unpacked, in order, into a scratch clone of this repository and committed on a scratch
+#    branch there, as a GPU session would; then `dvc metrics show`, `dvc plots show` and the report stage
+#    run on that commit with the project's own environment (which has dvc), on a machine without weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+PY312=${PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}
+VENV=${GPU_DRYRUN_VENV:-$HOME/.cache/effnet-gpu-dryrun/venv312}
+ARCHIVE=${CIFAR100_ARCHIVE:-$REPO/../shared/data/cifar-100-python.tar.gz}
+WORK=${1:-$(mktemp -d /tmp/gpu-dryrun-XXXXXX)}
+WINDOW=scripts/gpu_dryrun.yaml
+HERE_PYTHON=${HERE_PYTHON:-python}   # the project's environment (dvc, dvclive) for the steps "here"
+mkdir -p "$WORK"
+say() { printf '\n=== %s\n' "$*"; }
+[ -f "$ARCHIVE" ] || { echo "error: no CIFAR-100 archive at $ARCHIVE; set CIFAR100_ARCHIVE" >&2; exit 2; }
+
+say "1. the GPU machine's Python: $VENV"
+if [ ! -x "$VENV/bin/python3" ]; then
+  "$PY312" -m venv "$VENV"
+  "$VENV/bin/python3" -m pip install -q --upgrade pip
+  "$VENV/bin/python3" -m pip install -q torch==2.11.0 torchvision==0.26.0 numpy pyyaml tqdm pandas matplotlib pillow
+fi
+(cd / && "$VENV/bin/python3" - <<'PY'
+import importlib.util, platform, torch, torchvision
+assert platform.python_version().startswith("3.12"), platform.python_version()
+assert torch.__version__.startswith("2.11.0") and torchvision.__version__.startswith("0.26.0"), torch.__version__
+extra = [m for m in ("dvc", "dvclive", "fvcore", "pytorch_grad_cam") if importlib.util.find_spec(m)]
+assert not extra, f"the GPU machine has none of {extra}"
+print("python", platform.python_version(), "torch", torch.__version__, "torchvision", torchvision.__version__,
+      "; no dvc, dvclive, fvcore, grad-cam")
+PY
+)  # from / : the repository's dvclive/ folder would pass for a namespace package
+
+say "2. here: carry parts"
+"$VENV/bin/python3" scripts/gpu.py prepare --archive "$ARCHIVE"
+nparts=$(ls -d .carry/part* | wc -l)
+
+# send DEVICE [CARRY]: the tree as the tool sends it, plus one carried path (replacing it there)
+send() {
+  local device=$1 carry=${2:-}
+  mkdir -p "$device"
+  git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$device"
+  if [ -n "$carry" ]; then rm -rf "${device:?}/$carry"; mkdir -p "$device/$(dirname "$carry")"; cp -r "$carry" "$device/$carry"; fi
+}
+# call NAME DEVICE TIMEOUT_S COMMAND: run on the emulated device with $OUT fresh; killed (SIGKILL) at TIMEOUT_S
+call() {
+  local name=$1 device=$2 limit=$3 command=$4 rc=0
+  rm -rf "$WORK/out/$name" && mkdir -p "$WORK/out/$name"
+  say "call $name (timeout_s $limit): $command"
+  (cd "$device" && PATH="$VENV/bin:$PATH" OUT="$WORK/out/$name" EFFNET_CARRY_STORE="$device.root/carry" \
+     OMP_NUM_THREADS=1 timeout -s KILL "$limit" bash -c "$command") > "$WORK/out/$name.log" 2>&1 || rc=$?
+  tail -n 4 "$WORK/out/$name.log"
+  echo "call $name: exit $rc; came back: $(ls "$WORK/out/$name" | tr '\n' ' ')"
+  echo "$rc" > "$WORK/out/$name.rc"
+}
+
+say "3. the window, interrupted twice"
+DEV=$WORK/device
+for i in $(seq 1 "$nparts"); do
+  send "$DEV" ".carry/part$i"
+  last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data $WINDOW"
+  call "carry$i" "$DEV" 600 "python3 scripts/gpu.py stash .carry/part$i$last"
+done
+send "$DEV"
+# the trainer's own budget: EFFNET_TIME_BUDGET_S caps each stage at 6 s here, as EFFNET_DEADLINE does on the GPU
+call train1 "$DEV" 600 "EFFNET_TIME_BUDGET_S=6 python3 scripts/gpu.py run $WINDOW --limit-s 540"
+[ "$(cat "$WORK/out/train1.rc")" = 75 ] || { echo "error: the budgeted call should exit 75" >&2; exit 1; }
+# killed from outside at the call's limit, mid-run: the archive of this call is lost, the checkpoints are not
+call killed "$DEV" 30 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
+call train2 "$DEV" 600 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
+[ "$(cat "$WORK/out/train2.rc")" = 0 ] || { echo "error: the finishing call failed" >&2; exit 1; }
+call again "$DEV" 600 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
+[ "$(grep -c "finished earlier with the same settings, skipped" "$WORK/out/again.log")" = 2 ] \
+  || { echo "error: the last call should skip both finished models" >&2; exit 1; }
+grep -h "time budget reached\|resuming after\|hard time limit" "$WORK"/out/train1.log "$WORK"/out/killed.log "$WORK"/out/train2.log || true
+
+say "4. the same window uninterrupted, on a fresh device"
+REF=$WORK/reference
+for i in $(seq 1 "$nparts"); do
+  send "$REF" ".carry/part$i"
+  last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data $WINDOW"
+  call "ref-carry$i" "$REF" 600 "python3 scripts/gpu.py stash .carry/part$i$last"
+done
+send "$REF"
+call reference "$REF" 600 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
+
+say "5. compare: interrupted and resumed against uninterrupted"
+"$VENV/bin/python3" - "$WORK" "$WINDOW" <<'PY'
+import json, sys
+from pathlib import Path
+import yaml
+work, models = Path(sys.argv[1]), yaml.safe_load(Path(sys.argv[2]).read_text())["models"]
+timing = ("time", "images_per_s", "latency", "throughput", "seconds")
+def results(device):  # what the device's evaluate stage and trainer wrote for the window's models
+    found = {}
+    for model in models:
+        for path in (device / "metrics" / "models" / f"{model}.json", device / "dvclive" / model / "metrics.json"):
+            found[str(path.relative_to(device))] = {k: v for k, v in json.loads(path.read_text()).items()
+                                                    if not any(t in k for t in timing)}
+    return found
+a, b = results(work / "device"), results(work / "reference")
+for name in a:
+    assert a[name] == b[name], (name, a[name], b[name])
+print(f"same metrics (every key but timings) in {len(a)} files: " + ", ".join(a))
+print("e.g. " + ", ".join(f"{m}: train/loss {a[f'dvclive/{m}/metrics.json']['train']['loss']!r}" for m in models))
+PY
+
+say "6. unpack into a scratch clone, commit, and read it back with DVC"
+SCRATCH=$WORK/scratch
+rm -rf "$SCRATCH" && git clone -q "$REPO" "$SCRATCH"
+git -C "$SCRATCH" checkout -q -b gpu-dryrun
+for name in train1 train2 again; do
+  "$VENV/bin/python3" scripts/gpu.py unpack "$WORK/out/$name" --repo "$SCRATCH" | sed "s/^/  $name: /"
+done
+git -C "$SCRATCH" add -A
+git -C "$SCRATCH" -c user.name=dryrun -c user.email=dryrun@localhost commit -q -m "GPU dry run: window $WINDOW (CPU emulation)"
+git -C "$SCRATCH" show --stat --format='%h %s' HEAD | tail -n 25
+(cd "$SCRATCH" && dvc metrics show --json | "$HERE_PYTHON" -c "
+import json, sys
+for rev in json.load(sys.stdin).values():
+    for path, entry in rev['data'].items():
+        if path.startswith('metrics/models/') and 'data' in entry:
+            d = entry['data']
+            print(f'dvc metrics show: {path}: test/top1 {d[\"test/top1\"]}, device {d[\"device\"]}, epochs {d[\"epochs\"]}')
+")
+(cd "$SCRATCH" && dvc plots show --out "$WORK/dvc_plots" >/dev/null && echo "dvc plots show: $WORK/dvc_plots/index.html")
+(cd "$SCRATCH" && "$HERE_PYTHON" stages/report.py --out "$WORK/REPORT.md" --readme /dev/null && grep -c . "$WORK/REPORT.md")
+say "dry run passed: $WORK"

@@ -1,0 +1,48 @@
+"""The benchmarks' failure paths: no CUDA for --device cuda, out-of-memory in the trainer benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_loader_benchmark_on_cuda_without_cuda_exits_non_zero_and_says_why():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_loader.py"), "--device", "cuda"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "no CUDA device" in done.stderr and done.stdout == ""
+
+
+def test_trainer_benchmark_halves_the_batch_on_out_of_memory_and_says_so(monkeypatch, capsys):
+    bench = _load("bench_train")
+    tried = []
+
+    def fake(name, train, meta, args, device, *, batch_size=None, **variant):
+        tried.append(batch_size)
+        if batch_size > 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return {"model": name, "setup": "ours", "batch": batch_size}
+
+    monkeypatch.setattr(bench, "bench_ours", fake)
+    args = argparse.Namespace(batch_size=256)
+    row = bench.bench_fitting("efficientnet_b7", None, None, args, torch.device("cpu"))
+    assert tried == [256, 128, 64] and row["batch"] == 64
+    assert "out of memory at batch 128, halved to 64" in row["setup"]
+    assert "efficientnet_b7" in capsys.readouterr().out
