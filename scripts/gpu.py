@@ -479,11 +479,16 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
             status["jobs"][job.name] = entry
 
         if any(job.model for job in trained) and window.get("evaluate", True):
-            command = ["python3", "stages/evaluate.py", "--params", "params-gpu.yaml"]
-            commands.append(" ".join(command))
-            rc = run_stage(command, cwd=root, env=env, log=staging / "logs" / "evaluate.log", hard_end=hard_end)
-            status["jobs"]["evaluate"] = {"exit": rc, "status": "done" if rc == 0 else "failed: see its log"}
-            if rc:
+            # each trained model's own evaluate stage (its metrics JSON and per-image predictions), then the table
+            evaluations = [["python3", "stages/evaluate.py", "--model", job.model, "--params", "params-gpu.yaml"]
+                           for job in trained if job.model]
+            failed = 0
+            for command in evaluations + [["python3", "stages/collect.py", "--params", "params-gpu.yaml"]]:
+                commands.append(" ".join(command))
+                failed = failed or run_stage(command, cwd=root, env=env, log=staging / "logs" / "evaluate.log",
+                                             hard_end=hard_end)
+            status["jobs"]["evaluate"] = {"exit": failed, "status": "done" if failed == 0 else "failed: see its log"}
+            if failed:
                 exit_status = exit_status or 1
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
@@ -511,7 +516,7 @@ def collect_and_pack(window: dict[str, Any], root: Path, staging: Path, out: Pat
     ran = {name for name, job in status["jobs"].items() if "exit" in job}  # started in this call
     # only what this call's jobs wrote: the repository copy also holds the committed files of earlier runs
     outputs = ["gpu/done"]
-    if "evaluate" in ran or "evaluate_scaling" in ran:
+    if any(name.startswith("evaluate") or name == "collect" for name in ran):
         outputs += ["metrics/models", "metrics/models.csv", "predictions"]
     if "search" in ran:
         outputs += ["metrics/search.json", "plots/search.csv"]

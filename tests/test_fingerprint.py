@@ -52,6 +52,8 @@ def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
     import subprocess
     import sys
 
+    from types import SimpleNamespace
+
     from effnet.search import Candidate, run_search
 
     tree = tmp_path / "repo"  # a copy of the project's code, so that its files can be edited
@@ -67,16 +69,19 @@ def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
                               check=True).stdout.strip()
 
     candidates = [Candidate(1.2, 1.1, 1.15), Candidate(1.1, 1.1, 1.2)]
+    # two different networks, one candidate each (what effnet.search.place and group_identical give)
+    groups = [[SimpleNamespace(candidate=c, architecture=f"net{i}", phi=1.0, spec=SimpleNamespace(resolution=32),
+                               flops_ratio=2.0)] for i, c in enumerate(candidates)]
     trained = []
 
-    def train_candidate(candidate):
-        trained.append(candidate.key)
+    def train_candidate(placed):
+        trained.append(placed.candidate.key)
         return {"val_top1": 0.5}
 
     def search() -> int:
         trained.clear()
         key = search_key()
-        run_search(candidates, train_candidate, tmp_path / "scratch" / key, key)
+        run_search(groups, train_candidate, tmp_path / "scratch" / key, key, log=None)
         return len(trained)
 
     assert search() == 2
