@@ -154,8 +154,7 @@ def time_b0(params: Params, device: Any, steps: int = 3, batch: int | None = Non
     from effnet.models import build_model, published_spec
 
     net = params.network
-    spec = published_spec("b0", regime=net.regime, cifar_downsample=net.cifar_downsample, num_classes=net.num_classes,
-                           base_resolution=net.base_resolution)
+    spec = published_spec("b0", net)
     model = build_model(spec).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     size = batch or (min(params.train.batch_size, 32) if device.type == "cpu" else params.train.batch_size)
@@ -241,11 +240,11 @@ def model_line(name: str, names: list[str], params: Params, seconds_per_b0_image
 
 def matrix_model_line(name: str, params: Params, timing: Path = Path("plan/timing.json")) -> str:
     """The line a matrix training stage prints as it starts, with the plan stage's timing when it fits this device."""
-    from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES
+    from effnet.study import model_names
 
     device, _ = describe_device()
     seconds = load_timing(timing, device, params.network.base_resolution)
-    return model_line(name, list(EFFICIENTNET_NAMES + BASELINE_NAMES), params, seconds)
+    return model_line(name, list(model_names()), params, seconds)
 
 
 def save_timing(path: Path, device: str, seconds_per_b0_image: float, base_resolution: int) -> None:
