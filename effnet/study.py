@@ -71,6 +71,7 @@ class StudyModel:
     strategy: str | None = None  # scaling study: a `Strategy.name` or 'baseline'
     target: float | None = None  # scaling study: the multiple of B0's FLOPs aimed at (1 for B0)
     phi: float | None = None  # the phi model's phi
+    cifar_anchor: float | None = None  # public CIFAR-100 test top-1 (%) of this network (CIFAR_ANCHORS_SOURCE)
 
     @property
     def is_baseline(self) -> bool:
@@ -86,12 +87,17 @@ _EFFICIENTNET_TABLE2 = {"b0": PaperRow(77.1, "5.3M", "0.39B"), "b1": PaperRow(79
 EFFICIENTNETS: tuple[StudyModel, ...] = tuple(
     StudyModel(f"efficientnet_{v}", "matrix", "efficientnet", v.upper(), "tab:red", EFFICIENTNET_LAYER, row, variant=v)
     for v, row in _EFFICIENTNET_TABLE2.items())
+# CIFAR-style networks (3x3 stride-1 stems) trained 200 epochs on CIFAR-100 (SGD, lr 0.1 step
+# schedule, batch 128, weight decay 5e-4): their test top-1 is the `cifar_anchor` of each baseline.
+CIFAR_ANCHORS_SOURCE = "https://github.com/weiaicunzai/pytorch-cifar100"
 # The baselines of Table 2, CIFAR stems (`effnet.models`); a new one reuses a torchvision builder.
 BASELINES: tuple[StudyModel, ...] = (
-    StudyModel("resnet50", "matrix", "resnet50", "ResNet-50", "tab:blue", "layer4", PaperRow(76.0, "26M", "4.1B")),
-    StudyModel("resnet152", "matrix", "resnet152", "ResNet-152", "tab:blue", "layer4", PaperRow(77.8, "60M", "11B")),
+    StudyModel("resnet50", "matrix", "resnet50", "ResNet-50", "tab:blue", "layer4", PaperRow(76.0, "26M", "4.1B"),
+               cifar_anchor=77.4),
+    StudyModel("resnet152", "matrix", "resnet152", "ResNet-152", "tab:blue", "layer4", PaperRow(77.8, "60M", "11B"),
+               cifar_anchor=77.7),
     StudyModel("densenet201", "matrix", "densenet201", "DenseNet-201", "tab:blue", "features",
-               PaperRow(77.2, "20M", "4.3B")),
+               PaperRow(77.2, "20M", "4.3B"), cifar_anchor=78.5),
 )
 PHI_MODEL = "efficientnet_phi"
 
@@ -113,6 +119,14 @@ def scaled_name(strategy: str, target: float) -> str:
 
 def strategy_names() -> tuple[str, ...]:
     return tuple(s.name for s in STRATEGIES)
+
+
+def strategy(name: str) -> Strategy:
+    """The strategy `name` ('baseline': B0 itself); an unknown name is an error that lists the known ones."""
+    for s in (SCALING_BASELINE, *STRATEGIES):
+        if s.name == name:
+            return s
+    raise ValueError(f"unknown scaling strategy {name!r}; allowed: {', '.join(strategy_names())}")
 
 
 def scaling_models(flops_targets: tuple[float, ...] | list[float]) -> tuple[StudyModel, ...]:
