@@ -66,17 +66,21 @@ def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
         return subprocess.run([sys.executable, "-c", code, str(tree)], capture_output=True, text=True,
                               check=True).stdout.strip()
 
-    candidates = [Candidate(1.2, 1.1, 1.15), Candidate(1.1, 1.1, 1.2)]
+    from types import SimpleNamespace
+
+    # one group of identical networks per candidate, as `group_identical` returns them
+    groups = [[SimpleNamespace(candidate=c, architecture=c.key, phi=1.0, spec=SimpleNamespace(resolution=32),
+                               flops_ratio=2.0)] for c in (Candidate(1.2, 1.1, 1.15), Candidate(1.1, 1.1, 1.2))]
     trained = []
 
-    def train_candidate(candidate):
-        trained.append(candidate.key)
+    def train_candidate(placed):
+        trained.append(placed.candidate.key)
         return {"val_top1": 0.5}
 
     def search() -> int:
         trained.clear()
         key = search_key()
-        run_search(candidates, train_candidate, tmp_path / "scratch" / key, key)
+        run_search(groups, train_candidate, tmp_path / "scratch" / key, key, log=None)
         return len(trained)
 
     assert search() == 2
