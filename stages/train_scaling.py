@@ -5,15 +5,12 @@
         [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>]
         [--params params.yaml] [--data data/cifar100] [--coefficients metrics/search.json]
 
-The strategy's multiplier (depth, width, resolution or phi) is solved so that the network's
-measured FLOPs (`effnet.models.count_flops`) lie within `scaling.tolerance` of `--target` x
-B0's; every model of the study, B0 included, trains with the recipe of `train:` and the
-budget of `scaling:`, and every model at one target with the same regularisation: dropout
-`effnet.scaling.target_dropout(target)` and stochastic depth `train.drop_path_rate`. The
-saved record `matched` holds the FLOPs and the depth, width and resolution multipliers as
-built (after rounding), beside the dropout and drop-path rate.
-Writes `--out`/model.pt (by default models/scaling/<strategy>_<target>x, or
-models/scaling/baseline for B0); the model is named after that directory.
+The model's spec and its `matched` record come from `effnet.scaling.study_spec` (FLOPs
+matched within `scaling.tolerance`, one regularisation per target); compound scaling uses
+`effnet.study.compound_coefficients` (searched, or the paper's under
+`network.efficientnet_scaling: published`). Trained with the recipe of `train:` and the
+budget of `scaling:`; writes `--out`/model.pt (default models/scaling/<strategy>_<target>x,
+or models/scaling/baseline), the model named after that directory.
 """
 
 from __future__ import annotations
