@@ -98,7 +98,8 @@ def figure1_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for row in models:
         if row.get("group") == "matrix":
-            family = "efficientnet" if str(row["model"]).startswith("efficientnet_") else "baseline"
+            entry = study.find(str(row["model"]))
+            family = "baseline" if entry is not None and entry.is_baseline else "efficientnet"
         elif row.get("group") == "phi":
             family = "efficientnet_phi"
         else:
