@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
 from effnet.config import Params  # noqa: E402
-from effnet.search import search_stage  # noqa: E402
+from effnet.search_run import search_stage  # noqa: E402
 from stages import cli  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, load_meta, load_split
-from effnet.evaluate import (COLUMNS, accuracy_keys, evaluate_one, find_models, group_of, load_eval_data, predict,
+from effnet.evaluate import (COLUMNS, accuracy_keys, evaluate_one, find_models, load_eval_data, predict,
                              scaling_role, topk_accuracy, trained_model)
 from effnet.models import ModelSpec, build_model
 from effnet.plots import read_table

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from effnet import search as search_library
+from effnet import search_run as search_library
 from effnet.io import LOCK_NAME
 from effnet.scaling import target_dropout
 from stages import search as search_stage
