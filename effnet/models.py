@@ -133,16 +133,16 @@ def build_model(spec: ModelSpec) -> nn.Module:
         model: nn.Module = efficientnet(spec.width, spec.depth, spec.resolution, spec.dropout, num_classes=spec.num_classes,
                                         regime=spec.regime, cifar_downsample=spec.cifar_downsample,
                                         drop_path_rate=spec.drop_path_rate)
-    elif spec.arch.islower() and callable(builder := getattr(tv, spec.arch, None)):
-        # a baseline: torchvision's builder of that name, with the CIFAR stem of its family
-        model = builder(weights=None, num_classes=spec.num_classes)
+    elif spec.arch in {m.arch for m in study.BASELINES}:
+        # a baseline of the study: torchvision's builder of that name, with the CIFAR stem of its family
+        model = getattr(tv, spec.arch)(weights=None, num_classes=spec.num_classes)
         if spec.regime == "cifar" and isinstance(model, tv.ResNet):
             model = _cifar_resnet(model)
         elif spec.regime == "cifar" and isinstance(model, tv.DenseNet):
             model = _cifar_densenet(model)
     else:
-        raise ValueError(f"unknown architecture {spec.arch!r}; allowed: efficientnet or a torchvision builder "
-                         f"({', '.join(m.arch for m in study.BASELINES)})")
+        raise ValueError(f"unknown architecture {spec.arch!r}; allowed: efficientnet, "
+                         f"{', '.join(m.arch for m in study.BASELINES)} (effnet/study.py BASELINES)")
     model.resolution = spec.resolution
     model.spec = spec
     return model
