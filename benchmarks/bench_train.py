@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 from effnet.config import TrainConfig  # noqa: E402
 from effnet.data import DeviceLoader, load_meta, load_split, prepare  # noqa: E402
 from effnet.download import read_cifar100  # noqa: E402
-from effnet.models import MODEL_NAMES, build_model, count_flops, spec_for_name  # noqa: E402
+from effnet.models import build_model, count_flops, spec_for_name  # noqa: E402
+from effnet.study import model_names  # noqa: E402
 from effnet.report import cpu_name  # noqa: E402
 from effnet.synthetic import write_synthetic_archive  # noqa: E402
 from effnet.train import (  # noqa: E402
@@ -327,7 +328,7 @@ def main() -> int:
         if args.sweep or cuda:
             print("\nthis trainer on every network of the train matrix (published B0-B7 table, CIFAR regime):")
             print(HEADER)
-            for name in MODEL_NAMES:
+            for name in model_names():
                 try:
                     report(bench_fitting(name, train, meta, args, device), args)
                 except torch.cuda.OutOfMemoryError:

@@ -32,7 +32,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 import torch
@@ -45,14 +45,12 @@ from effnet.evaluate import find_models, scaling_role
 from effnet.io import write_csv, write_json
 from effnet.models import last_conv_stage
 from effnet.plots import pyplot, save_figure
+from effnet.study import SCALING_BASELINE, strategy, strategy_names
 from effnet.train import load_weights, read_weights
 
 METHOD_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
                   "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "random": "RandomCAM"}
 REFERENCE_METHOD = "random"  # random channel weights on the real activations: the floor of the faithfulness table
-FIGURE_STRATEGIES = ("baseline", "depth", "width", "resolution", "compound")  # the columns of Figure 7
-COLUMN_TITLES = {"baseline": "baseline (B0)", "depth": "deeper", "width": "wider", "resolution": "higher resolution",
-                 "compound": "compound scaling"}
 # The grad-cam package's ROAD percentile p is the share of pixels KEPT: MoRF keeps the pixels whose CAM lies
 # below the p-th percentile and imputes the (100 - p)% most relevant; LeRF keeps the p% most relevant and
 # imputes the rest. This symmetric set removes 80, 60, 40 and 20% alike; the ROAD paper uses 10..90.
@@ -182,11 +180,20 @@ class ScalingModel:
     flops_ratio: float  # reached (the weights file's `matched` record; the target when absent)
 
 
-def scaling_models(models_dir: Path) -> list[ScalingModel]:
-    """The scaling study's weights files, baseline first, then by strategy and target."""
+def figure_strategies() -> tuple[str, ...]:
+    """The columns of Figure 7: B0, then each strategy of the study (effnet/study.py)."""
+    return (SCALING_BASELINE.name,) + strategy_names()
+
+
+def scaling_models(models_dir: Path, run: Collection[str] | None = None) -> list[ScalingModel]:
+    """The scaling study's weights files, baseline first, then by strategy and target.
+
+    `run`: the names of the run's models (`effnet.study.study_models`); weights of an earlier
+    run that no stage declares any more (another `scaling.flops_targets`) are left out.
+    """
     found = []
     for item in find_models(models_dir):
-        if item.group != "scaling":
+        if item.group != "scaling" or (run is not None and item.model not in run):
             continue
         payload = read_weights(item.path)
         role = scaling_role(item.model, payload)
@@ -195,7 +202,7 @@ def scaling_models(models_dir: Path) -> list[ScalingModel]:
         matched = payload.get("matched") if isinstance(payload.get("matched"), dict) else {}
         found.append(ScalingModel(item.model.rsplit("/", 1)[-1], item.path, role[0], role[1],
                                   float(matched.get("flops_ratio", role[1]))))
-    order = {s: i for i, s in enumerate(FIGURE_STRATEGIES)}
+    order = {s: i for i, s in enumerate(figure_strategies())}
     return sorted(found, key=lambda m: (order.get(m.strategy, len(order)), m.target, m.model))
 
 
@@ -209,23 +216,26 @@ class Panel:
 
 
 def run_cam(models_dir: Path, data_dir: Path, cfg: CamConfig, *, cam_dir: Path, metrics_path: Path, table_path: Path,
-            device: torch.device | str = "cpu", batch_size: int = 64, log: Callable[[str], Any] = print) -> dict[str, Any]:
+            device: torch.device | str = "cpu", batch_size: int = 64, log: Callable[[str], Any] = print,
+            run: Collection[str] | None = None) -> dict[str, Any]:
     """Figure 7 per method (`cam_dir/<method>.png`), faithfulness per model and method (`metrics_path`, `table_path`).
 
-    Without scaling-study models the figures say so and the table has a header only.
+    `run`: the names of the run's models (`effnet.study.study_models`); weights below
+    `models_dir` of no model of the run are left out. Without scaling-study models the
+    figures say so and the table has a header only.
     Returns the metrics written to `metrics_path`.
     """
     meta = load_meta(data_dir)
     names = meta["fine_label_names"]
     test = load_split(data_dir, "test")
-    models = scaling_models(models_dir)
+    models = scaling_models(models_dir, run)
     fig_idx = figure_indices(test.fine_labels, cfg.figure_images, cfg.seed)
     faith_idx = faithfulness_indices(len(test), cfg.faithfulness_images, cfg.seed)
     fig_images = normalised_images(test.images[fig_idx], meta["mean"], meta["std"], device)
     faith_images = normalised_images(test.images[faith_idx], meta["mean"], meta["std"], device)
     fig_labels, faith_labels = test.fine_labels[fig_idx], test.fine_labels[faith_idx]
 
-    columns = {s: None for s in FIGURE_STRATEGIES}  # strategy -> the model drawn in the figure
+    columns = {s: None for s in figure_strategies()}  # strategy -> the model drawn in the figure
     for m in models:
         if m.strategy == "baseline" or math.isclose(m.target, cfg.flops_target):
             columns[m.strategy] = m
@@ -247,7 +257,7 @@ def run_cam(models_dir: Path, data_dir: Path, cfg: CamConfig, *, cam_dir: Path, 
             rows.append({"model": m.model, "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio,
                          "method": method, **entry[method], "top1": entry["top1"], "confidence": entry["confidence"],
                          "images": len(faith_idx), "label": f"{m.model} {method}"})
-            if columns[m.strategy] is m and method in panels:
+            if columns.get(m.strategy) is m and method in panels:
                 panels[method][m.strategy] = Panel(
                     _column_title(m, model.resolution), compute_cams(model, fig_images, fig_labels, method, batch_size),
                     predict_probabilities(model, fig_images, batch_size).numpy())
@@ -268,8 +278,8 @@ def run_cam(models_dir: Path, data_dir: Path, cfg: CamConfig, *, cam_dir: Path, 
 
 def _column_title(m: ScalingModel, resolution: int) -> str:
     if m.strategy == "baseline":
-        return f"{COLUMN_TITLES['baseline']}\n{resolution} px"
-    return f"{COLUMN_TITLES[m.strategy]}\n{m.model}, {resolution} px"
+        return f"{SCALING_BASELINE.title}\n{resolution} px"
+    return f"{strategy(m.strategy).title}\n{m.model}, {resolution} px"
 
 
 def _upscale(array: np.ndarray, size: int) -> np.ndarray:
@@ -288,20 +298,21 @@ def draw_figure(path: Path, method: str, images: np.ndarray, labels: np.ndarray,
     right). Images and maps are shown upscaled to DISPLAY_SIZE, bilinearly.
     """
     plt = pyplot()
-    rows, cols = len(images), 1 + len(FIGURE_STRATEGIES)
+    columns = figure_strategies()
+    rows, cols = len(images), 1 + len(columns)
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.2 * rows + 0.6), squeeze=False)
     for r in range(rows):
         picture = _upscale(images[r].astype(np.float32) / 255.0, DISPLAY_SIZE)
         ax = axes[r, 0]
         ax.imshow(picture)
         ax.set_title(f"true: {names[labels[r]]}", fontsize=8)
-        for c, strategy in enumerate(FIGURE_STRATEGIES, start=1):
+        for c, name in enumerate(columns, start=1):
             ax = axes[r, c]
-            panel = panels.get(strategy)
+            panel = panels.get(name)
             if panel is None:
                 ax.text(0.5, 0.5, "not trained", ha="center", va="center", fontsize=8, transform=ax.transAxes)
                 if r == 0:
-                    ax.set_title(f"{COLUMN_TITLES[strategy]}\n(missing)", fontsize=8)
+                    ax.set_title(f"{strategy(name).title}\n(missing)", fontsize=8)
                 continue
             ax.imshow(picture)
             ax.imshow(_upscale(panel.cams[r], DISPLAY_SIZE), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)

@@ -34,14 +34,14 @@ from torch import nn
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, Split, load_meta, load_split, subset_per_class
 from effnet.io import write_json
-from effnet.models import MODEL_NAMES, count_flops, count_parameters
+from effnet.models import count_flops, count_parameters
 from effnet.results import COLUMNS, Predictions, accuracy_keys, images_id, predictions_path, save_predictions
+from effnet.study import group_of, scaling_role_of
 from effnet.train import load_weights, read_weights
 
 SPLITS = ("val", "test")
 SUBSET_SEED = 0  # of the per-class subset when evaluate.images_per_class > 0
 WARMUP_BATCHES = 2  # untimed batches before the throughput measurement
-_SCALED = re.compile(r"^(depth|width|resolution|compound)_([0-9.]+)x$")
 _SEED_DIR = re.compile(r"^seed([0-9]+)$")  # models/<model>/seed<k>/model.pt: seed k > 0 of train.seeds
 
 
@@ -61,15 +61,6 @@ class TrainedModel:
     @property
     def weights(self) -> tuple[Path, ...]:
         return self.seeds or (self.path,)
-
-
-def group_of(model: str) -> str:
-    """'matrix' (B0-B7 and the baselines), 'phi', 'scaling' (models/scaling/...) or 'other'."""
-    if model in MODEL_NAMES:
-        return "matrix"
-    if model == "efficientnet_phi":
-        return "phi"
-    return "scaling" if model.startswith("scaling/") else "other"
 
 
 def seed_weights(model_dir: Path) -> tuple[Path, ...]:
@@ -113,11 +104,7 @@ def scaling_role(model: str, payload: dict[str, Any]) -> tuple[str, float] | Non
     matched = payload.get("matched")
     if isinstance(matched, dict) and "strategy" in matched:
         return str(matched["strategy"]), float(matched.get("target", 1.0))
-    leaf = model.rsplit("/", 1)[-1]
-    if leaf == "baseline":
-        return "baseline", 1.0
-    m = _SCALED.match(leaf)
-    return (m.group(1), float(m.group(2))) if m else None
+    return scaling_role_of(model)
 
 
 @torch.no_grad()

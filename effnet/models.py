@@ -8,6 +8,7 @@ scaling study; `build_model` turns a spec into an `nn.Module` with a `.resolutio
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,11 +16,10 @@ import torch
 from torch import nn
 from torchvision import models as tv
 
+from effnet import study
+from effnet.config import NetworkConfig
 from effnet.efficientnet import B0_RESOLUTION, PUBLISHED, compound_scaling, efficientnet, published_dropout
 
-EFFICIENTNET_NAMES = tuple(f"efficientnet_{v}" for v in PUBLISHED)  # efficientnet_b0 .. efficientnet_b7
-BASELINE_NAMES = ("resnet50", "resnet152", "densenet201")
-MODEL_NAMES = EFFICIENTNET_NAMES + BASELINE_NAMES
 REGIMES = ("cifar", "imagenet")
 
 
@@ -29,7 +29,7 @@ class ModelSpec:
     `drop_path_rate` are unused."""
 
     name: str  # e.g. efficientnet_b3, efficientnet_phi2.5, width_4x, resnet50
-    arch: str  # 'efficientnet' or one of BASELINE_NAMES
+    arch: str  # 'efficientnet' or a baseline's torchvision builder (effnet/study.py BASELINES)
     resolution: int  # input side the network is trained and evaluated at
     regime: str = "cifar"
     cifar_downsample: int = 8
@@ -47,57 +47,62 @@ class ModelSpec:
         return cls(**d)
 
 
-def _base_resolution(regime: str, base_resolution: int) -> int:
-    if regime not in REGIMES:
-        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
-    return B0_RESOLUTION if regime == "imagenet" else base_resolution
+def _base_resolution(net: NetworkConfig) -> int:
+    if net.regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {net.regime!r}")
+    return B0_RESOLUTION if net.regime == "imagenet" else net.base_resolution
 
 
-def published_spec(variant: str, *, regime: str = "cifar", cifar_downsample: int = 8, num_classes: int = 100,
-                   base_resolution: int = 32) -> ModelSpec:
+def network_of(spec: ModelSpec) -> NetworkConfig:
+    """The `network:` settings `spec` was built under, its resolution as the base resolution."""
+    return NetworkConfig(regime=spec.regime, cifar_downsample=spec.cifar_downsample, base_resolution=spec.resolution,
+                         num_classes=spec.num_classes)
+
+
+def published_spec(variant: str, net: NetworkConfig = NetworkConfig()) -> ModelSpec:
     """B0-B7 from the published table; on CIFAR the resolution is scaled by the same ratio to 224."""
     if variant not in PUBLISHED:
         raise ValueError(f"unknown EfficientNet variant {variant!r}; allowed: {', '.join(PUBLISHED)}")
     v = PUBLISHED[variant]
-    base = _base_resolution(regime, base_resolution)
-    return ModelSpec(name=f"efficientnet_{variant}", arch="efficientnet", resolution=int(round(v.resolution * base / B0_RESOLUTION)),
-                     regime=regime, cifar_downsample=cifar_downsample, num_classes=num_classes,
-                     width=v.width, depth=v.depth, dropout=v.dropout)
+    return ModelSpec(name=f"efficientnet_{variant}", arch="efficientnet",
+                     resolution=int(round(v.resolution * _base_resolution(net) / B0_RESOLUTION)), regime=net.regime,
+                     cifar_downsample=net.cifar_downsample, num_classes=net.num_classes, width=v.width, depth=v.depth,
+                     dropout=v.dropout)
 
 
-def compound_spec(phi: float, coefficients: tuple[float, float, float], *, name: str | None = None, regime: str = "cifar",
-                  cifar_downsample: int = 8, num_classes: int = 100, base_resolution: int = 32) -> ModelSpec:
+def compound_spec(phi: float, coefficients: tuple[float, float, float], net: NetworkConfig = NetworkConfig(), *,
+                  name: str | None = None) -> ModelSpec:
     """B0 compound-scaled at `phi` by (alpha, beta, gamma) (Eq. 3); dropout follows `published_dropout`."""
     alpha, beta, gamma = coefficients
-    s = compound_scaling(alpha, beta, gamma, phi, _base_resolution(regime, base_resolution))
-    return ModelSpec(name=name or f"efficientnet_phi{phi:g}", arch="efficientnet", resolution=s.resolution, regime=regime,
-                     cifar_downsample=cifar_downsample, num_classes=num_classes, width=s.width, depth=s.depth,
-                     dropout=published_dropout(phi))
+    s = compound_scaling(alpha, beta, gamma, phi, _base_resolution(net))
+    return ModelSpec(name=name or f"efficientnet_phi{phi:g}", arch="efficientnet", resolution=s.resolution,
+                     regime=net.regime, cifar_downsample=net.cifar_downsample, num_classes=net.num_classes,
+                     width=s.width, depth=s.depth, dropout=published_dropout(phi))
 
 
-def baseline_spec(arch: str, *, regime: str = "cifar", num_classes: int = 100, base_resolution: int = 32) -> ModelSpec:
-    if arch not in BASELINE_NAMES:
-        raise ValueError(f"unknown baseline {arch!r}; allowed: {', '.join(BASELINE_NAMES)}")
-    return ModelSpec(name=arch, arch=arch, resolution=_base_resolution(regime, base_resolution), regime=regime, num_classes=num_classes)
+def baseline_spec(arch: str, net: NetworkConfig = NetworkConfig()) -> ModelSpec:
+    """A baseline of the study (effnet/study.py BASELINES) at B0's input resolution."""
+    if arch not in {m.arch for m in study.BASELINES}:
+        raise ValueError(f"unknown baseline {arch!r}; allowed: {', '.join(m.arch for m in study.BASELINES)}")
+    return ModelSpec(name=arch, arch=arch, resolution=_base_resolution(net), regime=net.regime,
+                     num_classes=net.num_classes)
 
 
-def spec_for_name(name: str, *, regime: str = "cifar", cifar_downsample: int = 8, num_classes: int = 100,
-                  base_resolution: int = 32, coefficients: tuple[float, float, float] | None = None) -> ModelSpec:
-    """The spec of a train-matrix item.
+def spec_for_name(name: str, net: NetworkConfig = NetworkConfig(),
+                  coefficients: tuple[float, float, float] | None = None) -> ModelSpec:
+    """The spec of a matrix model of the study (effnet/study.py), under `network:` of params.yaml.
 
     `efficientnet_bN` is B0 compound-scaled at phi = N by `coefficients` when they are
-    given (the searched ones), else the published table's bN.
+    given (the searched ones, `study.searched_coefficients`), else the published table's bN.
     """
-    if name in BASELINE_NAMES:
-        return baseline_spec(name, regime=regime, num_classes=num_classes, base_resolution=base_resolution)
-    if name in EFFICIENTNET_NAMES:
-        variant = name.removeprefix("efficientnet_")
-        if coefficients is None:
-            return published_spec(variant, regime=regime, cifar_downsample=cifar_downsample, num_classes=num_classes,
-                                  base_resolution=base_resolution)
-        return compound_spec(float(variant[1:]), coefficients, name=name, regime=regime, cifar_downsample=cifar_downsample,
-                             num_classes=num_classes, base_resolution=base_resolution)
-    raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
+    entry = study.find(name, study.matrix())
+    if entry is None:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(study.model_names())}")
+    if entry.is_baseline:
+        return dataclasses.replace(baseline_spec(entry.arch, net), name=name)
+    if coefficients is None:
+        return published_spec(entry.variant, net)
+    return compound_spec(float(entry.variant[1:]), coefficients, net, name=name)
 
 
 def _cifar_resnet(model: tv.ResNet) -> tv.ResNet:
@@ -128,16 +133,16 @@ def build_model(spec: ModelSpec) -> nn.Module:
         model: nn.Module = efficientnet(spec.width, spec.depth, spec.resolution, spec.dropout, num_classes=spec.num_classes,
                                         regime=spec.regime, cifar_downsample=spec.cifar_downsample,
                                         drop_path_rate=spec.drop_path_rate)
-    elif spec.arch in ("resnet50", "resnet152"):
+    elif spec.arch in {m.arch for m in study.BASELINES}:
+        # a baseline of the study: torchvision's builder of that name, with the CIFAR stem of its family
         model = getattr(tv, spec.arch)(weights=None, num_classes=spec.num_classes)
-        if spec.regime == "cifar":
+        if spec.regime == "cifar" and isinstance(model, tv.ResNet):
             model = _cifar_resnet(model)
-    elif spec.arch == "densenet201":
-        model = tv.densenet201(weights=None, num_classes=spec.num_classes)
-        if spec.regime == "cifar":
+        elif spec.regime == "cifar" and isinstance(model, tv.DenseNet):
             model = _cifar_densenet(model)
     else:
-        raise ValueError(f"unknown architecture {spec.arch!r}; allowed: efficientnet, {', '.join(BASELINE_NAMES)}")
+        raise ValueError(f"unknown architecture {spec.arch!r}; allowed: efficientnet, "
+                         f"{', '.join(m.arch for m in study.BASELINES)} (effnet/study.py BASELINES)")
     model.resolution = spec.resolution
     model.spec = spec
     return model
@@ -153,13 +158,9 @@ def set_bn_momentum(model: nn.Module, momentum: float | None) -> nn.Module:
 
 
 def last_conv_stage(model: nn.Module) -> nn.Module:
-    """The last convolutional stage, whose activations Grad-CAM weighs (paper Figure 7)."""
-    arch = model.spec.arch
-    if arch == "efficientnet":
-        return model.features[-1]  # the 1x1 head convolution before pooling
-    if arch in ("resnet50", "resnet152"):
-        return model.layer4
-    return model.features  # DenseNet: the last dense block through norm5
+    """The last convolutional stage, whose activations Grad-CAM weighs (paper Figure 7): the study's
+    `cam_layer` of the network's architecture (effnet/study.py)."""
+    return model.get_submodule(study.cam_layer_of(model.spec.arch))
 
 
 def count_parameters(model: nn.Module) -> int:

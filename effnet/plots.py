@@ -43,18 +43,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from effnet import study
 from effnet.io import write_atomic, write_csv, write_json
 
-STRATEGIES = ("depth", "width", "resolution", "compound")
 ACCURACY = "test/top1_ema"  # what the figures show
-BASELINE_LABELS = {"resnet50": "ResNet-50", "resnet152": "ResNet-152", "densenet201": "DenseNet-201"}
 FIGURE1_COLUMNS = ("model", "label", "family", "params_m", "flops_g", "test_top1", "efficientnet", "baseline",
                    "efficientnet_phi")
 VAL_TEST_COLUMNS = ("model", "label", "group", "val_top1", "test_top1", "matrix", "phi", "scaling")
-SCALING_COLUMNS = ("strategy", "model", "target", "flops_g", "flops_ratio", "params_m", "depth_multiplier",
-                   "width_multiplier", "resolution_px", "test_top1", *STRATEGIES)
-COLORS = {"depth": "tab:blue", "width": "tab:orange", "resolution": "tab:green", "compound": "tab:red"}
-MARKERS = {"depth": "s", "width": "^", "resolution": "D", "compound": "o"}  # distinct where points coincide
 LEGEND_OUTSIDE = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
 
 
@@ -84,15 +79,14 @@ def finite(value: Any) -> bool:
 
 
 def label(row: dict[str, Any]) -> str:
-    """A short name for a model row: B3, ResNet-50, phi=1.5, depth_2x."""
-    model, name = str(row["model"]), str(row.get("name", ""))
-    if model.startswith("efficientnet_b"):
-        return model.removeprefix("efficientnet_").upper()
-    if model in BASELINE_LABELS:
-        return BASELINE_LABELS[model]
-    if model == "efficientnet_phi":
-        return f"phi={name.removeprefix('efficientnet_phi')}" if name.startswith("efficientnet_phi") else "phi"
-    return model.rsplit("/", 1)[-1]
+    """A short name for a model row (effnet/study.py): B3, ResNet-50, phi=1.5, depth_2x."""
+    return study.label_of(str(row["model"]), str(row.get("name", "")))
+
+
+def scaling_columns() -> tuple[str, ...]:
+    """Columns of plots/scaling.csv: one accuracy column per strategy of the study, for `dvc plots`."""
+    return ("strategy", "model", "target", "flops_g", "flops_ratio", "params_m", "depth_multiplier",
+            "width_multiplier", "resolution_px", "test_top1", *study.strategy_names())
 
 
 def _percent(value: Any) -> float | str:
@@ -104,7 +98,8 @@ def figure1_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for row in models:
         if row.get("group") == "matrix":
-            family = "efficientnet" if str(row["model"]).startswith("efficientnet_") else "baseline"
+            entry = study.find(str(row["model"]))
+            family = "baseline" if entry is not None and entry.is_baseline else "efficientnet"
         elif row.get("group") == "phi":
             family = "efficientnet_phi"
         else:
@@ -151,12 +146,13 @@ def scaling_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
     The baseline row is repeated in every strategy, so that each line starts there.
     """
-    study = [r for r in models if r.get("group") == "scaling"]
-    baseline = next((r for r in study if r.get("strategy") == "baseline"), None)
+    scaled = [r for r in models if r.get("group") == "scaling"]
+    baseline = next((r for r in scaled if r.get("strategy") == "baseline"), None)
     base_flops = baseline["flops"] if baseline else None
     rows = []
-    for strategy in STRATEGIES:
-        members = sorted((r for r in study if r.get("strategy") == strategy), key=lambda r: r["flops"])
+    strategies = study.strategy_names()
+    for strategy in strategies:
+        members = sorted((r for r in scaled if r.get("strategy") == strategy), key=lambda r: r["flops"])
         if not members:
             continue
         for row in ([baseline] if baseline else []) + members:
@@ -166,7 +162,7 @@ def scaling_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                          "params_m": row["params"] / 1e6, "depth_multiplier": row.get("depth", ""),
                          "width_multiplier": row.get("width", ""), "resolution_px": row.get("resolution", ""),
                          "test_top1": accuracy,
-                         **{s: (accuracy if s == strategy else "") for s in STRATEGIES}})
+                         **{s: (accuracy if s == strategy else "") for s in strategies}})
     return rows
 
 
@@ -469,11 +465,11 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scor
     plt = pyplot()
     fig, (ax, side) = plt.subplots(1, 2, figsize=(11.5, 5.2), gridspec_kw=dict(width_ratios=(1.5, 1.0)))
     base = next((r for r in rows if str(r["model"]).endswith("baseline")), None)
-    for strategy in STRATEGIES:
+    for strategy in study.strategy_names():
         line = [r for r in rows if r["strategy"] == strategy and finite(r["test_top1"]) and finite(r["flops_ratio"])]
         if line:
-            ax.plot([r["flops_ratio"] for r in line], [r["test_top1"] for r in line], "-", marker=MARKERS[strategy],
-                    color=COLORS[strategy], lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
+            ax.plot([r["flops_ratio"] for r in line], [r["test_top1"] for r in line], "-",
+                    marker=study.strategy(strategy).marker, color=study.strategy(strategy).colour, lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
                     label="compound scaling" if strategy == "compound" else f"scale {strategy}")
     ax.set_xscale("log", base=2)
     targets = sorted({float(r["target"]) for r in rows if finite(r["target"])} | {1.0})
@@ -501,7 +497,8 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scor
         for (row, _), cell in table.get_celld().items():
             cell.set_linewidth(0.3)
             if 0 < row <= len(table_rows) and table_rows[row - 1] is not base:
-                cell.get_text().set_color(COLORS.get(table_rows[row - 1]["strategy"], "black"))
+                name = table_rows[row - 1]["strategy"]
+                cell.get_text().set_color(study.strategy(name).colour if name in study.strategy_names() else "black")
         side.set_title("the models (real FLOPs; depth and width multipliers of B0)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
@@ -608,12 +605,12 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
     for c, method in enumerate(methods):
         for r_index, (key, text) in enumerate(metrics):
             ax = axes[r_index, c]
-            for strategy in STRATEGIES:
+            for strategy in study.strategy_names():
                 line = sorted([r for r in baseline if r["method"] == method] +
                               [r for r in rows if r["strategy"] == strategy and r["method"] == method],
                               key=lambda r: r["flops_ratio"])
                 if len(line) > (1 if baseline else 0):
-                    ax.plot([r["flops_ratio"] for r in line], [r[key] for r in line], "o-", color=COLORS[strategy],
+                    ax.plot([r["flops_ratio"] for r in line], [r[key] for r in line], "o-", color=study.strategy(strategy).colour,
                             label=strategy)
             floor = [r for r in rows if r["method"] == reference]
             if floor:
@@ -672,7 +669,7 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
     val_test = val_vs_test_rows(models)
     emit("val_vs_test", val_test, VAL_TEST_COLUMNS, lambda p: plot_val_vs_test(val_test, p, what), f"no models in {models_table}")
     scaling = scaling_rows(models)
-    emit("scaling", scaling, SCALING_COLUMNS, lambda p: plot_scaling(scaling, p, what),
+    emit("scaling", scaling, scaling_columns(), lambda p: plot_scaling(scaling, p, what),
          f"no scaling-study models in {models_table}")
     candidates = [r for r in read_table(search_table) if finite(r.get("val_top1"))]
     emit("search", candidates, None, lambda p: plot_search(candidates, p), f"no search results in {search_table}")

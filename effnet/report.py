@@ -17,31 +17,17 @@ import math
 import platform
 import re
 import subprocess
+import importlib.metadata
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
+from effnet import study
 from effnet.config import PAPER_COEFFICIENTS, Params
 from effnet.io import write_text
-from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES, MODEL_NAMES
-from effnet.plots import STRATEGIES, finite, label, read_table
+from effnet.plots import finite, label, read_table
 from effnet.results import Predictions, load_predictions, predictions_path
 from effnet.stats import CONFIDENCE, RESAMPLES, PairedComparison, paired_bootstrap
 
-# The paper's Table 2 (ImageNet, 224-600 px): top-1 (%), parameters, FLOPs, as printed there.
-# A model without a row here (e.g. a baseline the paper does not list) shows '–' in its place.
-PAPER_TABLE2: dict[str, tuple[float, str, str]] = {
-    "efficientnet_b0": (77.1, "5.3M", "0.39B"), "efficientnet_b1": (79.1, "7.8M", "0.70B"),
-    "efficientnet_b2": (80.1, "9.2M", "1.0B"), "efficientnet_b3": (81.6, "12M", "1.8B"),
-    "efficientnet_b4": (82.9, "19M", "4.2B"), "efficientnet_b5": (83.6, "30M", "9.9B"),
-    "efficientnet_b6": (84.0, "43M", "19B"), "efficientnet_b7": (84.3, "66M", "37B"),
-    "resnet50": (76.0, "26M", "4.1B"), "resnet152": (77.8, "60M", "11B"), "densenet201": (77.2, "20M", "4.3B"),
-}
-# CIFAR-style networks (3x3 stride-1 stems) trained 200 epochs on CIFAR-100 (SGD, lr 0.1 step
-# schedule, batch 128, weight decay 5e-4): test top-1 (%), from weiaicunzai/pytorch-cifar100's README.
-CIFAR_ANCHORS: dict[str, float] = {"resnet50": 77.4, "resnet152": 77.7, "densenet201": 78.5}
-CIFAR_ANCHORS_SOURCE = "https://github.com/weiaicunzai/pytorch-cifar100"
 STUDENT_RANGE = (67.9, 70.8)  # the earlier student reproduction: EfficientNet B0-B7 CIFAR-100 test top-1 (%)
 REFERENCE_METHOD = "random"  # the floor of the faithfulness table (effnet.cam.REFERENCE_METHOD)
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -124,11 +110,23 @@ def cpu_name() -> str:
 
 
 def host_description() -> str:
-    """Where the report was written: OS, Python, PyTorch and the GPUs torch sees."""
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    """Where the report was written: OS, Python, the installed PyTorch and the GPUs nvidia-smi lists.
+
+    Without importing torch: the report stage runs on machines that have only the small files.
+    """
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        version = "not installed"
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                text=True, timeout=30, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        listed = []
+    gpus = [line.strip() for line in listed if line.strip()]
     devices = ", ".join(gpus) if gpus else "no GPU"
     return (f"{platform.platform()}, {cpu_name()}, Python {platform.python_version()}, "
-            f"PyTorch {torch.__version__}, {devices}")
+            f"PyTorch {version}, {devices}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -249,9 +247,9 @@ def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Pa
 
 
 def _order(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rank = {name: i for i, name in enumerate(MODEL_NAMES)}
+    rank = {name: i for i, name in enumerate(study.model_names())}
     groups = {"matrix": 0, "phi": 1, "scaling": 2, "other": 3}
-    strategies = {s: i for i, s in enumerate(("baseline",) + STRATEGIES)}
+    strategies = {s: i for i, s in enumerate(("baseline",) + study.strategy_names())}
     return sorted(models, key=lambda r: (groups.get(r.get("group"), 9), rank.get(r["model"], 99),
                                          strategies.get(r.get("strategy"), 9), r.get("target") or 0, str(r["model"])))
 
@@ -259,7 +257,7 @@ def _order(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _results(models: list[dict[str, Any]]) -> str:
     by_name = {r["model"]: r for r in models}
     rows = []
-    for r in _order(models) + [{"model": name, "missing": True} for name in MODEL_NAMES if name not in by_name]:
+    for r in _order(models) + [{"model": name, "missing": True} for name in study.model_names() if name not in by_name]:
         if r.get("missing"):
             rows.append([f"`{r['model']}`"] + ["not trained"] + ["–"] * 11)
             continue
@@ -280,21 +278,22 @@ def _results(models: list[dict[str, Any]]) -> str:
 def _paper(models: list[dict[str, Any]]) -> str:
     by_name = {r["model"]: r for r in models}
     rows = []
-    for name in EFFICIENTNET_NAMES + BASELINE_NAMES:
-        top1, params_m, flops_g = PAPER_TABLE2.get(name, (None, "–", "–"))
-        ours = by_name.get(name, {})
-        rows.append([label({"model": name}), f"{top1:.1f}" if top1 is not None else "–", params_m, flops_g,
-                     pct(ours.get("test/top1_ema")), num(ours.get("params"), 1e6, 1) + ("M" if ours else ""),
+    for entry in study.matrix():
+        paper, ours = entry.paper, by_name.get(entry.name, {})
+        rows.append([entry.label, f"{paper.top1:.1f}" if paper else "–", paper.params if paper else "–",
+                     paper.flops if paper else "–", pct(ours.get("test/top1_ema")),
+                     num(ours.get("params"), 1e6, 1) + ("M" if ours else ""),
                      num(ours.get("flops"), 1e9, 2) + ("B" if ours else ""),
-                     f"{CIFAR_ANCHORS[name]:.1f}" if name in CIFAR_ANCHORS else "–"])
-    effnets = [by_name[n] for n in EFFICIENTNET_NAMES if n in by_name and finite(by_name[n].get("test/top1_ema"))]
+                     f"{entry.cifar_anchor:.1f}" if entry.cifar_anchor is not None else "–"])
+    effnets = [by_name[m.name] for m in study.matrix() if not m.is_baseline and m.name in by_name
+               and finite(by_name[m.name].get("test/top1_ema"))]
     ours_range = (f"{pct(min(r['test/top1_ema'] for r in effnets), 1)}-{pct(max(r['test/top1_ema'] for r in effnets), 1)}%"
                   if effnets else "not measured yet")
     text = f"""## Against the paper and the earlier reproduction
 
 The paper's Table 2 is ImageNet at 224-600 px; ours is CIFAR-100 at 32 px and up, so only the
 shape of the curves can be compared, not the numbers. The public CIFAR-100 results of the
-same baselines (CIFAR stems, 200 epochs; [{CIFAR_ANCHORS_SOURCE.removeprefix('https://github.com/')}]({CIFAR_ANCHORS_SOURCE}))
+same baselines (CIFAR stems, 200 epochs; [{study.CIFAR_ANCHORS_SOURCE.removeprefix('https://github.com/')}]({study.CIFAR_ANCHORS_SOURCE}))
 say what a full budget reaches on CIFAR-100.
 
 {table(["model", "ImageNet top-1 (paper)", "params (paper)", "FLOPs (paper)", "CIFAR-100 test top-1 EMA (here)",
@@ -318,17 +317,18 @@ these, because:
 
 
 def _scaling(models: list[dict[str, Any]]) -> str:
-    study = [r for r in models if r.get("group") == "scaling"]
+    scaled = [r for r in models if r.get("group") == "scaling"]
     out = ["## Scaling one dimension against compound scaling (paper Figures 3 and 8)"]
-    if not study:
+    if not scaled:
         return "\n\n".join(out + ["No scaling-study models evaluated yet."])
-    baseline = next((r for r in study if r.get("strategy") == "baseline"), None)
-    targets = sorted({float(r["target"]) for r in study if r.get("strategy") in STRATEGIES and finite(r.get("target"))})
+    baseline = next((r for r in scaled if r.get("strategy") == "baseline"), None)
+    strategies = study.strategy_names()
+    targets = sorted({float(r["target"]) for r in scaled if r.get("strategy") in strategies and finite(r.get("target"))})
     rows = []
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         cells = []
         for target in targets:
-            r = next((m for m in study if m.get("strategy") == strategy and finite(m.get("target"))
+            r = next((m for m in scaled if m.get("strategy") == strategy and finite(m.get("target"))
                       and abs(float(m["target"]) - target) < 1e-9), None)
             ratio = f" ({r['flops'] / baseline['flops']:.2f}x)" if r and baseline and finite(r.get("flops")) else ""
             cells.append(f"{pct(r.get('test/top1_ema'))}{ratio}" if r else "–")
@@ -350,13 +350,16 @@ def comparisons(models: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
       on a log scale.
     """
     out = []
-    study = [r for r in models if r.get("group") == "scaling" and finite(r.get("target"))]
-    for target in sorted({float(r["target"]) for r in study if r.get("strategy") in STRATEGIES}):
-        at = {r["strategy"]: r["model"] for r in study if abs(float(r["target"]) - target) < 1e-9}
+    scaled = [r for r in models if r.get("group") == "scaling" and finite(r.get("target"))]
+    strategies = study.strategy_names()
+    for target in sorted({float(r["target"]) for r in scaled if r.get("strategy") in strategies}):
+        at = {r["strategy"]: r["model"] for r in scaled if abs(float(r["target"]) - target) < 1e-9}
         if "compound" in at:
-            out += [(f"{target:g}x FLOPs", at["compound"], at[s]) for s in STRATEGIES if s != "compound" and s in at]
-    baselines = [r for r in models if r["model"] in BASELINE_NAMES]
-    effnets = [r for r in _order(models) if r["model"] in EFFICIENTNET_NAMES or r.get("group") == "phi"]
+            out += [(f"{target:g}x FLOPs", at["compound"], at[s]) for s in strategies if s != "compound" and s in at]
+    baseline_names = {m.name for m in study.matrix() if m.is_baseline}
+    effnet_names = {m.name for m in study.matrix() if not m.is_baseline}
+    baselines = [r for r in models if r["model"] in baseline_names]
+    effnets = [r for r in _order(models) if r["model"] in effnet_names or r.get("group") == "phi"]
     for r in effnets:
         nearest: dict[str, list[str]] = {}
         for key, what in (("flops", "FLOPs"), ("params", "parameters")):
@@ -482,11 +485,11 @@ def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_n
     `run` (see `run_summary`) first when given."""
     by_name = {r["model"]: r for r in models}
     rows = []
-    for name in MODEL_NAMES + ("efficientnet_phi",):
-        r = by_name.get(name)
-        if r is None and name == "efficientnet_phi":
+    for entry in study.matrix() + (study.phi_model(),):
+        name, r = entry.name, by_name.get(entry.name)
+        if r is None and entry.group == "phi":
             continue
-        paper = f"{PAPER_TABLE2[name][0]:.1f}" if name in PAPER_TABLE2 else "–"
+        paper = f"{entry.paper.top1:.1f}" if entry.paper else "–"
         if r is None:
             rows.append([label({"model": name}), "not trained", "–", "–", "–", paper])
             continue

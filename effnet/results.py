@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 import numpy as np
 
@@ -116,29 +116,16 @@ def predictions_path(predictions_dir: Path, model: str) -> Path:
 # --------------------------------------------------------------------------------------
 
 
-def in_run(row: dict[str, Any], flops_targets: Iterable[float]) -> bool:
-    """Whether a model record belongs to a run with these `scaling.flops_targets`.
+def in_run(row: dict[str, Any], models: Collection[str]) -> bool:
+    """Whether a model record belongs to the run whose models are `models` (`effnet.study.study_models`).
 
-    The matrix and the phi model always do; a scaling-study model when it is B0 (the
-    study's baseline) or its target is one of `flops_targets`. Records of weights that no
-    stage declares any more (e.g. `scaling/depth_8x.json` after the targets were cut to
-    [2], which DVC leaves in place) do not; nor do models of group 'other'.
+    Records of weights that no stage declares any more (e.g. `scaling/depth_8x.json` after
+    the targets were cut to [2], which DVC leaves in place) do not, nor do models outside the study.
     """
-    group = row.get("group")
-    if group in ("matrix", "phi"):
-        return True
-    if group != "scaling":
-        return False
-    if row.get("strategy") == "baseline":
-        return True
-    try:
-        target = float(row.get("target"))
-    except (TypeError, ValueError):
-        return False
-    return any(abs(target - float(t)) < 1e-9 for t in flops_targets)
+    return str(row.get("model")) in models
 
 
-def collect(metrics_dir: Path, table: Path, flops_targets: Iterable[float], *,
+def collect(metrics_dir: Path, table: Path, models: Iterable[str], *,
             log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Write the CSV `table` of every `metrics_dir/**/<model>.json` of this run (see `in_run`), sorted by model.
 
@@ -146,7 +133,7 @@ def collect(metrics_dir: Path, table: Path, flops_targets: Iterable[float], *,
     JSON object with the keys of `COLUMNS` is an error naming the file.
     """
     metrics_dir = Path(metrics_dir)
-    targets = tuple(flops_targets)
+    names = frozenset(models)
     rows, skipped = [], []
     for path in sorted(metrics_dir.glob("**/*.json")):
         if path.name.startswith("."):  # a temporary file of an atomic write under way
@@ -161,7 +148,7 @@ def collect(metrics_dir: Path, table: Path, flops_targets: Iterable[float], *,
         if missing:
             raise ValueError(f"{path}: a model record lacks {', '.join(missing)}; rerun its evaluate stage "
                              f"(dvc repro evaluate@<model>)")
-        (rows if in_run(row, targets) else skipped).append(row)
+        (rows if in_run(row, names) else skipped).append(row)
     if skipped:
         log(f"left out records of models that no stage of this run declares: {', '.join(r['model'] for r in skipped)}")
     if not rows:

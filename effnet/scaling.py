@@ -23,9 +23,11 @@ from typing import Callable
 import torch
 
 from effnet.efficientnet import published_dropout
-from effnet.models import ModelSpec, build_model, compound_spec, count_flops
+from effnet.config import Params
+from effnet.models import ModelSpec, build_model, compound_spec, count_flops, network_of, published_spec
+from effnet.study import scaled_name, strategy_names
 
-STRATEGIES = ("depth", "width", "resolution", "compound")
+STRATEGIES = strategy_names()  # effnet/study.py lists them
 
 
 def target_dropout(target: float) -> float:
@@ -53,11 +55,6 @@ class Matched:
         return self.flops / self.target_flops - 1.0
 
 
-def scaled_name(strategy: str, target: float) -> str:
-    """The name (and models/scaling/ directory) of B0 scaled by `strategy` to `target` x its FLOPs: 'depth_2x'."""
-    return f"{strategy}_{float(target):g}x"
-
-
 def scaled_spec(strategy: str, multiplier: float, base: ModelSpec, coefficients: tuple[float, float, float] | None = None,
                 name: str | None = None) -> ModelSpec:
     """B0 (`base`) scaled along one strategy by `multiplier` (phi for 'compound')."""
@@ -70,8 +67,7 @@ def scaled_spec(strategy: str, multiplier: float, base: ModelSpec, coefficients:
     if strategy == "compound":
         if coefficients is None:
             raise ValueError("compound scaling needs the (alpha, beta, gamma) coefficients")
-        return compound_spec(multiplier, coefficients, name=name, regime=base.regime, cifar_downsample=base.cifar_downsample,
-                             num_classes=base.num_classes, base_resolution=base.resolution)
+        return compound_spec(multiplier, coefficients, network_of(base), name=name)
     raise ValueError(f"unknown scaling strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
 
 
@@ -159,3 +155,38 @@ def changes_every_dimension(spec: ModelSpec, base: ModelSpec, minimum: float = 1
     """
     built = built_multipliers(spec, base)
     return all(built[k] >= minimum for k in ("depth", "width", "resolution"))
+
+
+def study_spec(strategy: str, target: float | None, params: Params, coefficients: tuple[float, float, float] | None = None,
+               log: Callable[[str], object] = print) -> tuple[ModelSpec, dict[str, float | str]]:
+    """The spec of one model of the scaling study (stages `scale_*`) and its `matched` record.
+
+    'baseline' is B0 itself; any other strategy is B0 matched to `target` x its FLOPs
+    (`match_flops`), which must come within `scaling.tolerance`. Every model at a target gets
+    that target's regularisation: dropout `target_dropout` and stochastic depth
+    `train.drop_path_rate`. The record holds the FLOPs reached and the depth, width and
+    resolution multipliers as built (after rounding), beside dropout and drop-path rate.
+    """
+    # one regularisation per FLOPs target (target_dropout): B0's is that of 1x
+    b0 = replace(published_spec("b0", params.network), dropout=target_dropout(1.0),
+                 drop_path_rate=params.train.drop_path_rate)
+    if strategy == "baseline":
+        spec, extra = b0, {"strategy": "baseline", "target": 1.0, "flops_ratio": 1.0, "flops": count_flops(b0),
+                           "depth": 1.0, "width": 1.0, "resolution": 1.0}
+    else:
+        if target is None:
+            raise ValueError(f"--strategy {strategy} needs --target, a multiple of B0's FLOPs (scaling.flops_targets)")
+        tolerance = params.scaling.tolerance
+        matched = match_flops(strategy, target, b0, coefficients)
+        if abs(matched.relative_error) > tolerance:
+            raise ValueError(f"{strategy} scaling gets no nearer than {matched.flops / (matched.target_flops / target):.2f}x "
+                             f"B0's FLOPs to the target {target:g}x (scaling.tolerance {tolerance:g}); "
+                             "raise scaling.tolerance or choose another target")
+        spec = matched.spec
+        built = built_multipliers(spec, b0)  # as built, after rounding: what the network really changed
+        extra = {"strategy": strategy, "target": target, "multiplier": matched.multiplier,
+                 "flops_ratio": target * (1 + matched.relative_error), "flops": matched.flops, **built}
+        log(f"{spec.name}: {strategy} multiplier {matched.multiplier:.4g} gives {extra['flops_ratio']:.3f}x B0's FLOPs; "
+            f"built depth {built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x")
+    extra.update(dropout=spec.dropout, drop_path_rate=spec.drop_path_rate)
+    return spec, extra

@@ -11,7 +11,9 @@ import argparse
 import math
 import warnings
 
-from effnet.models import MODEL_NAMES, describe, spec_for_name
+from effnet.config import NetworkConfig
+from effnet.models import describe, spec_for_name
+from effnet.study import model_names
 
 # Beyond these, B7 (phi = 7) no longer fits in memory to be counted: a coefficient of 1.5 is
 # already 1.5^7 = 17x B0's depth. The paper's are (1.2, 1.1, 1.15).
@@ -53,10 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")  # fvcore's tracer warnings
     # each row as soon as it is counted (B7 takes a while): flushed even through a pipe
     print(f"{'model':<18}{'regime':<10}{'resolution':>11}{'params (M)':>12}{'FLOPs (G)':>11}", flush=True)
-    for name in MODEL_NAMES:
-        spec = spec_for_name(name, regime=args.regime, cifar_downsample=args.cifar_downsample,
-                             num_classes=args.num_classes,
-                             coefficients=tuple(args.coefficients) if args.coefficients else None)
+    for name in model_names():
+        net = NetworkConfig(regime=args.regime, cifar_downsample=args.cifar_downsample, num_classes=args.num_classes)
+        spec = spec_for_name(name, net, tuple(args.coefficients) if args.coefficients else None)
         row = describe(spec)
         print(f"{name:<18}{row['regime']:<10}{row['resolution']:>11}{row['params'] / 1e6:>12.2f}{row['flops'] / 1e9:>11.3f}",
               flush=True)

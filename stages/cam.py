@@ -23,13 +23,14 @@ import torch  # noqa: E402
 
 from effnet.cam import run_cam  # noqa: E402
 from effnet.config import Params  # noqa: E402
+from effnet.study import study_models  # noqa: E402
 from stages import cli  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     metrics = run_cam(args.models, args.data, params.cam, cam_dir=args.figures, metrics_path=args.metrics,
-                      table_path=args.table, device=device)
+                      table_path=args.table, device=device, run=[m.name for m in study_models(params)])
     if not metrics:
         print(f"note: no scaling-study models below {args.models}/scaling: the figures are empty and the table has no rows")
     print(f"wrote {args.figures}/<method>.png for {', '.join(params.cam.methods)}, {args.metrics} and {args.table}")

@@ -18,11 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 from effnet.config import Params  # noqa: E402
 from effnet.results import collect  # noqa: E402
+from effnet.study import study_models  # noqa: E402
 from stages import cli  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    rows = collect(args.metrics, args.table, params.scaling.flops_targets)
+    rows = collect(args.metrics, args.table, [m.name for m in study_models(params)])
     print(f"wrote {args.table} ({len(rows)} models)")
     return 0
 

@@ -12,7 +12,6 @@ none of which adds it), e.g.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -24,38 +23,23 @@ from effnet.config import Params, TrainConfig
 from effnet.distributed import cleanup, init_distributed
 from effnet.fingerprint import fingerprint
 from effnet.io import write_atomic, write_json
-from effnet.models import EFFICIENTNET_NAMES, ModelSpec, spec_for_name
+from effnet import study
+from effnet.models import ModelSpec, spec_for_name
 from effnet.train import TrainResult, remove_checkpoint, save_weights, train
 
 
-def read_coefficients(path: Path) -> tuple[float, float, float]:
-    """(alpha, beta, gamma) from the search stage's JSON (keys `alpha`, `beta`, `gamma`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; run the search stage first (dvc repro search), "
-                                "or set network.efficientnet_scaling: published")
-    try:
-        record = json.loads(path.read_text())
-        return (float(record["alpha"]), float(record["beta"]), float(record["gamma"]))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: expected a JSON object with numbers alpha, beta, gamma ({error})") from None
-
-
 def model_spec(name: str, params: Params, coefficients_path: Path | None) -> ModelSpec:
-    """The spec of a train-matrix item under `network:` of params.yaml.
+    """The spec of a matrix model under `network:`, with `train.drop_path_rate`.
 
-    EfficientNets use the searched coefficients (from `coefficients_path`) when
-    `network.efficientnet_scaling` is 'searched', the published table otherwise; the
-    baselines never read the coefficients.
+    EfficientNets take the coefficients `effnet.study.searched_coefficients` decides on (the
+    searched ones from `coefficients_path`, or None: the published table); the baselines
+    never read them.
     """
-    net = params.network
-    coefficients = None
-    if name in EFFICIENTNET_NAMES and net.efficientnet_scaling == "searched":
-        if coefficients_path is None:
-            raise ValueError(f"{name} with network.efficientnet_scaling: searched needs --coefficients (the search result)")
-        coefficients = read_coefficients(coefficients_path)
-    return spec_for_name(name, regime=net.regime, cifar_downsample=net.cifar_downsample, num_classes=net.num_classes,
-                         base_resolution=net.base_resolution, coefficients=coefficients)
+    entry = study.find(name, study.matrix())
+    coefficients = None if entry is None or entry.is_baseline else study.searched_coefficients(params.network,
+                                                                                                 coefficients_path)
+    return dataclasses.replace(spec_for_name(name, params.network, coefficients),
+                               drop_path_rate=params.train.drop_path_rate)
 
 
 class PlainLive:

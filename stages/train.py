@@ -14,32 +14,31 @@ deletes the checkpoints. Also runs as plain `python stages/train.py` or under to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
 from effnet.config import Params  # noqa: E402
-from effnet.models import MODEL_NAMES  # noqa: E402
+from effnet.study import model_names  # noqa: E402
 from stages import cli  # noqa: E402
 from stages.common import model_spec, train_and_save  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    cfg = params.train
-    spec = dataclasses.replace(model_spec(args.model, params, args.coefficients), drop_path_rate=cfg.drop_path_rate)
+    spec = model_spec(args.model, params, args.coefficients)
     out = args.out or Path("models") / args.model
     live_dir = args.live or Path("dvclive") / args.model
     checkpoints = args.checkpoints or Path("checkpoints") / args.model
 
-    train_and_save(spec, cfg, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints)
+    train_and_save(spec, params.train, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--model", required=True, choices=MODEL_NAMES, metavar="MODEL", help=", ".join(MODEL_NAMES))
+    parser.add_argument("--model", required=True, choices=model_names(), metavar="MODEL",
+                        help=", ".join(model_names()))
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", type=Path, help="directory of model.pt (default models/<model>)")
     parser.add_argument("--live", type=Path, help="DVCLive directory (default dvclive/<model>)")

@@ -21,19 +21,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import PAPER_COEFFICIENTS, Params  # noqa: E402
+from effnet.config import Params  # noqa: E402
 from effnet.models import compound_spec  # noqa: E402
 from stages import cli  # noqa: E402
-from stages.common import read_coefficients, train_and_save  # noqa: E402
+from effnet.study import compound_coefficients  # noqa: E402
+from stages.common import train_and_save  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    net = params.network
-    searched = net.efficientnet_scaling == "searched"
-    coefficients = read_coefficients(args.coefficients) if searched else PAPER_COEFFICIENTS
-    spec = compound_spec(params.model.phi, coefficients, regime=net.regime, cifar_downsample=net.cifar_downsample,
-                         num_classes=net.num_classes, base_resolution=net.base_resolution)
-    spec = dataclasses.replace(spec, drop_path_rate=params.train.drop_path_rate)
+    coefficients = compound_coefficients(params.network, args.coefficients)
+    spec = dataclasses.replace(compound_spec(params.model.phi, coefficients, params.network),
+                               drop_path_rate=params.train.drop_path_rate)
+    searched = params.network.efficientnet_scaling == "searched"
     print(f"phi = {params.model.phi:g} with {'searched' if searched else 'the paper'}'s (alpha, beta, gamma) = "
           f"({coefficients[0]:g}, {coefficients[1]:g}, {coefficients[2]:g})")
     train_and_save(spec, params.train, data=args.data, out=args.out, live_dir=args.live, checkpoints=args.checkpoints,

@@ -15,6 +15,7 @@ import torch
 
 from effnet.cam import (TABLE_COLUMNS, AtResolution, compute_cams, faithfulness, faithfulness_indices, figure_indices,
                         load_cam_model, normalised_images, scaling_models)
+from effnet.study import models_at
 from effnet.data import DeviceLoader, load_meta, load_split
 from effnet.models import build_model
 from test_evaluate import TINY, one_thread, stage_env, write_params, write_weights  # noqa: F401 (one_thread: autouse)
@@ -97,6 +98,9 @@ def test_scaling_models_in_figure_order(tmp_path: Path) -> None:
     assert [(m.strategy, m.target) for m in found] == [("baseline", 1.0), ("depth", 2.0), ("width", 2.0),
                                                        ("resolution", 2.0), ("compound", 2.0)]
     assert found[1].flops_ratio == pytest.approx(2.04)
+    # issue 12: weights of an earlier run's targets stay out when the run's models are given
+    run = [m.name for m in models_at([4.0])]
+    assert [m.strategy for m in scaling_models(tmp_path / "models", run)] == ["baseline"]
 
 
 def test_stage_writes_figures_metrics_and_table(tmp_path: Path, prepared_data_dir: Path) -> None:

@@ -59,7 +59,8 @@ def test_library_errors_are_known_by_name_without_importing_torch_here():
     assert not cli.expected(RuntimeError("x")) and not cli.expected(KeyError("x"))
 
 
-@pytest.mark.parametrize("module", ["stages.cli", "stages.launch", "stages.plots"])
+@pytest.mark.parametrize("module", ["stages.cli", "stages.launch", "stages.plots", "stages.report", "stages.collect",
+                                    "effnet.study"])
 def test_the_cli_the_launcher_and_the_figures_stage_import_no_torch(module):
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {module}; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -9,6 +9,7 @@ from torchvision.ops import StochasticDepth
 
 from effnet.efficientnet import (B0_STAGES, PUBLISHED, MBConv, cifar_strides, compound_scaling, efficientnet,
                                  published_dropout, scale_channels, scale_repeats, scale_stages)
+from effnet.config import NetworkConfig
 from effnet.models import build_model, compound_spec, count_flops, count_parameters, published_spec
 
 # torchvision's efficientnet_b0..b7 with 1000 classes (the figures, not computed here)
@@ -43,13 +44,13 @@ def test_scale_repeats_rounds_up(repeats, depth, expected):
 @pytest.mark.parametrize("variant, expected", list(zip(VARIANTS, TORCHVISION_PARAMS)))
 def test_imagenet_parameter_counts_equal_torchvision(variant, expected):
     with torch.device("meta"):
-        model = build_model(published_spec(variant, regime="imagenet", num_classes=1000))
+        model = build_model(published_spec(variant, NetworkConfig(regime="imagenet", num_classes=1000)))
     assert count_parameters(model) == expected
 
 
 @pytest.mark.parametrize("variant, paper", list(zip(VARIANTS, PAPER_FLOPS)))
 def test_imagenet_flops_within_10_percent_of_table2(variant, paper):
-    model = build_model(published_spec(variant, regime="imagenet", num_classes=1000))
+    model = build_model(published_spec(variant, NetworkConfig(regime="imagenet", num_classes=1000)))
     assert model.resolution == PUBLISHED[variant].resolution
     flops = count_flops(model)
     assert abs(flops / paper - 1) < 0.10, f"{variant}: {flops / 1e9:.3f} GFLOPs against the paper's {paper / 1e9}"
@@ -138,7 +139,7 @@ def test_dropout_per_variant():
 
 def test_compound_rule_at_phi_0_is_b0_exactly():
     for regime in ("cifar", "imagenet"):
-        b0, phi0 = published_spec("b0", regime=regime), compound_spec(0.0, (1.2, 1.1, 1.15), regime=regime)
+        b0, phi0 = published_spec("b0", NetworkConfig(regime=regime)), compound_spec(0.0, (1.2, 1.1, 1.15), NetworkConfig(regime=regime))
         assert (phi0.width, phi0.depth, phi0.resolution, phi0.dropout) == (b0.width, b0.depth, b0.resolution, b0.dropout)
         a, b = build_model(b0), build_model(phi0)
         assert [t.shape for t in a.state_dict().values()] == [t.shape for t in b.state_dict().values()]

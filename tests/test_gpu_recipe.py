@@ -210,10 +210,10 @@ def test_a_large_archive_comes_back_in_chunks_under_the_file_limit_and_unpacks(t
 @pytest.mark.parametrize("path", sorted((ROOT / "scripts").glob("gpu_window*.yaml")) + [ROOT / "scripts" / "gpu_dryrun.yaml"],
                          ids=lambda p: p.name)
 def test_every_window_file_loads_names_its_coefficients_and_overrides_real_params(path, tmp_path):
-    from effnet.models import MODEL_NAMES
+    from effnet.study import model_names
 
     window = gpu.load_window(path)
     assert window["coefficients"] == "published"  # until a GPU search is committed
-    assert set(window.get("models") or []) <= set(MODEL_NAMES)
+    assert set(window.get("models") or []) <= set(model_names())
     gpu.write_params(window, ROOT, tmp_path / "data.tar.gz", "published", tmp_path / "params.yaml")  # keys exist
     assert set(window.get("estimates") or {}) <= set(window.get("models") or [])

@@ -5,8 +5,10 @@ import torch
 from torch import nn
 from torchvision import models as tv
 
-from effnet.models import (BASELINE_NAMES, MODEL_NAMES, baseline_spec, build_model, compound_spec, count_flops,
+from effnet.config import NetworkConfig
+from effnet.models import (baseline_spec, build_model, compound_spec, count_flops,
                            count_parameters, last_conv_stage, spec_for_name)
+from effnet.study import BASELINES, model_names
 
 
 def test_cifar_resnet_stem_keeps_32x32_until_layer2():
@@ -31,17 +33,17 @@ def test_cifar_densenet_stem():
     assert out.shape[-1] == 4
 
 
-@pytest.mark.parametrize("arch", BASELINE_NAMES)
+@pytest.mark.parametrize("arch", [m.arch for m in BASELINES])
 def test_imagenet_regime_is_torchvision_unchanged(arch):
     with torch.device("meta"):
-        ours = build_model(baseline_spec(arch, regime="imagenet", num_classes=1000))
+        ours = build_model(baseline_spec(arch, NetworkConfig(regime="imagenet", num_classes=1000)))
         ref = getattr(tv, arch)()
     assert ours.resolution == 224
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
 
 
 def test_every_name_builds_with_its_resolution():
-    for name in MODEL_NAMES:
+    for name in model_names():
         spec = spec_for_name(name)
         with torch.device("meta"):
             model = build_model(spec)
@@ -61,7 +63,7 @@ def test_unknown_names_list_the_allowed_ones():
     with pytest.raises(ValueError, match="efficientnet_b0.*resnet152"):
         spec_for_name("efficientnet_b9")
     with pytest.raises(ValueError, match="regime"):
-        spec_for_name("resnet50", regime="mnist")
+        spec_for_name("resnet50", NetworkConfig(regime="mnist"))
 
 
 def test_spec_round_trips_through_a_dict():
@@ -122,7 +124,7 @@ def test_one_flops_counter_for_search_scaling_evaluate_and_summary(monkeypatch):
 
     monkeypatch.setattr(fvcore.nn, "FlopCountAnalysis", forbidden)
     monkeypatch.setattr(torch.utils.flop_counter, "FlopCounterMode", Watched)
-    b0 = spec_for_name("efficientnet_b0", base_resolution=8)
+    b0 = spec_for_name("efficientnet_b0", NetworkConfig(base_resolution=8))
     match_flops("width", 2.0, b0)  # the scaling study
     grid = SearchConfig(alpha=GridAxis(1.2, 1.2, 0.1), beta=GridAxis(1.1, 1.1, 0.1), gamma=GridAxis(1.15, 1.15, 0.1))
     place(grid_candidates(grid), b0, 2.0, 0.5)  # the search

@@ -17,10 +17,10 @@ import pytest
 from effnet.cam import TABLE_COLUMNS as CAM_COLUMNS
 from effnet.evaluate import COLUMNS, accuracy_keys
 from effnet.io import write_csv
-from effnet.models import BASELINE_NAMES, EFFICIENTNET_NAMES
 from effnet import plots
-from effnet.plots import (FIGURE1_COLUMNS, SCALING_COLUMNS, STRATEGIES, VAL_TEST_COLUMNS, dvclive_runs, make_plots,
-                          read_dvclive_series, read_table)
+from effnet.plots import (FIGURE1_COLUMNS, VAL_TEST_COLUMNS, dvclive_runs, make_plots, read_dvclive_series, read_table,
+                          scaling_columns)
+from effnet.study import BASELINES, EFFICIENTNETS, strategy_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PNGS = ("accuracy_vs_params", "accuracy_vs_flops", "val_vs_test", "scaling", "search", "training_curves",
@@ -45,13 +45,13 @@ def _model_row(model: str, group: str, params: float, flops: float, top1: float,
 def write_results(root: Path, *, phi_name: str = "efficientnet_phi1.5") -> None:
     """Fabricated outputs of the search, train, evaluate and cam stages under `root`."""
     rows = []
-    for i, name in enumerate(EFFICIENTNET_NAMES):
+    for i, name in enumerate(m.name for m in EFFICIENTNETS):
         rows.append(_model_row(name, "matrix", 4e6 * 1.5**i, 1.2e8 * 2**i, 0.5 + 0.02 * i))
-    for i, name in enumerate(BASELINE_NAMES):
+    for i, name in enumerate(m.name for m in BASELINES):
         rows.append(_model_row(name, "matrix", 2e7 + 2e7 * i, 1.3e9 * (1 + i), 0.55))
     rows.append(_model_row("efficientnet_phi", "phi", 5e6, 2e8, 0.52, name=phi_name))
     rows.append(_model_row("scaling/baseline", "scaling", 4e6, 1.2e8, 0.4, strategy="baseline", target=1.0))
-    for s, strategy in enumerate(STRATEGIES):
+    for s, strategy in enumerate(strategy_names()):
         for target in TARGETS:
             rows.append(_model_row(f"scaling/{strategy}_{target:g}x", "scaling", 4e6 * target, 1.2e8 * target,
                                    0.4 + 0.01 * s * target, strategy=strategy, target=target))
@@ -64,7 +64,7 @@ def write_results(root: Path, *, phi_name: str = "efficientnet_phi1.5") -> None:
     write_csv(root / "plots" / "search.csv", search, list(search[0]))
 
     cam = []
-    for model, strategy, target in [("baseline", "baseline", 1.0)] + [(f"{s}_{t:g}x", s, t) for s in STRATEGIES
+    for model, strategy, target in [("baseline", "baseline", 1.0)] + [(f"{s}_{t:g}x", s, t) for s in strategy_names()
                                                                       for t in TARGETS]:
         for method in ("gradcam", "gradcam++", "random"):
             cam.append({"model": model, "strategy": strategy, "target": target, "flops_ratio": target, "method": method,
@@ -115,9 +115,9 @@ def test_every_figure_has_its_series(tmp_path: Path) -> None:
     assert list(val_test[0]) == list(VAL_TEST_COLUMNS) and len(val_test) == 8 + 3 + 1 + 1 + 4 * len(TARGETS)
 
     scaling = _csv(tmp_path / "plots" / "scaling.csv")
-    assert list(scaling[0]) == list(SCALING_COLUMNS)
-    assert sorted({r["strategy"] for r in scaling}) == sorted(STRATEGIES)
-    for strategy in STRATEGIES:
+    assert list(scaling[0]) == list(scaling_columns())
+    assert sorted({r["strategy"] for r in scaling}) == sorted(strategy_names())
+    for strategy in strategy_names():
         line = [r for r in scaling if r["strategy"] == strategy]
         assert line[0]["model"] == "scaling/baseline" and float(line[0]["flops_ratio"]) == 1.0  # every line starts at B0
         assert [float(r["target"]) for r in line] == [1.0, *TARGETS]

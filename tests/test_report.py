@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effnet import report as report_module
 from effnet.config import Params
 from effnet.evaluate import COLUMNS
 from effnet.io import write_csv
-from effnet.models import BASELINE_NAMES, MODEL_NAMES
 from effnet.plots import make_plots, read_table
-from effnet.report import PAPER_TABLE2, build_report, comparisons, replace_block, update_readme
+from effnet.report import build_report, comparisons, replace_block, update_readme
 from effnet.results import Predictions, save_predictions
+from effnet.study import matrix, model_names
 from test_plots import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,13 +65,13 @@ def write_predictions(root: Path, model: str, right: slice, test_set: str = "sam
 
 def test_report_lists_every_model_and_the_comparisons(tmp_path: Path) -> None:
     text = report(project(tmp_path))
-    for name in MODEL_NAMES:
+    for name in model_names():
         assert f"`{name}`" in text  # the full table of models
     for row in ("| B0 | 4.00 | 0.120 | 50.00 |", "| ResNet-152 | 40.00 | 2.600 | 55.00 |", "| phi=1.5 |"):
         assert row in text  # the summary table, from metrics/models.csv
     assert "| searched (chosen) | 1.4 | 1.0 | 1.2 | 2.016 |" in text and "| paper | 1.2 | 1.1 | 1.15 | 1.920 |" in text
-    for top1, params_m, flops in PAPER_TABLE2.values():
-        assert f"| {top1:.1f} | {params_m} | {flops} |" in text
+    for paper in (m.paper for m in matrix()):
+        assert f"| {paper.top1:.1f} | {paper.params} | {paper.flops} |" in text
     assert "67.9-70.8%" in text and "77.4" in text and "78.5" in text
     assert "`0123abc`" in text and "test host" in text
     assert "| depth | 40.00 (2.00x) | 40.00 (4.00x) |" in text  # the scaling study, FLOPs relative to B0
@@ -94,7 +93,7 @@ def test_untrained_models_are_listed_as_such(tmp_path: Path) -> None:
 def test_report_without_any_results(tmp_path: Path) -> None:
     text = report(tmp_path)
     assert "No search result" in text and "No scaling-study models" in text and "No faithfulness results" in text
-    assert all(f"`{name}` | not trained" in text for name in MODEL_NAMES)
+    assert all(f"`{name}` | not trained" in text for name in model_names())
 
 
 def test_readme_block(tmp_path: Path) -> None:
@@ -199,18 +198,3 @@ def test_paired_table_without_any_predictions(tmp_path: Path) -> None:
     project(tmp_path, plots=False)
     text = report(tmp_path)
     assert "No per-image predictions (`predictions/<model>.npz`) for " in text and "| A − B |" not in text
-
-
-def test_a_baseline_without_a_paper_row(tmp_path: Path, monkeypatch) -> None:
-    """A new baseline the paper's Table 2 does not list: '–' in the paper's columns, no KeyError."""
-    project(tmp_path, plots=False)
-    table = tmp_path / "metrics" / "models.csv"
-    rows = read_table(table)
-    write_csv(table, rows + [{**next(r for r in rows if r["model"] == "resnet50"), "model": "vgg16", "name": "vgg16"}],
-              COLUMNS)
-    monkeypatch.setattr(report_module, "BASELINE_NAMES", BASELINE_NAMES + ("vgg16",))
-    monkeypatch.setattr(report_module, "MODEL_NAMES", MODEL_NAMES + ("vgg16",))
-    assert "vgg16" not in PAPER_TABLE2
-    text = report(tmp_path)
-    assert "| vgg16 | – | – | – | 55.00 |" in text  # the paper's Table 2 beside ours
-    assert "| vgg16 | 20.00 | 1.300 | 55.00 | 65.00 | – |" in text  # the summary

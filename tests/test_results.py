@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from effnet.study import models_at
 from effnet.results import (COLUMNS, Predictions, collect, images_id, in_run, load_predictions, predictions_path,
                             save_predictions)
 
@@ -54,13 +55,18 @@ def test_a_file_that_is_not_predictions_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "y.npz").exists()
 
 
+def names(flops_targets: list[float]) -> frozenset[str]:
+    """The run's model names (effnet/study.py) with these `scaling.flops_targets`."""
+    return frozenset(m.name for m in models_at(flops_targets))
+
+
 def test_in_run() -> None:
-    assert in_run(record("efficientnet_b0", "matrix"), [2])
-    assert in_run(record("efficientnet_phi", "phi"), [2])
-    assert in_run(record("scaling/baseline", "scaling", "baseline", 1.0), [2])
-    assert in_run(record("scaling/depth_2x", "scaling", "depth", 2.0), [2, 4])
-    assert not in_run(record("scaling/depth_8x", "scaling", "depth", 8.0), [2, 4])  # a target no longer listed
-    assert not in_run(record("mine", "other"), [2])
+    assert in_run(record("efficientnet_b0", "matrix"), names([2]))
+    assert in_run(record("efficientnet_phi", "phi"), names([2]))
+    assert in_run(record("scaling/baseline", "scaling", "baseline", 1.0), names([2]))
+    assert in_run(record("scaling/depth_2x", "scaling", "depth", 2.0), names([2, 4]))
+    assert not in_run(record("scaling/depth_8x", "scaling", "depth", 8.0), names([2, 4]))  # a target no longer listed
+    assert not in_run(record("mine", "other"), names([2]))
 
 
 def write_records(metrics: Path, rows: list[dict]) -> None:
@@ -77,7 +83,7 @@ def test_collect_builds_the_table_of_this_run_from_the_records(tmp_path: Path) -
     write_records(metrics, [record("scaling/depth_8x", "scaling", "depth", 8.0), record("efficientnet_b0", "matrix", seeds=3),
                             old, record("scaling/depth_2x", "scaling", "depth", 2.0)])
     notes = []
-    rows = collect(metrics, tmp_path / "metrics" / "models.csv", [2.0], log=notes.append)
+    rows = collect(metrics, tmp_path / "metrics" / "models.csv", names([2.0]), log=notes.append)
     assert [r["model"] for r in rows] == ["efficientnet_b0", "resnet50", "scaling/depth_2x"]
     assert [r["seeds"] for r in rows] == [3, 1, 1]
     assert notes == ["left out records of models that no stage of this run declares: scaling/depth_8x"]
@@ -88,10 +94,10 @@ def test_collect_builds_the_table_of_this_run_from_the_records(tmp_path: Path) -
 def test_collect_rejects_a_broken_record_and_an_empty_directory(tmp_path: Path) -> None:
     metrics = tmp_path / "m"
     with pytest.raises(FileNotFoundError, match="no model records"):
-        collect(metrics, tmp_path / "t.csv", [2])
+        collect(metrics, tmp_path / "t.csv", names([2]))
     write_records(metrics, [{"model": "efficientnet_b0", "group": "matrix"}])
     with pytest.raises(ValueError, match="efficientnet_b0.json: a model record lacks name, strategy"):
-        collect(metrics, tmp_path / "t.csv", [2])
+        collect(metrics, tmp_path / "t.csv", names([2]))
     assert not (tmp_path / "t.csv").exists()
 
 

@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from effnet import search_run as search_library
+from effnet.io import LOCK_NAME
 from effnet.scaling import target_dropout
 from stages import search as search_stage
 from stages import train_phi as phi_stage
@@ -42,7 +44,7 @@ def workspace(tmp_path, prepared_data_dir, monkeypatch):
 def test_search_trains_each_network_once_at_matched_flops_without_test(workspace, capsys, monkeypatch):
     args = ["--data", "data", "--out", "metrics/search.json", "--table", "plots/search.csv", "--scratch", "scratch"]
     # interrupted after the first network: its result stays in the scratch directory
-    real_train, calls = search_stage.train, []
+    real_train, calls = search_library.train, []
 
     def interrupted(*a, **k):
         calls.append(a[0])
@@ -50,11 +52,10 @@ def test_search_trains_each_network_once_at_matched_flops_without_test(workspace
             raise KeyboardInterrupt("interrupted")
         return real_train(*a, **k)
 
-    monkeypatch.setattr(search_stage, "train", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        search_stage.main(args)
+    monkeypatch.setattr(search_library, "train", interrupted)
+    assert search_stage.main(args) == 1  # the CLI turns Ctrl-C into one line and exit status 1
     assert len(list(Path("scratch").glob("*/*.json"))) == 1
-    monkeypatch.setattr(search_stage, "train", real_train)
+    monkeypatch.setattr(search_library, "train", real_train)
     capsys.readouterr()
     assert search_stage.main(args) == 0  # resumes: the first network is not trained again
     out = capsys.readouterr().out
@@ -141,8 +142,7 @@ def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(worksp
         return seed_run(spec, cfg, **kwargs)
 
     monkeypatch.setattr(common, "_train_and_save_seed", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        phi_stage.main(args)
+    assert phi_stage.main(args) == 1  # the CLI turns Ctrl-C into one line and exit status 1
     first = Path("models/efficientnet_phi/model.pt").read_bytes()
     shutil.rmtree("models"), shutil.rmtree("live")  # what dvc repro does before rerunning the stage
     monkeypatch.setattr(common, "_train_and_save_seed", lambda spec, cfg, **kw: (trained.append(cfg.seed), seed_run(spec, cfg, **kw))[1])
@@ -156,7 +156,8 @@ def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(worksp
                                                          "models/efficientnet_phi/seed1/model.pt")]
     assert [w["train_config"]["seed"] for w in seeds] == [0, 1]
     assert not torch.equal(seeds[0]["state_dict"]["classifier.1.weight"], seeds[1]["state_dict"]["classifier.1.weight"])
-    assert not Path("ck/phi_seeds").exists() and not Path("ck/phi").exists()  # nothing kept once all seeds are saved
+    assert not Path("ck/phi_seeds").exists()  # nothing kept once all seeds are saved
+    assert [p.name for p in Path("ck/phi").iterdir()] == [LOCK_NAME]  # but the stage's lock (effnet.io.lock_dir)
 
     # one model's evaluate stage: its record and its predictions, both seeds
     assert evaluate_stage.main(["--model", "efficientnet_phi", "--data", str(prepared_data_dir)]) == 0

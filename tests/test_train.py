@@ -27,7 +27,8 @@ import effnet.train as train_module
 from effnet.config import TrainConfig
 from effnet.data import SPLITS
 from effnet.distributed import Distributed
-from effnet.models import MODEL_NAMES, ModelSpec, build_model
+from effnet.models import ModelSpec, build_model
+from effnet.study import model_names
 from effnet.train import (
     CHECKPOINT_NAME, METRIC_KEYS, TrainingError, autocast_dtype, load_weights, lr_factor, make_optimizer, make_scheduler,
     read_weights, save_weights, train,
@@ -463,7 +464,7 @@ def test_stage_rejects_an_unknown_model_listing_the_allowed_ones(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and "efficientnet_b9" in err
-    assert all(name in err for name in MODEL_NAMES)
+    assert all(name in err for name in model_names())
 
 
 def test_stage_needs_the_search_result_for_searched_efficientnets(tmp_path, capsys):
