@@ -172,6 +172,8 @@ def dvc_project(root: Path, data: Path) -> Path:
     shutil.copytree(data, root / "data/cifar100")
     (root / "metrics").mkdir()
     (root / "metrics/search.json").write_text('{"alpha": 1.2, "beta": 1.1, "gamma": 1.15}\n')  # a dep; not read
+    (root / "plan").mkdir()
+    (root / "plan/train.json").write_text("{}\n")  # the plan stage's output, a dep of every training stage; not read
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=root, check=True)
     return root
 
