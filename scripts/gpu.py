@@ -250,6 +250,12 @@ def is_done(job: Job, root: Path, done_dir: Path, wanted: dict[str, Any]) -> boo
     return json.loads(record_path.read_text()).get("settings") == wanted and all((root / o).exists() for o in job.outputs)
 
 
+def needs_evaluation(root: Path, model: str) -> bool:
+    """Whether `model` has weights on this machine that its metrics record (if any) predates."""
+    weights, record = root / "models" / model / "model.pt", root / "metrics" / "models" / f"{model}.json"
+    return weights.is_file() and (not record.is_file() or record.stat().st_mtime < weights.stat().st_mtime)
+
+
 def run_stage(command: list[str], *, cwd: Path, env: dict[str, str], log: Path, hard_end: float) -> int:
     """Run `command` in its own process group, its output to the console and `log`; kill the group at `hard_end`.
 
@@ -440,8 +446,9 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                     done_dir.mkdir(parents=True, exist_ok=True)
                     (done_dir / f"{name}.json").write_text(json.dumps({"job": name, "command": command}) + "\n")
 
-        trained = []
+        trained, window_jobs = [], []
         for job in jobs_for(window, "params-gpu.yaml", coefficients):
+            window_jobs.append(job)
             if only and job.name not in only and (job.model or "") not in only:
                 continue
             wanted = job_settings(job, root, params_file, coefficients)
@@ -478,10 +485,13 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                 exit_status = exit_status or 1
             status["jobs"][job.name] = entry
 
-        if any(job.model for job in trained) and window.get("evaluate", True):
-            # each trained model's own evaluate stage (its metrics JSON and per-image predictions), then the table
-            evaluations = [["python3", "stages/evaluate.py", "--model", job.model, "--params", "params-gpu.yaml"]
-                           for job in trained if job.model]
+        # each model's own evaluate stage (its metrics JSON and per-image predictions), then the table: every model
+        # of the window whose weights are newer than its record (trained in this call, or in a call that was lost
+        # after its training finished), then collect
+        unevaluated = [job.model for job in window_jobs if job.model and needs_evaluation(root, job.model)]
+        if unevaluated and window.get("evaluate", True):
+            evaluations = [["python3", "stages/evaluate.py", "--model", model, "--params", "params-gpu.yaml"]
+                           for model in unevaluated]
             failed = 0
             for command in evaluations + [["python3", "stages/collect.py", "--params", "params-gpu.yaml"]]:
                 commands.append(" ".join(command))
