@@ -114,6 +114,12 @@ def test_finished_models_are_skipped_and_every_call_packs_one_archive(tmp_path, 
             live = cwd / "dvclive" / model
             live.mkdir(parents=True, exist_ok=True)
             (live / "metrics.json").write_text('{"step": 2}')
+            (cwd / "models" / model).mkdir(parents=True, exist_ok=True)
+            (cwd / "models" / model / "model.pt").write_bytes(b"weights")
+        if "stages/evaluate.py" in command:
+            model = command[command.index("--model") + 1]
+            (cwd / "metrics" / "models").mkdir(parents=True, exist_ok=True)
+            (cwd / "metrics" / "models" / f"{model}.json").write_text("{}")
         return 0
 
     monkeypatch.setattr(gpu, "run_stage", fake_stage)
@@ -121,7 +127,9 @@ def test_finished_models_are_skipped_and_every_call_packs_one_archive(tmp_path, 
     out = tmp_path / "out"
     assert gpu.run_window(window, root=root, out=out, store=store, limit_s=300, only=[]) == 0
     assert [c[c.index("--model") + 1] for c in ran if "stages/train.py" in c] == ["efficientnet_b0", "resnet50"]
-    assert any("stages/evaluate.py" in c for c in ran)
+    # each trained model through its own evaluate stage, then the table
+    assert [c[c.index("--model") + 1] for c in ran if "stages/evaluate.py" in c] == ["efficientnet_b0", "resnet50"]
+    assert any("stages/collect.py" in c for c in ran)
     assert sorted(p.name for p in (root / "gpu" / "done").iterdir()) == ["train_efficientnet_b0.json",
                                                                          "train_resnet50.json"]
     assert sorted(p.name for p in out.iterdir()) == ["results.md5", "results.tar"]
@@ -217,3 +225,22 @@ def test_every_window_file_loads_names_its_coefficients_and_overrides_real_param
     assert set(window.get("models") or []) <= set(model_names())
     gpu.write_params(window, ROOT, tmp_path / "data.tar.gz", "published", tmp_path / "params.yaml")  # keys exist
     assert set(window.get("estimates") or {}) <= set(window.get("models") or [])
+
+
+def test_a_model_trained_in_a_lost_call_is_still_evaluated(tmp_path):
+    """A call killed after a model's training finished, before its evaluation: the next call, which skips the
+    finished training, must still evaluate it (its weights are newer than its record, or it has none)."""
+    import os
+
+    weights = tmp_path / "models" / "resnet50" / "model.pt"
+    record = tmp_path / "metrics" / "models" / "resnet50.json"
+    assert not gpu.needs_evaluation(tmp_path, "resnet50")  # nothing trained
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights")
+    assert gpu.needs_evaluation(tmp_path, "resnet50")  # trained, never evaluated
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")  # an older record, e.g. the committed run's
+    os.utime(record, (weights.stat().st_mtime - 60,) * 2)
+    assert gpu.needs_evaluation(tmp_path, "resnet50")
+    os.utime(record, (weights.stat().st_mtime + 60,) * 2)
+    assert not gpu.needs_evaluation(tmp_path, "resnet50")  # evaluated after its training
