@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import warnings
 
 from effnet.config import NetworkConfig
 from effnet.models import describe, spec_for_name
@@ -52,7 +51,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="build B0-B7 by the compound rule with these coefficients (each in "
                              f"[1, {MAX_COEFFICIENT:g}]) instead of the published table")
     args = parser.parse_args(argv)  # a bad value: usage, one error line, exit status 2
-    warnings.filterwarnings("ignore")  # fvcore's tracer warnings
     # each row as soon as it is counted (B7 takes a while): flushed even through a pipe
     print(f"{'model':<18}{'regime':<10}{'resolution':>11}{'params (M)':>12}{'FLOPs (G)':>11}", flush=True)
     for name in model_names():
