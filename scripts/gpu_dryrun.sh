@@ -139,5 +139,5 @@ for rev in json.load(sys.stdin).values():
             print(f'dvc metrics show: {path}: test/top1 {d[\"test/top1\"]}, device {d[\"device\"]}, epochs {d[\"epochs\"]}')
 ")
 (cd "$SCRATCH" && dvc plots show --out "$WORK/dvc_plots" >/dev/null && echo "dvc plots show: $WORK/dvc_plots/index.html")
-(cd "$SCRATCH" && "$HERE_PYTHON" stages/report.py --out "$WORK/REPORT.md" --readme /dev/null && grep -c . "$WORK/REPORT.md")
+(cd "$SCRATCH" && "$HERE_PYTHON" stages/report.py --out "$WORK/REPORT.md" && grep -c . "$WORK/REPORT.md")
 say "dry run passed: $WORK"
