@@ -69,14 +69,20 @@ call() {
   echo "$rc" > "$WORK/out/$name.rc"
 }
 
+# carry_all DEVICE PREFIX: a window's first calls, one carried part each, the last one joining the data
+carry_all() {
+  local device=$1 prefix=$2 i last
+  for i in $(seq 1 "$nparts"); do
+    send "$device" ".carry/part$i"
+    last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data $WINDOW"
+    call "${prefix}carry$i" "$device" 600 "python3 scripts/gpu.py stash .carry/part$i$last"
+  done
+  send "$device"
+}
+
 say "3. the window, interrupted twice"
 DEV=$WORK/device
-for i in $(seq 1 "$nparts"); do
-  send "$DEV" ".carry/part$i"
-  last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data $WINDOW"
-  call "carry$i" "$DEV" 600 "python3 scripts/gpu.py stash .carry/part$i$last"
-done
-send "$DEV"
+carry_all "$DEV" ""
 # the trainer's own budget: EFFNET_TIME_BUDGET_S caps each stage at 6 s here, as EFFNET_DEADLINE does on the GPU
 call train1 "$DEV" 600 "EFFNET_TIME_BUDGET_S=6 python3 scripts/gpu.py run $WINDOW --limit-s 540"
 [ "$(cat "$WORK/out/train1.rc")" = 75 ] || { echo "error: the budgeted call should exit 75" >&2; exit 1; }
@@ -91,12 +97,7 @@ grep -h "time budget reached\|resuming after\|hard time limit" "$WORK"/out/train
 
 say "4. the same window uninterrupted, on a fresh device"
 REF=$WORK/reference
-for i in $(seq 1 "$nparts"); do
-  send "$REF" ".carry/part$i"
-  last=""; [ "$i" = "$nparts" ] && last=" && python3 scripts/gpu.py data $WINDOW"
-  call "ref-carry$i" "$REF" 600 "python3 scripts/gpu.py stash .carry/part$i$last"
-done
-send "$REF"
+carry_all "$REF" "ref-"
 call reference "$REF" 600 "python3 scripts/gpu.py run $WINDOW --limit-s 540"
 
 say "5. compare: interrupted and resumed against uninterrupted"
