@@ -10,6 +10,7 @@ this repository that the code in question imports, directly or not (`import_clos
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -69,8 +70,16 @@ def code_hash(*paths: Path, root: Path = ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=None)
+def _loaded_code_hash(paths: tuple[Path, ...]) -> str:
+    """`code_hash(*paths)`, once per process: the code this process loaded, however often a run asks (every epoch's
+    checkpoint), and unaffected by edits made on disk while it runs."""
+    return code_hash(*paths)
+
+
 def fingerprint(settings: Any, code: Iterable[Path] = ()) -> str:
-    """A short hash of `settings` (anything JSON can write, with str() for the rest) and of `code_hash(*code)`."""
-    blob = json.dumps({"settings": settings, "code": code_hash(*code) if code else ""}, sort_keys=True,
+    """A short hash of `settings` (anything JSON can write, with str() for the rest) and of the `code` it ran with."""
+    paths = tuple(Path(p).resolve() for p in code)
+    blob = json.dumps({"settings": settings, "code": _loaded_code_hash(paths) if paths else ""}, sort_keys=True,
                       default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
