@@ -610,35 +610,41 @@ def _overlay(base: dict[str, Any], over: dict[str, Any]) -> None:
             base[key] = value
 
 
-def run_params(lock: Path, defaults: Path = Path("params.yaml")) -> Params:
-    """The params the run recorded in `lock` (a dvc.lock) was made with.
+def run_params(source: Path, defaults: Path = Path("params.yaml")) -> Params:
+    """The params the committed run was made with, as `source` records them, over `defaults`.
 
-    Every `params.yaml` value that any stage of the lock records (as a section or a dotted key), over
-    `defaults` for the keys the lock does not hold (keys added since that run); a key of the lock that
-    `defaults` no longer has is dropped, as nothing reads it. A missing lock gives `defaults` alone.
+    `source` is a dvc.lock (every `params.yaml` value any of its stages records, as a section or a
+    dotted key) or a params file of overrides, such as a GPU archive's `params-gpu.yaml`. Keys it does
+    not hold (added since that run) keep `defaults`' values; a key that `defaults` no longer has is
+    dropped, as nothing reads it. A missing `source` gives `defaults` alone.
     """
     raw = yaml.safe_load(Path(defaults).read_text())
-    lock = Path(lock)
-    if lock.is_file():
+    source = Path(source)
+    if source.is_file():
+        loaded = yaml.safe_load(source.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{source}: neither a dvc.lock nor a params file (a mapping of keys)")
+        entries = ([(stage.get("params") or {}).get("params.yaml") or {} for stage in loaded["stages"].values()]
+                   if isinstance(loaded.get("stages"), dict) else [loaded])
         recorded: dict[str, Any] = {}
-        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-            for key, value in ((stage.get("params") or {}).get("params.yaml") or {}).items():
+        for entry in entries:
+            for key, value in entry.items():
                 _set(recorded, key, value)
         _overlay(raw, recorded)
     return params_from_dict(raw)
 
 
-def read_run_files(root: Path, *, lock: Path | None = None, defaults: Path | None = None,
+def read_run_files(root: Path, *, run: Path | None = None, defaults: Path | None = None,
                    models_table: Path | None = None, search_json: Path | None = None,
                    search_table: Path | None = None) -> RunFiles:
     """`RunFiles` of the project at `root`; each file at its pipeline path under `root` unless given:
-    the params of `lock` (dvc.lock) over `defaults` (params.yaml), metrics/models.csv, metrics/search.json,
+    the params of `run` (dvc.lock; see `run_params`) over `defaults` (params.yaml), metrics/models.csv, metrics/search.json,
     plots/search.csv, and the GPU window files."""
     root = Path(root)
     windows = tuple((p.relative_to(root).as_posix(), yaml.safe_load(p.read_text()) or {})
                     for p in sorted(root.glob(GPU_WINDOWS)))
     models = read_table(models_table or root / "metrics" / "models.csv")
-    return RunFiles(params=run_params(lock or root / "dvc.lock", defaults or root / "params.yaml"),
+    return RunFiles(params=run_params(run or root / "dvc.lock", defaults or root / "params.yaml"),
                     models=[r for r in models if r.get("model")],
                     search=_read_json(search_json or root / "metrics" / "search.json"),
                     candidates=read_table(search_table or root / "plots" / "search.csv"), windows=windows)

@@ -1,9 +1,9 @@
-"""DVC stage `report`: REPORT.md from the pipeline's outputs; apart from DVC, the README's results block.
+"""DVC stage `report`: REPORT.md from the pipeline's outputs; apart from DVC, the generated blocks of README and docs/.
 
     python stages/report.py [--params params.yaml] [--models-table metrics/models.csv]
         [--search metrics/search.json] [--search-table plots/search.csv] [--cam metrics/cam.json]
         [--plots plots] [--predictions predictions] [--out REPORT.md]
-    python stages/report.py --update-readme [README.md] [--lock dvc.lock]   # only the generated blocks of the pages
+    python stages/report.py --update-readme [README.md] [--run-params dvc.lock]   # only the pages' generated blocks
 
 The stage writes `--out`: how the run was made, the searched coefficients against the
 paper's, the table of models, the paper's ImageNet Table 2 and other CIFAR-100 results beside
@@ -12,7 +12,8 @@ and the figures. It never touches README.md, which is no DVC output. `--update-r
 by hand after `dvc repro`, then committed) fills every generated block, what lies between
 `<!-- NAME:start -->` and `<!-- NAME:end -->`, of README and of the pages beside it (docs/*.md,
 benchmarks/README.md, vendor/*/README.md) from the committed run: the tables, `--search-table`,
-and the params `--lock` records for it over `--params`; it writes nothing else.
+and the params `--run-params` records for it (dvc.lock, or an archive's params-gpu.yaml) over
+`--params`; it writes nothing else.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def run(args: argparse.Namespace, params: Params) -> int:
             raise FileNotFoundError(f"{readme}: no such file; run from the project root or name the README")
         if "<!-- results:start -->" not in readme.read_text():
             raise ValueError(f"{readme} has no <!-- results:start --> ... <!-- results:end --> block to fill")
-        files = read_run_files(readme.parent, lock=args.lock, defaults=args.params, models_table=args.models_table,
+        if args.run_params != Path("dvc.lock") and not args.run_params.is_file():
+            raise FileNotFoundError(f"--run-params {args.run_params}: no such file")
+        files = read_run_files(readme.parent, run=args.run_params, defaults=args.params, models_table=args.models_table,
                                search_json=args.search, search_table=args.search_table)
         pages = [readme] + [p for p in generated_pages(readme.parent) if p.resolve() != readme.resolve()]
         changed = update_pages(pages, files)
@@ -62,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="REPORT.md", type=Path)
     parser.add_argument("--update-readme", nargs="?", const=Path("README.md"), type=Path, metavar="README",
                         help="only fill the generated blocks of README (default README.md) and the pages beside it")
-    parser.add_argument("--lock", default="dvc.lock", type=Path,
-                        help="with --update-readme: the dvc.lock whose recorded params describe the committed run")
+    parser.add_argument("--run-params", default="dvc.lock", type=Path,
+                        help="with --update-readme: what records the committed run's params (a dvc.lock or a params "
+                             "file of overrides)")
     return cli.main(parser, run, argv)
 
 

@@ -108,6 +108,12 @@ def test_run_params_are_the_locks_over_the_defaults(tmp_path: Path) -> None:
     defaults = run_params(tmp_path / "missing.lock", tmp_path / "params.yaml")
     assert params.train.epochs == 1 and params.network.base_resolution == 16  # dotted keys and sections
     assert defaults.train.epochs != 1 and params.train.lr == defaults.train.lr  # the rest from params.yaml
+    (tmp_path / "params-gpu.yaml").write_text("train:\n  epochs: 30\nnetwork.base_resolution: 32\n")  # overrides
+    gpu = run_params(tmp_path / "params-gpu.yaml", tmp_path / "params.yaml")
+    assert gpu.train.epochs == 30 and gpu.network.base_resolution == 32 and gpu.train.lr == defaults.train.lr
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ValueError, match="neither a dvc.lock nor a params file"):
+        run_params(tmp_path / "list.yaml", tmp_path / "params.yaml")
 
 
 def test_unknown_or_unclosed_blocks_are_errors_and_nothing_is_written(tmp_path: Path) -> None:
@@ -142,3 +148,6 @@ def test_the_stage_fills_the_readme_and_the_docs_beside_it(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 1 and "no generator for the block 'nonsense'" in done.stderr
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme", "--run-params",
+                           "gone.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1 and "--run-params gone.yaml: no such file" in done.stderr
