@@ -546,32 +546,6 @@ def build_report(params: Params, *, models_table: Path, search_json: Path, searc
     return "\n\n".join(sections) + "\n"
 
 
-def replace_block(text: str, block: str, start: str = README_START, end: str = README_END) -> str | None:
-    """`text` with what lies between the `start` and `end` markers replaced by `block`; None without markers."""
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), flags=re.DOTALL)
-    if not pattern.search(text):
-        return None
-    return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text, count=1)
-
-
-def update_readme(readme: Path, models_table: Path, search_json: Path, report_name: str = "REPORT.md",
-                  params: Params | None = None) -> bool:
-    """Replace the README's results block with `results_block` (led by `run_summary` of `params`, when
-    given); False (README untouched) without markers."""
-    readme = Path(readme)
-    if not readme.is_file():
-        return False
-    models = [r for r in read_table(models_table) if r.get("model")]
-    block = results_block(models, _read_json(search_json), report_name,
-                          run=run_summary(params, models) if params is not None else "")
-    text = replace_block(readme.read_text(), block)
-    if text is None:
-        return False
-    if text != readme.read_text():
-        write_text(readme, text)
-    return True
-
-
 # --------------------------------------------------------------------------------------
 # the generated blocks of README.md and docs/*.md
 # --------------------------------------------------------------------------------------
@@ -638,8 +612,8 @@ def read_run_files(root: Path, *, run: Path | None = None, defaults: Path | None
                    models_table: Path | None = None, search_json: Path | None = None,
                    search_table: Path | None = None) -> RunFiles:
     """`RunFiles` of the project at `root`; each file at its pipeline path under `root` unless given:
-    the params of `run` (dvc.lock; see `run_params`) over `defaults` (params.yaml), metrics/models.csv, metrics/search.json,
-    plots/search.csv, and the GPU window files."""
+    the params of `run` (dvc.lock; see `run_params`) over `defaults` (params.yaml), metrics/models.csv,
+    metrics/search.json, plots/search.csv, and the GPU window files."""
     root = Path(root)
     windows = tuple((p.relative_to(root).as_posix(), yaml.safe_load(p.read_text()) or {})
                     for p in sorted(root.glob(GPU_WINDOWS)))
@@ -737,10 +711,8 @@ def fill_blocks(text: str, files: RunFiles, where: str = "the text") -> str:
             raise ValueError(f"{where}: no generator for the block '{name}'; known blocks: {', '.join(GENERATORS)}")
         if f"<!-- {name}:end -->" not in text:
             raise ValueError(f"{where}: the block '{name}' has no <!-- {name}:end --> marker")
-    made: dict[str, str] = {}
-    return BLOCK.sub(lambda m: (f"<!-- {m['name']}:start -->\n"
-                                f"{made.setdefault(m['name'], GENERATORS[m['name']](files))}\n"
-                                f"<!-- {m['name']}:end -->"), text)
+    made = {name: GENERATORS[name](files) for name in dict.fromkeys(names)}
+    return BLOCK.sub(lambda m: f"<!-- {m['name']}:start -->\n{made[m['name']]}\n<!-- {m['name']}:end -->", text)
 
 
 def generated_pages(root: Path) -> list[Path]:

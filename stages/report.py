@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 from effnet.config import Params  # noqa: E402
 from effnet.io import write_text  # noqa: E402
-from effnet.report import build_report, generated_pages, git_commit, read_run_files, update_pages  # noqa: E402
+from effnet.report import (README_END, README_START, build_report, generated_pages, git_commit,  # noqa: E402
+                           read_run_files, update_pages)
 from stages import cli  # noqa: E402
 
 
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
         readme = args.update_readme
         if not readme.is_file():
             raise FileNotFoundError(f"{readme}: no such file; run from the project root or name the README")
-        if "<!-- results:start -->" not in readme.read_text():
-            raise ValueError(f"{readme} has no <!-- results:start --> ... <!-- results:end --> block to fill")
+        if README_START not in readme.read_text():
+            raise ValueError(f"{readme} has no {README_START} ... {README_END} block to fill")
         if args.run_params != Path("dvc.lock") and not args.run_params.is_file():
             raise FileNotFoundError(f"--run-params {args.run_params}: no such file")
         files = read_run_files(readme.parent, run=args.run_params, defaults=args.params, models_table=args.models_table,

@@ -151,3 +151,7 @@ def test_the_stage_fills_the_readme_and_the_docs_beside_it(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme", "--run-params",
                            "gone.yaml"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1 and "--run-params gone.yaml: no such file" in done.stderr
+    (tmp_path / "README.md").write_text("no markers\n")
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "has no <!-- results:start --> ... <!-- results:end --> block" in done.stderr
