@@ -645,8 +645,14 @@ def search_block(files: RunFiles) -> str:
     spent = sum(c["train_time_s"] for c in ranked if finite(c.get("train_time_s")))
     ratios = [c["flops_ratio"] for c in ranked if finite(c.get("flops_ratio"))]
     span = f", at {min(ratios):.2f}-{max(ratios):.2f}x B0's FLOPs" if ratios else ""
+    scores = [c["val_top1"] for c in ranked if finite(c.get("val_top1"))]
+    images = files.params.data.val_per_class * files.params.network.num_classes
+    noise = (f" On {images:,} validation images the standard error of the best accuracy ({100 * scores[0]:.1f}%) is "
+             f"{100 * math.sqrt(scores[0] * (1 - scores[0]) / images):.1f} points; the grid spans "
+             f"{100 * (scores[0] - scores[-1]):.1f} points." if scores and images else "")
     return (f"{_count(len(ranked), 'candidate')}{span}, {_duration(spent)} of training in all "
-            f"(`plots/search.csv`, `metrics/search.json`):\n\n" + table(header, rows, "r" * (len(header) - 1) + "l"))
+            f"(`plots/search.csv`, `metrics/search.json`).{noise}\n\n"
+            + table(header, rows, "r" * (len(header) - 1) + "l"))
 
 
 def scaling_block(files: RunFiles) -> str:
