@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from effnet.report import BLOCK, GENERATORS, fill_blocks, generated_pages, read_run_files, run_params, update_pages
+from effnet.report import (BLOCK, GENERATORS, RunFiles, fill_blocks, generated_pages, read_run_files, run_params,
+                           update_pages)
 from test_report import project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,3 +156,22 @@ def test_the_stage_fills_the_readme_and_the_docs_beside_it(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 1 and "has no <!-- results:start --> ... <!-- results:end --> block" in done.stderr
+
+
+def test_the_search_and_scaling_blocks_compute_what_they_say() -> None:
+    params = read_run_files(ROOT).params  # the committed run's: 10 validation images per class, 100 classes
+    candidates = [{"alpha": 1.0, "beta": 1.1, "gamma": 1.3, "val_top1": 0.1, "flops_ratio": 2.5, "train_time_s": 60,
+                   "paper": False, "chosen": False},
+                  {"alpha": 1.2, "beta": 1.1, "gamma": 1.15, "val_top1": 0.3, "flops_ratio": 3.0, "train_time_s": 60,
+                   "paper": True, "chosen": True}]
+    models = [{"model": "b0", "group": "scaling", "strategy": "baseline", "flops": 100, "target": ""},
+              {"model": "d2", "group": "scaling", "strategy": "depth", "target": 2.0, "flops": 205, "depth": 1.75}]
+    files = RunFiles(params=params, models=models, search={}, candidates=candidates)
+    search = GENERATORS["search"](files)
+    assert search.startswith("2 candidates, at 2.50-3.00x B0's FLOPs, 2.0 min of training in all")
+    assert "On 1,000 validation images the standard error of the best accuracy (30.0%) is 1.4 points" in search
+    assert "the grid spans 20.0 points" in search
+    rows = [line for line in search.splitlines() if line.startswith("| 1.")]
+    assert rows[0].startswith("| 1.2 | 1.1 | 1.15 |") and rows[0].endswith("| chosen paper |")  # best first
+    scaling = GENERATORS["scaling"](files)
+    assert "| 2x | depth | 1.750 |" in scaling and "| 2.050 |" in scaling  # FLOPs over the baseline's
