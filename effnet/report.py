@@ -6,7 +6,8 @@ and from `params.yaml`; the only numbers typed in here are other people's: the p
 ImageNet Table 2, the public CIFAR-100 results of the baselines, and the earlier student
 reproduction. `results_block` is the short table the README shows between its
 `<!-- results:start -->` and `<!-- results:end -->` markers, so the README's results are
-the report's, never typed by hand.
+the report's, never typed by hand; every other table of numbers in README.md and docs/ is
+such a block too (`GENERATORS`, filled by `update_pages` from the committed `RunFiles`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import platform
 import re
 import subprocess
 import importlib.metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
+
 from effnet import study
-from effnet.config import PAPER_COEFFICIENTS, Params
+from effnet.config import PAPER_COEFFICIENTS, Params, params_from_dict
 from effnet.io import write_text
 from effnet.plots import finite, label, read_table
 from effnet.results import Predictions, load_predictions, predictions_path
@@ -146,17 +150,25 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, now: str) -> str:
-    t, s, sc, net, data, ev = params.train, params.search, params.scaling, params.network, params.data, params.evaluate
     devices = _devices(models)
+    lines = [
+        f"- **Date**: {now}. **Code**: git commit `{commit}`.",
+        f"- **Evaluation hardware**: {', '.join(devices) or 'unknown'} (from `metrics/models.csv`). This report was "
+        f"written on: {host}.",
+    ]
+    return "## How this run was made\n\n" + "\n".join(lines + budget_lines(params, models))
+
+
+def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
+    """How the run of `params` was made, as Markdown bullets: data, networks, budgets, recipe, seeds, and
+    whether the budget is a reduced one. No date, host or commit: the same files give the same lines."""
+    t, s, sc, net, data, ev = params.train, params.search, params.scaling, params.network, params.data, params.evaluate
     images = {split: sorted({int(r[f"{split}/images"]) for r in models if finite(r.get(f"{split}/images"))})
               for split in ("val", "test")}
     evaluated = ", ".join(f"{split} {'/'.join(f'{n:,}' for n in counts)} images" for split, counts in images.items() if counts)
     scaling = ("the compound rule with the searched coefficients at phi = 0..7" if net.efficientnet_scaling == "searched"
                else "the published B1-B7 table")
     lines = [
-        f"- **Date**: {now}. **Code**: git commit `{commit}`.",
-        f"- **Evaluation hardware**: {', '.join(devices) or 'unknown'} (from `metrics/models.csv`). This report was "
-        f"written on: {host}.",
         f"- **Data**: CIFAR-100; {_count(data.val_per_class, 'image')} per class of the official training set held out for "
         f"validation (seed {data.seed}), the official test set for testing only"
         f"{f'; evaluated on {evaluated}' if evaluated else ''}"
@@ -181,7 +193,7 @@ def _how(params: Params, models: list[dict[str, Any]], commit: str, host: str, n
     if reduced:
         lines.append(f"- **A reduced budget** ({', '.join(reduced)}): these numbers show that the pipeline runs end to "
                      "end, not how the models compare.")
-    return "## How this run was made\n\n" + "\n".join(lines)
+    return lines
 
 
 def _devices(models: list[dict[str, Any]]) -> list[str]:
@@ -199,13 +211,12 @@ def _reduced(params: Params) -> list[str]:
         (f"{_count(sc.epochs, 'scaling-study epoch')}", sc.epochs < 10)) if small]
 
 
-def run_summary(params: Params, models: list[dict[str, Any]], now: str | None = None) -> str:
-    """One paragraph on which run the README's results come from: date, device, budget, caveat."""
+def run_summary(params: Params, models: list[dict[str, Any]]) -> str:
+    """One paragraph on which run the README's results come from: device, budget, caveat (its date is in git)."""
     t, net = params.train, params.network
-    now = now or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     devices = _devices(models)
     reduced = _reduced(params)
-    return (f"**This run**: {now}, evaluated on {', '.join(devices) or 'an unknown device'}; B0 at "
+    return (f"**This run**: evaluated on {', '.join(devices) or 'an unknown device'}; B0 at "
             f"{net.base_resolution}x{net.base_resolution}, the B0-B7 and baseline matrix trained "
             f"{_count(t.epochs, 'epoch')} on {_per_class(t.train_per_class, 'all 450 training images per class')}."
             + (f" **A reduced budget** ({', '.join(reduced)}): the numbers below show that the pipeline runs end to end "
@@ -535,27 +546,196 @@ def build_report(params: Params, *, models_table: Path, search_json: Path, searc
     return "\n\n".join(sections) + "\n"
 
 
-def replace_block(text: str, block: str, start: str = README_START, end: str = README_END) -> str | None:
-    """`text` with what lies between the `start` and `end` markers replaced by `block`; None without markers."""
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), flags=re.DOTALL)
-    if not pattern.search(text):
-        return None
-    return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text, count=1)
+# --------------------------------------------------------------------------------------
+# the generated blocks of README.md and docs/*.md
+# --------------------------------------------------------------------------------------
+
+# `<!-- NAME:start -->` ... `<!-- NAME:end -->`: what lies between is written by `fill_blocks`, never by hand.
+BLOCK = re.compile(r"<!-- (?P<name>[a-z][a-z0-9-]*):start -->\n?(?P<body>.*?)<!-- (?P=name):end -->", re.DOTALL)
+GPU_WINDOWS = "scripts/gpu_window*.yaml"
 
 
-def update_readme(readme: Path, models_table: Path, search_json: Path, report_name: str = "REPORT.md",
-                  params: Params | None = None, now: str | None = None) -> bool:
-    """Replace the README's results block with `results_block` (led by `run_summary` of `params`, when
-    given); False (README untouched) without markers."""
-    readme = Path(readme)
-    if not readme.is_file():
-        return False
-    models = [r for r in read_table(models_table) if r.get("model")]
-    block = results_block(models, _read_json(search_json), report_name,
-                          run=run_summary(params, models, now) if params is not None else "")
-    text = replace_block(readme.read_text(), block)
-    if text is None:
-        return False
-    if text != readme.read_text():
-        write_text(readme, text)
-    return True
+@dataclass(frozen=True)
+class RunFiles:
+    """The committed files the generated blocks are made from: the same files give the same blocks."""
+
+    params: Params  # what the committed run was made with (`run_params`), not params.yaml's defaults
+    models: list[dict[str, Any]]  # metrics/models.csv
+    search: dict[str, Any]  # metrics/search.json
+    candidates: list[dict[str, Any]]  # plots/search.csv
+    windows: tuple[tuple[str, dict[str, Any]], ...] = ()  # (path, content) of each GPU window file
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def _overlay(base: dict[str, Any], over: dict[str, Any]) -> None:
+    """Copy `over`'s leaves into `base` where `base` has that key (a key the config no longer has is left out)."""
+    for key, value in over.items():
+        if key not in base:
+            continue
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            _overlay(base[key], value)
+        else:
+            base[key] = value
+
+
+def run_params(source: Path, defaults: Path = Path("params.yaml")) -> Params:
+    """The params the committed run was made with, as `source` records them, over `defaults`.
+
+    `source` is a dvc.lock (every `params.yaml` value any of its stages records, as a section or a
+    dotted key) or a params file of overrides, such as a GPU archive's `params-gpu.yaml`. Keys it does
+    not hold (added since that run) keep `defaults`' values; a key that `defaults` no longer has is
+    dropped, as nothing reads it. A missing `source` gives `defaults` alone.
+    """
+    raw = yaml.safe_load(Path(defaults).read_text())
+    source = Path(source)
+    if source.is_file():
+        loaded = yaml.safe_load(source.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{source}: neither a dvc.lock nor a params file (a mapping of keys)")
+        entries = ([(stage.get("params") or {}).get("params.yaml") or {} for stage in loaded["stages"].values()]
+                   if isinstance(loaded.get("stages"), dict) else [loaded])
+        recorded: dict[str, Any] = {}
+        for entry in entries:
+            for key, value in entry.items():
+                _set(recorded, key, value)
+        _overlay(raw, recorded)
+    return params_from_dict(raw)
+
+
+def read_run_files(root: Path, *, run: Path | None = None, defaults: Path | None = None,
+                   models_table: Path | None = None, search_json: Path | None = None,
+                   search_table: Path | None = None) -> RunFiles:
+    """`RunFiles` of the project at `root`; each file at its pipeline path under `root` unless given:
+    the params of `run` (dvc.lock; see `run_params`) over `defaults` (params.yaml), metrics/models.csv,
+    metrics/search.json, plots/search.csv, and the GPU window files."""
+    root = Path(root)
+    windows = tuple((p.relative_to(root).as_posix(), yaml.safe_load(p.read_text()) or {})
+                    for p in sorted(root.glob(GPU_WINDOWS)))
+    models = read_table(models_table or root / "metrics" / "models.csv")
+    return RunFiles(params=run_params(run or root / "dvc.lock", defaults or root / "params.yaml"),
+                    models=[r for r in models if r.get("model")],
+                    search=_read_json(search_json or root / "metrics" / "search.json"),
+                    candidates=read_table(search_table or root / "plots" / "search.csv"), windows=windows)
+
+
+def run_block(files: RunFiles) -> str:
+    """How the committed run was made (docs/findings.md): the report's bullets, without date, host or commit."""
+    return "\n".join(budget_lines(files.params, files.models))
+
+
+def search_block(files: RunFiles) -> str:
+    """Every candidate of the committed search (plots/search.csv), best validation top-1 first."""
+    ranked = sorted(files.candidates, key=lambda c: -c["val_top1"] if finite(c.get("val_top1")) else math.inf)
+    if not ranked:
+        return "No search candidates (`plots/search.csv`) committed."
+    has_phi = any(finite(c.get("phi")) for c in ranked)
+    rows = [[c.get("alpha", "–"), c.get("beta", "–"), c.get("gamma", "–"), num(c.get("constraint"), digits=3)]
+            + ([num(c.get("phi"), digits=3)] if has_phi else [])
+            + [c.get("resolution", "–"), num(c.get("params"), 1e6), num(c.get("flops_ratio"), digits=2),
+               pct(c.get("val_top1"), 1), num(c.get("train_time_s"), digits=0),
+               " ".join(k for k in ("chosen", "paper") if c.get(k) is True)] for c in ranked]
+    header = (["alpha", "beta", "gamma", "alpha·beta²·gamma²"] + (["phi"] if has_phi else [])
+              + ["px", "params (M)", "FLOPs / B0", "val top-1 (%)", "train (s)", ""])
+    spent = sum(c["train_time_s"] for c in ranked if finite(c.get("train_time_s")))
+    ratios = [c["flops_ratio"] for c in ranked if finite(c.get("flops_ratio"))]
+    span = f", at {min(ratios):.2f}-{max(ratios):.2f}x B0's FLOPs" if ratios else ""
+    scores = [c["val_top1"] for c in ranked if finite(c.get("val_top1"))]
+    images = files.params.data.val_per_class * files.params.network.num_classes
+    noise = (f" On {images:,} validation images the standard error of the best accuracy ({100 * scores[0]:.1f}%) is "
+             f"{100 * math.sqrt(scores[0] * (1 - scores[0]) / images):.1f} points; the grid spans "
+             f"{100 * (scores[0] - scores[-1]):.1f} points." if scores and images else "")
+    return (f"{_count(len(ranked), 'candidate')}{span}, {_duration(spent)} of training in all "
+            f"(`plots/search.csv`, `metrics/search.json`).{noise}\n\n"
+            + table(header, rows, "r" * (len(header) - 1) + "l"))
+
+
+def scaling_block(files: RunFiles) -> str:
+    """The scaling study's models of the committed run (metrics/models.csv) as built: multipliers, FLOPs, top-1."""
+    scaled = [r for r in _order(files.models) if r.get("group") == "scaling"]
+    if not scaled:
+        return "No scaling-study models in `metrics/models.csv`."
+    base = next((r for r in scaled if r.get("strategy") == "baseline"), None)
+    rows = [[f"{r['target']:g}x" if finite(r.get("target")) else "1x", r.get("strategy", ""),
+             num(r.get("depth"), digits=3), num(r.get("width"), digits=3), r.get("resolution", "–"),
+             num(r.get("params"), 1e6),
+             num(r["flops"] / base["flops"], digits=3) if base and finite(r.get("flops")) else "–",
+             pct(r.get("test/top1_ema"))] for r in scaled]
+    return table(["target", "strategy", "depth", "width", "px", "params (M)", "FLOPs / B0", "test top-1"], rows,
+                 "ll" + "r" * 6)
+
+
+def times_block(files: RunFiles) -> str:
+    """What each model of the committed run cost to train and evaluate (metrics/models.csv)."""
+    rows = [[label(r), r.get("resolution", "–"), r.get("epochs", "–"), _duration(r.get("train_time_s")),
+             num(r.get("throughput_images_per_s"), digits=0), r.get("device", "–")]
+            for r in _order(files.models) if r.get("group") in ("matrix", "phi")]
+    if not rows:
+        return "No models in `metrics/models.csv`."
+    return table(["model", "px", "epochs", "train time", "inference images/s", "device"], rows, "lrrrrl")
+
+
+def windows_block(files: RunFiles) -> str:
+    """The GPU windows (scripts/gpu_window*.yaml): their jobs, budget and estimated seconds per epoch."""
+    rows = []
+    for path, window in files.windows:
+        estimates = window.get("estimates") or {}
+        stages = [str(s.get("name")) for s in window.get("stages") or [] if isinstance(s, dict)]
+        shown = f"{', '.join(stages[:3])}{', ...' if len(stages) > 3 else ''} ({_count(len(stages), 'stage')})"
+        jobs = list(window.get("models") or []) + ([shown] if stages else [])
+        budget = ", ".join(f"`{k}: {v}`" for k, v in (window.get("params") or {}).items()) or "–"
+        guess = ", ".join(f"{k} {'-'.join(str(x) for x in v)}" for k, v in estimates.items()) or "–"
+        rows.append([f"`{path}`", ", ".join(jobs) or "–", "yes" if window.get("bench") else "no", budget, guess])
+    if not rows:
+        return "No GPU window files (`scripts/gpu_window*.yaml`)."
+    return table(["window file", "jobs", "benchmark", "budget", "estimated s per epoch (not measured)"], rows, "lllll")
+
+
+GENERATORS = {
+    "results": lambda files: results_block(files.models, files.search, run=run_summary(files.params, files.models)),
+    "run": run_block,
+    "search": search_block,
+    "scaling": scaling_block,
+    "times": times_block,
+    "gpu-windows": windows_block,
+}
+
+
+def fill_blocks(text: str, files: RunFiles, where: str = "the text") -> str:
+    """`text` with every generated block replaced by what `GENERATORS` makes of `files`.
+
+    A block with no generator, or a start marker without its end, is a ValueError naming it and `where`.
+    """
+    names = re.findall(r"<!-- ([a-z][a-z0-9-]*):start -->", text)
+    for name in names:
+        if name not in GENERATORS:
+            raise ValueError(f"{where}: no generator for the block '{name}'; known blocks: {', '.join(GENERATORS)}")
+        if f"<!-- {name}:end -->" not in text:
+            raise ValueError(f"{where}: the block '{name}' has no <!-- {name}:end --> marker")
+    made = {name: GENERATORS[name](files) for name in dict.fromkeys(names)}
+    return BLOCK.sub(lambda m: f"<!-- {m['name']}:start -->\n{made[m['name']]}\n<!-- {m['name']}:end -->", text)
+
+
+def generated_pages(root: Path) -> list[Path]:
+    """The pages that hold generated blocks or may: README.md, docs/*.md, benchmarks/README.md, vendor/*/README.md."""
+    root = Path(root)
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "benchmarks" / "README.md",
+             *sorted((root / "vendor").glob("*/README.md"))]
+    return [p for p in pages if p.is_file()]
+
+
+def update_pages(pages: Sequence[Path], files: RunFiles) -> list[Path]:
+    """Fill the generated blocks of `pages` from `files`; returns the pages that changed.
+
+    Every page is checked before any is written, so a bad block leaves all of them untouched.
+    """
+    new = {Path(p): fill_blocks(Path(p).read_text(), files, str(p)) for p in pages}
+    changed = [p for p, text in new.items() if text != p.read_text()]
+    for page in changed:
+        write_text(page, new[page])
+    return changed

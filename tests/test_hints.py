@@ -1,4 +1,4 @@
-"""Every `dvc ...` command shown to a user (error hints, usage lines, comments, README) parses with dvc's CLI.
+"""Every `dvc ...` command shown to a user (error hints, usage lines, comments, README, docs/) parses with dvc's CLI.
 
 The commands are collected from the string constants of every module in effnet/ and stages/
 (f-string fields become a placeholder word) and from the comments of scripts/ and params.yaml;
@@ -40,7 +40,7 @@ def _comments(path: Path) -> list[str]:
 
 
 def _readme_commands(path: Path) -> list[str]:
-    """The lines of README's fenced code blocks that start with `dvc ` (its own trailing comment removed)."""
+    """The lines of a Markdown page's fenced code blocks that start with `dvc ` (its trailing comment removed)."""
     lines, inside = [], False
     for line in path.read_text().splitlines():
         if line.startswith("```"):
@@ -56,7 +56,10 @@ def hints() -> list[tuple[str, str]]:
     sources = [(p, _python_strings(p)) for d in ("effnet", "stages") for p in sorted((ROOT / d).glob("*.py"))]
     sources += [(p, _comments(p)) for p in sorted((ROOT / "scripts").glob("*")) if p.suffix in (".sh", ".yaml")]
     sources += [(ROOT / "params.yaml", _comments(ROOT / "params.yaml"))]
-    found += [("README.md", command) for command in _readme_commands(ROOT / "README.md")]  # whole lines, quotes and all
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("*/README.md")),
+             *sorted(ROOT.glob("vendor/*/README.md"))]
+    found += [(page.relative_to(ROOT).as_posix(), command) for page in pages
+              for command in _readme_commands(page)]  # whole lines, quotes and all
     for path, texts in sources:
         for text in texts:
             for match in COMMAND.finditer(text):
@@ -81,7 +84,8 @@ def test_the_extractor_finds_the_known_hints() -> None:
         in commands  # effnet/download.py's mirror hint
     assert "dvc repro download" in commands  # effnet/data.py
     assert f"dvc exp run -S data.url={FIELD} -S data.md5={FIELD}" in commands  # an f-string hint
-    assert any(c.startswith("dvc exp show --no-pager --drop '.*' --keep") for c in commands)  # README, quoted regex
+    assert any(c.startswith("dvc exp show --no-pager --drop '.*' --keep") for c in commands)  # docs/, quoted regex
+    assert "dvc repro --single-item collect plots report" in commands  # docs/operations.md
     assert len(commands) >= 10
 
 

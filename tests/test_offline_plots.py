@@ -2,7 +2,7 @@
 
 No browser here: the page DVC writes from the template is checked for what a browser would
 fetch (every <script src> and <link href> local, none http(s)) and for the three libraries
-inlined. The render in headless Chromium with the network cut is described in README.
+inlined. The render in headless Chromium with the network cut is described in vendor/vega/README.md.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from effnet.config import Params
 from effnet.evaluate import COLUMNS
 from effnet.io import write_csv
 from effnet.plots import make_plots, read_table
-from effnet.report import build_report, comparisons, replace_block, update_readme
+from effnet.report import build_report, comparisons, read_run_files, update_pages
 from effnet.results import Predictions, save_predictions
 from effnet.study import matrix, model_names
 from test_plots import write_results
@@ -98,27 +98,25 @@ def test_report_without_any_results(tmp_path: Path) -> None:
 
 def test_readme_block(tmp_path: Path) -> None:
     project(tmp_path, plots=False)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     readme = tmp_path / "README.md"
     readme.write_text("# title\n\nbefore\n\n<!-- results:start -->\nhand-typed\n<!-- results:end -->\n\nafter\n")
-    assert update_readme(readme, tmp_path / "metrics" / "models.csv", tmp_path / "metrics" / "search.json")
+    files = read_run_files(tmp_path)  # no dvc.lock there: params.yaml's defaults
+    assert update_pages([readme], files) == [readme]
     text = readme.read_text()
     assert "hand-typed" not in text and "| B7 | 68.34 | 15.360 | 64.00 |" in text
     assert text.startswith("# title\n\nbefore\n\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\n\nafter\n")
-    assert update_readme(readme, tmp_path / "metrics" / "models.csv", tmp_path / "metrics" / "search.json")
-    assert readme.read_text() == text  # idempotent
-    assert "This run" not in text  # no params given: the table only
+    assert update_pages([readme], files) == [] and readme.read_text() == text  # idempotent
+    assert "**This run**: evaluated on " in text and "A reduced budget" not in text  # the full defaults
 
     small = replace(Params(), train=replace(Params().train, epochs=1, train_per_class=15, ema_decay=0.0))
-    assert update_readme(readme, tmp_path / "metrics" / "models.csv", tmp_path / "metrics" / "search.json", params=small,
-                         now="2026-11-23")
+    assert update_pages([readme], replace(files, params=small)) == [readme]
     run = readme.read_text().split("<!-- results:start -->\n", 1)[1]
-    assert run.startswith("**This run**: 2026-11-23, evaluated on ")
+    assert run.startswith("**This run**: evaluated on ")  # no date: the same files give the same block
     assert "**A reduced budget** (1 training epoch, 15 training images per class)" in run
     assert "| B7 | 68.34 | 15.360 | 64.00 |" in run
-    assert replace_block("no markers here", "x") is None
     readme.write_text("no markers\n")
-    assert not update_readme(readme, tmp_path / "metrics" / "models.csv", tmp_path / "metrics" / "search.json")
-    assert readme.read_text() == "no markers\n"
+    assert update_pages([readme], files) == [] and readme.read_text() == "no markers\n"
 
 
 def test_stage(tmp_path: Path) -> None:
