@@ -236,7 +236,7 @@ def job_settings(job: Job, root: Path, params_file: Path, coefficients: Path | N
     sys.path.insert(0, str(root))
     from effnet.checkpoint import settings
     from effnet.config import load_params
-    from stages.common import model_spec
+    from effnet.experiment import model_spec
 
     params = load_params(params_file)
     return json.loads(json.dumps(settings(model_spec(job.model, params, coefficients), params.train), default=str))

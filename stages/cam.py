@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from effnet.cam import run_cam  # noqa: E402
 from effnet.config import Params  # noqa: E402
 from effnet.study import study_models  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

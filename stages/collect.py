@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 from effnet.config import Params  # noqa: E402
 from effnet.results import collect  # noqa: E402
 from effnet.study import study_models  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

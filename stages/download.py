@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 from effnet.config import Params  # noqa: E402
 from effnet.data import prepare  # noqa: E402
 from effnet.download import fetch, read_cifar100  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

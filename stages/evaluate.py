@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from effnet.config import Params  # noqa: E402
 from effnet.evaluate import evaluate_one, trained_model  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

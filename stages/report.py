@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 from effnet.config import Params  # noqa: E402
 from effnet.io import write_text  # noqa: E402
 from effnet.report import README_END, README_START, build_report, git_commit, update_readme  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 from effnet.config import Params  # noqa: E402
 from effnet.search_run import search_stage  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 from effnet.config import Params  # noqa: E402
 from effnet.study import model_names  # noqa: E402
-from stages import cli  # noqa: E402
-from stages.common import model_spec, train_and_save  # noqa: E402
+from effnet import cli  # noqa: E402
+from effnet.experiment import model_spec, train_and_save  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

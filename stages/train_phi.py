@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 from effnet.config import Params  # noqa: E402
 from effnet.models import compound_spec  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli  # noqa: E402
 from effnet.study import compound_coefficients  # noqa: E402
-from stages.common import train_and_save  # noqa: E402
+from effnet.experiment import train_and_save  # noqa: E402
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

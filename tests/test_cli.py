@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import cli
+from effnet import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_library_errors_are_known_by_name_without_importing_torch_here():
     assert not cli.expected(RuntimeError("x")) and not cli.expected(KeyError("x"))
 
 
-@pytest.mark.parametrize("module", ["stages.cli", "stages.launch", "stages.plots", "stages.report", "stages.collect",
+@pytest.mark.parametrize("module", ["effnet.cli", "effnet.supervise", "stages.plots", "stages.report", "stages.collect",
                                     "effnet.study"])
 def test_the_cli_the_launcher_and_the_figures_stage_import_no_torch(module):
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {module}; print('torch' in sys.modules)"

@@ -20,10 +20,10 @@ import torch
 import yaml
 
 from effnet.io import pid_alive
-from stages import launch
+from effnet import supervise as launch
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH = [sys.executable, str(ROOT / "stages/launch.py")]
+LAUNCH = [sys.executable, "-m", "effnet.supervise"]
 CHECKPOINTS = Path("checkpoints/efficientnet_phi")
 
 

@@ -32,7 +32,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `stages`
 
-from stages.cli import ERRORS_ENV, PARENT_ENV  # noqa: E402
+from effnet.cli import ERRORS_ENV, PARENT_ENV  # noqa: E402
 
 
 def gpu_count() -> int:

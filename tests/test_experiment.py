@@ -4,7 +4,7 @@ import json
 import sys
 
 
-from stages.common import PlainLive, live_callback, open_live
+from effnet.experiment import PlainLive, live_callback, open_live
 
 
 def _log_two_epochs(live):
