@@ -47,16 +47,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet`
 
-from effnet.config import TrainConfig  # noqa: E402
-from effnet.data import DeviceLoader, load_meta, load_split, prepare  # noqa: E402
-from effnet.download import read_cifar100  # noqa: E402
-from effnet.models import build_model, count_flops, spec_for_name  # noqa: E402
-from effnet.study import model_names  # noqa: E402
-from effnet.report import cpu_name  # noqa: E402
-from effnet.synthetic import write_synthetic_archive  # noqa: E402
-from effnet.train import (  # noqa: E402
+from effnet.config import TrainConfig
+from effnet.data import DeviceLoader, load_meta, load_split, prepare
+from effnet.download import read_cifar100
+from effnet.models import build_model, count_flops, spec_for_name
+from effnet.study import model_names
+from effnet.report import cpu_name
+from effnet.synthetic import write_synthetic_archive
+from effnet.train import (
     autocast_dtype, make_scheduler, make_train_state, parameter_groups, scaled_lr,
 )
 

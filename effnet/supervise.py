@@ -30,9 +30,8 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `stages`
 
-from effnet.cli import ERRORS_ENV, PARENT_ENV  # noqa: E402
+from effnet.cli import ERRORS_ENV, PARENT_ENV
 
 
 def gpu_count() -> int:
@@ -193,10 +192,8 @@ def announce(script: str, args: list[str]) -> None:
     if Path(script).name != "train.py" or model is None:
         return
     command = [sys.executable, "-m", "effnet.clock", "--model-line", model, "--params", _option(args, "--params") or "params.yaml"]
-    root = str(Path(__file__).resolve().parents[1])  # `effnet`, wherever the launcher is started from
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     try:
-        subprocess.run(command, check=False, timeout=120, stderr=subprocess.DEVNULL, env=env)
+        subprocess.run(command, check=False, timeout=120, stderr=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         pass
 

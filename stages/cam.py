@@ -17,14 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-import torch  # noqa: E402
+import torch
 
-from effnet.cam import run_cam  # noqa: E402
-from effnet.config import Params  # noqa: E402
-from effnet.study import study_models  # noqa: E402
-from effnet import cli  # noqa: E402
+from effnet.cam import run_cam
+from effnet.config import Params
+from effnet.study import study_models
+from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -18,13 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-import torch  # noqa: E402
+import torch
 
-from effnet.config import Params  # noqa: E402
-from effnet.evaluate import evaluate_one, trained_model  # noqa: E402
-from effnet import cli  # noqa: E402
+from effnet.config import Params
+from effnet.evaluate import evaluate_one, trained_model
+from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

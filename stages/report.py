@@ -19,12 +19,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import Params  # noqa: E402
-from effnet.io import write_text  # noqa: E402
-from effnet.report import README_END, README_START, build_report, git_commit, update_readme  # noqa: E402
-from effnet import cli  # noqa: E402
+from effnet.config import Params
+from effnet.io import write_text
+from effnet.report import README_END, README_START, build_report, git_commit, update_readme
+from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

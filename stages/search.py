@@ -21,11 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import Params  # noqa: E402
-from effnet.search_run import search_stage  # noqa: E402
-from effnet import cli  # noqa: E402
+from effnet.config import Params
+from effnet.search_run import search_stage
+from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

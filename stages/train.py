@@ -17,12 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import Params  # noqa: E402
-from effnet.study import model_names  # noqa: E402
-from effnet import cli  # noqa: E402
-from effnet.experiment import model_spec, train_and_save  # noqa: E402
+from effnet.config import Params
+from effnet.study import model_names
+from effnet import cli
+from effnet.experiment import model_spec, train_and_save
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

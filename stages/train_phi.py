@@ -19,13 +19,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import Params  # noqa: E402
-from effnet.models import compound_spec  # noqa: E402
-from effnet import cli  # noqa: E402
-from effnet.study import compound_coefficients  # noqa: E402
-from effnet.experiment import train_and_save  # noqa: E402
+from effnet.config import Params
+from effnet.models import compound_spec
+from effnet import cli
+from effnet.study import compound_coefficients
+from effnet.experiment import train_and_save
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

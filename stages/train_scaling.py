@@ -20,13 +20,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
-from effnet.config import Params  # noqa: E402
-from effnet.scaling import study_spec  # noqa: E402
-from effnet.study import compound_coefficients, scaled_name, strategy_names  # noqa: E402
-from effnet import cli  # noqa: E402
-from effnet.experiment import train_and_save  # noqa: E402
+from effnet.config import Params
+from effnet.scaling import study_spec
+from effnet.study import compound_coefficients, scaled_name, strategy_names
+from effnet import cli
+from effnet.experiment import train_and_save
 
 
 def model_name(args: argparse.Namespace) -> str:

@@ -62,5 +62,6 @@ def test_library_errors_are_known_by_name_without_importing_torch_here():
 @pytest.mark.parametrize("module", ["effnet.cli", "effnet.supervise", "stages.plots", "stages.report", "stages.collect",
                                     "effnet.study"])
 def test_the_cli_the_launcher_and_the_figures_stage_import_no_torch(module):
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {module}; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    code = f"import sys; import {module}; print('torch' in sys.modules)"  # `stages` from the working directory
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout == "False\n"

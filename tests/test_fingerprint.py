@@ -62,11 +62,11 @@ def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
 
     def search_key() -> str:
         # what stages/search.py computes, with this copy as the repository (fingerprint.ROOT is its parent)
-        code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+        code = ("import sys; from pathlib import Path; "
                 "from effnet.fingerprint import fingerprint; "
                 "print(fingerprint({'train': {'lr': 0.1}}, code=[Path(sys.argv[1]) / 'stages/search.py']))")
-        return subprocess.run([sys.executable, "-c", code, str(tree)], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run([sys.executable, "-c", code, str(tree)], cwd=tree, capture_output=True, text=True,
+                              check=True).stdout.strip()  # cwd: the copy's `effnet` comes before the installed one
 
     candidates = [Candidate(1.2, 1.1, 1.15), Candidate(1.1, 1.1, 1.2)]
     # two different networks, one candidate each (what effnet.search.place and group_identical give)

@@ -105,8 +105,8 @@ def test_collect_stage_imports_no_torch(tmp_path: Path) -> None:
     """The summary rebuilds on a machine without weights: the stage reads the JSON files only."""
     write_records(tmp_path / "metrics" / "models", [record("efficientnet_b0", "matrix")])
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    code = (f"import sys; sys.argv = ['collect']; sys.path.insert(0, {str(ROOT)!r}); from stages import collect; "
-            "code = collect.main(); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
+    code = (f"import runpy, sys; sys.argv = ['collect']; collect = runpy.run_path({str(ROOT / 'stages/collect.py')!r}); "
+            "code = collect['main'](); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "metrics" / "models.csv").read_text().splitlines()[1].startswith("efficientnet_b0,")

@@ -485,7 +485,6 @@ DDP_DRIVER = r'''
 import json, os, sys
 from dataclasses import replace
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
 import torch
 import effnet.train as train_module
 from effnet.config import TrainConfig
