@@ -46,7 +46,7 @@ from effnet.io import write_csv, write_json
 from effnet.models import last_conv_stage
 from effnet.plots import pyplot, save_figure
 from effnet.study import SCALING_BASELINE, strategy, strategy_names
-from effnet.train import load_weights, read_weights
+from effnet.weights import load_weights, read_weights
 
 METHOD_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
                   "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "random": "RandomCAM"}

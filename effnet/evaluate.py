@@ -37,7 +37,7 @@ from effnet.io import write_json
 from effnet.models import count_flops, count_parameters
 from effnet.results import COLUMNS, Predictions, accuracy_keys, images_id, predictions_path, save_predictions
 from effnet.study import group_of, scaling_role_of
-from effnet.train import load_weights, read_weights
+from effnet.weights import load_weights, read_weights
 
 SPLITS = ("val", "test")
 SUBSET_SEED = 0  # of the per-class subset when evaluate.images_per_class > 0

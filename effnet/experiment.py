@@ -25,7 +25,9 @@ from effnet.fingerprint import fingerprint
 from effnet.io import write_atomic, write_json
 from effnet import study
 from effnet.models import ModelSpec, spec_for_name
-from effnet.train import TrainResult, remove_checkpoint, save_weights, train
+from effnet.checkpoint import remove_checkpoint
+from effnet.train import TrainResult, train
+from effnet.weights import save_weights
 
 
 def model_spec(name: str, params: Params, coefficients_path: Path | None) -> ModelSpec:
@@ -130,7 +132,8 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
         result = train(spec, cfg, data, checkpoint_dir=checkpoints, dist=dist,
                        callback=live_callback(live) if live is not None else None)
         if dist.is_main:
-            save_weights(Path(out) / "model.pt", result, spec, cfg, extra)
+            save_weights(Path(out) / "model.pt", spec, cfg, model=result.model, ema=result.ema, metrics=result.metrics,
+                         history=result.history, train_time_s=result.train_time_s, extra=extra)
             remove_checkpoint(checkpoints)
             live.end()
             m = result.metrics

@@ -19,7 +19,8 @@ from effnet.io import write_csv, write_json
 from effnet.models import build_model, count_parameters, published_spec
 from effnet.search import (TABLE_COLUMNS, Placed, choose, grid_candidates, group_identical, place, run_search, summary,
                            table_rows)
-from effnet.train import remove_checkpoint, train
+from effnet.checkpoint import remove_checkpoint
+from effnet.train import train
 
 
 def search_stage(params: Params, *, data: Path, out: Path, table: Path, scratch: Path, code: list[Path]) -> None:

@@ -1,4 +1,4 @@
-"""Training one network on CIFAR-100: the recipe, mixed precision, DDP, checkpoints, the weights file.
+"""Training one network on CIFAR-100: the recipe, mixed precision, DDP, resumable checkpoints.
 
 The recipe follows the paper's Section 5.2 where it carries over to CIFAR and says where it
 does not:
@@ -48,9 +48,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from effnet.checkpoint import (  # noqa: F401  (the weights-file API is re-exported for its older importers)
-    CHECKPOINT_NAME, changed_settings, load_checkpoint, load_weights, read_weights, remove_checkpoint,
-    restore_checkpoint, run_fingerprint, save_checkpoint, save_weights, settings,
+from effnet.checkpoint import (
+    CHECKPOINT_NAME, changed_settings, load_checkpoint, restore_checkpoint, run_fingerprint, save_checkpoint, settings,
 )
 from effnet.config import TrainConfig
 from effnet.data import DeviceLoader, load_meta, load_split, subset_per_class
@@ -495,7 +494,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     code is not resumed: the run starts afresh (saying which settings changed) and overwrites
     it. Resuming under another number of processes is allowed; the data order then changes,
     so the result is the same recipe but not the same bits. `train` leaves the checkpoint in
-    place: call `remove_checkpoint` once the weights are safely saved.
+    place: call `effnet.checkpoint.remove_checkpoint` once the weights are safely saved.
 
     Time budget: `deadline` (seconds since the epoch; None reads `deadline_from_env()`,
     `math.inf` means none). An epoch is not started when the longest epoch measured so far

@@ -1,7 +1,7 @@
 """The evaluate stage on synthetic data with tiny, randomly initialised weight files.
 
 `write_weights` and `TINY` are shared with the plots, cam and report tests: a weights file
-in the format of `effnet.train.save_weights`, made without training.
+in the format of `effnet.weights.save_weights`, made without training.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from effnet.models import ModelSpec, build_model
 from effnet.plots import read_table
 from effnet.results import collect, load_predictions, images_id
 from effnet.study import models_at
-from effnet.train import load_weights
+from effnet.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelSpec(name="tiny", arch="efficientnet", resolution=32, width=0.25, depth=0.25)

@@ -29,10 +29,11 @@ from effnet.data import SPLITS
 from effnet.distributed import Distributed
 from effnet.models import ModelSpec, build_model
 from effnet.study import model_names
+from effnet.checkpoint import CHECKPOINT_NAME
 from effnet.train import (
-    CHECKPOINT_NAME, METRIC_KEYS, TrainingError, autocast_dtype, load_weights, lr_factor, make_optimizer, make_scheduler,
-    read_weights, save_weights, train,
+    METRIC_KEYS, TrainingError, TrainResult, autocast_dtype, lr_factor, make_optimizer, make_scheduler, train,
 )
+from effnet.weights import load_weights, read_weights, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -58,6 +59,11 @@ def noise_data_dir(path: Path, classes: int, per_class: int, seed: int = 0) -> P
 
 def all_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def save(path: Path, result: TrainResult) -> None:
+    save_weights(path, TINY, QUICK, model=result.model, ema=result.ema, metrics=result.metrics, history=result.history,
+                 train_time_s=result.train_time_s)
 
 
 # --------------------------------------------------------------------------------------
@@ -166,7 +172,7 @@ def test_train_logs_every_epoch_reads_no_test_split_and_keeps_the_ema(prepared_d
 
     # the weights file: exactly these keys, EMA loaded by default, raw on request
     path = tmp_path / "models" / "model.pt"
-    save_weights(path, result, TINY, QUICK)
+    save(path, result)
     payload = read_weights(path)
     assert set(payload) == {"spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s", "train_config"}
     assert payload["spec"] == TINY.to_dict() and payload["train_config"]["lr"] == QUICK.lr
@@ -180,7 +186,7 @@ def test_ema_disabled_is_none(prepared_data_dir, tmp_path):
                    progress=False)
     assert result.ema is None
     assert result.metrics["val/top1_ema"] == result.metrics["val/top1"]
-    save_weights(tmp_path / "model.pt", result, TINY, QUICK)
+    save(tmp_path / "model.pt", result)
     assert read_weights(tmp_path / "model.pt")["ema_state_dict"] is None
     assert all_equal(load_weights(tmp_path / "model.pt").state_dict(), result.model.state_dict())
 
