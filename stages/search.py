@@ -1,6 +1,6 @@
 """DVC stage `search`: the grid search for (alpha, beta, gamma) at equal real cost (paper Section 3.3, step 1).
 
-    python stages/launch.py stages/search.py
+    python -m effnet.supervise stages/search.py
         [--params params.yaml] [--data data/cifar100] [--out metrics/search.json] [--table plots/search.csv]
         [--scratch checkpoints/search]
 

@@ -1,10 +1,9 @@
-"""Stage helpers: the DVCLive stand-in writes what DVCLive writes."""
+"""effnet/experiment.py: the DVCLive stand-in writes what DVCLive writes; a stage's logger falls back to it."""
 
 import json
 import sys
 
-
-from effnet.experiment import PlainLive, live_callback, open_live
+from effnet.experiment import PlainLive, live_callback, open_logger
 
 
 def _log_two_epochs(live):
@@ -15,12 +14,19 @@ def _log_two_epochs(live):
 
 
 def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file() and p.suffix in (".tsv", ".json")}
+    return {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*")
+            if p.is_file() and p.suffix in (".tsv", ".json")}
+
+
+def _dvclive(directory):  # what the training stages pass as `open_live`
+    from dvclive import Live
+
+    return Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)
 
 
 def test_plain_live_writes_dvclive_layout(tmp_path):
     real, plain = tmp_path / "real", tmp_path / "plain"
-    _log_two_epochs(open_live(real, params={"model": {"name": "b0"}}))
+    _log_two_epochs(open_logger(_dvclive, real, {"model": {"name": "b0"}}))
     _log_two_epochs(PlainLive(plain))
     real_files, plain_files = _files(real), _files(plain)
     tsv = sorted(k for k in real_files if k.endswith(".tsv"))
@@ -31,9 +37,14 @@ def test_plain_live_writes_dvclive_layout(tmp_path):
     assert json.loads(plain_files["metrics.json"]) == json.loads(real_files["metrics.json"])
 
 
-def test_open_live_falls_back_without_dvclive(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "dvclive", None)  # as on the bare GPU machine
-    live = open_live(tmp_path / "live", params={"a": 1})
+def test_without_dvclive_the_stand_in_logs(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dvclive", None)  # as on the bare GPU machine: `import dvclive` fails
+    live = open_logger(_dvclive, tmp_path / "live", {"a": 1})
     assert isinstance(live, PlainLive)
     _log_two_epochs(live)
     assert (tmp_path / "live/plots/metrics/val/top1.tsv").read_text().splitlines() == ["step\ttop1", "0\t0.125", "1\t0.25"]
+    assert (tmp_path / "live/params.yaml").read_text() == "a: 1\n"
+
+
+def test_no_logger_given_is_the_stand_in(tmp_path):
+    assert isinstance(open_logger(None, tmp_path / "live", {}), PlainLive)

@@ -1,4 +1,6 @@
-"""The `effnet` package has no import cycle, counting every import: lazy ones inside functions and TYPE_CHECKING ones.
+"""The shape of the code: no import cycle in `effnet`, no DVC in the library, thin stage scripts.
+
+The import graph counts every import: lazy ones inside functions and TYPE_CHECKING ones.
 
 A cycle ties two modules into one for every purpose that follows imports: a DVC stage that
 reads weights would depend on the trainer, and neither module can be read or tested alone.
@@ -64,3 +66,21 @@ def test_a_guarded_or_lazy_import_still_counts_as_a_cycle(tmp_path, guard):
     (package / "a.py").write_text("from pkg.b import B\n")
     (package / "b.py").write_text(f"from typing import TYPE_CHECKING\n{guard}from pkg import a\n")
     assert sorted(set(cycle(import_graph(package)))) == ["pkg.a", "pkg.b"]
+
+
+def test_the_library_imports_nothing_of_dvc():
+    """effnet runs on the bare GPU machine: DVC and DVCLive belong to the stage scripts."""
+    for path in sorted((ROOT / "effnet").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.split(".")[0] in ("dvc", "dvclive")], f"{path.name} imports {names}"
+
+
+def test_stage_scripts_are_stage_scripts_of_at_most_60_lines():
+    """stages/ holds one thin script per DVC stage: plumbing shared by several lives in effnet."""
+    stages = sorted((ROOT / "stages").glob("*.py"))
+    assert stages and all(len(p.read_text().splitlines()) <= 60 for p in stages), \
+        {p.name: len(p.read_text().splitlines()) for p in stages if len(p.read_text().splitlines()) > 60}
+    for path in stages:
+        assert "def main(" in path.read_text() and 'if __name__ == "__main__":' in path.read_text(), path.name
