@@ -26,6 +26,7 @@ from effnet.fingerprint import fingerprint
 from effnet.io import write_atomic, write_json
 from effnet import study
 from effnet.models import ModelSpec, spec_for_name
+from effnet import cli
 from effnet.checkpoint import remove_checkpoint
 from effnet.train import TrainResult, train
 from effnet.weights import save_weights
@@ -139,6 +140,10 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
         if dist.is_main:
             print(f"{spec.name}: {spec.arch} width {spec.width:g} depth {spec.depth:g} at "
                   f"{spec.resolution}x{spec.resolution}, {cfg.epochs} epochs, batch {cfg.batch_size} over {dist.world_size} process(es) on {dist.device}")
+            smaller = max(1, cfg.batch_size // 2)
+            cli.if_killed_say(f"{spec.name} at train.batch_size {cfg.batch_size}",
+                              f"Try a smaller batch, e.g. dvc exp run -S train.batch_size={smaller} "
+                              "(the learning rate scales with it)")
             logged = {"model": spec.to_dict(), "train": dataclasses.asdict(cfg), **(extra or {})}
             live = open_logger(open_live, live_dir, logged)
         result = train(spec, cfg, data, checkpoint_dir=checkpoints, dist=dist,

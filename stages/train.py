@@ -34,6 +34,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     live_dir = args.live or Path("dvclive") / args.model
     checkpoints = args.checkpoints or Path("checkpoints") / args.model
 
+    cli.side_line("effnet.clock", "--model-line", args.model, "--params", str(args.params))  # 'matrix model 5/11: ...'
     train_and_save(spec, params.train, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints,
                    open_live=dvclive)
     return 0

@@ -65,3 +65,24 @@ def test_the_cli_the_launcher_and_the_figures_stage_import_no_torch(module):
     code = f"import sys; import {module}; print('torch' in sys.modules)"  # `stages` from the working directory
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout == "False\n"
+
+
+def test_side_line_prints_a_module_s_output_from_rank_0_only(capfd, monkeypatch):
+    import platform
+
+    cli.side_line("platform")
+    assert capfd.readouterr().out.strip() == platform.platform()
+    monkeypatch.setenv("RANK", "1")
+    cli.side_line("platform")
+    cli.side_line("no_such_module_here")  # best effort: nothing raised
+    assert capfd.readouterr().out == ""
+
+
+def test_if_killed_say_leaves_the_note_the_supervisor_reads(tmp_path, monkeypatch):
+    from effnet import supervise
+
+    note = tmp_path / "killed.json"
+    cli.if_killed_say("b0 at train.batch_size 8")  # not supervised: nowhere to write, nothing raised
+    monkeypatch.setenv(cli.KILLED_ENV, str(note))
+    cli.if_killed_say("b0 at train.batch_size 8", "Try 4.")
+    assert supervise.killed_message("stages/train.py", [], 0, note).startswith("error: b0 at train.batch_size 8 was")
