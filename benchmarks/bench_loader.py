@@ -28,7 +28,6 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-
 from effnet.data import DeviceLoader, load_meta, load_split, prepare
 from effnet.download import MEMBERS, file_md5, read_cifar100
 from effnet.report import cpu_name

@@ -47,16 +47,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-
 from effnet.config import TrainConfig
 from effnet.data import DeviceLoader, load_meta, load_split, prepare
 from effnet.download import read_cifar100
 from effnet.models import build_model, count_flops, spec_for_name
-from effnet.study import model_names
 from effnet.report import cpu_name
+from effnet.study import model_names
 from effnet.synthetic import write_synthetic_archive
 from effnet.train import (
-    autocast_dtype, make_scheduler, make_train_state, parameter_groups, scaled_lr,
+    autocast_dtype,
+    make_scheduler,
+    make_train_state,
+    parameter_groups,
+    scaled_lr,
 )
 
 

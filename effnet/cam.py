@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any
 
 import numpy as np
 import torch

@@ -16,10 +16,10 @@ The layer ops are torchvision's (`Conv2dNormActivation`, `SqueezeExcitation`,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from numbers import Real
-from typing import Callable, Sequence
 
 import torch
 from torch import nn

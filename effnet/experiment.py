@@ -12,22 +12,22 @@ Imports torch (through the trainer): the stages that only read tables and draw f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
+from effnet import cli, study
+from effnet.checkpoint import remove_checkpoint
 from effnet.config import Params, TrainConfig
 from effnet.distributed import cleanup, init_distributed
 from effnet.fingerprint import fingerprint
 from effnet.io import write_atomic, write_json
-from effnet import study
 from effnet.models import ModelSpec, spec_for_name
-from effnet import cli
-from effnet.checkpoint import remove_checkpoint
 from effnet.train import TrainResult, train
 from effnet.weights import save_weights
 
@@ -188,7 +188,7 @@ def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, 
                             [Path(__file__)])
         if (kept / "fingerprint").is_file() and (kept / "fingerprint").read_text() == stamp:
             if main_rank:
-                write_atomic(seed_out / "model.pt", lambda tmp: shutil.copyfile(kept / "model.pt", tmp))
+                write_atomic(seed_out / "model.pt", functools.partial(shutil.copyfile, kept / "model.pt"))
                 shutil.rmtree(seed_live, ignore_errors=True)
                 shutil.copytree(kept / "live", seed_live)
                 print(f"{spec.name} seed {seed_cfg.seed}: finished earlier, restored from {kept}")

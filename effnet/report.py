@@ -12,14 +12,15 @@ the report's, never typed by hand.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import math
 import platform
 import re
 import subprocess
-import importlib.metadata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from effnet import study
 from effnet.config import PAPER_COEFFICIENTS, Params

@@ -11,15 +11,24 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from effnet.checkpoint import remove_checkpoint
 from effnet.config import Params
 from effnet.data import load_meta
 from effnet.distributed import cleanup, init_distributed
 from effnet.fingerprint import fingerprint
 from effnet.io import write_csv, write_json
 from effnet.models import build_model, count_parameters, published_spec
-from effnet.search import (TABLE_COLUMNS, Placed, choose, grid_candidates, group_identical, place, run_search, summary,
-                           table_rows)
-from effnet.checkpoint import remove_checkpoint
+from effnet.search import (
+    TABLE_COLUMNS,
+    Placed,
+    choose,
+    grid_candidates,
+    group_identical,
+    place,
+    run_search,
+    summary,
+    table_rows,
+)
 from effnet.train import train
 
 

@@ -37,9 +37,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,13 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from effnet.checkpoint import (
-    CHECKPOINT_NAME, changed_settings, load_checkpoint, restore_checkpoint, run_fingerprint, save_checkpoint, settings,
+    CHECKPOINT_NAME,
+    changed_settings,
+    load_checkpoint,
+    restore_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+    settings,
 )
 from effnet.config import TrainConfig
 from effnet.data import DeviceLoader, load_meta, load_split, subset_per_class

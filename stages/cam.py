@@ -17,13 +17,12 @@ import argparse
 import sys
 from pathlib import Path
 
-
 import torch
 
+from effnet import cli
 from effnet.cam import run_cam
 from effnet.config import Params
 from effnet.study import study_models
-from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

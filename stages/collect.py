@@ -14,11 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-
+from effnet import cli
 from effnet.config import Params
 from effnet.results import collect
 from effnet.study import study_models
-from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -14,11 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-
+from effnet import cli
 from effnet.config import Params
 from effnet.data import prepare
 from effnet.download import fetch, read_cifar100
-from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -18,12 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
-
 import torch
 
+from effnet import cli
 from effnet.config import Params
 from effnet.evaluate import evaluate_one, trained_model
-from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -18,11 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-
-from effnet import clock
+from effnet import cli, clock
 from effnet.config import Params
 from effnet.io import write_json
-from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -17,10 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-
+from effnet import cli
 from effnet.config import Params
 from effnet.plots import make_plots
-from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:  # no key is read, but a bad params.yaml stops the stage

@@ -19,11 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
-
+from effnet import cli
 from effnet.config import Params
 from effnet.io import write_text
 from effnet.report import README_END, README_START, build_report, git_commit, update_readme
-from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -21,10 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
-
+from effnet import cli
 from effnet.config import Params
 from effnet.search_run import search_stage
-from effnet import cli
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

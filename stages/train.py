@@ -17,10 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from effnet.config import Params
-from effnet.study import model_names
 from effnet import cli
+from effnet.config import Params
 from effnet.experiment import Logger, model_spec, train_and_save
+from effnet.study import model_names
 
 
 def dvclive(directory: Path) -> Logger:

@@ -19,11 +19,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from effnet.config import Params
-from effnet.models import compound_spec
 from effnet import cli
-from effnet.study import compound_coefficients
+from effnet.config import Params
 from effnet.experiment import Logger, train_and_save
+from effnet.models import compound_spec
+from effnet.study import compound_coefficients
 
 
 def dvclive(directory: Path) -> Logger:

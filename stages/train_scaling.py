@@ -15,11 +15,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from effnet import cli
 from effnet.config import Params
+from effnet.experiment import Logger, train_and_save
 from effnet.scaling import study_spec
 from effnet.study import compound_coefficients, scaled_name, strategy_names
-from effnet import cli
-from effnet.experiment import Logger, train_and_save
 
 
 def dvclive(directory: Path) -> Logger:

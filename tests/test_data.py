@@ -140,7 +140,7 @@ def test_crop_is_a_translation_of_the_padded_image():
     loader = _loader(images, np.arange(64), batch_size=64, hflip=False, mean=(0, 0, 0), std=(1, 1, 1))
     (x, y), = list(loader)
     offsets = set()
-    for out, label in zip(x * 255, y):
+    for out, label in zip(x * 255, y, strict=True):
         matches = [(dy, dx) for dy in range(9) for dx in range(9)
                    if torch.allclose(out, padded[label, :, dy:dy + 32, dx:dx + 32], atol=1e-3)]
         assert len(matches) == 1
@@ -212,7 +212,7 @@ def test_same_seed_same_batches_other_epoch_other_order():
     state = torch.get_rng_state()
     a, b = epoch(0, 1), epoch(0, 1)
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
     assert not torch.equal(a[0][1], epoch(0, 2)[0][1])
     assert not torch.equal(a[0][1], epoch(1, 1)[0][1])
     assert len(a) == 12 and sorted(torch.cat([y for _, y in a]).tolist()) != list(range(192))  # tail dropped at random

@@ -7,9 +7,19 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from effnet.efficientnet import (B0_STAGES, PUBLISHED, MBConv, cifar_strides, compound_scaling, efficientnet,
-                                 published_dropout, scale_channels, scale_repeats, scale_stages)
 from effnet.config import NetworkConfig
+from effnet.efficientnet import (
+    B0_STAGES,
+    PUBLISHED,
+    MBConv,
+    cifar_strides,
+    compound_scaling,
+    efficientnet,
+    published_dropout,
+    scale_channels,
+    scale_repeats,
+    scale_stages,
+)
 from effnet.models import build_model, compound_spec, count_flops, count_parameters, published_spec
 
 # torchvision's efficientnet_b0..b7 with 1000 classes (the figures, not computed here)
@@ -41,14 +51,14 @@ def test_scale_repeats_rounds_up(repeats, depth, expected):
     assert scale_repeats(repeats, depth) == expected
 
 
-@pytest.mark.parametrize("variant, expected", list(zip(VARIANTS, TORCHVISION_PARAMS)))
+@pytest.mark.parametrize("variant, expected", list(zip(VARIANTS, TORCHVISION_PARAMS, strict=True)))
 def test_imagenet_parameter_counts_equal_torchvision(variant, expected):
     with torch.device("meta"):
         model = build_model(published_spec(variant, NetworkConfig(regime="imagenet", num_classes=1000)))
     assert count_parameters(model) == expected
 
 
-@pytest.mark.parametrize("variant, paper", list(zip(VARIANTS, PAPER_FLOPS)))
+@pytest.mark.parametrize("variant, paper", list(zip(VARIANTS, PAPER_FLOPS, strict=True)))
 def test_imagenet_flops_within_10_percent_of_table2(variant, paper):
     model = build_model(published_spec(variant, NetworkConfig(regime="imagenet", num_classes=1000)))
     assert model.resolution == PUBLISHED[variant].resolution

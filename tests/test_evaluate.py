@@ -20,11 +20,20 @@ from torch import nn
 
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, load_meta, load_split
-from effnet.evaluate import (COLUMNS, accuracy_keys, evaluate_one, find_models, load_eval_data, predict,
-                             scaling_role, topk_accuracy, trained_model)
+from effnet.evaluate import (
+    COLUMNS,
+    accuracy_keys,
+    evaluate_one,
+    find_models,
+    load_eval_data,
+    predict,
+    scaling_role,
+    topk_accuracy,
+    trained_model,
+)
 from effnet.models import ModelSpec, build_model
 from effnet.plots import read_table
-from effnet.results import collect, load_predictions, images_id
+from effnet.results import collect, images_id, load_predictions
 from effnet.study import models_at
 from effnet.weights import load_weights
 

@@ -51,7 +51,6 @@ def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
     import shutil
     import subprocess
     import sys
-
     from types import SimpleNamespace
 
     from effnet.search import Candidate, run_search

@@ -6,8 +6,15 @@ from torch import nn
 from torchvision import models as tv
 
 from effnet.config import NetworkConfig
-from effnet.models import (baseline_spec, build_model, compound_spec, count_flops,
-                           count_parameters, last_conv_stage, spec_for_name)
+from effnet.models import (
+    baseline_spec,
+    build_model,
+    compound_spec,
+    count_flops,
+    count_parameters,
+    last_conv_stage,
+    spec_for_name,
+)
 from effnet.study import BASELINES, model_names
 
 

@@ -10,9 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from effnet.results import (
+    COLUMNS,
+    Predictions,
+    collect,
+    images_id,
+    in_run,
+    load_predictions,
+    predictions_path,
+    save_predictions,
+)
 from effnet.study import models_at
-from effnet.results import (COLUMNS, Predictions, collect, images_id, in_run, load_predictions, predictions_path,
-                            save_predictions)
 
 ROOT = Path(__file__).resolve().parents[1]
 

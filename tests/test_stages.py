@@ -121,8 +121,8 @@ def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(worksp
                                                                           capsys):
     """train.seeds = 2: models/<m>/model.pt is seed 0, models/<m>/seed1/model.pt seed 1; after an interruption
     in seed 1 (and DVC's removal of the outputs) seed 0 is restored, not retrained; evaluate then reads both."""
-    from effnet.results import load_predictions
     from effnet import experiment as common
+    from effnet.results import load_predictions
     from stages import evaluate as evaluate_stage
 
     params = yaml.safe_load(Path("params.yaml").read_text())

@@ -19,8 +19,8 @@ import pytest
 import torch
 import yaml
 
-from effnet.io import pid_alive
 from effnet import supervise
+from effnet.io import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = [sys.executable, "-m", "effnet.supervise"]

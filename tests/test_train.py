@@ -7,6 +7,7 @@ block per stage) for the library, B0 at 8x8 for the stage run end to end.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -24,14 +25,21 @@ import torch
 import yaml
 
 import effnet.train as train_module
+from effnet.checkpoint import CHECKPOINT_NAME
 from effnet.config import TrainConfig
 from effnet.data import SPLITS
 from effnet.distributed import Distributed
 from effnet.models import ModelSpec, build_model
 from effnet.study import model_names
-from effnet.checkpoint import CHECKPOINT_NAME
 from effnet.train import (
-    METRIC_KEYS, TrainingError, TrainResult, autocast_dtype, lr_factor, make_optimizer, make_scheduler, train,
+    METRIC_KEYS,
+    TrainingError,
+    TrainResult,
+    autocast_dtype,
+    lr_factor,
+    make_optimizer,
+    make_scheduler,
+    train,
 )
 from effnet.weights import load_weights, read_weights, save_weights
 
@@ -76,7 +84,7 @@ def test_schedule_warms_up_linearly_then_reaches_exactly_zero_at_the_last_step()
     factors = [lr_factor(s, total, warmup) for s in range(total)]
     assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
     assert factors[warmup - 1] == 1.0 and factors[warmup] == 1.0
-    assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1:]))  # cosine: never rises
+    assert all(a >= b for a, b in itertools.pairwise(factors[warmup:]))  # cosine: never rises
     assert factors[-1] == 0.0  # exactly
     assert factors[total // 2 + warmup // 2] == pytest.approx(0.5, abs=0.02)  # half way down the cosine
     assert lr_factor(0, 5, 0) == 1.0 and lr_factor(4, 5, 0) == 0.0
