@@ -44,7 +44,7 @@ def settings(spec: ModelSpec, cfg: TrainConfig) -> dict[str, Any]:
 
 
 def run_fingerprint(spec: ModelSpec, cfg: TrainConfig) -> str:
-    """The settings and the trainer's code (effnet/train.py and what it imports): a checkpoint resumes only if both match."""
+    """The settings and the trainer's code (effnet/train.py and its imports): a checkpoint resumes if both match."""
     return fingerprint(settings(spec, cfg), code=[TRAINER])
 
 
@@ -95,7 +95,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, spec: ModelSpec, cfg: TrainConfig, *, epoch: int, objects: Mapping[str, Any],
                     history: list[dict[str, float]], train_time_s: float) -> None:
-    """Write the state after `epoch` finished epochs (atomically); `objects` maps STATE_KEYS to objects with `state_dict`."""
+    """Write the state after `epoch` finished epochs, atomically; `objects` maps STATE_KEYS to `state_dict` holders."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "fingerprint": run_fingerprint(spec, cfg),

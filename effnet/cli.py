@@ -61,7 +61,8 @@ def _is(error: BaseException, qualified: str) -> bool:
 
 def expected(error: BaseException) -> bool:
     """Whether `error` is a known failure with a one-line message (else a bug: show the traceback)."""
-    return isinstance(error, (ValueError, FileNotFoundError, LockedError)) or any(_is(error, q) for q in EXPECTED_ERRORS)
+    known = isinstance(error, (ValueError, FileNotFoundError, LockedError))
+    return known or any(_is(error, q) for q in EXPECTED_ERRORS)
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -153,7 +154,8 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         params = load_params(args.params)  # a bad key stops here, before anything starts
-        with lock_dir(directory) if directory is not None and os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+        locks = directory is not None and os.environ.get("RANK", "0") == "0"
+        with lock_dir(directory) if locks else contextlib.nullcontext():
             _running[0] = True
             return run(args, params) or 0
     except KeyboardInterrupt:

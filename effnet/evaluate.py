@@ -8,10 +8,10 @@ raw and with the EMA weights, each also with horizontal-flip test-time augmentat
 softmax of the image and of its mirror image, averaged; reported apart, under `_flip` keys,
 since the paper's single-crop numbers have none), and the cost: parameters, multiply-adds at
 the network's own resolution (`effnet.models.count_flops`: convolutions and linear layers,
-as the paper counts FLOPs), inference throughput on the current device, training time. Accuracies are means over the seeds. It writes the
-model's two small files (`effnet.results`): its record `metrics/models/<model>.json` and its
-predicted class for every test image, per seed, `predictions/<model>.npz`, which the
-report's paired comparisons read.
+as the paper counts FLOPs), inference throughput on the current device, training time.
+Accuracies are means over the seeds. It writes the model's two small files (`effnet.results`):
+its record `metrics/models/<model>.json` and its predicted class for every test image, per
+seed, `predictions/<model>.npz`, which the report's paired comparisons read.
 
 Evaluation is on unaugmented images (`DeviceLoader(train=False)`), every image once, at the
 network's resolution (32x32 CIFAR images resized on the device, as in training), in fp32.
@@ -109,7 +109,8 @@ def scaling_role(model: str, payload: dict[str, Any]) -> tuple[str, float] | Non
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module,
+            loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities, flip-averaged probabilities, labels) over `loader`, on the CPU.
 
     The second is the mean of softmax(model(x)) and softmax(model(x mirrored left-right)):
@@ -251,7 +252,8 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig,
                                                                     batches=cfg.throughput_batches, device=device)
             model = None
     except torch.cuda.OutOfMemoryError:
-        raise EvaluationError(f"CUDA out of memory evaluating {trained.model} at {spec['resolution']}x{spec['resolution']} "
+        size = f"{spec['resolution']}x{spec['resolution']}"
+        raise EvaluationError(f"CUDA out of memory evaluating {trained.model} at {size} "
                               f"with evaluate.batch_size {cfg.batch_size}; try -S evaluate.batch_size="
                               f"{max(1, cfg.batch_size // 2)}") from None
     finally:
@@ -283,5 +285,6 @@ def evaluate_one(trained: TrainedModel, data_dir: Path, cfg: EvaluateConfig, *, 
     seeds = f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ""
     log(f"{trained.model}: test top-1 {row['test/top1']:.4f}{seeds} (EMA {row['test/top1_ema']:.4f}, flip "
         f"{row['test/top1_ema_flip']:.4f}), val top-1 {row['val/top1']:.4f}, {row['params'] / 1e6:.2f} M params, "
-        f"{row['flops'] / 1e9:.3f} GFLOPs, {row['throughput_images_per_s']:,.0f} img/s  [{time.perf_counter() - start:.1f} s]")
+        f"{row['flops'] / 1e9:.3f} GFLOPs, {row['throughput_images_per_s']:,.0f} img/s  "
+        f"[{time.perf_counter() - start:.1f} s]")
     return row

@@ -139,7 +139,8 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
         live = None
         if dist.is_main:
             print(f"{spec.name}: {spec.arch} width {spec.width:g} depth {spec.depth:g} at "
-                  f"{spec.resolution}x{spec.resolution}, {cfg.epochs} epochs, batch {cfg.batch_size} over {dist.world_size} process(es) on {dist.device}")
+                  f"{spec.resolution}x{spec.resolution}, {cfg.epochs} epochs, batch {cfg.batch_size} over "
+                  f"{dist.world_size} process(es) on {dist.device}")
             smaller = max(1, cfg.batch_size // 2)
             cli.if_killed_say(f"{spec.name} at train.batch_size {cfg.batch_size}",
                               f"Try a smaller batch, e.g. dvc exp run -S train.batch_size={smaller} "

@@ -98,7 +98,7 @@ class TimeBudgetReached(SystemExit):
 
 
 def deadline_from_env(environ: dict[str, str] | None = None) -> float | None:
-    """The training deadline (seconds since the epoch) from $EFFNET_DEADLINE and/or $EFFNET_TIME_BUDGET_S; None if neither.
+    """The training deadline (seconds since the epoch) from $EFFNET_DEADLINE and/or $EFFNET_TIME_BUDGET_S, else None.
 
     The earlier of the two counts. A driver that runs several stages in one time slot
     exports one EFFNET_DEADLINE for all of them; EFFNET_TIME_BUDGET_S counts from the
@@ -187,7 +187,8 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # cos(pi) = -1 exactly, so the last factor is 0.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
+                   warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """`lr_factor` as a per-step LambdaLR: call `.step()` after every optimiser step."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
 
@@ -206,7 +207,8 @@ class EMA(AveragedModel):
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__(model, use_buffers=True)
         self.decay = decay
-        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor],
+                           list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module, num_updates: int) -> None:
@@ -364,8 +366,9 @@ def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device,
         device=device)
 
 
-def make_loaders(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, dist: Distributed) -> tuple[DeviceLoader, DeviceLoader]:
-    """The training loader (a seeded `train_per_class` subset, this rank's share) and the val loader; never the test split."""
+def make_loaders(spec: ModelSpec, cfg: TrainConfig, data_dir: Path,
+                 dist: Distributed) -> tuple[DeviceLoader, DeviceLoader]:
+    """The training loader (a seeded `train_per_class` subset, this rank's share) and the val loader; never test."""
     if cfg.batch_size % dist.world_size:
         raise TrainingError(f"train.batch_size {cfg.batch_size} does not divide over {dist.world_size} processes; "
                             f"use a multiple of {dist.world_size}")

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     metrics = run_cam(args.models, args.data, params.cam, cam_dir=args.figures, metrics_path=args.metrics,
                       table_path=args.table, device=device, run=[m.name for m in study_models(params)])
     if not metrics:
-        print(f"note: no scaling-study models below {args.models}/scaling: the figures are empty and the table has no rows")
+        print(f"note: no scaling-study models below {args.models}/scaling: empty figures, a table without rows")
     print(f"wrote {args.figures}/<method>.png for {', '.join(params.cam.methods)}, {args.metrics} and {args.table}")
     return 0
 

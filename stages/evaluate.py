@@ -36,7 +36,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--model", required=True, help="its directory below --models: efficientnet_b0, scaling/depth_2x")
+    parser.add_argument("--model", required=True,
+                        help="its directory below --models: efficientnet_b0, scaling/depth_2x")
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--models", default="models", type=Path, help="where the model's directory is")
     parser.add_argument("--metrics", default="metrics/models", type=Path, help="one JSON per model")

@@ -27,7 +27,8 @@ from effnet.report import README_END, README_START, build_report, git_commit, up
 
 def run(args: argparse.Namespace, params: Params) -> int:
     if args.update_readme:
-        if not update_readme(args.update_readme, args.models_table, args.search, report_name=args.out.name, params=params):
+        if not update_readme(args.update_readme, args.models_table, args.search, report_name=args.out.name,
+                             params=params):
             raise ValueError(f"{args.update_readme} has no {README_START} ... {README_END} block to fill")
         print(f"updated the results block of {args.update_readme}")
         return 0
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's candidates")
     parser.add_argument("--cam", default="metrics/cam.json", type=Path, help="the cam stage's faithfulness")
     parser.add_argument("--plots", default="plots", type=Path, help="where the figures are")
-    parser.add_argument("--predictions", default="predictions", type=Path, help="the evaluate stages' per-image predictions")
+    parser.add_argument("--predictions", default="predictions", type=Path,
+                        help="the evaluate stages' per-image predictions")
     parser.add_argument("--out", default="REPORT.md", type=Path)
     parser.add_argument("--update-readme", nargs="?", const=Path("README.md"), type=Path, metavar="README",
                         help="only replace the results block of README (default README.md)")

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", default="models/efficientnet_phi", type=Path, help="directory of model.pt")
     parser.add_argument("--live", default="dvclive/efficientnet_phi", type=Path, help="DVCLive directory")
-    parser.add_argument("--checkpoints", default="checkpoints/efficientnet_phi", type=Path, help="resumable checkpoints")
+    parser.add_argument("--checkpoints", default="checkpoints/efficientnet_phi", type=Path,
+                        help="resumable checkpoints")
     parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result")
     return cli.main(parser, run, argv, lock=lambda args: args.checkpoints)
 

@@ -11,8 +11,8 @@ The spec and its `matched` record: `effnet.scaling.study_spec` (FLOPs matched wi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from effnet import cli
@@ -37,8 +37,8 @@ def model_name(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace, params: Params) -> int:
     coefficients = compound_coefficients(params.network, args.coefficients) if args.strategy == "compound" else None
     spec, matched = study_spec(args.strategy, args.target, params, coefficients)
-    spec = dataclasses.replace(spec, name=model_name(args))
-    cfg = dataclasses.replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class)
+    spec = replace(spec, name=model_name(args))
+    cfg = replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class)
     train_and_save(spec, cfg, data=args.data, out=args.out or Path("models/scaling") / spec.name,
                    live_dir=args.live or Path("dvclive/scaling") / spec.name,
                    checkpoints=Path("checkpoints/scaling") / spec.name, extra={"matched": matched}, open_live=dvclive)

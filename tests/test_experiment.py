@@ -42,7 +42,8 @@ def test_without_dvclive_the_stand_in_logs(tmp_path, monkeypatch):
     live = open_logger(_dvclive, tmp_path / "live", {"a": 1})
     assert isinstance(live, PlainLive)
     _log_two_epochs(live)
-    assert (tmp_path / "live/plots/metrics/val/top1.tsv").read_text().splitlines() == ["step\ttop1", "0\t0.125", "1\t0.25"]
+    rows = (tmp_path / "live/plots/metrics/val/top1.tsv").read_text().splitlines()
+    assert rows == ["step\ttop1", "0\t0.125", "1\t0.25"]
     assert (tmp_path / "live/params.yaml").read_text() == "a: 1\n"
 
 

@@ -18,7 +18,8 @@ def _tree(root: Path) -> None:
 
 def test_closure_follows_imports_at_any_depth_inside_the_repository(tmp_path):
     _tree(tmp_path)
-    closure = [p.relative_to(tmp_path.resolve()).as_posix() for p in import_closure(tmp_path / "pkg" / "a.py", root=tmp_path)]
+    closure = [p.relative_to(tmp_path.resolve()).as_posix() for p in import_closure(tmp_path / "pkg" / "a.py",
+                                                                                    root=tmp_path)]
     assert closure == ["pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py"]  # os is outside; unused is not imported
 
 
@@ -42,7 +43,8 @@ def test_fingerprint_depends_on_settings_and_code(tmp_path):
 
 def test_the_trainer_closure_is_the_training_code():
     files = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "effnet" / "train.py")}
-    assert {"effnet/train.py", "effnet/models.py", "effnet/efficientnet.py", "effnet/data.py", "effnet/config.py"} <= files
+    assert {"effnet/train.py", "effnet/models.py", "effnet/efficientnet.py", "effnet/data.py",
+            "effnet/config.py"} <= files
     assert not files & {"effnet/plots.py", "effnet/report.py", "effnet/cam.py"}
 
 

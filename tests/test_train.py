@@ -182,7 +182,8 @@ def test_train_logs_every_epoch_reads_no_test_split_and_keeps_the_ema(prepared_d
     path = tmp_path / "models" / "model.pt"
     save(path, result)
     payload = read_weights(path)
-    assert set(payload) == {"spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s", "train_config"}
+    assert set(payload) == {"spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s",
+                            "train_config"}
     assert payload["spec"] == TINY.to_dict() and payload["train_config"]["lr"] == QUICK.lr
     assert all_equal(load_weights(path).state_dict(), {k: v.cpu() for k, v in ema.items()})
     assert all_equal(load_weights(path, ema=False).state_dict(), {k: v.cpu() for k, v in raw.items()})
@@ -211,7 +212,8 @@ def _hooked_build_model(hook):
 def test_bf16_autocast_runs_on_the_cpu(prepared_data_dir, tmp_path, monkeypatch):
     dtypes = []
     monkeypatch.setattr(train_module, "build_model",
-                        _hooked_build_model(lambda module, inputs, output: dtypes.append(output.dtype) if module.training else None))
+                        _hooked_build_model(
+                            lambda module, inputs, output: dtypes.append(output.dtype) if module.training else None))
     cfg = replace(QUICK, epochs=1, precision="bf16")
     result = train(TINY, cfg, prepared_data_dir, checkpoint_dir=tmp_path / "bf16", progress=False, cpu_bf16=True)
     assert dtypes and set(dtypes) == {torch.bfloat16}
@@ -221,7 +223,8 @@ def test_bf16_autocast_runs_on_the_cpu(prepared_data_dir, tmp_path, monkeypatch)
     assert set(dtypes) == {torch.float32}
 
 
-def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(prepared_data_dir, tmp_path, monkeypatch):
+def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(prepared_data_dir, tmp_path,
+                                                                                 monkeypatch):
     steps = 100 // QUICK.batch_size  # train_per_class 1: 100 images, 4 steps per epoch
     calls = []
 
@@ -353,7 +356,8 @@ def test_time_budget_stops_after_an_epoch_with_status_75_and_resuming_ends_as_an
 def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
     dist = Distributed(rank=0, world_size=2)
     with pytest.raises(TrainingError, match="does not divide over 2 processes"):
-        train(TINY, replace(QUICK, batch_size=25), prepared_data_dir, checkpoint_dir=tmp_path, dist=dist, progress=False)
+        train(TINY, replace(QUICK, batch_size=25), prepared_data_dir, checkpoint_dir=tmp_path, dist=dist,
+              progress=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -487,7 +491,8 @@ def test_stage_needs_the_search_result_for_searched_efficientnets(tmp_path, caps
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     stage = _load_stage()
-    assert stage.main(["--model", "efficientnet_b1", "--params", str(path), "--coefficients", str(tmp_path / "none.json")]) == 1
+    assert stage.main(["--model", "efficientnet_b1", "--params", str(path), "--coefficients",
+                       str(tmp_path / "none.json")]) == 1
     assert "run the search stage first" in capsys.readouterr().err
 
 
