@@ -42,9 +42,9 @@ EXPECTED_ERRORS = ("effnet.config.ConfigError", "effnet.download.DataError", "ef
                    "effnet.train.TrainingError", "effnet.evaluate.EvaluationError")
 PARENT_ENV = "EFFNET_LAUNCHER_PID"  # set by effnet.supervise: the process this stage must not outlive
 # Set by effnet.supervise over several processes: each rank leaves its one line (or, for a bug,
-# its traceback) there and the launcher prints the distinct ones, so N ranks failing alike show
+# its traceback) there and the supervisor prints the distinct ones, so N ranks failing alike show
 # one line, not N, and the ranks that fail only because another died (a broken collective) say
-# nothing over the launcher's report of that death.
+# nothing over the supervisor's report of that death.
 ERRORS_ENV = "EFFNET_ERRORS_DIR"
 # Set by effnet.supervise: a file where the stage says what it runs, for the supervisor's line
 # if the stage is SIGKILLed (it cannot say anything then).
@@ -77,7 +77,7 @@ def die_with_parent() -> None:
 
     Only for processes started by `effnet.supervise` (which names itself in
     EFFNET_LAUNCHER_PID) or by torchrun (which starts each worker in a session of its own,
-    so killing the launcher's process group does not reach the workers). On Linux the
+    so killing the supervisor's process group does not reach the workers). On Linux the
     kernel sends the signal (prctl PR_SET_PDEATHSIG); elsewhere, and against a parent that
     died before this ran, a thread checks the parent's pid every second.
     """
@@ -124,7 +124,7 @@ _running = [False]  # whether run() is under way: a SIGTERM then stops it as Ctr
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    """torchrun and the launcher stop a group's workers with SIGTERM: inside run() as Ctrl-C; after it, quietly."""
+    """torchrun and the supervisor stop a group's workers with SIGTERM: inside run() as Ctrl-C; after it, quietly."""
     if _running[0]:
         _running[0] = False
         raise KeyboardInterrupt
@@ -132,7 +132,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _say(text: str, kind: str = "error") -> None:
-    """The failure's line (kind 'error') or traceback: to stderr, or to the launcher's errors directory."""
+    """The failure's line (kind 'error') or traceback: to stderr, or to the supervisor's errors directory."""
     errors_dir = os.environ.get(ERRORS_ENV)
     if errors_dir:
         (Path(errors_dir) / f"rank{int(os.environ.get('RANK', '0')):05d}.{kind}").write_text(text.rstrip() + "\n")
@@ -168,7 +168,7 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
         if expected(error):
             _say(f"error: {error}")
         elif os.environ.get(ERRORS_ENV):
-            _say(traceback.format_exc(), "traceback")  # the launcher shows it, unless another rank's death explains it
+            _say(traceback.format_exc(), "traceback")  # shown by the supervisor unless another rank's death explains it
         else:
             raise
         return 1

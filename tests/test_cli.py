@@ -1,4 +1,4 @@
-"""stages/cli.py: every stage's command line; known failures are one line and exit 1, and it needs no torch."""
+"""effnet/cli.py: every stage's command line; known failures are one line and exit 1, and it needs no torch."""
 
 from __future__ import annotations
 

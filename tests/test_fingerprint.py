@@ -49,7 +49,7 @@ def test_the_trainer_closure_is_the_training_code():
 
 
 def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
-    """Issue 18: after an edit to effnet/search.py every candidate was reused "(finished earlier)"."""
+    """An edit to the search's library code retrains every candidate instead of reusing it "(finished earlier)"."""
     import shutil
     import subprocess
     import sys
