@@ -40,8 +40,8 @@ def write_study(models: Path, skip: tuple[str, ...] = ()) -> None:
         if name in skip:
             continue
         matched = {"strategy": role[0], "target": role[1], "flops_ratio": role[1] * 1.02} if role else None
-        write_weights(models / "scaling" / name / "model.pt", replace(TINY, name=name, resolution=resolution), seed=seed,
-                      extra={"matched": matched} if matched else None)
+        write_weights(models / "scaling" / name / "model.pt", replace(TINY, name=name, resolution=resolution),
+                      seed=seed, extra={"matched": matched} if matched else None)
 
 
 @pytest.fixture(scope="module")

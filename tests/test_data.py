@@ -58,7 +58,8 @@ def test_split_is_seeded_and_stratified():
 @pytest.mark.parametrize("val_per_class", [0, 500, 10])  # 10: the synthetic train set has only 10 per class
 def test_val_per_class_out_of_range(synthetic_archive, tmp_path, val_per_class):
     with pytest.raises(DataError, match="val_per_class"):
-        prepare(read_cifar100(synthetic_archive[0]), tmp_path / "out", val_per_class=val_per_class, seed=0, source_md5="x")
+        prepare(read_cifar100(synthetic_archive[0]), tmp_path / "out", val_per_class=val_per_class, seed=0,
+                source_md5="x")
     assert not list(tmp_path.glob("out*"))
 
 
