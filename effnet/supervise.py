@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from effnet.cli import ERRORS_ENV, KILLED_ENV, PARENT_ENV
@@ -77,7 +78,7 @@ def killed_message(script: str, args: list[str], peak_rss: int, note: Path) -> s
     return f"error: {what} was killed by SIGKILL{held}; most likely the out-of-memory killer.{hint}"
 
 
-def watch_memory(pid: int, include_self: bool, done) -> list[int]:
+def watch_memory(pid: int, include_self: bool, done: Callable[[], bool]) -> list[int]:
     """Sample the resident memory of `pid`'s tree every 0.2 s in a thread until `done()`; [peak bytes]."""
     peak = [0]
 
@@ -90,7 +91,7 @@ def watch_memory(pid: int, include_self: bool, done) -> list[int]:
     return peak
 
 
-def _set_pdeathsig() -> None:  # in the child, between fork and exec: die with the launcher
+def _set_pdeathsig() -> None:  # in the child, between fork and exec: die with the supervisor
     import ctypes
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
@@ -133,7 +134,7 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
     finished = threading.Event()
-    peak = watch_memory(os.getpid(), False, finished.is_set)  # the workers, not the launcher
+    peak = watch_memory(os.getpid(), False, finished.is_set)  # the workers, not the supervisor
     with tempfile.TemporaryDirectory(prefix="effnet-errors-") as errors_dir:
         os.environ[ERRORS_ENV] = errors_dir
         os.environ[KILLED_ENV] = str(Path(errors_dir) / "killed.json")  # not a rank's report: no .error suffix
