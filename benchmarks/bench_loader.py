@@ -28,12 +28,10 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet`
-
-from effnet.data import DeviceLoader, load_meta, load_split, prepare  # noqa: E402
-from effnet.download import MEMBERS, file_md5, read_cifar100  # noqa: E402
-from effnet.report import cpu_name  # noqa: E402
-from effnet.synthetic import write_synthetic_archive  # noqa: E402
+from effnet.data import DeviceLoader, load_meta, load_split, prepare
+from effnet.download import MEMBERS, file_md5, read_cifar100
+from effnet.report import cpu_name
+from effnet.synthetic import write_synthetic_archive
 
 
 class VerifiedCIFAR100(torchvision.datasets.CIFAR100):

@@ -47,17 +47,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet`
-
-from effnet.config import TrainConfig  # noqa: E402
-from effnet.data import DeviceLoader, load_meta, load_split, prepare  # noqa: E402
-from effnet.download import read_cifar100  # noqa: E402
-from effnet.models import build_model, count_flops, spec_for_name  # noqa: E402
-from effnet.study import model_names  # noqa: E402
-from effnet.report import cpu_name  # noqa: E402
-from effnet.synthetic import write_synthetic_archive  # noqa: E402
-from effnet.train import (  # noqa: E402
-    autocast_dtype, make_scheduler, make_train_state, parameter_groups, scaled_lr,
+from effnet.config import TrainConfig
+from effnet.data import DeviceLoader, load_meta, load_split, prepare
+from effnet.download import read_cifar100
+from effnet.models import build_model, count_flops, spec_for_name
+from effnet.report import cpu_name
+from effnet.study import model_names
+from effnet.synthetic import write_synthetic_archive
+from effnet.train import (
+    autocast_dtype,
+    make_scheduler,
+    make_train_state,
+    parameter_groups,
+    scaled_lr,
 )
 
 
@@ -193,12 +195,15 @@ def what_helped(models: list[str], train, meta, args, device: torch.device) -> N
             ratio = rate / base
             peak = f"{row['peak']:7.2f}" if row["peak"] is not None else "    n/a"
             verdict = "baseline" if not variant and scale == 1 else ("helps" if ratio > 1.05 else "no gain")
-            print(f"{name:16s} {label:48s} {rate:10,.1f} {ratio:8.2f} {peak}  {verdict}{row['setup'].split('bf16')[-1] if 'halved' in row['setup'] else ''}",
-                  flush=True)
+            halved = row["setup"].split("bf16")[-1] if "halved" in row["setup"] else ""
+            print(f"{name:16s} {label:48s} {rate:10,.1f} {ratio:8.2f} {peak}  {verdict}{halved}", flush=True)
 
 
 def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float | None:
-    """bf16 TFLOP/s of an n-cube matrix product on `device` (random data, 3 warm-ups), the attainable peak; None off CUDA."""
+    """bf16 TFLOP/s of an n-cube matrix product on `device` (random data, 3 warm-ups): the attainable peak.
+
+    None off CUDA.
+    """
     if device.type != "cuda":
         return None
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
@@ -256,13 +261,14 @@ def report(row: dict, args) -> float:
     share = f"{100 * tflops / args.peak_tflops:6.2f}%" if args.peak_tflops else "    n/a"
     measured = f"{100 * tflops / args.matmul_tflops:6.2f}%" if args.matmul_tflops else "    n/a"
     peak = f"{row['peak']:7.2f}" if row["peak"] is not None else "    n/a"
-    print(f"{row['model']:16s} {row['resolution']:4d} {batch:5d} {rate:10,.1f} {1000 * row['seconds'] / args.steps:9.1f} "
+    ms_per_step = 1000 * row["seconds"] / args.steps
+    print(f"{row['model']:16s} {row['resolution']:4d} {batch:5d} {rate:10,.1f} {ms_per_step:9.1f} "
           f"{row['macs'] / 1e9:9.3f} {tflops:8.3f} {share} {measured} {peak}  {row['setup']}", flush=True)
     return rate
 
 
-HEADER = (f"{'model':16s} {'res':>4s} {'batch':>5s} {'images/s':>10s} {'ms/step':>9s} {'GMACs/img':>9s} {'TFLOP/s':>8s} "
-          f"{'of peak':>7s} {'of mm':>7s} {'mem GiB':>7s}  set-up")
+HEADER = (f"{'model':16s} {'res':>4s} {'batch':>5s} {'images/s':>10s} {'ms/step':>9s} {'GMACs/img':>9s} "
+          f"{'TFLOP/s':>8s} {'of peak':>7s} {'of mm':>7s} {'mem GiB':>7s}  set-up")
 
 
 def main() -> int:
@@ -273,12 +279,14 @@ def main() -> int:
     parser.add_argument("--warmup-steps", type=int, help="untimed steps first (default: 20 on CUDA, 2 on the CPU)")
     parser.add_argument("--steps", type=int, help="timed steps (default: 50 on CUDA, 5 on the CPU)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="reference DataLoader workers")
-    parser.add_argument("--peak-tflops", type=float, help="the device's peak, for the share column (H100 dense bf16: 989)")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's peak, for the share column (H100 dense bf16: 989)")
     parser.add_argument("--sweep", action="store_true", help="also time B0-B7 and the baselines (default on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (train.compile)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too")
     parser.add_argument("--variants", action="store_true",
-                        help="also the what-helped table (default on CUDA): layout, fused SGD, compile, CUDA graphs, batch")
+                        help="also the what-helped table (default on CUDA): layout, fused SGD, compile, CUDA graphs, "
+                             "batch")
     parser.add_argument("--variant-models", nargs="+", default=["efficientnet_b0", "resnet50", "densenet201"])
     parser.add_argument("--synthetic-per-class", type=int, default=100, help="training images per class without --data")
     args = parser.parse_args()
@@ -315,8 +323,9 @@ def main() -> int:
         print(f"data: {origin}, {len(train):,} training images; batch {args.batch_size}, "
               f"{args.warmup_steps} warm-up + {args.steps} timed steps per row")
         args.matmul_tflops = matmul_tflops(device)
+        matmul = f"{args.matmul_tflops:.0f} TFLOP/s" if args.matmul_tflops else "n/a (CUDA only)"
         print(f"peak: datasheet {args.peak_tflops or 'n/a'} TFLOP/s dense bf16 ('of peak'); an 8192-cube bf16 matmul "
-              f"timed now: {f'{args.matmul_tflops:.0f} TFLOP/s' if args.matmul_tflops else 'n/a (CUDA only)'} ('of mm')")
+              f"timed now: {matmul} ('of mm')")
         print("training FLOP/s = 6 x multiply-adds per image x images/s")
         print(HEADER)
         for ours_name, reference_name in (("efficientnet_b0", "efficientnet_b0"), ("resnet50", "resnet50")):

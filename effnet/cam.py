@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ from effnet.io import write_csv, write_json
 from effnet.models import last_conv_stage
 from effnet.plots import pyplot, save_figure
 from effnet.study import SCALING_BASELINE, strategy, strategy_names
-from effnet.train import load_weights, read_weights
+from effnet.weights import load_weights, read_weights
 
 METHOD_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
                   "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "random": "RandomCAM"}

@@ -1,16 +1,12 @@
-"""The trainer's two file formats: the resumable checkpoint and the weights file of a trained network.
+"""The trainer's resumable checkpoint, `<checkpoint_dir>/last.pt`; used by `effnet.train` alone.
 
-- The checkpoint, `<checkpoint_dir>/last.pt`, written at the end of every epoch: model,
-  EMA, optimiser, schedule, gradient scaler, RNG states, the history so far, and a
-  fingerprint of the settings and the trainer's code (a checkpoint resumes only if both
-  match). It is always read onto the CPU: `load_state_dict` then copies each tensor to the
-  device of what it is loaded into, and the RNG states stay CPU tensors (read onto a GPU,
-  the numpy key would be a CUDA tensor that `.numpy()` refuses).
-- The weights file, `model.pt`, for the evaluate and cam stages: the spec, raw and EMA
-  weights (on the CPU), the metrics and history, the recipe.
-
-Both are written atomically (`effnet.io.write_atomic`): a killed writer leaves the previous
-file, never half of a new one.
+Written at the end of every epoch: model, EMA, optimiser, schedule, gradient scaler, RNG
+states, the history so far, and a fingerprint of the settings and the trainer's code (a
+checkpoint resumes only if both match). It is always read onto the CPU: `load_state_dict`
+then copies each tensor to the device of what it is loaded into, and the RNG states stay
+CPU tensors (read onto a GPU, the numpy key would be a CUDA tensor that `.numpy()` refuses).
+Written atomically (`effnet.io.write_atomic`): a killed writer leaves the previous file,
+never half of a new one. The weights file of a trained network is `effnet.weights`.
 """
 
 from __future__ import annotations
@@ -18,24 +14,21 @@ from __future__ import annotations
 import dataclasses
 import random
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from effnet.config import TrainConfig
 from effnet.fingerprint import fingerprint
 from effnet.io import write_atomic
-from effnet.models import ModelSpec, build_model
-
-if TYPE_CHECKING:
-    from effnet.train import TrainResult
+from effnet.models import ModelSpec
 
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = 1
-TRAINER = Path(__file__).with_name("train.py")  # the code whose fingerprint a checkpoint records (it imports this module)
+TRAINER = Path(__file__).with_name("train.py")  # the code whose fingerprint a checkpoint records
 # The objects whose state a checkpoint holds, by key; "ema" may be None (train.ema_decay = 0).
 STATE_KEYS = ("model", "ema", "optimizer", "scheduler", "scaler")
 
@@ -51,7 +44,7 @@ def settings(spec: ModelSpec, cfg: TrainConfig) -> dict[str, Any]:
 
 
 def run_fingerprint(spec: ModelSpec, cfg: TrainConfig) -> str:
-    """The settings and the trainer's code (effnet/train.py and what it imports): a checkpoint resumes only if both match."""
+    """The settings and the trainer's code (effnet/train.py and its imports): a checkpoint resumes if both match."""
     return fingerprint(settings(spec, cfg), code=[TRAINER])
 
 
@@ -102,7 +95,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, spec: ModelSpec, cfg: TrainConfig, *, epoch: int, objects: Mapping[str, Any],
                     history: list[dict[str, float]], train_time_s: float) -> None:
-    """Write the state after `epoch` finished epochs (atomically); `objects` maps STATE_KEYS to objects with `state_dict`."""
+    """Write the state after `epoch` finished epochs, atomically; `objects` maps STATE_KEYS to `state_dict` holders."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "fingerprint": run_fingerprint(spec, cfg),
@@ -133,58 +126,3 @@ def restore_checkpoint(checkpoint: dict[str, Any], objects: Mapping[str, Any]) -
 def remove_checkpoint(checkpoint_dir: Path) -> None:
     """Delete a run's checkpoint directory; the caller does this once the weights are saved."""
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------
-# the weights file
-# --------------------------------------------------------------------------------------
-
-WEIGHT_KEYS = ("spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s", "train_config")
-
-
-def save_weights(path: Path, result: "TrainResult", spec: ModelSpec, cfg: TrainConfig,
-                 extra: dict[str, Any] | None = None) -> None:
-    """Write the trained network to `path` (atomically), for the evaluate and cam stages.
-
-    Keys: spec (ModelSpec.to_dict), state_dict (raw weights), ema_state_dict (or None),
-    metrics, history, train_time_s, train_config (TrainConfig as a dict), plus the stage's
-    `extra` entries (e.g. the scaling study's "matched" record). Every tensor is moved to the
-    CPU, so the file loads anywhere with `torch.load(..., weights_only=True)`.
-    """
-    def cpu(module: nn.Module | None) -> dict[str, torch.Tensor] | None:
-        return None if module is None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-    payload = {
-        "spec": spec.to_dict(),
-        "state_dict": cpu(result.model),
-        "ema_state_dict": cpu(result.ema),
-        "metrics": dict(result.metrics),
-        "history": [dict(h) for h in result.history],
-        "train_time_s": float(result.train_time_s),
-        "train_config": dataclasses.asdict(cfg),
-        **{k: v for k, v in (extra or {}).items() if k not in WEIGHT_KEYS},
-    }
-    write_atomic(Path(path), lambda tmp: torch.save(payload, tmp))
-
-
-def read_weights(path: Path) -> dict[str, Any]:
-    """The raw contents of a `save_weights` file (tensors on the CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file; train the model first (the train stage)")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_weights(path: Path, *, ema: bool = True, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the network of a `save_weights` file, in eval mode on `device`.
-
-    Loads the EMA weights when the file has them and `ema` is true, else the raw weights.
-    The model carries `.spec` and `.resolution` (see `effnet.models.build_model`).
-    """
-    payload = read_weights(path)
-    # weights files older than ModelSpec.drop_path_rate kept the rate in their recipe
-    spec = ModelSpec.from_dict({"drop_path_rate": payload.get("train_config", {}).get("drop_path_rate", 0.2), **payload["spec"]})
-    model = build_model(spec)
-    state = payload["ema_state_dict"] if ema and payload.get("ema_state_dict") is not None else payload["state_dict"]
-    model.load_state_dict(state)
-    return model.to(device).eval()

@@ -34,8 +34,9 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from effnet import study
 from effnet.config import ConfigError, Params, load_params

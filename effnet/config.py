@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -74,7 +75,8 @@ class DataConfig:
             f"must be 32 lowercase hex digits, got {self.md5!r}",
         )
         _check_int(self.val_per_class, "data.val_per_class", 1)
-        _require(self.val_per_class < 500, "data.val_per_class", f"must be < 500 (CIFAR-100 has 500 training images per class), got {self.val_per_class}")
+        _require(self.val_per_class < 500, "data.val_per_class",
+                 f"must be < 500 (CIFAR-100 has 500 training images per class), got {self.val_per_class}")
         _check_int(self.seed, "data.seed", 0)
 
 
@@ -92,7 +94,8 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         _check_choice(self.regime, "network.regime", ("cifar", "imagenet"))
-        _require(self.cifar_downsample in (8, 16), "network.cifar_downsample", f"must be 8 or 16, got {self.cifar_downsample!r}")
+        _require(self.cifar_downsample in (8, 16), "network.cifar_downsample",
+                 f"must be 8 or 16, got {self.cifar_downsample!r}")
         _check_int(self.base_resolution, "network.base_resolution", 8)
         _check_int(self.num_classes, "network.num_classes", 2)
         _check_choice(self.efficientnet_scaling, "network.efficientnet_scaling", ("searched", "published"))
@@ -151,7 +154,8 @@ class TrainConfig:
         _require(self.drop_path_rate < 1.0, "train.drop_path_rate", "must be < 1")
         if self.bn_momentum is not None:
             _check_number(self.bn_momentum, "train.bn_momentum", 0.0, 1.0)
-            _require(self.bn_momentum > 0.0, "train.bn_momentum", "must be in (0, 1], or null for each architecture's own")
+            _require(self.bn_momentum > 0.0, "train.bn_momentum",
+                     "must be in (0, 1], or null for each architecture's own")
         _check_int(self.crop_padding, "train.crop_padding", 0)
         _require(isinstance(self.hflip, bool), "train.hflip", f"must be true or false, got {self.hflip!r}")
         _check_int(self.cutout, "train.cutout", 0)
@@ -199,7 +203,8 @@ class SearchConfig:
             _require(axis.step > 0, f"{key}.step", f"must be > 0, got {axis.step}")
         _check_number(self.tolerance, "search.tolerance", 0.0)
         _check_number(self.flops_target, "search.flops_target", 1.0)
-        _require(self.flops_target > 1.0, "search.flops_target", f"must be > 1 (a multiple of B0's FLOPs), got {self.flops_target}")
+        _require(self.flops_target > 1.0, "search.flops_target",
+                 f"must be > 1 (a multiple of B0's FLOPs), got {self.flops_target}")
         _check_number(self.flops_tolerance, "search.flops_tolerance", 0.0, 1.0)
         _check_int(self.epochs, "search.epochs", 1)
         _check_int(self.train_per_class, "search.train_per_class", 0)
@@ -288,7 +293,8 @@ class Params:
 def _build(cls: type, raw: Any, key: str) -> Any:
     """Build dataclass `cls` from mapping `raw`, strictly: every field present, nothing else."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"params.yaml: '{key}' must be a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}; got {raw!r}")
+        fields = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(f"params.yaml: '{key}' must be a mapping of {fields}; got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for name in raw:

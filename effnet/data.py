@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -262,7 +262,8 @@ class DeviceLoader:
             raise ValueError("batch_size and resolution must be >= 1, cutout and crop_padding >= 0")
         self.height, self.width = int(images.shape[1]), int(images.shape[2])
         if train and crop_padding >= min(self.height, self.width):
-            raise ValueError(f"crop_padding must be < {min(self.height, self.width)} (reflect padding), got {crop_padding}")
+            raise ValueError(f"crop_padding must be < {min(self.height, self.width)} (reflect padding), "
+                             f"got {crop_padding}")
 
         self.batch_size, self.train, self.resolution = batch_size, train, resolution
         self.crop_padding = crop_padding if train else 0
@@ -349,7 +350,8 @@ class DeviceLoader:
         channels = torch.arange(3, device=self.device).view(1, 3, 1, 1)
         return self.images[index.view(-1, 1, 1, 1), channels, rows, cols]  # (B, 3, H, W)
 
-    def _finish(self, images: torch.Tensor, cy: torch.Tensor | None = None, cx: torch.Tensor | None = None) -> torch.Tensor:
+    def _finish(self, images: torch.Tensor, cy: torch.Tensor | None = None,
+                cx: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> normalised, cut out, resized (B, 3, R, R) in `dtype`."""
         images = images.float() * self.scale + self.shift
         if self.cutout:

@@ -91,7 +91,8 @@ def fetch(url: str, dest: Path, md5: str, *, retries: int = 3, timeout: float = 
     elif scheme == "file":
         parsed = urllib.parse.urlparse(url)
         if parsed.netloc not in ("", "localhost"):
-            raise DataError(f"data.url {url!r}: a file:// URL needs an absolute path (file:///abs/path), or give the plain path")
+            raise DataError(f"data.url {url!r}: a file:// URL needs an absolute path (file:///abs/path), "
+                            "or give the plain path")
         _copy_local(Path(urllib.request.url2pathname(parsed.path)), partial)
     elif scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a path (or a Windows drive letter)
         _copy_local(Path(url), partial)
@@ -163,7 +164,8 @@ def _download_once(url: str, partial: Path, timeout: float) -> None:
             raise _Transient("server rejected the resume range, restarting", network=False) from error
         if error.code >= 500 or error.code in (408, 429):
             raise _Transient(f"server answered HTTP {error.code} {error.reason}", network=False) from error
-        raise DataError(f"cannot download {url}: server answered HTTP {error.code} {error.reason}.\n" + MIRROR_HINT) from error
+        raise DataError(f"cannot download {url}: server answered HTTP {error.code} {error.reason}.\n"
+                        + MIRROR_HINT) from error
     except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise _Transient(f"{type(reason).__name__}: {reason}", network=True) from error
@@ -180,7 +182,8 @@ def _download_once(url: str, partial: Path, timeout: float) -> None:
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
         received = 0
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=Path(urllib.parse.urlparse(url).path).name,
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True,
+                   desc=Path(urllib.parse.urlparse(url).path).name,
                    disable=not sys.stderr.isatty())
         try:
             with open(partial, mode) as f, bar:
@@ -189,7 +192,8 @@ def _download_once(url: str, partial: Path, timeout: float) -> None:
                     received += len(chunk)
                     bar.update(len(chunk))
         except (ConnectionError, TimeoutError, http.client.HTTPException) as error:
-            raise _Transient(f"transfer interrupted after {start + received} bytes ({type(error).__name__})", network=False) from error
+            raise _Transient(f"transfer interrupted after {start + received} bytes ({type(error).__name__})",
+                             network=False) from error
     if length is not None and received < int(length):
         raise _Transient(f"transfer interrupted after {start + received} of {total} bytes", network=False)
 

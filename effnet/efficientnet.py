@@ -16,10 +16,10 @@ The layer ops are torchvision's (`Conv2dNormActivation`, `SqueezeExcitation`,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from numbers import Real
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -150,7 +150,8 @@ def _check_coefficient(name: str, value: object, minimum: float, maximum: float 
     return value
 
 
-def compound_scaling(alpha: float, beta: float, gamma: float, phi: float, base_resolution: int = B0_RESOLUTION) -> CompoundScaling:
+def compound_scaling(alpha: float, beta: float, gamma: float, phi: float,
+                     base_resolution: int = B0_RESOLUTION) -> CompoundScaling:
     """The compound scaling rule, paper Eq. 3: depth alpha^phi, width beta^phi, resolution gamma^phi.
 
     FLOPs grow about (alpha * beta^2 * gamma^2)^phi, i.e. 2^phi under the paper's constraint.
@@ -194,14 +195,16 @@ class MBConv(nn.Module):
         layers: list[nn.Module] = []
         # expand
         if expanded != in_channels:
-            layers.append(Conv2dNormActivation(in_channels, expanded, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.SiLU))
+            layers.append(Conv2dNormActivation(in_channels, expanded, kernel_size=1, norm_layer=norm_layer,
+                                               activation_layer=nn.SiLU))
         # depthwise
         layers.append(Conv2dNormActivation(expanded, expanded, kernel_size=kernel, stride=stride, groups=expanded,
                                            norm_layer=norm_layer, activation_layer=nn.SiLU))
         # squeeze and excitation: bottleneck of a quarter of the block's *input* channels
         layers.append(SqueezeExcitation(expanded, max(1, in_channels // 4), activation=nn.SiLU))
         # project (linear bottleneck: no activation)
-        layers.append(Conv2dNormActivation(expanded, out_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=None))
+        layers.append(Conv2dNormActivation(expanded, out_channels, kernel_size=1, norm_layer=norm_layer,
+                                           activation_layer=None))
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(drop_path, "row") if self.use_residual else nn.Identity()
 
@@ -225,7 +228,8 @@ class EfficientNet(nn.Module):
         super().__init__()
         self.resolution = resolution
         layers: list[nn.Module] = [
-            Conv2dNormActivation(3, stem_channels, kernel_size=3, stride=stem_stride, norm_layer=norm_layer, activation_layer=nn.SiLU)
+            Conv2dNormActivation(3, stem_channels, kernel_size=3, stride=stem_stride, norm_layer=norm_layer,
+                                 activation_layer=nn.SiLU)
         ]
         num_blocks = sum(s.repeats for s in stages)
         block_idx, in_channels = 0, stem_channels
@@ -239,7 +243,8 @@ class EfficientNet(nn.Module):
                 in_channels = stage.out_channels
                 block_idx += 1
             layers.append(nn.Sequential(*blocks))
-        layers.append(Conv2dNormActivation(in_channels, head_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.SiLU))
+        layers.append(Conv2dNormActivation(in_channels, head_channels, kernel_size=1, norm_layer=norm_layer,
+                                           activation_layer=nn.SiLU))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), nn.Linear(head_channels, num_classes))

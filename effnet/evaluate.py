@@ -8,10 +8,10 @@ raw and with the EMA weights, each also with horizontal-flip test-time augmentat
 softmax of the image and of its mirror image, averaged; reported apart, under `_flip` keys,
 since the paper's single-crop numbers have none), and the cost: parameters, multiply-adds at
 the network's own resolution (`effnet.models.count_flops`: convolutions and linear layers,
-as the paper counts FLOPs), inference throughput on the current device, training time. Accuracies are means over the seeds. It writes the
-model's two small files (`effnet.results`): its record `metrics/models/<model>.json` and its
-predicted class for every test image, per seed, `predictions/<model>.npz`, which the
-report's paired comparisons read.
+as the paper counts FLOPs), inference throughput on the current device, training time.
+Accuracies are means over the seeds. It writes the model's two small files (`effnet.results`):
+its record `metrics/models/<model>.json` and its predicted class for every test image, per
+seed, `predictions/<model>.npz`, which the report's paired comparisons read.
 
 Evaluation is on unaugmented images (`DeviceLoader(train=False)`), every image once, at the
 network's resolution (32x32 CIFAR images resized on the device, as in training), in fp32.
@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from effnet.io import write_json
 from effnet.models import count_flops, count_parameters
 from effnet.results import COLUMNS, Predictions, accuracy_keys, images_id, predictions_path, save_predictions
 from effnet.study import group_of, scaling_role_of
-from effnet.train import load_weights, read_weights
+from effnet.weights import load_weights, read_weights
 
 SPLITS = ("val", "test")
 SUBSET_SEED = 0  # of the per-class subset when evaluate.images_per_class > 0
@@ -108,7 +109,8 @@ def scaling_role(model: str, payload: dict[str, Any]) -> tuple[str, float] | Non
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module,
+            loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities, flip-averaged probabilities, labels) over `loader`, on the CPU.
 
     The second is the mean of softmax(model(x)) and softmax(model(x mirrored left-right)):
@@ -250,7 +252,8 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig,
                                                                     batches=cfg.throughput_batches, device=device)
             model = None
     except torch.cuda.OutOfMemoryError:
-        raise EvaluationError(f"CUDA out of memory evaluating {trained.model} at {spec['resolution']}x{spec['resolution']} "
+        size = f"{spec['resolution']}x{spec['resolution']}"
+        raise EvaluationError(f"CUDA out of memory evaluating {trained.model} at {size} "
                               f"with evaluate.batch_size {cfg.batch_size}; try -S evaluate.batch_size="
                               f"{max(1, cfg.batch_size // 2)}") from None
     finally:
@@ -282,5 +285,6 @@ def evaluate_one(trained: TrainedModel, data_dir: Path, cfg: EvaluateConfig, *, 
     seeds = f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ""
     log(f"{trained.model}: test top-1 {row['test/top1']:.4f}{seeds} (EMA {row['test/top1_ema']:.4f}, flip "
         f"{row['test/top1_ema_flip']:.4f}), val top-1 {row['val/top1']:.4f}, {row['params'] / 1e6:.2f} M params, "
-        f"{row['flops'] / 1e9:.3f} GFLOPs, {row['throughput_images_per_s']:,.0f} img/s  [{time.perf_counter() - start:.1f} s]")
+        f"{row['flops'] / 1e9:.3f} GFLOPs, {row['throughput_images_per_s']:,.0f} img/s  "
+        f"[{time.perf_counter() - start:.1f} s]")
     return row

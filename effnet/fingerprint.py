@@ -13,8 +13,9 @@ import ast
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: effnet/ and stages/ lie here
 
@@ -70,7 +71,7 @@ def code_hash(*paths: Path, root: Path = ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loaded_code_hash(paths: tuple[Path, ...]) -> str:
     """`code_hash(*paths)`, once per process: the code this process loaded, however often a run asks (every epoch's
     checkpoint), and unaffected by edits made on disk while it runs."""

@@ -43,7 +43,7 @@ class ModelSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         return cls(**d)
 
 
@@ -130,7 +130,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if spec.regime not in REGIMES:
         raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {spec.regime!r}")
     if spec.arch == "efficientnet":
-        model: nn.Module = efficientnet(spec.width, spec.depth, spec.resolution, spec.dropout, num_classes=spec.num_classes,
+        model: nn.Module = efficientnet(spec.width, spec.depth, spec.resolution, spec.dropout,
+                                        num_classes=spec.num_classes,
                                         regime=spec.regime, cifar_downsample=spec.cifar_downsample,
                                         drop_path_rate=spec.drop_path_rate)
     elif spec.arch in {m.arch for m in study.BASELINES}:

@@ -34,12 +34,14 @@ matplotlib is imported inside the drawing functions (Agg backend), so the rest o
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import textwrap
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -370,7 +372,7 @@ def _line_boxes(ax: Any, step: float = 3.0, half: float = 1.5) -> np.ndarray:
         if not line.get_visible() or line.get_linestyle() in ("None", "", " ") or len(line.get_xdata()) < 2:
             continue
         path = ax.transData.transform(np.asarray(line.get_xydata(), dtype=float))
-        for start, end in zip(path[:-1], path[1:]):
+        for start, end in itertools.pairwise(path):
             if not (np.isfinite(start).all() and np.isfinite(end).all()):
                 continue
             count = max(2, int(np.hypot(*(end - start)) / step) + 1)
@@ -536,7 +538,7 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     right.set_title("Short-budget validation accuracy per candidate", fontsize=10)
     handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]
     labels = [t for ax in (left, right) for t in ax.get_legend_handles_labels()[1]]
-    unique = dict(zip(labels, handles))
+    unique = dict(zip(labels, handles, strict=True))
     if unique:
         fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=len(unique), fontsize=8)
     fig.canvas.draw()  # constrained layout settles the axes before the labels are placed in pixels
@@ -558,7 +560,7 @@ def plot_training_curves(runs: Sequence[tuple[str, Path]], path: Path, columns: 
     rows = math.ceil(len(runs) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows + 0.4), squeeze=False,
                              layout="constrained")
-    for ax, (name, run_dir) in zip(axes.flat, runs):
+    for ax, (name, run_dir) in zip(axes.flat, runs, strict=False):  # the grid may have spare cells
         # Markers, as a one-epoch run is a single point, and distinct ones, as the series may coincide.
         # Both axes start at 0 with different headroom, so that a lone loss point and a lone
         # accuracy point do not sit on the same pixel (as they would, each centred on its own axis).

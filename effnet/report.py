@@ -13,15 +13,16 @@ such a block too (`GENERATORS`, filled by `update_pages` from the committed `Run
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import math
 import platform
 import re
 import subprocess
-import importlib.metadata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -739,3 +740,22 @@ def update_pages(pages: Sequence[Path], files: RunFiles) -> list[Path]:
     for page in changed:
         write_text(page, new[page])
     return changed
+
+
+def fill_readme(readme: Path, *, run_params: Path, defaults: Path, models_table: Path, search_json: Path,
+                search_table: Path) -> tuple[list[Path], list[Path]]:
+    """Fill the generated blocks of `readme` and of the pages beside it; returns (pages, pages that changed).
+
+    `run_params` is what records the committed run's params (dvc.lock, or a params file of overrides); a
+    missing README, a README without the results block, or a named `run_params` that does not exist is an error.
+    """
+    if not readme.is_file():
+        raise FileNotFoundError(f"{readme}: no such file; run from the project root or name the README")
+    if README_START not in readme.read_text():
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to fill")
+    if run_params != Path("dvc.lock") and not run_params.is_file():
+        raise FileNotFoundError(f"--run-params {run_params}: no such file")
+    files = read_run_files(readme.parent, run=run_params, defaults=defaults, models_table=models_table,
+                           search_json=search_json, search_table=search_table)
+    pages = [readme] + [p for p in generated_pages(readme.parent) if p.resolve() != readme.resolve()]
+    return pages, update_pages(pages, files)

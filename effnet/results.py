@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -97,12 +98,14 @@ def load_predictions(path: Path) -> Predictions:
     try:
         with np.load(path) as f:
             p = Predictions(top1=f["top1"].astype(np.int64), top1_ema=f["top1_ema"].astype(np.int64),
-                            labels=f["labels"].astype(np.int64), test_set=str(f["test_set"]), has_ema=bool(f["has_ema"]))
+                            labels=f["labels"].astype(np.int64), test_set=str(f["test_set"]),
+                            has_ema=bool(f["has_ema"]))
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"{path}: not a predictions file of the evaluate stage ({error}); rerun "
                          "`dvc repro evaluate@<model>`") from None
     if p.top1.ndim != 2 or p.top1.shape != p.top1_ema.shape or p.top1.shape[1] != len(p.labels):
-        raise ValueError(f"{path}: arrays of shapes {p.top1.shape}, {p.top1_ema.shape} and {p.labels.shape} do not match")
+        raise ValueError(f"{path}: arrays of shapes {p.top1.shape}, {p.top1_ema.shape} and {p.labels.shape} "
+                         "do not match")
     return p
 
 

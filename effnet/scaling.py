@@ -17,13 +17,13 @@ then differs between the strategies.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
-from effnet.efficientnet import published_dropout
 from effnet.config import Params
+from effnet.efficientnet import published_dropout
 from effnet.models import ModelSpec, build_model, compound_spec, count_flops, network_of, published_spec
 from effnet.study import scaled_name, strategy_names
 
@@ -142,7 +142,7 @@ def built_multipliers(spec: ModelSpec, base: ModelSpec) -> dict[str, float]:
     blocks, channels = layout(spec)
     base_blocks, base_channels = layout(base)
     return {"depth": sum(blocks) / sum(base_blocks),
-            "width": sum(c / b for c, b in zip(channels, base_channels)) / len(channels),
+            "width": sum(c / b for c, b in zip(channels, base_channels, strict=True)) / len(channels),
             "resolution": spec.resolution / base.resolution}
 
 

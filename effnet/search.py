@@ -26,9 +26,10 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from effnet.config import PAPER_COEFFICIENTS, SearchConfig
 from effnet.io import write_json
@@ -61,7 +62,7 @@ class Candidate:
 
     @property
     def is_paper(self) -> bool:
-        return all(math.isclose(a, b) for a, b in zip(self.coefficients, PAPER_COEFFICIENTS))
+        return all(math.isclose(a, b) for a, b in zip(self.coefficients, PAPER_COEFFICIENTS, strict=True))
 
 
 def grid_candidates(cfg: SearchConfig) -> list[Candidate]:
@@ -173,7 +174,7 @@ def run_search(groups: list[list[Placed]], train_network: Callable[[Placed], dic
     todo = sum(finished(p) is None for p in paths)
     records: dict[str, dict[str, Any]] = {}
     times: list[float] = []
-    for i, (group, path) in enumerate(zip(groups, paths), start=1):
+    for i, (group, path) in enumerate(zip(groups, paths, strict=True), start=1):
         first = group[0]
         names = ", ".join(p.candidate.key for p in group)
         record = finished(path)

@@ -11,15 +11,25 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from effnet.checkpoint import remove_checkpoint
 from effnet.config import Params
 from effnet.data import load_meta
 from effnet.distributed import cleanup, init_distributed
 from effnet.fingerprint import fingerprint
 from effnet.io import write_csv, write_json
 from effnet.models import build_model, count_parameters, published_spec
-from effnet.search import (TABLE_COLUMNS, Placed, choose, grid_candidates, group_identical, place, run_search, summary,
-                           table_rows)
-from effnet.train import remove_checkpoint, train
+from effnet.search import (
+    TABLE_COLUMNS,
+    Placed,
+    choose,
+    grid_candidates,
+    group_identical,
+    place,
+    run_search,
+    summary,
+    table_rows,
+)
+from effnet.train import train
 
 
 def search_stage(params: Params, *, data: Path, out: Path, table: Path, scratch: Path, code: list[Path]) -> None:
@@ -50,7 +60,8 @@ def search_stage(params: Params, *, data: Path, out: Path, table: Path, scratch:
                       f"{search.flops_target:g}x within search.flops_tolerance {search.flops_tolerance:g}; not trained")
         for g in groups:
             if len(g) > 1:
-                print(f"[{', '.join(p.candidate.key for p in g)}] build the same network ({g[0].architecture}): trained once")
+                keys = ", ".join(p.candidate.key for p in g)
+                print(f"[{keys}] build the same network ({g[0].architecture}): trained once")
 
     def train_network(p: Placed) -> dict[str, Any]:
         directory = scratch / p.architecture
@@ -73,8 +84,10 @@ def search_stage(params: Params, *, data: Path, out: Path, table: Path, scratch:
         shutil.rmtree(scratch, ignore_errors=True)  # outputs written: the next forced run really retrains
         best = chosen[0]
         paper = result.get("paper") or {}
-        print(f"chose alpha={best.candidate.alpha:g} beta={best.candidate.beta:g} gamma={best.candidate.gamma:g} at phi "
+        point = best.candidate
+        print(f"chose alpha={point.alpha:g} beta={point.beta:g} gamma={point.gamma:g} at phi "
               f"{best.phi:.3f} (val top-1 {result['val_top1']:.4f}; the paper's point: "
               f"{'infeasible' if paper.get('val_top1') is None else format(paper['val_top1'], '.4f')}) -> {out}")
         if len(chosen) > 1:
-            print(f"not identifiable by the data: {', '.join(p.candidate.key for p in chosen[1:])} built the same network")
+            keys = ", ".join(p.candidate.key for p in chosen[1:])
+            print(f"not identifiable by the data: {keys} built the same network")

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         net = NetworkConfig(regime=args.regime, cifar_downsample=args.cifar_downsample, num_classes=args.num_classes)
         spec = spec_for_name(name, net, tuple(args.coefficients) if args.coefficients else None)
         row = describe(spec)
-        print(f"{name:<18}{row['regime']:<10}{row['resolution']:>11}{row['params'] / 1e6:>12.2f}{row['flops'] / 1e9:>11.3f}",
-              flush=True)
+        print(f"{name:<18}{row['regime']:<10}{row['resolution']:>11}{row['params'] / 1e6:>12.2f}"
+              f"{row['flops'] / 1e9:>11.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Training one network on CIFAR-100: the recipe, mixed precision, DDP, checkpoints, the weights file.
+"""Training one network on CIFAR-100: the recipe, mixed precision, DDP, resumable checkpoints.
 
 The recipe follows the paper's Section 5.2 where it carries over to CIFAR and says where it
 does not:
@@ -37,9 +37,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,9 +49,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from effnet.checkpoint import (  # noqa: F401  (the weights-file API is re-exported for its older importers)
-    CHECKPOINT_NAME, changed_settings, load_checkpoint, load_weights, read_weights, remove_checkpoint,
-    restore_checkpoint, run_fingerprint, save_checkpoint, save_weights, settings,
+from effnet.checkpoint import (
+    CHECKPOINT_NAME,
+    changed_settings,
+    load_checkpoint,
+    restore_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+    settings,
 )
 from effnet.config import TrainConfig
 from effnet.data import DeviceLoader, load_meta, load_split, subset_per_class
@@ -92,7 +98,7 @@ class TimeBudgetReached(SystemExit):
 
 
 def deadline_from_env(environ: dict[str, str] | None = None) -> float | None:
-    """The training deadline (seconds since the epoch) from $EFFNET_DEADLINE and/or $EFFNET_TIME_BUDGET_S; None if neither.
+    """The training deadline (seconds since the epoch) from $EFFNET_DEADLINE and/or $EFFNET_TIME_BUDGET_S, else None.
 
     The earlier of the two counts. A driver that runs several stages in one time slot
     exports one EFFNET_DEADLINE for all of them; EFFNET_TIME_BUDGET_S counts from the
@@ -181,7 +187,8 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # cos(pi) = -1 exactly, so the last factor is 0.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
+                   warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """`lr_factor` as a per-step LambdaLR: call `.step()` after every optimiser step."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
 
@@ -200,7 +207,8 @@ class EMA(AveragedModel):
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__(model, use_buffers=True)
         self.decay = decay
-        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor],
+                           list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module, num_updates: int) -> None:
@@ -358,8 +366,9 @@ def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device,
         device=device)
 
 
-def make_loaders(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, dist: Distributed) -> tuple[DeviceLoader, DeviceLoader]:
-    """The training loader (a seeded `train_per_class` subset, this rank's share) and the val loader; never the test split."""
+def make_loaders(spec: ModelSpec, cfg: TrainConfig, data_dir: Path,
+                 dist: Distributed) -> tuple[DeviceLoader, DeviceLoader]:
+    """The training loader (a seeded `train_per_class` subset, this rank's share) and the val loader; never test."""
     if cfg.batch_size % dist.world_size:
         raise TrainingError(f"train.batch_size {cfg.batch_size} does not divide over {dist.world_size} processes; "
                             f"use a multiple of {dist.world_size}")
@@ -495,7 +504,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     code is not resumed: the run starts afresh (saying which settings changed) and overwrites
     it. Resuming under another number of processes is allowed; the data order then changes,
     so the result is the same recipe but not the same bits. `train` leaves the checkpoint in
-    place: call `remove_checkpoint` once the weights are safely saved.
+    place: call `effnet.checkpoint.remove_checkpoint` once the weights are safely saved.
 
     Time budget: `deadline` (seconds since the epoch; None reads `deadline_from_env()`,
     `math.inf` means none). An epoch is not started when the longest epoch measured so far

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -233,10 +234,9 @@ def job_settings(job: Job, root: Path, params_file: Path, coefficients: Path | N
     """What decides the job's result: for a model its spec and recipe; else the command and the params file."""
     if job.model is None:
         return {"command": job.command, "params_sha256": hashlib.sha256(params_file.read_bytes()).hexdigest()}
-    sys.path.insert(0, str(root))
     from effnet.checkpoint import settings
     from effnet.config import load_params
-    from stages.common import model_spec
+    from effnet.experiment import model_spec
 
     params = load_params(params_file)
     return json.loads(json.dumps(settings(model_spec(job.model, params, coefficients), params.train), default=str))
@@ -731,5 +731,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _with_package() -> None:
+    """Re-run this script with the tree's `effnet` importable where the package is not installed.
+
+    The bare GPU machine gets a copy of the tree, not an installed package; PYTHONPATH (not
+    `sys.path`) so that the stage scripts this starts import the same `effnet`.
+    """
+    if importlib.util.find_spec("effnet") is None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 if __name__ == "__main__":
+    _with_package()
     sys.exit(main())

@@ -17,14 +17,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+import torch
 
-import torch  # noqa: E402
-
-from effnet.cam import run_cam  # noqa: E402
-from effnet.config import Params  # noqa: E402
-from effnet.study import study_models  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli
+from effnet.cam import run_cam
+from effnet.config import Params
+from effnet.study import study_models
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
@@ -32,7 +30,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     metrics = run_cam(args.models, args.data, params.cam, cam_dir=args.figures, metrics_path=args.metrics,
                       table_path=args.table, device=device, run=[m.name for m in study_models(params)])
     if not metrics:
-        print(f"note: no scaling-study models below {args.models}/scaling: the figures are empty and the table has no rows")
+        print(f"note: no scaling-study models below {args.models}/scaling: empty figures, a table without rows")
     print(f"wrote {args.figures}/<method>.png for {', '.join(params.cam.methods)}, {args.metrics} and {args.table}")
     return 0
 

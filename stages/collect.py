@@ -14,12 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
-
-from effnet.config import Params  # noqa: E402
-from effnet.results import collect  # noqa: E402
-from effnet.study import study_models  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli
+from effnet.config import Params
+from effnet.results import collect
+from effnet.study import study_models
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

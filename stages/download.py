@@ -14,12 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
-
-from effnet.config import Params  # noqa: E402
-from effnet.data import prepare  # noqa: E402
-from effnet.download import fetch, read_cifar100  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli
+from effnet.config import Params
+from effnet.data import prepare
+from effnet.download import fetch, read_cifar100
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -18,13 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+import torch
 
-import torch  # noqa: E402
-
-from effnet.config import Params  # noqa: E402
-from effnet.evaluate import evaluate_one, trained_model  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli
+from effnet.config import Params
+from effnet.evaluate import evaluate_one, trained_model
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
@@ -38,7 +36,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--model", required=True, help="its directory below --models: efficientnet_b0, scaling/depth_2x")
+    parser.add_argument("--model", required=True,
+                        help="its directory below --models: efficientnet_b0, scaling/depth_2x")
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--models", default="models", type=Path, help="where the model's directory is")
     parser.add_argument("--metrics", default="metrics/models", type=Path, help="one JSON per model")

@@ -18,12 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
-
-from effnet import clock  # noqa: E402
-from effnet.config import Params  # noqa: E402
-from effnet.io import write_json  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli, clock
+from effnet.config import Params
+from effnet.io import write_json
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

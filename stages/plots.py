@@ -17,11 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
-
-from effnet.config import Params  # noqa: E402
-from effnet.plots import make_plots  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli
+from effnet.config import Params
+from effnet.plots import make_plots
 
 
 def run(args: argparse.Namespace, params: Params) -> int:  # no key is read, but a bad params.yaml stops the stage

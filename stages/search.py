@@ -1,6 +1,6 @@
 """DVC stage `search`: the grid search for (alpha, beta, gamma) at equal real cost (paper Section 3.3, step 1).
 
-    python stages/launch.py stages/search.py
+    python -m effnet.supervise stages/search.py
         [--params params.yaml] [--data data/cifar100] [--out metrics/search.json] [--table plots/search.csv]
         [--scratch checkpoints/search]
 
@@ -21,11 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
-
-from effnet.config import Params  # noqa: E402
-from effnet.search_run import search_stage  # noqa: E402
-from stages import cli  # noqa: E402
+from effnet import cli
+from effnet.config import Params
+from effnet.search_run import search_stage
 
 
 def run(args: argparse.Namespace, params: Params) -> int:

@@ -1,6 +1,6 @@
 """DVC stage `train`: train one network of the matrix and write its weights.
 
-    python stages/launch.py stages/train.py --model efficientnet_b0
+    python -m effnet.supervise stages/train.py --model efficientnet_b0
         [--params params.yaml] [--data data/cifar100] [--out models/<model>] [--live dvclive/<model>]
         [--checkpoints checkpoints/<model>] [--coefficients metrics/search.json]
 
@@ -17,12 +17,15 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+from effnet import cli
+from effnet.config import Params
+from effnet.experiment import Logger, model_spec, train_and_save
+from effnet.study import model_names
 
-from effnet.config import Params  # noqa: E402
-from effnet.study import model_names  # noqa: E402
-from stages import cli  # noqa: E402
-from stages.common import model_spec, train_and_save  # noqa: E402
+
+def dvclive(directory: Path) -> Logger:
+    from dvclive import Live  # here, not in effnet, which knows nothing of DVC; without it, effnet's PlainLive
+    return Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)  # afresh: see open_logger
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
@@ -31,7 +34,9 @@ def run(args: argparse.Namespace, params: Params) -> int:
     live_dir = args.live or Path("dvclive") / args.model
     checkpoints = args.checkpoints or Path("checkpoints") / args.model
 
-    train_and_save(spec, params.train, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints)
+    cli.side_line("effnet.clock", "--model-line", args.model, "--params", str(args.params))  # 'matrix model 5/11: ...'
+    train_and_save(spec, params.train, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints,
+                   open_live=dvclive)
     return 0
 
 

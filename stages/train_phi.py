@@ -1,6 +1,6 @@
 """DVC stage `train_phi`: one EfficientNet compound-scaled at any real phi (`dvc exp run -S model.phi=4`).
 
-    python stages/launch.py stages/train_phi.py
+    python -m effnet.supervise stages/train_phi.py
         [--params params.yaml] [--data data/cifar100] [--out models/efficientnet_phi]
         [--live dvclive/efficientnet_phi] [--checkpoints checkpoints/efficientnet_phi]
         [--coefficients metrics/search.json]
@@ -19,13 +19,16 @@ import dataclasses
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+from effnet import cli
+from effnet.config import Params
+from effnet.experiment import Logger, train_and_save
+from effnet.models import compound_spec
+from effnet.study import compound_coefficients
 
-from effnet.config import Params  # noqa: E402
-from effnet.models import compound_spec  # noqa: E402
-from stages import cli  # noqa: E402
-from effnet.study import compound_coefficients  # noqa: E402
-from stages.common import train_and_save  # noqa: E402
+
+def dvclive(directory: Path) -> Logger:
+    from dvclive import Live  # here, not in effnet, which knows nothing of DVC; without it, effnet's PlainLive
+    return Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)  # afresh: see open_logger
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
     print(f"phi = {params.model.phi:g} with {'searched' if searched else 'the paper'}'s (alpha, beta, gamma) = "
           f"({coefficients[0]:g}, {coefficients[1]:g}, {coefficients[2]:g})")
     train_and_save(spec, params.train, data=args.data, out=args.out, live_dir=args.live, checkpoints=args.checkpoints,
-                   extra={"phi": params.model.phi, "coefficients": list(coefficients)})
+                   extra={"phi": params.model.phi, "coefficients": list(coefficients)}, open_live=dvclive)
     return 0
 
 
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", default="models/efficientnet_phi", type=Path, help="directory of model.pt")
     parser.add_argument("--live", default="dvclive/efficientnet_phi", type=Path, help="DVCLive directory")
-    parser.add_argument("--checkpoints", default="checkpoints/efficientnet_phi", type=Path, help="resumable checkpoints")
+    parser.add_argument("--checkpoints", default="checkpoints/efficientnet_phi", type=Path,
+                        help="resumable checkpoints")
     parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result")
     return cli.main(parser, run, argv, lock=lambda args: args.checkpoints)
 

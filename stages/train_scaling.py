@@ -1,47 +1,47 @@
 """DVC stages `scale_*`: B0 scaled by one dimension or by the compound rule at matched FLOPs (Figure 3, 8).
 
-    python stages/launch.py stages/train_scaling.py --strategy depth --target 4
-    python stages/launch.py stages/train_scaling.py --strategy baseline      # B0 itself, with the same budget
-        [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>]
-        [--params params.yaml] [--data data/cifar100] [--coefficients metrics/search.json]
+    python -m effnet.supervise stages/train_scaling.py --strategy depth --target 4   # or --strategy baseline
+        [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>] [--params params.yaml]
+        [--data data/cifar100] [--coefficients metrics/search.json]
 
-The model's spec and its `matched` record come from `effnet.scaling.study_spec` (FLOPs
-matched within `scaling.tolerance`, one regularisation per target); compound scaling uses
-`effnet.study.compound_coefficients` (searched, or the paper's under
-`network.efficientnet_scaling: published`). Trained with the recipe of `train:` and the
-budget of `scaling:`; writes `--out`/model.pt (default models/scaling/<strategy>_<target>x,
-or models/scaling/baseline), the model named after that directory.
+The spec and its `matched` record: `effnet.scaling.study_spec` (FLOPs matched within `scaling.tolerance`;
+`baseline` is B0 with the same budget). The recipe of `train:`, the budget of `scaling:`; named after `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
+from effnet import cli
+from effnet.config import Params
+from effnet.experiment import Logger, train_and_save
+from effnet.scaling import study_spec
+from effnet.study import compound_coefficients, scaled_name, strategy_names
 
-from effnet.config import Params  # noqa: E402
-from effnet.scaling import study_spec  # noqa: E402
-from effnet.study import compound_coefficients, scaled_name, strategy_names  # noqa: E402
-from stages import cli  # noqa: E402
-from stages.common import train_and_save  # noqa: E402
+
+def dvclive(directory: Path) -> Logger:
+    from dvclive import Live  # here, not in effnet, which knows nothing of DVC; without it, effnet's PlainLive
+    return Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)  # afresh: see open_logger
 
 
 def model_name(args: argparse.Namespace) -> str:
-    """The model's name: that of --out, else baseline or <strategy>_<target>x; also its checkpoints' directory."""
-    return args.out.name if args.out else ("baseline" if args.strategy == "baseline" else scaled_name(args.strategy, args.target))
+    """The model's name, also its checkpoints' directory: that of --out, else baseline or <strategy>_<target>x."""
+    if args.out:
+        return args.out.name
+    return "baseline" if args.strategy == "baseline" else scaled_name(args.strategy, args.target)
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
     coefficients = compound_coefficients(params.network, args.coefficients) if args.strategy == "compound" else None
     spec, matched = study_spec(args.strategy, args.target, params, coefficients)
-    spec = dataclasses.replace(spec, name=model_name(args))
-    cfg = dataclasses.replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class)
+    spec = replace(spec, name=model_name(args))
+    cfg = replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class)
     train_and_save(spec, cfg, data=args.data, out=args.out or Path("models/scaling") / spec.name,
-                   live_dir=args.live or Path("dvclive/scaling") / spec.name, checkpoints=Path("checkpoints/scaling") / spec.name,
-                   extra={"matched": matched})
+                   live_dir=args.live or Path("dvclive/scaling") / spec.name,
+                   checkpoints=Path("checkpoints/scaling") / spec.name, extra={"matched": matched}, open_live=dvclive)
     return 0
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="directory of model.pt; its name is the model's")
     parser.add_argument("--live", type=Path, help="DVCLive directory")
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
-    parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result (compound only)")
+    parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="search result (compound)")
     return cli.main(parser, run, argv, lock=lambda args: Path("checkpoints/scaling") / model_name(args))
 
 

@@ -12,13 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_evaluate import TINY, one_thread, stage_env, write_params, write_weights  # noqa: F401 (one_thread: autouse)
 
-from effnet.cam import (TABLE_COLUMNS, AtResolution, compute_cams, faithfulness, faithfulness_indices, figure_indices,
-                        load_cam_model, normalised_images, scaling_models)
-from effnet.study import models_at
+from effnet.cam import (
+    TABLE_COLUMNS,
+    AtResolution,
+    compute_cams,
+    faithfulness,
+    faithfulness_indices,
+    figure_indices,
+    load_cam_model,
+    normalised_images,
+    scaling_models,
+)
 from effnet.data import DeviceLoader, load_meta, load_split
 from effnet.models import build_model
-from test_evaluate import TINY, one_thread, stage_env, write_params, write_weights  # noqa: F401 (one_thread: autouse)
+from effnet.study import models_at
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = (("baseline", None, 32), ("depth_2x", ("depth", 2.0), 32), ("width_2x", ("width", 2.0), 32),
@@ -31,8 +40,8 @@ def write_study(models: Path, skip: tuple[str, ...] = ()) -> None:
         if name in skip:
             continue
         matched = {"strategy": role[0], "target": role[1], "flops_ratio": role[1] * 1.02} if role else None
-        write_weights(models / "scaling" / name / "model.pt", replace(TINY, name=name, resolution=resolution), seed=seed,
-                      extra={"matched": matched} if matched else None)
+        write_weights(models / "scaling" / name / "model.pt", replace(TINY, name=name, resolution=resolution),
+                      seed=seed, extra={"matched": matched} if matched else None)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""stages/cli.py: every stage's command line; known failures are one line and exit 1, and it needs no torch."""
+"""effnet/cli.py: every stage's command line; known failures are one line and exit 1, and it needs no torch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import cli
+from effnet import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,8 +59,30 @@ def test_library_errors_are_known_by_name_without_importing_torch_here():
     assert not cli.expected(RuntimeError("x")) and not cli.expected(KeyError("x"))
 
 
-@pytest.mark.parametrize("module", ["stages.cli", "stages.launch", "stages.plots", "stages.report", "stages.collect",
+@pytest.mark.parametrize("module", ["effnet.cli", "effnet.supervise", "stages.plots", "stages.report", "stages.collect",
                                     "effnet.study"])
 def test_the_cli_the_launcher_and_the_figures_stage_import_no_torch(module):
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {module}; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    code = f"import sys; import {module}; print('torch' in sys.modules)"  # `stages` from the working directory
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout == "False\n"
+
+
+def test_side_line_prints_a_module_s_output_from_rank_0_only(capfd, monkeypatch):
+    import platform
+
+    cli.side_line("platform")
+    assert capfd.readouterr().out.strip() == platform.platform()
+    monkeypatch.setenv("RANK", "1")
+    cli.side_line("platform")
+    cli.side_line("no_such_module_here")  # best effort: nothing raised
+    assert capfd.readouterr().out == ""
+
+
+def test_if_killed_say_leaves_the_note_the_supervisor_reads(tmp_path, monkeypatch):
+    from effnet import supervise
+
+    note = tmp_path / "killed.json"
+    cli.if_killed_say("b0 at train.batch_size 8")  # not supervised: nowhere to write, nothing raised
+    monkeypatch.setenv(cli.KILLED_ENV, str(note))
+    cli.if_killed_say("b0 at train.batch_size 8", "Try 4.")
+    assert supervise.killed_message("stages/train.py", [], 0, note).startswith("error: b0 at train.batch_size 8 was")

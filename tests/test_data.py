@@ -58,7 +58,8 @@ def test_split_is_seeded_and_stratified():
 @pytest.mark.parametrize("val_per_class", [0, 500, 10])  # 10: the synthetic train set has only 10 per class
 def test_val_per_class_out_of_range(synthetic_archive, tmp_path, val_per_class):
     with pytest.raises(DataError, match="val_per_class"):
-        prepare(read_cifar100(synthetic_archive[0]), tmp_path / "out", val_per_class=val_per_class, seed=0, source_md5="x")
+        prepare(read_cifar100(synthetic_archive[0]), tmp_path / "out", val_per_class=val_per_class, seed=0,
+                source_md5="x")
     assert not list(tmp_path.glob("out*"))
 
 
@@ -140,7 +141,7 @@ def test_crop_is_a_translation_of_the_padded_image():
     loader = _loader(images, np.arange(64), batch_size=64, hflip=False, mean=(0, 0, 0), std=(1, 1, 1))
     (x, y), = list(loader)
     offsets = set()
-    for out, label in zip(x * 255, y):
+    for out, label in zip(x * 255, y, strict=True):
         matches = [(dy, dx) for dy in range(9) for dx in range(9)
                    if torch.allclose(out, padded[label, :, dy:dy + 32, dx:dx + 32], atol=1e-3)]
         assert len(matches) == 1
@@ -212,7 +213,7 @@ def test_same_seed_same_batches_other_epoch_other_order():
     state = torch.get_rng_state()
     a, b = epoch(0, 1), epoch(0, 1)
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
     assert not torch.equal(a[0][1], epoch(0, 2)[0][1])
     assert not torch.equal(a[0][1], epoch(1, 1)[0][1])
     assert len(a) == 12 and sorted(torch.cat([y for _, y in a]).tolist()) != list(range(192))  # tail dropped at random

@@ -9,7 +9,6 @@ so the two cannot drift apart.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

@@ -7,9 +7,19 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from effnet.efficientnet import (B0_STAGES, PUBLISHED, MBConv, cifar_strides, compound_scaling, efficientnet,
-                                 published_dropout, scale_channels, scale_repeats, scale_stages)
 from effnet.config import NetworkConfig
+from effnet.efficientnet import (
+    B0_STAGES,
+    PUBLISHED,
+    MBConv,
+    cifar_strides,
+    compound_scaling,
+    efficientnet,
+    published_dropout,
+    scale_channels,
+    scale_repeats,
+    scale_stages,
+)
 from effnet.models import build_model, compound_spec, count_flops, count_parameters, published_spec
 
 # torchvision's efficientnet_b0..b7 with 1000 classes (the figures, not computed here)
@@ -41,14 +51,14 @@ def test_scale_repeats_rounds_up(repeats, depth, expected):
     assert scale_repeats(repeats, depth) == expected
 
 
-@pytest.mark.parametrize("variant, expected", list(zip(VARIANTS, TORCHVISION_PARAMS)))
+@pytest.mark.parametrize("variant, expected", list(zip(VARIANTS, TORCHVISION_PARAMS, strict=True)))
 def test_imagenet_parameter_counts_equal_torchvision(variant, expected):
     with torch.device("meta"):
         model = build_model(published_spec(variant, NetworkConfig(regime="imagenet", num_classes=1000)))
     assert count_parameters(model) == expected
 
 
-@pytest.mark.parametrize("variant, paper", list(zip(VARIANTS, PAPER_FLOPS)))
+@pytest.mark.parametrize("variant, paper", list(zip(VARIANTS, PAPER_FLOPS, strict=True)))
 def test_imagenet_flops_within_10_percent_of_table2(variant, paper):
     model = build_model(published_spec(variant, NetworkConfig(regime="imagenet", num_classes=1000)))
     assert model.resolution == PUBLISHED[variant].resolution
@@ -77,7 +87,8 @@ def test_cifar_regime_changes_only_strides():
     stem_stride, stages = cifar_strides(B0_STAGES, 8)
     assert stem_stride == 1
     assert [s.stride for s in stages] == [1, 1, 2, 2, 1, 2, 1]
-    assert [(s.out_channels, s.repeats, s.kernel) for s in stages] == [(s.out_channels, s.repeats, s.kernel) for s in B0_STAGES]
+    unchanged = [(s.out_channels, s.repeats, s.kernel) for s in B0_STAGES]
+    assert [(s.out_channels, s.repeats, s.kernel) for s in stages] == unchanged
     cifar = efficientnet(1.0, 1.0, 32, 0.2, num_classes=1000, regime="cifar")
     imagenet = efficientnet(1.0, 1.0, 224, 0.2, num_classes=1000, regime="imagenet")
     assert count_parameters(cifar) == count_parameters(imagenet)
@@ -139,8 +150,10 @@ def test_dropout_per_variant():
 
 def test_compound_rule_at_phi_0_is_b0_exactly():
     for regime in ("cifar", "imagenet"):
-        b0, phi0 = published_spec("b0", NetworkConfig(regime=regime)), compound_spec(0.0, (1.2, 1.1, 1.15), NetworkConfig(regime=regime))
-        assert (phi0.width, phi0.depth, phi0.resolution, phi0.dropout) == (b0.width, b0.depth, b0.resolution, b0.dropout)
+        network = NetworkConfig(regime=regime)
+        b0, phi0 = published_spec("b0", network), compound_spec(0.0, (1.2, 1.1, 1.15), network)
+        assert (phi0.width, phi0.depth, phi0.resolution) == (b0.width, b0.depth, b0.resolution)
+        assert phi0.dropout == b0.dropout
         a, b = build_model(b0), build_model(phi0)
         assert [t.shape for t in a.state_dict().values()] == [t.shape for t in b.state_dict().values()]
 
@@ -151,7 +164,8 @@ def test_compound_rule_at_paper_coefficients():
     s = compound_scaling(1.2, 1.1, 1.15, 1.0, base_resolution=32)
     assert s.resolution == 37
     s = compound_scaling(1.2, 1.1, 1.15, 2.5, base_resolution=32)
-    assert s.depth == pytest.approx(1.2**2.5) and s.width == pytest.approx(1.1**2.5) and s.resolution == round(32 * 1.15**2.5)
+    assert s.depth == pytest.approx(1.2**2.5) and s.width == pytest.approx(1.1**2.5)
+    assert s.resolution == round(32 * 1.15**2.5)
     # FLOPs grow about (alpha beta^2 gamma^2)^phi ~ 2^phi
     assert 1.2 * 1.1**2 * 1.15**2 == pytest.approx(1.92, abs=0.01)
 

@@ -1,7 +1,7 @@
 """The evaluate stage on synthetic data with tiny, randomly initialised weight files.
 
 `write_weights` and `TINY` are shared with the plots, cam and report tests: a weights file
-in the format of `effnet.train.save_weights`, made without training.
+in the format of `effnet.weights.save_weights`, made without training.
 """
 
 from __future__ import annotations
@@ -20,13 +20,22 @@ from torch import nn
 
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, load_meta, load_split
-from effnet.evaluate import (COLUMNS, accuracy_keys, evaluate_one, find_models, load_eval_data, predict,
-                             scaling_role, topk_accuracy, trained_model)
+from effnet.evaluate import (
+    COLUMNS,
+    accuracy_keys,
+    evaluate_one,
+    find_models,
+    load_eval_data,
+    predict,
+    scaling_role,
+    topk_accuracy,
+    trained_model,
+)
 from effnet.models import ModelSpec, build_model
 from effnet.plots import read_table
-from effnet.results import collect, load_predictions, images_id
+from effnet.results import collect, images_id, load_predictions
 from effnet.study import models_at
-from effnet.train import load_weights
+from effnet.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ModelSpec(name="tiny", arch="efficientnet", resolution=32, width=0.25, depth=0.25)
@@ -115,7 +124,8 @@ def test_find_models_groups_and_scaling_roles(tmp_path: Path) -> None:
     assert scaling_role("scaling/depth_2x", {}) == ("depth", 2.0)
     assert scaling_role("scaling/baseline", {}) == ("baseline", 1.0)
     # the weights file's own record wins over the directory name (e.g. 'depth_2.0x' from dvc.yaml's matrix)
-    assert scaling_role("scaling/x", {"matched": {"strategy": "width", "target": 4.0, "flops_ratio": 4.1}}) == ("width", 4.0)
+    assert scaling_role("scaling/x",
+                        {"matched": {"strategy": "width", "target": 4.0, "flops_ratio": 4.1}}) == ("width", 4.0)
 
 
 def test_topk_accuracy() -> None:
@@ -145,7 +155,8 @@ class LeftHalf(nn.Module):
 
 def test_flip_tta_averages_the_mirrored_images(prepared_data_dir: Path) -> None:
     meta, split = load_meta(prepared_data_dir), load_split(prepared_data_dir, "test")
-    loader = DeviceLoader(split.images, split.fine_labels, batch_size=64, train=False, mean=meta["mean"], std=meta["std"])
+    loader = DeviceLoader(split.images, split.fine_labels, batch_size=64, train=False, mean=meta["mean"],
+                          std=meta["std"])
     model = LeftHalf().eval()
     probs, flipped, labels = predict(model, loader)
     x = torch.cat([images for images, _ in loader])
@@ -164,7 +175,8 @@ def direct_top1(weights: Path, data_dir: Path, *, ema: bool) -> np.ndarray:
     """The predicted class of every test image, computed here directly from the weights file."""
     meta, split = load_meta(data_dir), load_split(data_dir, "test")
     model = load_weights(weights, ema=ema)
-    loader = DeviceLoader(split.images, split.fine_labels, batch_size=64, train=False, mean=meta["mean"], std=meta["std"],
+    loader = DeviceLoader(split.images, split.fine_labels, batch_size=64, train=False, mean=meta["mean"],
+                          std=meta["std"],
                           resolution=model.resolution)
     return torch.cat([model(images).argmax(1) for images, _ in loader]).numpy()
 
@@ -176,7 +188,8 @@ def test_evaluate_one_writes_the_record_and_the_predictions(tmp_path: Path, prep
                   seed=1, ema=False, extra={"matched": {"strategy": "resolution", "target": 2.0, "flops_ratio": 1.9}})
     seen = []
     cfg = EvaluateConfig(batch_size=64, throughput_batches=1, images_per_class=0)
-    rows = [evaluate_one(trained_model(models, name), prepared_data_dir, cfg, metrics_dir=tmp_path / "metrics" / "models",
+    rows = [evaluate_one(trained_model(models, name), prepared_data_dir, cfg,
+                         metrics_dir=tmp_path / "metrics" / "models",
                          predictions_dir=tmp_path / "predictions", log=seen.append)
             for name in ("efficientnet_b0", "scaling/resolution_2x")]
     assert len(seen) == 2
@@ -211,12 +224,14 @@ def test_evaluate_one_writes_the_record_and_the_predictions(tmp_path: Path, prep
 
     b0, scaled = rows
     assert (b0["group"], b0["strategy"], b0["has_ema"]) == ("matrix", "", True)
-    assert (scaled["group"], scaled["strategy"], scaled["target"], scaled["resolution"]) == ("scaling", "resolution", 2.0, 36)
+    assert (scaled["group"], scaled["strategy"], scaled["target"],
+            scaled["resolution"]) == ("scaling", "resolution", 2.0, 36)
     assert scaled["test/top1_ema"] == scaled["test/top1"]  # no EMA in the file: the raw weights stand in
     assert not load_predictions(tmp_path / "predictions" / "scaling" / "resolution_2x.npz").has_ema
 
     # the table, from the two records alone
-    collect(tmp_path / "metrics" / "models", tmp_path / "metrics" / "models.csv", [m.name for m in models_at([2])], log=seen.append)
+    collect(tmp_path / "metrics" / "models", tmp_path / "metrics" / "models.csv", [m.name for m in models_at([2])],
+            log=seen.append)
     with (tmp_path / "metrics" / "models.csv").open() as f:
         table = list(csv.DictReader(f))
     assert [r["model"] for r in table] == ["efficientnet_b0", "scaling/resolution_2x"]
@@ -242,12 +257,14 @@ def test_every_seed_is_evaluated(tmp_path: Path, prepared_data_dir: Path) -> Non
     predictions = load_predictions(tmp_path / "p" / "efficientnet_b0.npz")
     assert predictions.top1.shape == (2, len(load_split(prepared_data_dir, "test")))
     for k in range(2):
-        np.testing.assert_array_equal(predictions.top1[k], load_predictions(tmp_path / f"p{k}" / "efficientnet_b0.npz").top1[0])
+        np.testing.assert_array_equal(predictions.top1[k],
+                                      load_predictions(tmp_path / f"p{k}" / "efficientnet_b0.npz").top1[0])
     assert not np.array_equal(predictions.top1[0], predictions.top1[1])  # two different networks
 
 
 def test_images_per_class_evaluates_a_stratified_subset(tmp_path: Path, prepared_data_dir: Path) -> None:
-    write_weights(tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"), ema=False)
+    write_weights(tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"),
+                  ema=False)
     cfg = EvaluateConfig(batch_size=50, throughput_batches=1, images_per_class=1)
     row = evaluate_one(trained_model(tmp_path / "models", "efficientnet_b0"), prepared_data_dir, cfg,
                        metrics_dir=tmp_path / "m", predictions_dir=tmp_path / "p", log=lambda *_: None)
@@ -274,7 +291,8 @@ def test_stage_runs_and_rejects_bad_params(tmp_path: Path, prepared_data_dir: Pa
     assert (tmp_path / "predictions" / "resnet50.npz").stat().st_size < 2_000  # 200 images: small
 
     bad = write_params(tmp_path, "bad.yaml", evaluate={"batch_sise": 1})
-    done = subprocess.run(args[:5] + [str(bad)] + args[6:], capture_output=True, text=True, cwd=tmp_path, env=stage_env())
+    done = subprocess.run(args[:5] + [str(bad)] + args[6:], capture_output=True, text=True, cwd=tmp_path,
+                          env=stage_env())
     assert done.returncode == 1 and "error: " in done.stderr and "evaluate.batch_sise" in done.stderr
 
     done = subprocess.run(args[:3] + ["densenet201"] + args[4:], capture_output=True, text=True, cwd=tmp_path,

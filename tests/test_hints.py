@@ -80,8 +80,9 @@ def _dvc_parse(command: str) -> None:
 
 def test_the_extractor_finds_the_known_hints() -> None:
     commands = {command for _, command in hints()}
-    assert "dvc exp run -S data.url=../shared/data/cifar-100-python.tar.gz -S data.md5=489088aff4823e5bdf2d51ec904dbfdb" \
-        in commands  # effnet/download.py's mirror hint
+    mirror = ("dvc exp run -S data.url=../shared/data/cifar-100-python.tar.gz "
+              "-S data.md5=489088aff4823e5bdf2d51ec904dbfdb")
+    assert mirror in commands  # effnet/download.py's mirror hint
     assert "dvc repro download" in commands  # effnet/data.py
     assert f"dvc exp run -S data.url={FIELD} -S data.md5={FIELD}" in commands  # an f-string hint
     assert any(c.startswith("dvc exp show --no-pager --drop '.*' --keep") for c in commands)  # docs/, quoted regex

@@ -6,8 +6,15 @@ from torch import nn
 from torchvision import models as tv
 
 from effnet.config import NetworkConfig
-from effnet.models import (baseline_spec, build_model, compound_spec, count_flops,
-                           count_parameters, last_conv_stage, spec_for_name)
+from effnet.models import (
+    baseline_spec,
+    build_model,
+    compound_spec,
+    count_flops,
+    count_parameters,
+    last_conv_stage,
+    spec_for_name,
+)
 from effnet.study import BASELINES, model_names
 
 
@@ -19,7 +26,8 @@ def test_cifar_resnet_stem_keeps_32x32_until_layer2():
     with torch.no_grad():
         assert model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x))))).shape[-1] == 32
         assert model(x).shape == (2, 100)
-        side = model.layer4(model.layer3(model.layer2(model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x))))))))
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        side = model.layer4(model.layer3(model.layer2(model.layer1(stem))))
     assert side.shape[-1] == 4  # 8x downsampling, like the CIFAR EfficientNets
 
 
@@ -55,7 +63,8 @@ def test_searched_coefficients_give_compound_b0_to_b7():
     coefficients = (1.2, 1.1, 1.15)
     b3 = spec_for_name("efficientnet_b3", coefficients=coefficients)
     assert b3 == compound_spec(3.0, coefficients, name="efficientnet_b3")
-    assert b3.depth == pytest.approx(1.2**3) and b3.width == pytest.approx(1.1**3) and b3.resolution == round(32 * 1.15**3)
+    assert b3.depth == pytest.approx(1.2**3) and b3.width == pytest.approx(1.1**3)
+    assert b3.resolution == round(32 * 1.15**3)
     assert spec_for_name("resnet50", coefficients=coefficients) == baseline_spec("resnet50")
 
 

@@ -87,7 +87,8 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
     output = run(["dvc", "repro"], repo)
     listed = set(run(["dvc", "stage", "list", "--name-only"], repo).split())
     assert stages_run(output) == listed, f"stages that did not run: {listed - stages_run(output)}"
-    for path in ["metrics/search.json", "plots/search.csv", "models/efficientnet_b7/model.pt", "models/resnet152/model.pt",
+    for path in ["metrics/search.json", "plots/search.csv", "models/efficientnet_b7/model.pt",
+                 "models/resnet152/model.pt",
                  "models/efficientnet_phi/model.pt", "models/scaling/compound_2x/model.pt", "metrics/models.csv",
                  "metrics/models/efficientnet_b7.json", "predictions/efficientnet_b7.npz",
                  "predictions/scaling/compound_2x.npz", "REPORT.md"]:

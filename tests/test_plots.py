@@ -14,12 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from effnet import plots
 from effnet.cam import TABLE_COLUMNS as CAM_COLUMNS
 from effnet.evaluate import COLUMNS, accuracy_keys
 from effnet.io import write_csv
-from effnet import plots
-from effnet.plots import (FIGURE1_COLUMNS, VAL_TEST_COLUMNS, dvclive_runs, make_plots, read_dvclive_series, read_table,
-                          scaling_columns)
+from effnet.plots import (
+    FIGURE1_COLUMNS,
+    VAL_TEST_COLUMNS,
+    dvclive_runs,
+    make_plots,
+    read_dvclive_series,
+    read_table,
+    scaling_columns,
+)
 from effnet.study import BASELINES, EFFICIENTNETS, strategy_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +228,7 @@ def _texts(fig) -> list:
             low, high = sorted(axis.get_view_interval())
             for ticks, locations in ((axis.get_major_ticks(), axis.get_majorticklocs()),
                                      (axis.get_minor_ticks(), axis.get_minorticklocs())):
-                for tick, location in zip(ticks, locations):
+                for tick, location in zip(ticks, locations, strict=False):  # matplotlib may keep spare ticks
                     labels = (tick.label1, tick.label2)
                     tick_labels.update(id(t) for t in labels)
                     span = (high - low) * 1e-9

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_plots import write_results
 
 from effnet.config import Params
 from effnet.evaluate import COLUMNS
@@ -19,7 +20,6 @@ from effnet.plots import make_plots, read_table
 from effnet.report import build_report, comparisons, read_run_files, update_pages
 from effnet.results import Predictions, save_predictions
 from effnet.study import matrix, model_names
-from test_plots import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = {"alpha": 1.4, "beta": 1.0, "gamma": 1.2, "constraint": 2.016, "val_top1": 0.3, "flops_ratio": 3.04,

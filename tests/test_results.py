@@ -10,9 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from effnet.results import (
+    COLUMNS,
+    Predictions,
+    collect,
+    images_id,
+    in_run,
+    load_predictions,
+    predictions_path,
+    save_predictions,
+)
 from effnet.study import models_at
-from effnet.results import (COLUMNS, Predictions, collect, images_id, in_run, load_predictions, predictions_path,
-                            save_predictions)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +88,8 @@ def test_collect_builds_the_table_of_this_run_from_the_records(tmp_path: Path) -
     metrics = tmp_path / "metrics" / "models"
     old = record("resnet50", "matrix")
     del old["seeds"]  # a record written before train.seeds existed
-    write_records(metrics, [record("scaling/depth_8x", "scaling", "depth", 8.0), record("efficientnet_b0", "matrix", seeds=3),
+    write_records(metrics,
+                  [record("scaling/depth_8x", "scaling", "depth", 8.0), record("efficientnet_b0", "matrix", seeds=3),
                             old, record("scaling/depth_2x", "scaling", "depth", 2.0)])
     notes = []
     rows = collect(metrics, tmp_path / "metrics" / "models.csv", names([2.0]), log=notes.append)
@@ -105,12 +114,14 @@ def test_collect_stage_imports_no_torch(tmp_path: Path) -> None:
     """The summary rebuilds on a machine without weights: the stage reads the JSON files only."""
     write_records(tmp_path / "metrics" / "models", [record("efficientnet_b0", "matrix")])
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    code = (f"import sys; sys.argv = ['collect']; sys.path.insert(0, {str(ROOT)!r}); from stages import collect; "
-            "code = collect.main(); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
+    stage = str(ROOT / "stages" / "collect.py")
+    code = (f"import runpy, sys; sys.argv = ['collect']; collect = runpy.run_path({stage!r}); "
+            "code = collect['main'](); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "metrics" / "models.csv").read_text().splitlines()[1].startswith("efficientnet_b0,")
 
     (tmp_path / "params.yaml").write_text("scaling: {}\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "collect.py")], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "collect.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
     assert done.returncode == 1 and done.stderr.startswith("error: params.yaml")

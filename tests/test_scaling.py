@@ -6,8 +6,14 @@ import pytest
 
 from effnet.config import ScalingConfig
 from effnet.models import count_flops, spec_for_name
-from effnet.scaling import (STRATEGIES, built_multipliers, changes_every_dimension, match_flops, scaled_spec,
-                            target_dropout)
+from effnet.scaling import (
+    STRATEGIES,
+    built_multipliers,
+    changes_every_dimension,
+    match_flops,
+    scaled_spec,
+    target_dropout,
+)
 
 TOLERANCE = 0.10  # params.yaml scaling.tolerance
 

@@ -7,8 +7,18 @@ import pytest
 from effnet.config import GridAxis, SearchConfig
 from effnet.models import architecture, count_flops, spec_for_name
 from effnet.scaling import target_dropout
-from effnet.search import (Candidate, Placed, SearchError, choose, grid_candidates, group_identical, place, run_search,
-                           summary, table_rows)
+from effnet.search import (
+    Candidate,
+    Placed,
+    SearchError,
+    choose,
+    grid_candidates,
+    group_identical,
+    place,
+    run_search,
+    summary,
+    table_rows,
+)
 
 
 def test_constraint_arithmetic():

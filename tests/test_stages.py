@@ -66,7 +66,8 @@ def test_search_trains_each_network_once_at_matched_flops_without_test(workspace
     rows = list(csv.DictReader(Path("plots/search.csv").open()))
     params = yaml.safe_load(Path("params.yaml").read_text())["search"]
     target, tolerance = params["flops_target"], params["flops_tolerance"]
-    assert len(rows) == 3 and sum(r["chosen"] == "True" for r in rows) == 1 and sum(r["paper"] == "True" for r in rows) == 1
+    assert len(rows) == 3
+    assert sum(r["chosen"] == "True" for r in rows) == 1 and sum(r["paper"] == "True" for r in rows) == 1
     for r in rows:  # every candidate trained (or sharing a trained network) lies within tolerance of the target
         assert r["status"] != "infeasible"
         assert abs(float(r["flops_ratio"]) / target - 1) <= tolerance
@@ -76,23 +77,27 @@ def test_search_trains_each_network_once_at_matched_flops_without_test(workspace
     assert [by_alpha["1.1"]["status"], by_alpha["1.2"]["status"]] == ["trained", "same network as a1.1_b1.1_g1.2"]
     assert by_alpha["1.1"]["val_top1"] == by_alpha["1.2"]["val_top1"]
     assert sum(r["status"] == "trained" for r in rows) == 2 and chosen["networks_trained"] == 2
-    assert (chosen["alpha"], chosen["beta"], chosen["gamma"]) in {(float(r["alpha"]), float(r["beta"]), float(r["gamma"])) for r in rows}
+    listed = {(float(r["alpha"]), float(r["beta"]), float(r["gamma"])) for r in rows}
+    assert (chosen["alpha"], chosen["beta"], chosen["gamma"]) in listed
     assert chosen["flops_target"] == target and abs(chosen["flops_ratio"] / target - 1) <= tolerance
     if (chosen["alpha"], chosen["gamma"]) == (1.1, 1.2):
-        assert chosen["same_network"] == [{"alpha": 1.2, "beta": 1.1, "gamma": 1.2}] and chosen["identifiable"].startswith("no")
+        assert chosen["same_network"] == [{"alpha": 1.2, "beta": 1.1, "gamma": 1.2}]
+        assert chosen["identifiable"].startswith("no")
 
 
 def test_phi_and_scaling_stages(workspace):
     Path("metrics").mkdir()
     Path("metrics/search.json").write_text(json.dumps({"alpha": 1.2, "beta": 1.1, "gamma": 1.15}))
-    assert phi_stage.main(["--data", "data", "--out", "models/phi", "--live", "live/phi", "--checkpoints", "ck/phi"]) == 0
+    assert phi_stage.main(["--data", "data", "--out", "models/phi", "--live", "live/phi", "--checkpoints",
+                           "ck/phi"]) == 0
     weights = torch.load("models/phi/model.pt", weights_only=True)
     assert weights["spec"]["name"] == "efficientnet_phi1" and weights["spec"]["resolution"] == round(8 * 1.15)
     assert weights["coefficients"] == [1.2, 1.1, 1.15]
     assert not Path("ck/phi").exists()  # checkpoints removed once the weights are saved
     assert Path("live/phi/plots/metrics/val/top1.tsv").is_file()
 
-    assert scaling_stage.main(["--strategy", "width", "--target", "2", "--data", "data", "--out", "models/scaling/width_2x",
+    assert scaling_stage.main(["--strategy", "width", "--target", "2", "--data", "data", "--out",
+                               "models/scaling/width_2x",
                                "--live", "live/width_2x"]) == 0
     matched = torch.load("models/scaling/width_2x/model.pt", weights_only=True)
     assert matched["spec"]["name"] == "width_2x" and matched["spec"]["width"] > 1 and matched["spec"]["depth"] == 1
@@ -121,8 +126,8 @@ def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(worksp
                                                                           capsys):
     """train.seeds = 2: models/<m>/model.pt is seed 0, models/<m>/seed1/model.pt seed 1; after an interruption
     in seed 1 (and DVC's removal of the outputs) seed 0 is restored, not retrained; evaluate then reads both."""
+    from effnet import experiment as common
     from effnet.results import load_predictions
-    from stages import common
     from stages import evaluate as evaluate_stage
 
     params = yaml.safe_load(Path("params.yaml").read_text())
@@ -145,13 +150,19 @@ def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(worksp
     assert phi_stage.main(args) == 1  # the CLI turns Ctrl-C into one line and exit status 1
     first = Path("models/efficientnet_phi/model.pt").read_bytes()
     shutil.rmtree("models"), shutil.rmtree("live")  # what dvc repro does before rerunning the stage
-    monkeypatch.setattr(common, "_train_and_save_seed", lambda spec, cfg, **kw: (trained.append(cfg.seed), seed_run(spec, cfg, **kw))[1])
+
+    def recording(spec, cfg, **kw):
+        trained.append(cfg.seed)
+        return seed_run(spec, cfg, **kw)
+
+    monkeypatch.setattr(common, "_train_and_save_seed", recording)
     capsys.readouterr()
     assert phi_stage.main(args) == 0
     assert trained == [0, 1]  # seed 0 once, before the interruption; seed 1 after
     assert "seed 0: finished earlier, restored" in capsys.readouterr().out
     assert Path("models/efficientnet_phi/model.pt").read_bytes() == first
-    assert Path("live/phi/plots/metrics/val/top1.tsv").is_file() and Path("live/phi/seed1/plots/metrics/val/top1.tsv").is_file()
+    assert Path("live/phi/plots/metrics/val/top1.tsv").is_file()
+    assert Path("live/phi/seed1/plots/metrics/val/top1.tsv").is_file()
     seeds = [torch.load(p, weights_only=True) for p in ("models/efficientnet_phi/model.pt",
                                                          "models/efficientnet_phi/seed1/model.pt")]
     assert [w["train_config"]["seed"] for w in seeds] == [0, 1]

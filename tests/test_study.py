@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_plots import _model_row
+from test_report import project, report
 
 from effnet import study
 from effnet.config import PAPER_COEFFICIENTS, NetworkConfig, Params, params_from_dict
 from effnet.models import build_model, last_conv_stage, spec_for_name
 from effnet.plots import make_plots, read_table
 from effnet.results import collect
-from test_plots import _model_row, write_results
-from test_report import project, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,11 +33,11 @@ def dvc_outputs(prefix: str, suffix: str = "") -> set[str]:
                 for key, value in (stage.get("matrix") or {}).items()}
         assert all(isinstance(v, list) for v in axes.values()), axes  # no other interpolation to resolve here
         for values in itertools.product(*axes.values()) if axes else [()]:
-            item = dict(zip(axes, values))
+            item = dict(zip(axes, values, strict=True))
             for out in stage.get("outs", []):
                 out = out if isinstance(out, str) else next(iter(out))
                 for key, value in item.items():
-                    out = out.replace("${item.%s}" % key, str(value))
+                    out = out.replace(f"${{item.{key}}}", str(value))
                 if out.startswith(prefix) and out.endswith(suffix):
                     found.add(out.removeprefix(prefix).removesuffix(suffix))
     return found

@@ -7,6 +7,7 @@ block per stage) for the library, B0 at 8x8 for the stage run end to end.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -24,15 +25,23 @@ import torch
 import yaml
 
 import effnet.train as train_module
+from effnet.checkpoint import CHECKPOINT_NAME
 from effnet.config import TrainConfig
 from effnet.data import SPLITS
 from effnet.distributed import Distributed
 from effnet.models import ModelSpec, build_model
 from effnet.study import model_names
 from effnet.train import (
-    CHECKPOINT_NAME, METRIC_KEYS, TrainingError, autocast_dtype, load_weights, lr_factor, make_optimizer, make_scheduler,
-    read_weights, save_weights, train,
+    METRIC_KEYS,
+    TrainingError,
+    TrainResult,
+    autocast_dtype,
+    lr_factor,
+    make_optimizer,
+    make_scheduler,
+    train,
 )
+from effnet.weights import load_weights, read_weights, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -60,6 +69,11 @@ def all_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def save(path: Path, result: TrainResult) -> None:
+    save_weights(path, TINY, QUICK, model=result.model, ema=result.ema, metrics=result.metrics, history=result.history,
+                 train_time_s=result.train_time_s)
+
+
 # --------------------------------------------------------------------------------------
 # the recipe
 # --------------------------------------------------------------------------------------
@@ -70,7 +84,7 @@ def test_schedule_warms_up_linearly_then_reaches_exactly_zero_at_the_last_step()
     factors = [lr_factor(s, total, warmup) for s in range(total)]
     assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
     assert factors[warmup - 1] == 1.0 and factors[warmup] == 1.0
-    assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1:]))  # cosine: never rises
+    assert all(a >= b for a, b in itertools.pairwise(factors[warmup:]))  # cosine: never rises
     assert factors[-1] == 0.0  # exactly
     assert factors[total // 2 + warmup // 2] == pytest.approx(0.5, abs=0.02)  # half way down the cosine
     assert lr_factor(0, 5, 0) == 1.0 and lr_factor(4, 5, 0) == 0.0
@@ -166,9 +180,10 @@ def test_train_logs_every_epoch_reads_no_test_split_and_keeps_the_ema(prepared_d
 
     # the weights file: exactly these keys, EMA loaded by default, raw on request
     path = tmp_path / "models" / "model.pt"
-    save_weights(path, result, TINY, QUICK)
+    save(path, result)
     payload = read_weights(path)
-    assert set(payload) == {"spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s", "train_config"}
+    assert set(payload) == {"spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s",
+                            "train_config"}
     assert payload["spec"] == TINY.to_dict() and payload["train_config"]["lr"] == QUICK.lr
     assert all_equal(load_weights(path).state_dict(), {k: v.cpu() for k, v in ema.items()})
     assert all_equal(load_weights(path, ema=False).state_dict(), {k: v.cpu() for k, v in raw.items()})
@@ -180,7 +195,7 @@ def test_ema_disabled_is_none(prepared_data_dir, tmp_path):
                    progress=False)
     assert result.ema is None
     assert result.metrics["val/top1_ema"] == result.metrics["val/top1"]
-    save_weights(tmp_path / "model.pt", result, TINY, QUICK)
+    save(tmp_path / "model.pt", result)
     assert read_weights(tmp_path / "model.pt")["ema_state_dict"] is None
     assert all_equal(load_weights(tmp_path / "model.pt").state_dict(), result.model.state_dict())
 
@@ -197,7 +212,8 @@ def _hooked_build_model(hook):
 def test_bf16_autocast_runs_on_the_cpu(prepared_data_dir, tmp_path, monkeypatch):
     dtypes = []
     monkeypatch.setattr(train_module, "build_model",
-                        _hooked_build_model(lambda module, inputs, output: dtypes.append(output.dtype) if module.training else None))
+                        _hooked_build_model(
+                            lambda module, inputs, output: dtypes.append(output.dtype) if module.training else None))
     cfg = replace(QUICK, epochs=1, precision="bf16")
     result = train(TINY, cfg, prepared_data_dir, checkpoint_dir=tmp_path / "bf16", progress=False, cpu_bf16=True)
     assert dtypes and set(dtypes) == {torch.bfloat16}
@@ -207,7 +223,8 @@ def test_bf16_autocast_runs_on_the_cpu(prepared_data_dir, tmp_path, monkeypatch)
     assert set(dtypes) == {torch.float32}
 
 
-def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(prepared_data_dir, tmp_path, monkeypatch):
+def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(prepared_data_dir, tmp_path,
+                                                                                 monkeypatch):
     steps = 100 // QUICK.batch_size  # train_per_class 1: 100 images, 4 steps per epoch
     calls = []
 
@@ -339,7 +356,8 @@ def test_time_budget_stops_after_an_epoch_with_status_75_and_resuming_ends_as_an
 def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
     dist = Distributed(rank=0, world_size=2)
     with pytest.raises(TrainingError, match="does not divide over 2 processes"):
-        train(TINY, replace(QUICK, batch_size=25), prepared_data_dir, checkpoint_dir=tmp_path, dist=dist, progress=False)
+        train(TINY, replace(QUICK, batch_size=25), prepared_data_dir, checkpoint_dir=tmp_path, dist=dist,
+              progress=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -473,7 +491,8 @@ def test_stage_needs_the_search_result_for_searched_efficientnets(tmp_path, caps
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     stage = _load_stage()
-    assert stage.main(["--model", "efficientnet_b1", "--params", str(path), "--coefficients", str(tmp_path / "none.json")]) == 1
+    assert stage.main(["--model", "efficientnet_b1", "--params", str(path), "--coefficients",
+                       str(tmp_path / "none.json")]) == 1
     assert "run the search stage first" in capsys.readouterr().err
 
 
@@ -485,7 +504,6 @@ DDP_DRIVER = r'''
 import json, os, sys
 from dataclasses import replace
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
 import torch
 import effnet.train as train_module
 from effnet.config import TrainConfig

@@ -1,31 +1,35 @@
-"""Helpers shared by the training stages: model specs from params, DVCLive logging, train and save.
+"""A training experiment: one network of the study trained for every seed of `train.seeds`, logged and saved.
 
-Imports torch (through the library): the stages that only read tables and draw figures use
-`stages/cli.py` alone. Stage scripts put the project root on `sys.path` before importing
-this module (they are started as `python stages/x.py`, by stages/launch.py or under torchrun,
-none of which adds it), e.g.
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from stages.common import train_and_save
+`train_and_save` is the body of every training stage (matrix, phi, scaling study): under
+torchrun or as one process, rank 0 logs each epoch to a `Logger` (the stage's DVCLive
+adapter, or `PlainLive`, which writes DVCLive's files without dvclive) and writes the
+weights file; with several seeds, finished seeds are kept so that a rerun after an
+interruption does not train them again. Knows nothing of DVC: the stage passes its logger.
+Imports torch (through the trainer): the stages that only read tables and draw figures use
+`effnet.cli` alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import yaml
 
+from effnet import cli, study
+from effnet.checkpoint import remove_checkpoint
 from effnet.config import Params, TrainConfig
 from effnet.distributed import cleanup, init_distributed
 from effnet.fingerprint import fingerprint
 from effnet.io import write_atomic, write_json
-from effnet import study
 from effnet.models import ModelSpec, spec_for_name
-from effnet.train import TrainResult, remove_checkpoint, save_weights, train
+from effnet.train import TrainResult, train
+from effnet.weights import save_weights
 
 
 def model_spec(name: str, params: Params, coefficients_path: Path | None) -> ModelSpec:
@@ -40,6 +44,20 @@ def model_spec(name: str, params: Params, coefficients_path: Path | None) -> Mod
                                                                                                  coefficients_path)
     return dataclasses.replace(spec_for_name(name, params.network, coefficients),
                                drop_path_rate=params.train.drop_path_rate)
+
+
+class Logger(Protocol):
+    """What a training stage logs each epoch to: DVCLive's `Live`, or `PlainLive` without it."""
+
+    step: int
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metric(self, name: str, value: float) -> None: ...
+    def next_step(self) -> None: ...
+    def end(self) -> None: ...
+
+
+OpenLive = Callable[[Path], Logger]  # a logger for a directory, started afresh; a stage's adapter (e.g. DVCLive)
 
 
 class PlainLive:
@@ -79,26 +97,22 @@ class PlainLive:
         pass
 
 
-def open_live(directory: Path, *, params: dict[str, Any]) -> Any:
-    """A DVCLive logger for `directory`, started afresh, that leaves dvc.yaml and the experiments alone.
+def open_logger(open_live: OpenLive | None, directory: Path, params: dict[str, Any]) -> Logger:
+    """`open_live(directory)` with `params` logged; `PlainLive` when there is none or its package is not installed.
 
-    Always `resume=False`: a resumed training run replays the epochs of its checkpoint
-    through the callback (see `effnet.train.train`), so the curves come out whole, without
-    the gaps or repeated steps that appending to the old files could leave after a kill.
-    Imported here, not at module level, so that only rank 0 of a training run needs dvclive;
-    where dvclive is not installed, `PlainLive` writes the same files.
+    The logger must start afresh (DVCLive: `resume=False`): a resumed training run replays the
+    epochs of its checkpoint through the callback (see `effnet.train.train`), so the curves come
+    out whole, without the gaps or repeated steps that appending to the old files could leave.
     """
     try:
-        from dvclive import Live
-    except ImportError:
-        live: Any = PlainLive(directory)
-    else:
-        live = Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)
+        live = open_live(directory) if open_live is not None else PlainLive(directory)
+    except ImportError:  # the bare GPU machine has no dvclive; PlainLive writes the same files
+        live = PlainLive(directory)
     live.log_params(params)
     return live
 
 
-def live_callback(live: Any) -> Callable[[int, dict[str, float]], None]:
+def live_callback(live: Logger) -> Callable[[int, dict[str, float]], None]:
     """A `train(callback=...)` that logs one DVCLive step per epoch (step = epoch - 1)."""
     def log(epoch: int, metrics: dict[str, float]) -> None:
         live.step = epoch - 1
@@ -110,11 +124,11 @@ def live_callback(live: Any) -> Callable[[int, dict[str, float]], None]:
 
 
 def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, live_dir: Path, checkpoints: Path,
-                         extra: dict[str, Any] | None = None) -> TrainResult:
+                         extra: dict[str, Any] | None = None, open_live: OpenLive | None = None) -> TrainResult:
     """The body of every training stage, under torchrun or as one process.
 
     Joins the process group (if torchrun started several processes), trains with resumable
-    checkpoints in `checkpoints`, and on rank 0 logs each epoch to DVCLive in `live_dir`
+    checkpoints in `checkpoints`, and on rank 0 logs each epoch to `open_logger(open_live, live_dir)`
     (params: the spec, the recipe and `extra`), writes `out/model.pt` and only then removes
     the checkpoints. Returns the result on every rank. A run stopped by its time budget
     ($EFFNET_DEADLINE or $EFFNET_TIME_BUDGET_S, see `effnet.train.deadline_from_env`) raises
@@ -124,13 +138,20 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
     try:
         live = None
         if dist.is_main:
-            print(f"{spec.name}: {spec.arch} width {spec.width:g} depth {spec.depth:g} at {spec.resolution}x{spec.resolution}, "
-                  f"{cfg.epochs} epochs, batch {cfg.batch_size} over {dist.world_size} process(es) on {dist.device}")
-            live = open_live(live_dir, params={"model": spec.to_dict(), "train": dataclasses.asdict(cfg), **(extra or {})})
+            print(f"{spec.name}: {spec.arch} width {spec.width:g} depth {spec.depth:g} at "
+                  f"{spec.resolution}x{spec.resolution}, {cfg.epochs} epochs, batch {cfg.batch_size} over "
+                  f"{dist.world_size} process(es) on {dist.device}")
+            smaller = max(1, cfg.batch_size // 2)
+            cli.if_killed_say(f"{spec.name} at train.batch_size {cfg.batch_size}",
+                              f"Try a smaller batch, e.g. dvc exp run -S train.batch_size={smaller} "
+                              "(the learning rate scales with it)")
+            logged = {"model": spec.to_dict(), "train": dataclasses.asdict(cfg), **(extra or {})}
+            live = open_logger(open_live, live_dir, logged)
         result = train(spec, cfg, data, checkpoint_dir=checkpoints, dist=dist,
                        callback=live_callback(live) if live is not None else None)
         if dist.is_main:
-            save_weights(Path(out) / "model.pt", result, spec, cfg, extra)
+            save_weights(Path(out) / "model.pt", spec, cfg, model=result.model, ema=result.ema, metrics=result.metrics,
+                         history=result.history, train_time_s=result.train_time_s, extra=extra)
             remove_checkpoint(checkpoints)
             live.end()
             m = result.metrics
@@ -142,10 +163,10 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
 
 
 def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, live_dir: Path, checkpoints: Path,
-                   extra: dict[str, Any] | None = None) -> None:
+                   extra: dict[str, Any] | None = None, open_live: OpenLive | None = None) -> None:
     """Train and save `cfg.seeds` networks of `spec` (`train.seeds`), seed k with `cfg.seed + k`.
 
-    Seed 0 writes `out/model.pt`, DVCLive `live_dir` and checkpoints `checkpoints` exactly as a
+    Seed 0 writes `out/model.pt`, the log `live_dir` and checkpoints `checkpoints` exactly as a
     single-seed run; seed k > 0 writes `out/seed<k>/model.pt` and `live_dir/seed<k>`, with its
     checkpoints in `<checkpoints>_seed<k>`. With several seeds, each finished seed's weights and
     DVCLive run are also kept in `<checkpoints>_seeds/seed<k>/`, stamped with a fingerprint of the
@@ -154,7 +175,8 @@ def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, 
     of training them again (and resumes the seed in progress from its checkpoint).
     """
     if cfg.seeds == 1:
-        _train_and_save_seed(spec, cfg, data=data, out=out, live_dir=live_dir, checkpoints=checkpoints, extra=extra)
+        _train_and_save_seed(spec, cfg, data=data, out=out, live_dir=live_dir, checkpoints=checkpoints, extra=extra,
+                             open_live=open_live)
         return
     main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun's; the process group is joined per seed
     kept_dir = Path(checkpoints).with_name(f"{Path(checkpoints).name}_seeds")
@@ -167,13 +189,14 @@ def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, 
                             [Path(__file__)])
         if (kept / "fingerprint").is_file() and (kept / "fingerprint").read_text() == stamp:
             if main_rank:
-                write_atomic(seed_out / "model.pt", lambda tmp: shutil.copyfile(kept / "model.pt", tmp))
+                write_atomic(seed_out / "model.pt", functools.partial(shutil.copyfile, kept / "model.pt"))
                 shutil.rmtree(seed_live, ignore_errors=True)
                 shutil.copytree(kept / "live", seed_live)
                 print(f"{spec.name} seed {seed_cfg.seed}: finished earlier, restored from {kept}")
             continue
         _train_and_save_seed(spec, seed_cfg, data=data, out=seed_out, live_dir=seed_live,
-                             checkpoints=Path(checkpoints) if k == 0 else Path(f"{checkpoints}_seed{k}"), extra=extra)
+                             checkpoints=Path(checkpoints) if k == 0 else Path(f"{checkpoints}_seed{k}"), extra=extra,
+                             open_live=open_live)
         if main_rank:
             shutil.rmtree(kept, ignore_errors=True)
             shutil.copytree(seed_live, kept / "live", ignore=shutil.ignore_patterns("seed*"))

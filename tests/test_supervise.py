@@ -1,6 +1,6 @@
-"""The training launcher (stages/launch.py) under faults: kills, Ctrl-C, a second trainer, bad params.
+"""effnet/supervise.py, the training stages' supervisor, under faults: kills, Ctrl-C, a second trainer, bad params.
 
-Each test starts a real training stage the way dvc.yaml does (`python stages/launch.py
+Each test starts a real training stage the way dvc.yaml does (`python -m effnet.supervise
 stages/train_phi.py`), on the synthetic data with a few-second budget; EFFNET_NPROC=2 takes
 the several-GPU path (torch's elastic launcher, Gloo on the CPU), whose workers run in
 sessions of their own (those variants, and the `dvc repro` kill test, are marked slow).
@@ -19,11 +19,11 @@ import pytest
 import torch
 import yaml
 
+from effnet import supervise
 from effnet.io import pid_alive
-from stages import launch
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH = [sys.executable, str(ROOT / "stages/launch.py")]
+LAUNCH = [sys.executable, "-m", "effnet.supervise"]
 CHECKPOINTS = Path("checkpoints/efficientnet_phi")
 
 
@@ -66,7 +66,7 @@ def wait_until(condition, timeout: float = 120.0, what: str = "condition") -> No
 
 
 def trainers(cwd: Path) -> list[int]:
-    """Pids of the live processes running a stage script in `cwd` (launcher and trainers)."""
+    """Pids of the live processes running a stage script in `cwd` (supervisor and trainers)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -109,21 +109,30 @@ def test_ctrl_c_is_one_line_naming_where_to_resume(project, nproc):
 
 @pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_sigkilled_trainer_is_reported_with_model_batch_and_memory(project, nproc):
-    # The OOM killer's SIGKILL cannot be caught by its victim: the launcher says what happened.
+    # The OOM killer's SIGKILL cannot be caught by its victim: the supervisor says what happened.
     process = phi_stage(project, nproc)
     wait_until(lambda: mid_training(project), what="the first checkpoint")
     trainer = int((project / CHECKPOINTS / ".lock").read_text())
-    assert trainer != process.pid  # the lock holder is the stage script (rank 0), the launcher's child
+    assert trainer != process.pid  # the lock holder is the stage script (rank 0), the supervisor's child
     os.kill(trainer, signal.SIGKILL)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 1
     assert len(err.strip().splitlines()) == 1, err
     [line] = err.strip().splitlines()
-    assert line.startswith("error: efficientnet_phi (model.phi 0.0) was killed by SIGKILL at train.batch_size 50 "
-                           "after holding up to ")
+    assert line.startswith("error: efficientnet_phi0 at train.batch_size 50 was killed by SIGKILL after holding up to ")
     held_gib = float(line.split("holding up to ")[1].split(" GiB")[0])
     assert 0.05 < held_gib < 8  # a tiny B0 in a Python process with torch: some hundreds of MB
     assert "out-of-memory killer" in line and "dvc exp run -S train.batch_size=25" in line
+
+
+def test_the_killed_line_says_what_the_stage_said_it_ran_else_its_command(tmp_path):
+    note = tmp_path / "killed.json"
+    assert supervise.killed_message("stages/x.py", ["--a", "1"], 0, note) == (
+        "error: stages/x.py --a 1 was killed by SIGKILL; most likely the out-of-memory killer.")
+    note.write_text('{"what": "b0 at train.batch_size 8", "hint": "Try 4."}')
+    assert supervise.killed_message("stages/x.py", [], 3 * 2**29, note) == (
+        "error: b0 at train.batch_size 8 was killed by SIGKILL after holding up to 1.50 GiB of memory; "
+        "most likely the out-of-memory killer. Try 4.")
 
 
 def test_a_second_trainer_on_the_same_checkpoints_is_refused(project):
@@ -148,11 +157,11 @@ def test_gpu_count_respects_cuda_visible_devices(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path), prepend=os.pathsep)
     monkeypatch.delenv("EFFNET_NPROC", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert launch.gpu_count() == 4
+    assert supervise.gpu_count() == 4
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
-    assert launch.gpu_count() == 2
+    assert supervise.gpu_count() == 2
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert launch.gpu_count() == 0
+    assert supervise.gpu_count() == 0
 
 
 # kill -9 of `dvc repro`'s process group, as the OOM killer or a scheduler's hard stop does it
@@ -205,7 +214,7 @@ def test_kill_9_of_dvc_repro_leaves_no_trainer_and_the_rerun_matches(tmp_path, p
     repro = dvc_repro(killed, nproc)
     wait_until(lambda: mid_training(killed), what="the first checkpoint")
     pids = trainers(killed)
-    assert len(pids) >= 1 + nproc  # the launcher and its trainers (and a shell, where it does not exec)
+    assert len(pids) >= 1 + nproc  # the supervisor and its trainers (and a shell, where it does not exec)
     if nproc > 1:  # the elastic launcher starts its workers in sessions of their own, out of reach of killpg
         assert any(os.getsid(pid) != repro.pid for pid in pids)
     os.killpg(repro.pid, signal.SIGKILL)

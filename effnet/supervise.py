@@ -1,23 +1,24 @@
-"""Start a training stage: one process on the CPU or one GPU, one per GPU under torch's elastic launcher.
+"""Run a stage script as a supervised process tree: one process on the CPU or one GPU, one per GPU otherwise.
 
-    python stages/launch.py stages/train.py --model efficientnet_b0 [stage arguments ...]
+    python -m effnet.supervise stages/train.py --model efficientnet_b0 [stage arguments ...]
 
-dvc.yaml starts every training stage this way (`${launch}`). The launcher
+dvc.yaml starts every training stage this way (`${launch}`). The supervisor
 - counts the GPUs (`nvidia-smi -L`, within CUDA_VISIBLE_DEVICES; EFFNET_NPROC overrides)
-  and runs the stage script directly when there is at most one, or one process per GPU
-  through torch's elastic launcher (what `torchrun --standalone` runs) when there are more;
-- ties the stage's processes to itself: they die when it dies, however it dies, so a
-  `kill -9` of `dvc repro`'s process group leaves no trainer behind (see stages/cli.py);
+  and runs the script directly when there is at most one, or one process per GPU through
+  torch's elastic launcher (what `torchrun --standalone` runs) when there are more;
+- ties the script's processes to itself: they die when it dies, however it dies, so a
+  `kill -9` of `dvc repro`'s process group leaves no trainer behind (`effnet.cli.die_with_parent`);
 - turns failures into one line: a worker's own `error:` line is all that is shown (not
   torchrun's ChildFailedError report), and a process killed by SIGKILL (on the CPU, most
-  likely the out-of-memory killer) is reported with the model, the batch size and the
-  most memory the launcher saw the stage hold, with a smaller batch to try.
-Ctrl-C reaches the stage, which says where it will resume; the launcher then stays quiet.
-Imports torch only for several GPUs.
+  likely the out-of-memory killer) is reported with the most memory the supervisor saw the
+  tree hold and with what the script said it was running (`effnet.cli.if_killed_say`).
+Ctrl-C reaches the script, which says where it will resume; the supervisor then stays quiet.
+Knows nothing of particular stages; imports torch only for several GPUs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,13 +27,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `stages`
-
-from stages.cli import ERRORS_ENV, PARENT_ENV  # noqa: E402
+from effnet.cli import ERRORS_ENV, KILLED_ENV, PARENT_ENV
 
 
 def gpu_count() -> int:
@@ -69,44 +67,18 @@ def tree_rss(pid: int, include_self: bool = True) -> int:
     return total
 
 
-def _option(args: list[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def what(script: str, args: list[str]) -> tuple[str, int | None]:
-    """(the model the stage trains, train.batch_size) from its arguments and params file, for messages."""
+def killed_message(script: str, args: list[str], peak_rss: int, note: Path) -> str:
+    """The one line for a stage process killed by SIGKILL: what it ran (its `note`, else its command), memory seen."""
     try:
-        params = yaml.safe_load(Path(_option(args, "--params") or "params.yaml").read_text())
-        batch, phi = params["train"]["batch_size"], params["model"]["phi"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        batch, phi = None, "?"
-    name = Path(script).stem
-    if _option(args, "--model"):
-        return _option(args, "--model"), batch
-    if name == "train_phi":
-        return f"efficientnet_phi (model.phi {phi})", batch
-    if name == "train_scaling":
-        target = _option(args, "--target")
-        return f"the scaling study's {_option(args, '--strategy')}{f' at {target}x B0' if target else ''}", batch
-    return f"a {name} candidate" if name == "search" else name, batch
-
-
-def killed_message(script: str, args: list[str], peak_rss: int) -> str:
-    """The one line for a stage process killed by SIGKILL: model, batch size, memory seen, a smaller batch."""
-    model, batch = what(script, args)
-    smaller = f"{max(1, batch // 2)}" if batch else "<smaller>"
+        said = json.loads(note.read_text())
+        what, hint = said["what"], f" {said['hint']}" if said.get("hint") else ""
+    except (OSError, ValueError, KeyError, TypeError):
+        what, hint = " ".join([script, *args]), ""
     held = f" after holding up to {peak_rss / 2**30:.2f} GiB of memory" if peak_rss else ""
-    return (f"error: {model} was killed by SIGKILL at train.batch_size {batch}{held}; most likely the out-of-memory "
-            f"killer. Try a smaller batch, e.g. dvc exp run -S train.batch_size={smaller} "
-            "(the learning rate scales with it)")
+    return f"error: {what} was killed by SIGKILL{held}; most likely the out-of-memory killer.{hint}"
 
 
-def watch_memory(pid: int, include_self: bool, done) -> list[int]:
+def watch_memory(pid: int, include_self: bool, done: Callable[[], bool]) -> list[int]:
     """Sample the resident memory of `pid`'s tree every 0.2 s in a thread until `done()`; [peak bytes]."""
     peak = [0]
 
@@ -119,7 +91,7 @@ def watch_memory(pid: int, include_self: bool, done) -> list[int]:
     return peak
 
 
-def _set_pdeathsig() -> None:  # in the child, between fork and exec: die with the launcher
+def _set_pdeathsig() -> None:  # in the child, between fork and exec: die with the supervisor
     import ctypes
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
@@ -127,19 +99,22 @@ def _set_pdeathsig() -> None:  # in the child, between fork and exec: die with t
 def run_one(script: str, args: list[str]) -> int:
     """The stage script as one child process; returns its exit status, reporting a SIGKILL."""
     linux = sys.platform.startswith("linux")
-    child = subprocess.Popen([sys.executable, "-u", script, *args], env={**os.environ, PARENT_ENV: str(os.getpid())},
-                             preexec_fn=_set_pdeathsig if linux else None)
-    peak = watch_memory(child.pid, True, lambda: child.poll() is not None)
-    while True:
-        try:
-            code = child.wait()
-            break
-        except KeyboardInterrupt:  # Ctrl-C reached the child too; it says where to resume
-            continue
-    if code == -signal.SIGKILL:
-        print(killed_message(script, args, peak[0]), file=sys.stderr)
-    elif code < 0 and code != -signal.SIGINT:  # SIGINT and SIGTERM: the stage has said where it will resume
-        print(f"error: {script} died of {signal.Signals(-code).name}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="effnet-supervise-") as scratch:
+        note = Path(scratch) / "killed.json"
+        env = {**os.environ, PARENT_ENV: str(os.getpid()), KILLED_ENV: str(note)}
+        child = subprocess.Popen([sys.executable, "-u", script, *args], env=env,
+                                 preexec_fn=_set_pdeathsig if linux else None)
+        peak = watch_memory(child.pid, True, lambda: child.poll() is not None)
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:  # Ctrl-C reached the child too; it says where to resume
+                continue
+        if code == -signal.SIGKILL:
+            print(killed_message(script, args, peak[0], note), file=sys.stderr)
+        elif code < 0 and code != -signal.SIGINT:  # SIGINT and SIGTERM: the stage has said where it will resume
+            print(f"error: {script} died of {signal.Signals(-code).name}", file=sys.stderr)
     return 1 if code < 0 else code
 
 
@@ -159,9 +134,10 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
     finished = threading.Event()
-    peak = watch_memory(os.getpid(), False, finished.is_set)  # the workers, not the launcher
+    peak = watch_memory(os.getpid(), False, finished.is_set)  # the workers, not the supervisor
     with tempfile.TemporaryDirectory(prefix="effnet-errors-") as errors_dir:
         os.environ[ERRORS_ENV] = errors_dir
+        os.environ[KILLED_ENV] = str(Path(errors_dir) / "killed.json")  # not a rank's report: no .error suffix
         try:
             elastic_launch(config, sys.executable)("-u", script, *args)
             return 0
@@ -173,7 +149,7 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
             finished.set()
         reports = sorted(Path(errors_dir).iterdir())
         if killed:  # the root cause: what the other ranks said (a broken collective, interrupted) follows from it
-            texts = [killed_message(script, args, peak[0])]
+            texts = [killed_message(script, args, peak[0], Path(os.environ[KILLED_ENV]))]
         else:  # the known errors; tracebacks (bugs) only when no rank had a known error that explains them
             texts = [p.read_text().strip() for p in reports if p.suffix == ".error"] or \
                     [p.read_text().strip() for p in reports if p.suffix == ".traceback"]
@@ -182,31 +158,11 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
         return 1
 
 
-def announce(script: str, args: list[str]) -> None:
-    """'matrix model 5/11: ..., about 3 h here' before a matrix model trains (`python -m effnet.clock --model-line`).
-
-    Printed here, in a short process of its own, rather than by the stage: the stage's code is
-    its DVC dependency, and an edit to the clock must not retrain eleven networks. Best
-    effort: a failure here only loses the line.
-    """
-    model = _option(args, "--model")
-    if Path(script).name != "train.py" or model is None:
-        return
-    command = [sys.executable, "-m", "effnet.clock", "--model-line", model, "--params", _option(args, "--params") or "params.yaml"]
-    root = str(Path(__file__).resolve().parents[1])  # `effnet`, wherever the launcher is started from
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    try:
-        subprocess.run(command, check=False, timeout=120, stderr=subprocess.DEVNULL, env=env)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or not argv[0].endswith(".py"):
-        print("usage: python stages/launch.py stages/<stage>.py [arguments ...]", file=sys.stderr)
+        print("usage: python -m effnet.supervise stages/<stage>.py [arguments ...]", file=sys.stderr)
         return 2
-    announce(argv[0], argv[1:])
     nproc = gpu_count()
     return run_many(argv[0], argv[1:], nproc) if nproc > 1 else run_one(argv[0], argv[1:])
 
