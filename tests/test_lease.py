@@ -89,3 +89,21 @@ def test_the_deadline_is_an_offset_on_the_machines_own_clock():
     out = subprocess.run(["bash", "-c", f"now=$(date +%s); {line}; echo $((EFFNET_DEADLINE - now))"],
                          capture_output=True, text=True, check=True).stdout
     assert int(out) in (budget.work_s, budget.work_s + 1)  # the clock may tick between the two reads
+
+
+def test_the_script_prints_the_calls_figures_and_refuses_a_lease_too_short(capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("lease_script", Path(__file__).resolve().parents[1] / "scripts" / "lease.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--budget-left", "900", "--cold", "--start-s", "100", "--pack-s", "20"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = call_budget(900, warm=False, pack_s=20, costs=LeaseCosts(start_s=100))
+    assert printed["timeout_s"] == expected.timeout_s == 900 - 100 - 30 - 20 - 30 - 120
+    assert printed["work_s"] == expected.work_s and printed["deadline"] == expected.deadline_shell()
+    assert printed["job_work_s"] == job_work_s(900, warm=False, pack_s=20, costs=LeaseCosts(start_s=100))
+    assert script.main(["--budget-left", "200", "--cold"]) == 1
+    assert "starts none with under 240 s" in capsys.readouterr().err
