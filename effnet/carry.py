@@ -29,7 +29,7 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, features
@@ -110,8 +110,8 @@ def _require_webp() -> None:
         raise CarryError("this Pillow was built without WebP support; install a Pillow wheel (they include it)")
 
 
-def encode(archive: dict[str, Any], carry_dir: Path, *, part_bytes: int, source_md5: str,
-           images_per_sheet: int = 500, cols: int = 1, method: int = 4, progress=None) -> list[Path]:
+def encode(archive: dict[str, Any], carry_dir: Path, *, part_bytes: int, source_md5: str, images_per_sheet: int = 500,
+           cols: int = 1, method: int = 4, progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Write `archive` (read_cifar100's dict) as WebP sheets in as few `carry_dir/partN/` folders as fit `part_bytes`.
 
     Every part holds its sheets (`train-000.webp`, ...; the labels in part 1) and the same
