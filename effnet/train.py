@@ -207,27 +207,24 @@ class EMA(AveragedModel):
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__(model, use_buffers=True)
         self.decay = decay
-        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor],
-                           list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._pairs: tuple[list[torch.Tensor], ...] | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module, num_updates: int) -> None:
         """Move the average towards `model` (the raw, unwrapped network) after update `num_updates`."""
         if self._pairs is None:
-            averaged, current, integer = [], [], []
+            averaged, current, integer_averaged, integer_current = [], [], [], []
             for a, m in zip(itertools.chain(self.module.parameters(), self.module.buffers()),
                             itertools.chain(model.parameters(), model.buffers()), strict=True):
-                if a.is_floating_point():
-                    averaged.append(a.detach())
-                    current.append(m.detach())
-                else:
-                    integer.append((a, m))
-            self._pairs = (averaged, current, integer)
-        averaged, current, integer = self._pairs
+                floating = a.is_floating_point()
+                (averaged if floating else integer_averaged).append(a.detach())
+                (current if floating else integer_current).append(m.detach())
+            self._pairs = (averaged, current, integer_averaged, integer_current)
+        averaged, current, integer_averaged, integer_current = self._pairs
         decay = min(self.decay, (1 + num_updates) / (10 + num_updates))
         torch._foreach_lerp_(averaged, current, 1.0 - decay)
-        for a, m in integer:
-            a.copy_(m)
+        if integer_averaged:  # one call for every BatchNorm's counter, not one kernel each (201 in DenseNet-201)
+            torch._foreach_copy_(integer_averaged, integer_current)
         self.n_averaged += 1
 
 
