@@ -26,6 +26,7 @@ from effnet.io import write_atomic, write_json
 from effnet import study
 from effnet.models import ModelSpec, spec_for_name
 from effnet.train import TrainResult, remove_checkpoint, save_weights, train
+from stages import cli
 
 
 def model_spec(name: str, params: Params, coefficients_path: Path | None) -> ModelSpec:
@@ -99,8 +100,14 @@ def open_live(directory: Path, *, params: dict[str, Any]) -> Any:
 
 
 def live_callback(live: Any) -> Callable[[int, dict[str, float]], None]:
-    """A `train(callback=...)` that logs one DVCLive step per epoch (step = epoch - 1)."""
+    """A `train(callback=...)` that logs one DVCLive step per epoch (step = epoch - 1).
+
+    First checks that params.yaml still holds the values the stage started with
+    (`stages.cli.check_params_unchanged`): a second experiment that rewrote it stops this
+    one at the epoch's checkpoint, before more is logged or written.
+    """
     def log(epoch: int, metrics: dict[str, float]) -> None:
+        cli.check_params_unchanged()
         live.step = epoch - 1
         for key, value in metrics.items():
             live.log_metric(key, value)
@@ -130,6 +137,7 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
         result = train(spec, cfg, data, checkpoint_dir=checkpoints, dist=dist,
                        callback=live_callback(live) if live is not None else None)
         if dist.is_main:
+            cli.check_params_unchanged()  # the weights must be of the params DVC will record
             save_weights(Path(out) / "model.pt", result, spec, cfg, extra)
             remove_checkpoint(checkpoints)
             live.end()
