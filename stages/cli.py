@@ -7,7 +7,7 @@
 
 A known error (a bad key in params.yaml, a missing file, a failed download, a training
 error) becomes `error: <message>` on stderr and exit status 1; Ctrl-C becomes one
-`interrupted` line and exit status 1. A training stage passes `lock=` (its checkpoint
+`interrupted` line (saying where to resume, or that nothing was saved yet) and exit status 1. A training stage passes `lock=` (its checkpoint
 directory): the stage then holds that directory's lock while it runs, so a second trainer
 refuses at once, and when started by `stages/launch.py` or torchrun it dies with its parent.
 
@@ -32,7 +32,7 @@ from typing import Any, Callable
 import yaml
 
 from effnet.config import load_params
-from effnet.io import LockedError, lock_dir
+from effnet.io import LOCK_NAME, LockedError, lock_dir
 
 # Errors whose message already says what went wrong and what to do. Named by module, not
 # imported, so that this module stays free of torch: an error of a module that was never
@@ -115,6 +115,16 @@ def _say(text: str, kind: str = "error") -> None:
         print(text.rstrip(), file=sys.stderr)
 
 
+def interrupted_line(directory: Path | None) -> str:
+    """What Ctrl-C says: where to resume from when `directory` holds saved work, else that nothing was saved."""
+    if directory is None:
+        return "interrupted"
+    saved = Path(directory).is_dir() and any(p.is_file() and p.name != LOCK_NAME for p in Path(directory).rglob("*"))
+    if saved:
+        return f"interrupted; rerun to resume from {directory}"
+    return f"interrupted before anything was saved in {directory} (no epoch had finished); a rerun starts afresh"
+
+
 def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any], int | None],
          argv: list[str] | None = None, *, lock: Callable[[argparse.Namespace], Path] | None = None) -> int:
     """Parse `argv`, load `--params`, call `run(args, params)`; return the exit status.
@@ -141,8 +151,7 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
         return status
     except KeyboardInterrupt:
         _running[0] = False
-        where = f"; rerun to resume from {directory}" if directory is not None else ""
-        _say(f"interrupted{where}")
+        _say(interrupted_line(directory))
         return 1
     except Exception as error:
         _running[0] = False
@@ -192,7 +201,7 @@ def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
     return {k.rstrip("."): v for k, v in flat.items()}
 
 
-def _ancestors(pid: int) -> list[int]:
+def ancestors(pid: int) -> list[int]:
     """The parent chain of `pid` (nearest first), from /proc; [] where there is no /proc."""
     chain = []
     while pid > 1 and len(chain) < 64:
@@ -212,7 +221,7 @@ def experiment_overrides(pid: int | None = None) -> tuple[Path, list[str]] | Non
     experiment's worker). Values are as typed, `key=value`, with `+`/`++` prefixes removed;
     deletions (`~key`) are left out.
     """
-    for ancestor in _ancestors(os.getpid() if pid is None else pid):
+    for ancestor in ancestors(os.getpid() if pid is None else pid):
         try:
             argv = Path(f"/proc/{ancestor}/cmdline").read_bytes().decode(errors="replace").split("\0")
             cwd = Path(os.readlink(f"/proc/{ancestor}/cwd"))

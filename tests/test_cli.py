@@ -48,10 +48,20 @@ def test_a_bug_keeps_its_traceback(tmp_path):
 def test_ctrl_c_names_the_checkpoints_to_resume_from(tmp_path, capsys):
     def run(args, params):
         assert (tmp_path / "ck/.lock").is_file()  # held while the stage runs
+        (tmp_path / "ck/last.pt").write_bytes(b"an epoch")
         raise KeyboardInterrupt
 
     assert stage(run, tmp_path, lock=lambda args: tmp_path / "ck")() == 1
     assert capsys.readouterr().err == f"interrupted; rerun to resume from {tmp_path / 'ck'}\n"
+
+
+def test_ctrl_c_before_the_first_checkpoint_does_not_promise_a_resume(tmp_path, capsys):
+    def run(args, params):
+        raise KeyboardInterrupt
+
+    assert stage(run, tmp_path, lock=lambda args: tmp_path / "ck")() == 1
+    assert capsys.readouterr().err == (f"interrupted before anything was saved in {tmp_path / 'ck'} (no epoch had "
+                                       "finished); a rerun starts afresh\n")
 
 
 def test_library_errors_are_known_by_name_without_importing_torch_here():
