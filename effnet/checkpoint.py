@@ -116,10 +116,29 @@ def save_checkpoint(path: Path, spec: ModelSpec, cfg: TrainConfig, *, epoch: int
     write_atomic(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
+class DamagedFileError(ValueError):
+    """A checkpoint or weights file exists but cannot be read (cut short, overwritten). The message names it and the fix."""
+
+
+def _read(path: Path, fix: str) -> dict[str, Any]:
+    """torch.load of `path` onto the CPU; a file that does not load is a DamagedFileError saying `fix`."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- torch reports a cut file as RuntimeError, EOFError, UnpicklingError ...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DamagedFileError(f"{path}: damaged, cannot be read ({reason[:120]}; {path.stat().st_size:,} bytes); "
+                               f"{fix}") from None
+    if not isinstance(payload, dict):
+        raise DamagedFileError(f"{path}: not a file of this project (a {type(payload).__name__}); {fix}")
+    return payload
+
+
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at `path` read onto the CPU, or None when there is none."""
+    """The checkpoint at `path` read onto the CPU, or None when there is none; DamagedFileError if it does not load."""
     path = Path(path)
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return _read(path, f"delete it (rm {path}) and rerun: the run starts afresh, as it would without it")
 
 
 def restore_checkpoint(checkpoint: dict[str, Any], objects: Mapping[str, Any]) -> None:
@@ -172,7 +191,7 @@ def read_weights(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file; train the model first (the train stage)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _read(path, f"train the model again: delete it (rm {path}) and run dvc repro, which re-runs its training stage")
 
 
 def load_weights(path: Path, *, ema: bool = True, device: torch.device | str = "cpu") -> nn.Module:

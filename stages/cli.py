@@ -32,7 +32,7 @@ from typing import Any, Callable
 import yaml
 
 from effnet.config import load_params
-from effnet.io import LOCK_NAME, LockedError, lock_dir
+from effnet.io import LOCK_NAME, LockedError, WriteError, lock_dir
 
 # Errors whose message already says what went wrong and what to do. Named by module, not
 # imported, so that this module stays free of torch: an error of a module that was never
@@ -57,7 +57,7 @@ def _is(error: BaseException, qualified: str) -> bool:
 
 def expected(error: BaseException) -> bool:
     """Whether `error` is a known failure with a one-line message (else a bug: show the traceback)."""
-    return isinstance(error, (ValueError, FileNotFoundError, LockedError)) or any(_is(error, q) for q in EXPECTED_ERRORS)
+    return isinstance(error, (ValueError, FileNotFoundError, LockedError, WriteError)) or any(_is(error, q) for q in EXPECTED_ERRORS)
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:

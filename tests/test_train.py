@@ -411,6 +411,27 @@ def test_progress_lines_inside_an_epoch_when_stderr_is_no_terminal(prepared_data
         train_module.progress_interval({"EFFNET_PROGRESS_S": "often"})
 
 
+def test_a_truncated_checkpoint_or_weights_file_is_one_line_naming_it_and_the_fix(prepared_data_dir, tmp_path):
+    from effnet.checkpoint import DamagedFileError, load_checkpoint
+    from stages import cli
+
+    result = train(TINY, replace(QUICK, epochs=1), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+    checkpoint = tmp_path / "ck" / CHECKPOINT_NAME
+    weights = tmp_path / "model" / "model.pt"
+    save_weights(weights, result, TINY, QUICK)
+    for path in (checkpoint, weights):  # cut short, as a copy that ran out of space leaves it
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DamagedFileError, match=rf"^{checkpoint}: damaged, cannot be read \(.*\); delete it "
+                                               rf"\(rm {checkpoint}\) and rerun: the run starts afresh") as raised:
+        train(TINY, replace(QUICK, epochs=1), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert cli.expected(raised.value) and "\n" not in str(raised.value)  # a stage prints it as one `error:` line
+    with pytest.raises(DamagedFileError, match=rf"^{weights}: damaged, .*train the model again: delete it "
+                                               rf"\(rm {weights}\) and run dvc repro"):
+        read_weights(weights)
+    checkpoint.unlink()
+    assert load_checkpoint(checkpoint) is None  # deleted, as the message says: a fresh start
+
+
 def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
     dist = Distributed(rank=0, world_size=2)
     with pytest.raises(TrainingError, match="does not divide over 2 processes"):
