@@ -10,6 +10,12 @@ names the smoke run and the CPU budget; it warns and goes on. Writes `--out/<gro
 dependency so that DVC runs this stage first; they hold no timing, so they change only with
 the budget and never re-run a stage by themselves. The timing is kept in
 `--out/timing.json` (git-ignored) for the training stages' "matrix model 5/11" lines.
+
+Then, before anything trains, which training stages this run will train and their cost here
+(`preflight`): those that `--lock` (dvc.lock, only read) lacks or recorded with other params,
+and those that read the search's result when the search re-runs. `dvc exp run -S model.phi=4`
+on a workspace whose dvc.lock was made with other settings thus says up front that it
+re-runs the search and what that costs.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `effnet` and `stages`
 
@@ -26,10 +34,79 @@ from effnet.io import write_json  # noqa: E402
 from stages import cli  # noqa: E402
 
 
+def lock_stage(job: clock.Job) -> str:
+    """The dvc.yaml stage (as dvc.lock names it) that trains `job`: search, train@efficientnet_b0, scale@depth-4, ..."""
+    if job.stage == "search":
+        return "search"
+    if job.stage in ("train", "train_baseline"):
+        return f"{job.stage}@{job.name}"
+    if job.stage == "train_phi":
+        return "train_phi"
+    model = job.name.removeprefix("scaling/")
+    if model == "baseline":
+        return "scale_b0"
+    strategy, target = model.rsplit("_", 1)
+    return f"scale_compound@{target.removesuffix('x')}" if strategy == "compound" else f"scale@{strategy}-{target.removesuffix('x')}"
+
+
+def _recorded(entry: dict) -> dict[str, object]:
+    """A dvc.lock stage's params, flattened to 'train.lr': 0.2 (DVC records whole sections and single keys)."""
+    return cli._flatten(((entry or {}).get("params") or {}).get("params.yaml") or {})
+
+
+def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict[str, str]:
+    """{stage: why} for the training stages that DVC will run by their params: absent from `lock`, or recorded with other values.
+
+    A stage that reads the search's result (EfficientNets: train@efficientnet_*, train_phi,
+    scale_compound@*) re-runs with the search. Changes of code or data add more: only DVC knows
+    those (`dvc status`); this is the part a new `-S` value decides.
+    """
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        stages = {}
+    current = cli._flatten(yaml.safe_load(params_file.read_text()) or {})
+    stale: dict[str, str] = {}
+    for name in dict.fromkeys(lock_stage(job) for job in jobs):
+        if name not in stages:
+            stale[name] = "not in dvc.lock"
+            continue
+        changed = [f"{key} {value!r} -> {current.get(key)!r}" for key, value in _recorded(stages[name]).items()
+                   if current.get(key) != value]
+        if changed:
+            stale[name] = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    if "search" in stale:
+        for name in dict.fromkeys(lock_stage(job) for job in jobs):
+            reads_search = name.startswith(("train@efficientnet", "scale_compound@")) or name == "train_phi"
+            if reads_search and name not in stale:
+                stale[name] = "the search re-runs"
+    return stale
+
+
+def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_image: float) -> list[str]:
+    """The lines that say which training stages will run (by dvc.lock and the params) and what they cost here."""
+    jobs = clock.budget(params)
+    stale = stale_training(lock, params_file, jobs)
+    if not stale:
+        return ["plan: by dvc.lock every training stage is up to date with these params (code or data changes: dvc status)"]
+    cost = {name: 0.0 for name in stale}
+    for job in jobs:
+        if lock_stage(job) in cost:
+            cost[lock_stage(job)] += job.b0_images * seconds_per_b0_image + (clock.STAGE_START_S if job.stage != "search"
+                                                                               else 0.0)
+    total = sum(cost.values())
+    lines = [f"plan: this run trains {len(stale)} stage{'s' if len(stale) != 1 else ''}, about {clock.duration(total)} "
+             f"here (by dvc.lock and these params; code or data changes can add more: dvc status):"]
+    lines += [f"  {name:<28} ~ {clock.duration(cost[name]):<10} {why}" for name, why in stale.items()]
+    return lines
+
+
 def run(args: argparse.Namespace, params: Params) -> int:
     device, torch_device = clock.describe_device()
     seconds = clock.time_b0(params, torch_device, steps=args.steps)
     for line in clock.report(params, device, seconds, is_cpu=torch_device.type == "cpu"):
+        print(line, flush=True)
+    for line in preflight(params, args.params, args.lock, seconds):
         print(line, flush=True)
     for group, entry in clock.stage_budgets(params).items():
         write_json(args.out / f"{group}.json", entry)
@@ -41,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--out", default="plan", type=Path)
     parser.add_argument("--steps", default=3, type=int, help="timed training steps of B0")
+    parser.add_argument("--lock", default="dvc.lock", type=Path, help="what DVC last recorded (read only)")
     return cli.main(parser, run, argv)
 
 
