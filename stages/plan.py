@@ -83,9 +83,10 @@ def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict
     return stale
 
 
-def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_image: float) -> list[str]:
+def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_image: float,
+              exponent: float = 1.0) -> list[str]:
     """The lines that say which training stages will run (by dvc.lock and the params) and what they cost here."""
-    jobs = clock.budget(params)
+    jobs = clock.budget(params, exponent)
     stale = stale_training(lock, params_file, jobs)
     if not stale:
         return ["plan: by dvc.lock every training stage is up to date with these params (code or data changes: dvc status)"]
@@ -104,13 +105,14 @@ def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_imag
 def run(args: argparse.Namespace, params: Params) -> int:
     device, torch_device = clock.describe_device()
     seconds = clock.time_b0(params, torch_device, steps=args.steps)
-    for line in clock.report(params, device, seconds, is_cpu=torch_device.type == "cpu"):
+    exponent = clock.measure_cost_exponent(params, torch_device, seconds)
+    for line in clock.report(params, device, seconds, is_cpu=torch_device.type == "cpu", exponent=exponent):
         print(line, flush=True)
-    for line in preflight(params, args.params, args.lock, seconds):
+    for line in preflight(params, args.params, args.lock, seconds, exponent):
         print(line, flush=True)
     for group, entry in clock.stage_budgets(params).items():
         write_json(args.out / f"{group}.json", entry)
-    clock.save_timing(args.out / "timing.json", device, seconds, params.network.base_resolution)
+    clock.save_timing(args.out / "timing.json", device, seconds, params.network.base_resolution, exponent)
     return 0
 
 

@@ -199,3 +199,38 @@ def test_plan_says_before_training_which_stages_will_train_and_their_cost(tmp_pa
     lock.write_text(yaml.safe_dump(_lock_of(params_file, names)))  # nothing changed
     assert plan.preflight(params, params_file, lock, 1e-3)[0].startswith("plan: by dvc.lock every training stage is up")
     assert len(plan.stale_training(tmp_path / "absent.lock", params_file, jobs)) == len(names)  # a fresh project
+
+
+def test_the_cost_exponent_scales_every_network_but_b0() -> None:
+    params = load_params(ROOT / "params.yaml")
+    flat, measured = clock.budget(params), clock.budget(params, exponent=0.4)
+    by_name = {j.name: j for j in measured}
+    assert by_name["efficientnet_b0"].cost == 1.0
+    assert by_name["efficientnet_b7"].cost == pytest.approx((37 / 0.39) ** 0.4)  # 6.2x, not 95x
+    assert [j.name for j in flat] == [j.name for j in measured]
+    assert clock.cost_exponent(1.0, 1.85, 4.6) == pytest.approx(math.log(1.85) / math.log(4.6))
+    assert clock.cost_exponent(1.0, 10.0, 4.6) == 1.0 and clock.cost_exponent(1.0, 0.9, 4.6) == 0.2  # clipped
+    line = clock.model_line("efficientnet_b7", list(clock.study.model_names()), params, 1e-3, exponent=0.4)
+    assert clock.duration(by_name["efficientnet_b7"].b0_images * 1e-3) in line
+
+
+def test_the_kept_timing_carries_the_exponent_to_the_model_lines(tmp_path: Path) -> None:
+    path = tmp_path / "plan" / "timing.json"
+    clock.save_timing(path, "cpu (2 threads)", 0.02, 32, exponent=0.5)
+    assert clock.load_exponent(path) == 0.5 and clock.load_exponent(tmp_path / "none.json") == 1.0
+
+
+@pytest.mark.slow
+def test_the_calibrated_clock_predicts_b7_within_2x_on_this_device() -> None:
+    # a measured check of the calibration: B0 and B3 timed, B7 predicted from them, then B7 timed
+    import torch
+
+    params = _params(ROOT / "scripts" / "smoke.yaml")  # B0 at 8 px, as the smoke run
+    device = torch.device("cpu")
+    b0 = clock.time_b0(params, device, steps=2, batch=8)
+    exponent = clock.measure_cost_exponent(params, device, b0, steps=2, batch=8)
+    predicted = b0 * clock.scaled_cost(clock.RELATIVE_COST["efficientnet_b7"], exponent)
+    measured = clock.time_b0(params, device, steps=2, batch=8, variant="b7")
+    by_flops = b0 * clock.RELATIVE_COST["efficientnet_b7"]
+    assert 0.5 < predicted / measured < 2.0, (predicted, measured, exponent)
+    assert abs(math.log(predicted / measured)) < abs(math.log(by_flops / measured))  # better than FLOPs alone
