@@ -54,12 +54,27 @@ def _recorded(entry: dict) -> dict[str, object]:
     return cli._flatten(((entry or {}).get("params") or {}).get("params.yaml") or {})
 
 
+def changed_files(root: Path, entry: dict) -> list[str]:
+    """The file deps of a dvc.lock stage whose md5 differs from what it recorded (code, mostly; directories and
+    missing files are DVC's to judge: a download re-creates the same data)."""
+    import hashlib
+
+    changed = []
+    for dep in (entry or {}).get("deps") or []:
+        path, recorded = root / str(dep.get("path", "")), dep.get("md5")
+        if not recorded or str(recorded).endswith(".dir") or not path.is_file():
+            continue
+        if hashlib.md5(path.read_bytes()).hexdigest() != recorded:
+            changed.append(str(dep["path"]))
+    return changed
+
+
 def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict[str, str]:
-    """{stage: why} for the training stages that DVC will run by their params: absent from `lock`, or recorded with other values.
+    """{stage: why} for the training stages that DVC will run: absent from `lock`, or recorded with other params or code.
 
     A stage that reads the search's result (EfficientNets: train@efficientnet_*, train_phi,
-    scale_compound@*) re-runs with the search. Changes of code or data add more: only DVC knows
-    those (`dvc status`); this is the part a new `-S` value decides.
+    scale_compound@*) re-runs with the search. A changed file dep (code) counts; changed data and
+    commands are DVC's to judge (`dvc status`).
     """
     try:
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
@@ -73,6 +88,7 @@ def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict
             continue
         changed = [f"{key} {value!r} -> {current.get(key)!r}" for key, value in _recorded(stages[name]).items()
                    if current.get(key) != value]
+        changed += [f"{path} changed" for path in changed_files(lock.parent, stages[name])]
         if changed:
             stale[name] = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
     if "search" in stale:
@@ -89,7 +105,7 @@ def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_imag
     jobs = clock.budget(params, exponent)
     stale = stale_training(lock, params_file, jobs)
     if not stale:
-        return ["plan: by dvc.lock every training stage is up to date with these params (code or data changes: dvc status)"]
+        return ["plan: by dvc.lock every training stage is up to date with these params and code (data: dvc status)"]
     cost = {name: 0.0 for name in stale}
     for job in jobs:
         if lock_stage(job) in cost:
@@ -97,7 +113,7 @@ def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_imag
                                                                                else 0.0)
     total = sum(cost.values())
     lines = [f"plan: this run trains {len(stale)} stage{'s' if len(stale) != 1 else ''}, about {clock.duration(total)} "
-             f"here (by dvc.lock and these params; code or data changes can add more: dvc status):"]
+             f"here (by dvc.lock, these params and the code; data or command changes can add more: dvc status):"]
     lines += [f"  {name:<28} ~ {clock.duration(cost[name]):<10} {why}" for name, why in stale.items()]
     return lines
 

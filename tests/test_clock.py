@@ -196,6 +196,21 @@ def test_plan_says_before_training_which_stages_will_train_and_their_cost(tmp_pa
     lines = plan.preflight(params, params_file, lock, seconds_per_b0_image=1e-3)
     assert lines[0].startswith(f"plan: this run trains {len(stale)} stages") and lines[1].split()[0] == "search"
 
+    # a changed code file that a stage lists as a dep (dvc.lock keeps its md5): that stage trains again
+    import hashlib
+
+    code = tmp_path / "stages" / "train_phi.py"
+    code.parent.mkdir()
+    code.write_text("print('phi')\n")
+    recorded = _lock_of(params_file, names)
+    recorded["stages"]["train_phi"]["deps"] = [{"path": "stages/train_phi.py",
+                                                "md5": hashlib.md5(code.read_bytes()).hexdigest()},
+                                               {"path": "data/cifar100", "md5": "0" * 32 + ".dir"}]
+    lock.write_text(yaml.safe_dump(recorded))
+    assert plan.stale_training(lock, params_file, jobs) == {}
+    code.write_text("print('phi, edited')\n")
+    assert plan.stale_training(lock, params_file, jobs) == {"train_phi": "stages/train_phi.py changed"}
+
     lock.write_text(yaml.safe_dump(_lock_of(params_file, names)))  # nothing changed
     assert plan.preflight(params, params_file, lock, 1e-3)[0].startswith("plan: by dvc.lock every training stage is up")
     assert len(plan.stale_training(tmp_path / "absent.lock", params_file, jobs)) == len(names)  # a fresh project
