@@ -8,7 +8,7 @@ dvc.yaml starts every training stage this way (`${launch}`). The launcher
   through torch's elastic launcher (what `torchrun --standalone` runs) when there are more;
 - ties the stage's processes to itself: they die when it dies, however it dies, so a
   `kill -9` of `dvc repro`'s process group leaves no trainer behind (see stages/cli.py);
-  and ties itself to the `dvc` above it: a plain SIGTERM to dvc alone ends it too (`stop_with_dvc`);
+  and ties itself to the `dvc` above it: a plain SIGTERM to `dvc` alone ends it too (`stop_with_dvc`);
 - turns failures into one line: a worker's own `error:` line is all that is shown (not
   torchrun's ChildFailedError report), and a process killed by SIGKILL (on the CPU, most
   likely the out-of-memory killer) is reported with the model, the batch size and the
@@ -216,13 +216,13 @@ def dvc_ancestor(pid: int | None = None) -> int | None:
 
 
 def stop_with_dvc(interval: float = 0.5) -> int | None:
-    """When started under `dvc` (repro, exp run), end this launcher, and so its trainers, soon after dvc dies.
+    """When started under `dvc` (repro, exp run), end this launcher, and so its trainers, soon after `dvc` dies.
 
-    A plain SIGTERM to dvc ends dvc but not the shell and launcher it started, which would
+    A plain SIGTERM to `dvc` ends `dvc` but not the shell and launcher it started, which would
     train on as orphans. A thread checks dvc's pid every `interval` seconds and, once it is
     gone, sends this process SIGTERM: on one process the launcher then dies (its trainer
     gets SIGKILL from the kernel, `_set_pdeathsig`), on several the elastic agent stops its
-    workers. Returns the pid watched, or None when there is no dvc above this process.
+    workers. Returns the pid watched, or None when there is no `dvc` above this process.
     """
     watched = dvc_ancestor()
     if watched is None:
@@ -231,7 +231,7 @@ def stop_with_dvc(interval: float = 0.5) -> int | None:
     def watch() -> None:
         while pid_alive(watched):
             time.sleep(interval)
-        print(f"stopping: dvc (pid {watched}) is gone", file=sys.stderr, flush=True)
+        print(f"stopping: `dvc` (pid {watched}) is gone", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="stop-with-dvc", daemon=True).start()
