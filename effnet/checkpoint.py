@@ -23,7 +23,7 @@ import torch
 
 from effnet.config import TrainConfig
 from effnet.fingerprint import fingerprint
-from effnet.io import write_atomic
+from effnet.io import read_torch_file, write_atomic
 from effnet.models import ModelSpec
 
 CHECKPOINT_NAME = "last.pt"
@@ -110,9 +110,11 @@ def save_checkpoint(path: Path, spec: ModelSpec, cfg: TrainConfig, *, epoch: int
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at `path` read onto the CPU, or None when there is none."""
+    """The checkpoint at `path` read onto the CPU, or None when there is none; DamagedFileError if it does not load."""
     path = Path(path)
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return read_torch_file(path, f"delete it (rm {path}) and rerun: the run starts afresh, as it would without it")
 
 
 def restore_checkpoint(checkpoint: dict[str, Any], objects: Mapping[str, Any]) -> None:

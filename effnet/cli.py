@@ -7,7 +7,7 @@
 
 A known error (a bad key in params.yaml, a missing file, a failed download, a training
 error) becomes `error: <message>` on stderr and exit status 1; Ctrl-C becomes one
-`interrupted` line and exit status 1. A training stage passes `lock=` (its checkpoint
+`interrupted` line (saying where to resume, or that nothing was saved yet) and exit status 1. A training stage passes `lock=` (its checkpoint
 directory): the stage then holds that directory's lock while it runs, so a second trainer
 refuses at once, and when started by `effnet.supervise` or torchrun it dies with its parent.
 
@@ -32,8 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from effnet.config import load_params
-from effnet.io import LockedError, lock_dir
+from effnet.io import LOCK_NAME, LockedError, WriteError, lock_dir
 
 # Errors whose message already says what went wrong and what to do. Named by module, not
 # imported, so that this module stays free of torch: an error of a module that was never
@@ -61,7 +63,7 @@ def _is(error: BaseException, qualified: str) -> bool:
 
 def expected(error: BaseException) -> bool:
     """Whether `error` is a known failure with a one-line message (else a bug: show the traceback)."""
-    known = isinstance(error, (ValueError, FileNotFoundError, LockedError))
+    known = isinstance(error, (ValueError, FileNotFoundError, LockedError, WriteError))
     return known or any(_is(error, q) for q in EXPECTED_ERRORS)
 
 
@@ -140,12 +142,25 @@ def _say(text: str, kind: str = "error") -> None:
         print(text.rstrip(), file=sys.stderr)
 
 
+def interrupted_line(directory: Path | None) -> str:
+    """What Ctrl-C says: where to resume from when `directory` holds saved work, else that nothing was saved."""
+    if directory is None:
+        return "interrupted"
+    saved = Path(directory).is_dir() and any(p.is_file() and p.name != LOCK_NAME for p in Path(directory).rglob("*"))
+    if saved:
+        return f"interrupted; rerun to resume from {directory}"
+    return f"interrupted before anything was saved in {directory} (no epoch had finished); a rerun starts afresh"
+
+
 def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any], int | None],
          argv: list[str] | None = None, *, lock: Callable[[argparse.Namespace], Path] | None = None) -> int:
     """Parse `argv`, load `--params`, call `run(args, params)`; return the exit status.
 
     `lock(args)` names a training stage's checkpoint directory: rank 0 holds its lock while
-    `run` runs (the other ranks of a torchrun group share rank 0's directory).
+    `run` runs (the other ranks of a torchrun group share rank 0's directory). Before `run`,
+    the params must agree with the `-S` values of the `dvc exp run` the stage runs under, and
+    after it they must be as they were loaded (see `check_experiment_params`,
+    `check_params_unchanged`): otherwise one line and exit status 1.
     """
     args = parser.parse_args(argv)  # argparse's own errors: usage and exit status 2
     directory = lock(args) if lock is not None else None
@@ -154,14 +169,17 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         params = load_params(args.params)  # a bad key stops here, before anything starts
+        check_experiment_params(args.params)
+        _started[:] = [Path(args.params), params]
         locks = directory is not None and os.environ.get("RANK", "0") == "0"
         with lock_dir(directory) if locks else contextlib.nullcontext():
             _running[0] = True
-            return run(args, params) or 0
+            status = run(args, params) or 0
+        check_params_unchanged()  # the stage's outputs are written, but DVC records no lock entry for a failure
+        return status
     except KeyboardInterrupt:
         _running[0] = False
-        where = f"; rerun to resume from {directory}" if directory is not None else ""
-        _say(f"interrupted{where}")
+        _say(interrupted_line(directory))
         return 1
     except Exception as error:
         _running[0] = False
@@ -174,3 +192,141 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any
         return 1
     finally:
         _running[0] = False
+        _started.clear()
+
+
+# --------------------------------------------------------------------------------------
+# the params a stage runs with: two `dvc exp run` in one workspace
+# --------------------------------------------------------------------------------------
+# A second `dvc exp run -S ...` in a workspace where one is running writes its -S values into
+# params.yaml before DVC's own lock refuses it, and leaves them there: the stages of the first
+# experiment that start afterwards would train the second one's values. Two checks, neither
+# of which needs a wrapper (users call `dvc exp run` directly):
+# - at start, every `-S key=value` of the `dvc exp run` this stage runs under must still be
+#   what params.yaml says (`check_experiment_params`);
+# - while training, params.yaml must stay as it was when the stage started
+#   (`check_params_unchanged`, called at every checkpoint and before the weights are written).
+
+_started: list[Any] = []  # [params path, Params] as loaded by main()
+
+
+class ParamsChangedError(ValueError):
+    """params.yaml no longer holds the values this stage or its experiment started with. The message names them."""
+
+
+_ADVICE = ("another `dvc exp run` in this workspace has probably rewritten params.yaml. Let the other run finish "
+           "(one experiment at a time per workspace; queue others with `dvc exp run --queue` or run them with "
+           "`--temp`), restore params.yaml (`git checkout params.yaml`) and run again")
+
+
+def flatten_params(raw: Any, prefix: str = "") -> dict[str, Any]:
+    """{'train.lr': 0.2, ...} from a nested mapping (lists are values)."""
+    if not isinstance(raw, dict):
+        return {prefix: raw}
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        flat.update(flatten_params(value, f"{prefix}{key}."))
+    return {k.rstrip("."): v for k, v in flat.items()}
+
+
+def ancestors(pid: int) -> list[int]:
+    """The parent chain of `pid` (nearest first), from /proc; [] where there is no /proc."""
+    chain = []
+    while pid > 1 and len(chain) < 64:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the command name in parentheses
+        chain.append(pid)
+    return chain
+
+
+def experiment_overrides(pid: int | None = None) -> tuple[Path, list[str]] | None:
+    """(the working directory, the `-S` values) of the `dvc exp run` that `pid` (default: this process) runs under.
+
+    None when no ancestor is a `dvc exp run` (a `dvc repro`, a direct call, a queued
+    experiment's worker). Values are as typed, `key=value`, with `+`/`++` prefixes removed;
+    deletions (`~key`) are left out.
+    """
+    for ancestor in ancestors(os.getpid() if pid is None else pid):
+        try:
+            argv = Path(f"/proc/{ancestor}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            cwd = Path(os.readlink(f"/proc/{ancestor}/cwd"))
+        except OSError:
+            continue
+        names = [Path(a).name for a in argv]
+        starts = [i for i in range(len(argv) - 1) if argv[i] == "exp" and argv[i + 1] == "run"
+                  and "dvc" in names[:i]]
+        if not starts:
+            continue
+        values, rest = [], argv[starts[0] + 2:]
+        for i, arg in enumerate(rest):
+            if arg in ("-S", "--set-param") and i + 1 < len(rest):
+                values.append(rest[i + 1])
+            elif arg.startswith("--set-param="):
+                values.append(arg.split("=", 1)[1])
+            elif arg.startswith("-S") and len(arg) > 2:
+                values.append(arg[2:])
+        return cwd, [v.lstrip("+") for v in values if "=" in v and not v.startswith("~")]
+    return None
+
+
+def _same(text: str, value: Any) -> bool:
+    """Whether an override's text `text` sets `value` (YAML's reading, or the number it spells)."""
+    try:
+        if yaml.safe_load(text) == value:
+            return True
+    except yaml.YAMLError:
+        pass
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+    return text.strip().strip("'\"") == str(value)
+
+
+def check_experiment_params(params_path: Path, pid: int | None = None) -> None:
+    """Raise ParamsChangedError if params.yaml disagrees with a `-S` of the `dvc exp run` this stage runs under.
+
+    Only for the params.yaml of that experiment's working directory (`--temp` and queued
+    experiments run in a copy of their own, which nothing else writes).
+    """
+    found = experiment_overrides(pid)
+    if found is None:
+        return
+    cwd, overrides = found
+    with contextlib.suppress(OSError):
+        if Path(params_path).resolve() != (cwd / "params.yaml").resolve():
+            return
+    flat = flatten_params(yaml.safe_load(Path(params_path).read_text()) or {})
+    for override in overrides:
+        key, text = override.split("=", 1)
+        key = key.split(":", 1)[1] if ":" in key else key  # params.yaml:model.phi
+        if key in flat and not _same(text, flat[key]):
+            raise ParamsChangedError(f"{params_path} has {key} = {flat[key]!r}, but this experiment was started with "
+                                     f"-S {key}={text}: {_ADVICE}")
+
+
+def check_params_unchanged() -> None:
+    """Raise ParamsChangedError if the params file that `main` loaded now holds other values (naming them).
+
+    Called by the training stages at every checkpoint and before the weights are written, and
+    by `main` after every stage: results of one set of params must not be recorded under another.
+    """
+    if not _started:
+        return
+    path, params = _started
+    try:
+        now = load_params(path)
+    except Exception as error:  # noqa: BLE001 -- a broken params file is a change too
+        raise ParamsChangedError(f"{path} changed while this stage ran and no longer loads ({error}): {_ADVICE}") from None
+    if now == params:
+        return
+    import dataclasses
+
+    old, new = flatten_params(dataclasses.asdict(params)), flatten_params(dataclasses.asdict(now))
+    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    raise ParamsChangedError(f"{path} changed while this stage ran ({'; '.join(changes[:5])}); nothing more is written "
+                             f"for it: {_ADVICE}")

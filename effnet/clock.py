@@ -9,7 +9,9 @@ The estimate multiplies two things:
   epochs and images, and the validation passes after each epoch (twice with an EMA), plus the
   final evaluation on the validation and test splits.
 - **The cost of one training image of each network, relative to B0** at the same base
-  resolution (`RELATIVE_COST`), times **B0's seconds per training image on this device**,
+  resolution: its FLOPs ratio (`RELATIVE_COST`) raised to an exponent measured on the device
+  from B0 and B3 (`measure_cost_exponent`; time does not follow FLOPs where per-layer
+  overheads dominate, as for small images on a CPU), times **B0's seconds per training image on this device**,
   timed here from a few real training steps of B0 (`time_b0`). The relative costs are FLOPs
   ratios: for B1-B7 the paper's Table 2 (0.39 ... 37 B FLOPs; the searched coefficients are
   not known before the search), for the phi model 2^phi (the compound rule's FLOPs doubling),
@@ -21,8 +23,8 @@ The estimate multiplies two things:
 
 Evaluation is counted as a third of a training image (forward only), and each DVC stage
 costs a fixed `STAGE_START_S` besides (imports, loading, CAM, the report), which dominates
-the smoke run. Checked against the committed CPU run (scripts/cpu_real.yaml, 2 cores): the
-clock gives 26 min for the matrix, 17 min for the search and 8 min for the scaling study
+the smoke run. Checked against the committed CPU run (scripts/cpu_real.yaml, 2 cores), with time
+taken as proportional to FLOPs (exponent 1): the clock gives 26 min for the matrix, 17 min for the search and 8 min for the scaling study
 at 240 B0 images/s (16 px), where the run took 40, 21 and 6 min. The estimate is an order of magnitude, stated as such: on a GPU the
 timed batch is smaller than the real one, so it errs long.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -92,16 +95,28 @@ def search_candidates(params: Params) -> int:
     return len(grid_candidates(params.search))
 
 
-def budget(params: Params) -> list[Job]:
-    """Every network that `dvc repro` trains with these params, in the order of the pipeline."""
+def scaled_cost(flops_ratio: float, exponent: float) -> float:
+    """Seconds per image relative to B0 of a network with `flops_ratio` x B0's FLOPs: flops_ratio ** exponent.
+
+    `exponent` is measured on the device (`measure_cost_exponent`): 1 where time follows FLOPs
+    (a busy GPU), well below 1 where per-layer overheads dominate (small images on a CPU).
+    """
+    return flops_ratio ** exponent
+
+
+def budget(params: Params, exponent: float = 1.0) -> list[Job]:
+    """Every network that `dvc repro` trains with these params, in the order of the pipeline.
+
+    Each job's cost is its FLOPs ratio to B0 raised to `exponent` (`scaled_cost`).
+    """
     data, train, scaling, evaluate = params.data, params.train, params.scaling, params.evaluate
     val = CLASSES * data.val_per_class
     passes = 2 if train.ema_decay > 0 else 1
     final = (CLASSES * evaluate.images_per_class * 2) if evaluate.images_per_class else val + TEST_IMAGES
 
     def job(name: str, stage: str, cost: float, epochs: int, per_class: int) -> Job:
-        return Job(name, stage, cost, epochs, _train_images(per_class, data.val_per_class), val, passes,
-                   final if stage != "search" else 0)
+        return Job(name, stage, scaled_cost(cost, exponent), epochs, _train_images(per_class, data.val_per_class), val,
+                   passes, final if stage != "search" else 0)
 
     jobs = [job(f"candidate {i}/{n}", "search", 2.0, params.search.epochs, params.search.train_per_class)
             for n in [search_candidates(params)] for i in range(1, n + 1)]
@@ -145,19 +160,19 @@ def describe_device() -> tuple[str, Any]:
     return f"cpu ({torch.get_num_threads()} threads)", torch.device("cpu")
 
 
-def time_b0(params: Params, device: Any, steps: int = 3, batch: int | None = None) -> float:
-    """Seconds per training image of B0 at `network.base_resolution` on `device`, from `steps` timed steps.
+def time_b0(params: Params, device: Any, steps: int = 3, batch: int | None = None, variant: str = "b0") -> float:
+    """Seconds per training image of B0 (or the published `variant`) at `network.base_resolution` on `device`.
 
-    Real forward and backward passes with an SGD step on random images, after one untimed
-    warm-up step, with torch's default threads. The batch is the recipe's, capped at 32 on a
-    CPU (a timing, not a run).
+    From `steps` timed steps: real forward and backward passes with an SGD step on random
+    images, after one untimed warm-up step, with torch's default threads. The batch is the
+    recipe's, capped at 32 on a CPU (a timing, not a run).
     """
     import torch
 
     from effnet.models import build_model, published_spec
 
     net = params.network
-    spec = published_spec("b0", net)
+    spec = published_spec(variant, net)
     model = build_model(spec).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     size = batch or (min(params.train.batch_size, 32) if device.type == "cpu" else params.train.batch_size)
@@ -180,6 +195,28 @@ def time_b0(params: Params, device: Any, steps: int = 3, batch: int | None = Non
     return (time.perf_counter() - start) / (steps * size)
 
 
+CALIBRATION_VARIANT = "b3"  # timed beside B0 for the exponent: 4.6x its FLOPs, still quick to time
+EXPONENT_RANGE = (0.2, 1.0)
+
+
+def cost_exponent(b0_seconds: float, other_seconds: float, flops_ratio: float) -> float:
+    """The exponent k with other / b0 = flops_ratio ** k (two timings of one device), within EXPONENT_RANGE."""
+    k = math.log(other_seconds / b0_seconds) / math.log(flops_ratio)
+    return min(max(k, EXPONENT_RANGE[0]), EXPONENT_RANGE[1])
+
+
+def measure_cost_exponent(params: Params, device: Any, b0_seconds: float, steps: int = 2,
+                          batch: int | None = None) -> float:
+    """How a network's time grows with its FLOPs on `device`: B3 timed against `b0_seconds` (`cost_exponent`).
+
+    On the 2-core CPU under load (issue 27) B0 at 8 px took 494 ms an image and B3 (4.6x the
+    FLOPs) 913 ms: k = 0.40, where the FLOPs ratio alone (k = 1) had put B7 at 95x B0 and the
+    smoke run's per-model lines 10-30x too high.
+    """
+    other = time_b0(params, device, steps=steps, batch=batch, variant=CALIBRATION_VARIANT)  # batch as B0's
+    return cost_exponent(b0_seconds, other, RELATIVE_COST[f"efficientnet_{CALIBRATION_VARIANT}"])
+
+
 def duration(seconds: float) -> str:
     """'3 days 4 h', '5 h 12 min', '7 min', '40 s'."""
     if seconds >= DAY:
@@ -192,9 +229,9 @@ def duration(seconds: float) -> str:
     return f"{max(1, round(seconds))} s"
 
 
-def report(params: Params, device: str, seconds_per_b0_image: float, is_cpu: bool) -> list[str]:
+def report(params: Params, device: str, seconds_per_b0_image: float, is_cpu: bool, exponent: float = 1.0) -> list[str]:
     """The clock's lines: device, budget, estimate per stage and in all, and on a CPU what to run instead."""
-    jobs = budget(params)
+    jobs = budget(params, exponent)
     stages: dict[str, list[Job]] = {}
     for job in jobs:
         stages.setdefault(job.stage, []).append(job)
@@ -202,7 +239,7 @@ def report(params: Params, device: str, seconds_per_b0_image: float, is_cpu: boo
     fixed = STAGE_START_S * stage_count
     total = sum(job.b0_images for job in jobs) * seconds_per_b0_image + fixed
     lines = [f"clock: device {device}; B0 at {params.network.base_resolution} px trains at "
-             f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()})"]
+             f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()}); time grows as FLOPs^{exponent:.2f}"]
     for stage, members in stages.items():
         first = members[0]
         seconds = sum(j.b0_images for j in members) * seconds_per_b0_image
@@ -226,7 +263,8 @@ def _busy() -> str:
     return f", while the machine was busy: load {load:.1f} on {cores} cores, so the estimate runs long" if load > cores else ""
 
 
-def model_line(name: str, names: list[str], params: Params, seconds_per_b0_image: float | None) -> str:
+def model_line(name: str, names: list[str], params: Params, seconds_per_b0_image: float | None,
+               exponent: float = 1.0) -> str:
     """'matrix model 5/11: efficientnet_b4, about 3 h 10 min here (the 11 together about 190 days)'.
 
     Printed as each matrix stage starts. DVC may run the stages in any order, so the line
@@ -236,7 +274,7 @@ def model_line(name: str, names: list[str], params: Params, seconds_per_b0_image
     head = f"matrix model {index + 1}/{len(names)}: {name}"
     if seconds_per_b0_image is None:
         return head + " (no timing of this device yet: python -m effnet.clock)"
-    costs = {job.name: job.b0_images * seconds_per_b0_image for job in budget(params)}
+    costs = {job.name: job.b0_images * seconds_per_b0_image for job in budget(params, exponent)}
     total = sum(costs.get(n, 0.0) for n in names)
     return f"{head}, about {duration(costs.get(name, 0.0))} here (the {len(names)} together about {duration(total)})"
 
@@ -245,15 +283,27 @@ def matrix_model_line(name: str, params: Params, timing: Path = Path("plan/timin
     """The line a matrix training stage prints as it starts, with the plan stage's timing when it fits this device."""
     device, _ = describe_device()
     seconds = load_timing(timing, device, params.network.base_resolution)
-    return model_line(name, list(study.model_names()), params, seconds)
+    return model_line(name, list(study.model_names()), params, seconds, load_exponent(timing))
 
 
-def save_timing(path: Path, device: str, seconds_per_b0_image: float, base_resolution: int) -> None:
+def save_timing(path: Path, device: str, seconds_per_b0_image: float, base_resolution: int,
+                exponent: float = 1.0) -> None:
     """Keep this device's timing for the training stages' 'model 5/11' lines (a cache, not a result)."""
     from effnet.io import write_json
 
-    write_json(path, {"device": device, "seconds_per_b0_image": seconds_per_b0_image,
+    write_json(path, {"device": device, "seconds_per_b0_image": seconds_per_b0_image, "cost_exponent": exponent,
                       "base_resolution": base_resolution, "timed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def load_exponent(path: Path) -> float:
+    """The kept `cost_exponent` (1.0 when there is none)."""
+    import json
+
+    try:
+        value = json.loads(Path(path).read_text()).get("cost_exponent", 1.0)
+    except (OSError, ValueError, AttributeError):
+        return 1.0
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
 
 
 def load_timing(path: Path, device: str, base_resolution: int) -> float | None:
@@ -285,7 +335,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
         out(matrix_model_line(args.model_line, params))
         return 0
     device, torch_device = describe_device()
-    for line in report(params, device, time_b0(params, torch_device, steps=args.steps), torch_device.type == "cpu"):
+    seconds = time_b0(params, torch_device, steps=args.steps)
+    exponent = measure_cost_exponent(params, torch_device, seconds)
+    for line in report(params, device, seconds, torch_device.type == "cpu", exponent):
         out(line)
     return 0
 

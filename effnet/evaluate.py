@@ -21,6 +21,7 @@ validation split only.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -34,7 +35,7 @@ from torch import nn
 
 from effnet.config import EvaluateConfig
 from effnet.data import DeviceLoader, Split, load_meta, load_split, subset_per_class
-from effnet.io import write_json
+from effnet.io import ensure_writable, write_together
 from effnet.models import count_flops, count_parameters
 from effnet.results import COLUMNS, Predictions, accuracy_keys, images_id, predictions_path, save_predictions
 from effnet.study import group_of, scaling_role_of
@@ -276,12 +277,16 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig,
 def evaluate_one(trained: TrainedModel, data_dir: Path, cfg: EvaluateConfig, *, metrics_dir: Path,
                  predictions_dir: Path, device: torch.device | str = "cpu", log: Any = print) -> dict[str, Any]:
     """Evaluate one model (every seed) and write its two small files: `metrics_dir/<model>.json`
-    and `predictions_dir/<model>.npz`. Each is written atomically, and only once all is measured."""
+    and `predictions_dir/<model>.npz`. Both places are checked for write permission before the
+    evaluation starts, and the two files are replaced together once all is measured
+    (`effnet.io.write_together`): a full disk or a read-only directory leaves both as they were."""
+    prediction_file, metrics_file = predictions_path(predictions_dir, trained.model), Path(metrics_dir) / f"{trained.model}.json"
+    ensure_writable([prediction_file, metrics_file])
     data = load_eval_data(data_dir, cfg.images_per_class)
     start = time.perf_counter()
     row, predictions = evaluate_model(trained, data, cfg, device)
-    save_predictions(predictions_path(predictions_dir, trained.model), predictions)
-    write_json(Path(metrics_dir) / f"{trained.model}.json", row)
+    write_together([(prediction_file, lambda tmp: save_predictions(tmp, predictions)),
+                    (metrics_file, lambda tmp: tmp.write_text(json.dumps(row, indent=2) + "\n"))])
     seeds = f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ""
     log(f"{trained.model}: test top-1 {row['test/top1']:.4f}{seeds} (EMA {row['test/top1_ema']:.4f}, flip "
         f"{row['test/top1_ema_flip']:.4f}), val top-1 {row['val/top1']:.4f}, {row['params'] / 1e6:.2f} M params, "

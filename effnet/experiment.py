@@ -113,8 +113,14 @@ def open_logger(open_live: OpenLive | None, directory: Path, params: dict[str, A
 
 
 def live_callback(live: Logger) -> Callable[[int, dict[str, float]], None]:
-    """A `train(callback=...)` that logs one DVCLive step per epoch (step = epoch - 1)."""
+    """A `train(callback=...)` that logs one DVCLive step per epoch (step = epoch - 1).
+
+    First checks that params.yaml still holds the values the stage started with
+    (`effnet.cli.check_params_unchanged`): a second experiment that rewrote it stops this
+    one at the epoch's checkpoint, before more is logged or written.
+    """
     def log(epoch: int, metrics: dict[str, float]) -> None:
+        cli.check_params_unchanged()
         live.step = epoch - 1
         for key, value in metrics.items():
             live.log_metric(key, value)
@@ -150,6 +156,7 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
         result = train(spec, cfg, data, checkpoint_dir=checkpoints, dist=dist,
                        callback=live_callback(live) if live is not None else None)
         if dist.is_main:
+            cli.check_params_unchanged()  # the weights must be of the params DVC will record
             save_weights(Path(out) / "model.pt", spec, cfg, model=result.model, ema=result.ema, metrics=result.metrics,
                          history=result.history, train_time_s=result.train_time_s, extra=extra)
             remove_checkpoint(checkpoints)

@@ -533,7 +533,8 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     left.set_ylabel("gamma (resolution)")
     left.set_title(f"{len(ok)} candidates with alpha * beta^2 * gamma^2 ~ 2\n(alpha = depth, written beside each point)",
                    fontsize=10)
-    right.set_xlabel("FLOPs of B0 scaled at phi = 1, relative to B0")
+    # each candidate is trained at its own phi, where its real network costs search.flops_target x B0
+    right.set_xlabel("FLOPs of each candidate as trained (at its own phi), relative to B0")
     right.set_ylabel("validation top-1 (%)")
     right.set_title("Short-budget validation accuracy per candidate", fontsize=10)
     handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]

@@ -7,7 +7,8 @@ dvc.yaml starts every training stage this way (`${launch}`). The supervisor
   and runs the script directly when there is at most one, or one process per GPU through
   torch's elastic launcher (what `torchrun --standalone` runs) when there are more;
 - ties the script's processes to itself: they die when it dies, however it dies, so a
-  `kill -9` of `dvc repro`'s process group leaves no trainer behind (`effnet.cli.die_with_parent`);
+  `kill -9` of `dvc repro`'s process group leaves no trainer behind (`effnet.cli.die_with_parent`),
+  and ties itself to the `dvc` above it: a plain SIGTERM to `dvc` alone ends it too (`stop_with_dvc`);
 - turns failures into one line: a worker's own `error:` line is all that is shown (not
   torchrun's ChildFailedError report), and a process killed by SIGKILL (on the CPU, most
   likely the out-of-memory killer) is reported with the most memory the supervisor saw the
@@ -30,7 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from effnet.cli import ERRORS_ENV, KILLED_ENV, PARENT_ENV
+from effnet.cli import ERRORS_ENV, KILLED_ENV, PARENT_ENV, ancestors
+from effnet.io import pid_alive
 
 
 def gpu_count() -> int:
@@ -158,11 +160,47 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
         return 1
 
 
+def dvc_ancestor(pid: int | None = None) -> int | None:
+    """The nearest ancestor of `pid` (default: this process) whose command line is a `dvc` one, or None."""
+    for ancestor in ancestors(os.getpid() if pid is None else pid):
+        try:
+            argv = Path(f"/proc/{ancestor}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "dvc" in [Path(arg).name for arg in argv[:3]]:  # `dvc ...`, `python .../dvc ...`, `python -m dvc ...`
+            return ancestor
+    return None
+
+
+def stop_with_dvc(interval: float = 0.5) -> int | None:
+    """When started under `dvc` (repro, exp run), end this supervisor, and so its trainers, soon after `dvc` dies.
+
+    A plain SIGTERM to `dvc` ends `dvc` but not the shell and launcher it started, which would
+    train on as orphans. A thread checks dvc's pid every `interval` seconds and, once it is
+    gone, sends this process SIGTERM: on one process the supervisor then dies (its trainer
+    gets SIGKILL from the kernel, `_set_pdeathsig`), on several the elastic agent stops its
+    workers. Returns the pid watched, or None when there is no `dvc` above this process.
+    """
+    watched = dvc_ancestor()
+    if watched is None:
+        return None
+
+    def watch() -> None:
+        while pid_alive(watched):
+            time.sleep(interval)
+        print(f"stopping: `dvc` (pid {watched}) is gone", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-dvc", daemon=True).start()
+    return watched
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or not argv[0].endswith(".py"):
         print("usage: python -m effnet.supervise stages/<stage>.py [arguments ...]", file=sys.stderr)
         return 2
+    stop_with_dvc()
     nproc = gpu_count()
     return run_many(argv[0], argv[1:], nproc) if nproc > 1 else run_one(argv[0], argv[1:])
 

@@ -73,7 +73,20 @@ Callback = Callable[[int, dict[str, float]], None]
 RESUME_EXIT_STATUS = 75
 DEADLINE_ENV = "EFFNET_DEADLINE"  # an absolute deadline, in seconds since the Unix epoch (shared by every process)
 BUDGET_ENV = "EFFNET_TIME_BUDGET_S"  # a budget in seconds from when this module was imported
+# Where a run stopped by its budget also says so (one line: "<checkpoint>\t<epochs done>/<epochs>"), for
+# wrappers that see only `dvc repro`'s own exit status (255 for any failed stage), not the trainer's 75.
+RESUME_FILE_ENV = "EFFNET_RESUME_FILE"
 _IMPORTED_AT = time.time()
+# Divergence: a training loss that stays above DIVERGENCE_FACTOR x ln(classes) (the loss of a uniform
+# guess, where every run starts) for DIVERGENCE_STEPS consecutive steps, or a whole shorter epoch,
+# stops the run as a non-finite loss does. Healthy runs stay below ln(classes) + a few after their
+# first steps; 10x is a loss no learning run reaches and that every diverged one passes.
+DIVERGENCE_FACTOR = 10.0
+DIVERGENCE_STEPS = 20
+# Seconds between progress lines inside an epoch when stderr is no terminal (DVC's logs, a pipe);
+# $EFFNET_PROGRESS_S overrides it, 0 turns the lines off. A terminal gets tqdm's bar instead.
+PROGRESS_INTERVAL_S = 60.0
+PROGRESS_ENV = "EFFNET_PROGRESS_S"
 
 
 class TrainingError(RuntimeError):
@@ -118,6 +131,35 @@ def deadline_from_env(environ: dict[str, str] | None = None) -> float | None:
             raise TrainingError(f"environment variable {name} must be positive, got {value!r}; unset it for no budget")
         deadlines.append(offset + seconds)
     return min(deadlines) if deadlines else None
+
+
+def repeated_budget(environ: dict[str, str] | None = None) -> float | None:
+    """The seconds of $EFFNET_TIME_BUDGET_S when it sets the deadline (every rerun gets it again), else None.
+
+    An absolute $EFFNET_DEADLINE is a time slot that a later call replaces with its own; a
+    budget in seconds is the same for every rerun, so a budget shorter than one epoch never
+    makes progress.
+    """
+    environ = os.environ if environ is None else environ
+    deadline = deadline_from_env(environ)
+    value = environ.get(BUDGET_ENV, "").strip()
+    if deadline is None or not value or deadline != _IMPORTED_AT + float(value):
+        return None
+    return float(value)
+
+
+def note_resume(checkpoint_path: Path, epoch: int, epochs: int, environ: dict[str, str] | None = None) -> None:
+    """Append '<checkpoint>\t<epoch>/<epochs>' to $EFFNET_RESUME_FILE, if set: this run stopped to be resumed.
+
+    DVC turns every failed stage into its own exit status (255), so a wrapper of `dvc repro`
+    or `dvc exp run` cannot see the trainer's 75; it sets EFFNET_RESUME_FILE to an empty
+    file and, when the run fails, resumes if the file has lines and reports a failure if not
+    (scripts/exp.sh does, and exits 75 itself).
+    """
+    target = (os.environ if environ is None else environ).get(RESUME_FILE_ENV, "").strip()
+    if target:
+        with open(target, "a") as f:
+            f.write(f"{checkpoint_path}\t{epoch}/{epochs}\n")
 
 
 @dataclass
@@ -418,12 +460,31 @@ def _out_of_memory(spec: ModelSpec, cfg: TrainConfig, dist: Distributed, phase: 
     return TrainingError(f"CUDA out of memory training {spec.name} at {spec.resolution}x{spec.resolution} {hint}")
 
 
+def progress_interval(environ: dict[str, str] | None = None) -> float | None:
+    """Seconds between in-epoch progress lines ($EFFNET_PROGRESS_S, default PROGRESS_INTERVAL_S); None for none."""
+    value = (os.environ if environ is None else environ).get(PROGRESS_ENV, "").strip()
+    try:
+        seconds = float(value) if value else PROGRESS_INTERVAL_S
+    except ValueError:
+        raise TrainingError(f"environment variable {PROGRESS_ENV} must be a number of seconds, got {value!r}") from None
+    return seconds if seconds > 0 else None
+
+
+def _eta(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def train_one_epoch(state: TrainState, loader: DeviceLoader, epoch: int, *, spec: ModelSpec, cfg: TrainConfig,
-                    dist: Distributed, checkpoint_path: Path, bar: bool) -> tuple[float, float, float]:
+                    dist: Distributed, checkpoint_path: Path, bar: bool,
+                    heartbeat: float | None = None) -> tuple[float, float, float]:
     """One epoch of optimiser steps; returns (mean loss, training top-1, learning rate of the last step).
 
     Loss and hits are summed on the device and read once, at the end. Raises TrainingError
-    on a non-finite loss, naming the epoch (0-based here, 1-based in the message) and step.
+    on a non-finite loss or a diverged one (above DIVERGENCE_FACTOR x ln(classes) for
+    DIVERGENCE_STEPS consecutive steps, or for every step of a shorter epoch), naming the epoch
+    (0-based here, 1-based in the message) and step. With `heartbeat` (seconds), prints a line
+    with the step and the epoch's ETA to stderr at most that often (the host's clock: on a GPU
+    it runs ahead of the device by the queued steps, which the next line catches up).
     """
     steps = len(loader)
     _seed_epoch(cfg.seed, epoch, dist.rank)
@@ -432,26 +493,46 @@ def train_one_epoch(state: TrainState, loader: DeviceLoader, epoch: int, *, spec
     loss_sum = torch.zeros((), dtype=torch.float32, device=state.device)
     correct = torch.zeros((), dtype=torch.int64, device=state.device)
     first_bad = torch.full((), steps, dtype=torch.int64, device=state.device)  # `steps` means none
+    # divergence: the current run of steps above the bound, and the step where such a run first got long enough
+    streak = torch.zeros((), dtype=torch.int64, device=state.device)
+    first_diverged = torch.full((), steps, dtype=torch.int64, device=state.device)
+    need = min(DIVERGENCE_STEPS, steps)
+    bound = None
     lr = 0.0
+    started = last_line = time.perf_counter()
     with tqdm(total=steps, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
               disable=not bar) as progress:
         for step, (images, labels) in enumerate(loader):
             lr = state.optimizer.param_groups[0]["lr"]  # a Python float: the rate this step uses
             loss, logits = state.step(images, labels, epoch * steps + step)
+            bound = DIVERGENCE_FACTOR * math.log(logits.shape[1]) if bound is None else bound
             # running sums on the device; the first non-finite step is kept with arithmetic, not a branch
             loss_sum += loss
             correct += (logits.argmax(dim=1) == labels).sum()
             bad = (~torch.isfinite(loss)).long()
             first_bad = torch.minimum(first_bad, bad * step + (1 - bad) * steps)
+            streak = (streak + 1) * (loss > bound).long()  # a NaN compares False: counted by `bad`
+            hit = (streak >= need).long()
+            first_diverged = torch.minimum(first_diverged, hit * step + (1 - hit) * steps)
             progress.update()
+            if heartbeat is not None and time.perf_counter() - last_line >= heartbeat and step + 1 < steps:
+                last_line = time.perf_counter()
+                per_step = (last_line - started) / (step + 1)
+                print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: step {step + 1}/{steps}, {per_step:.2f} s a step, "
+                      f"about {_eta(per_step * (steps - step - 1))} to the epoch's end", file=sys.stderr, flush=True)
 
     stats = all_reduce_sum(torch.stack([loss_sum.double(), correct.double()]), dist)
     bad_step = int(all_reduce_min(first_bad, dist).item())
+    diverged_step = int(all_reduce_min(first_diverged, dist).item())
+    kept = (f"the last good checkpoint ({checkpoint_path}, after epoch {epoch}) is kept" if epoch > 0
+            else "no checkpoint was written")
     if bad_step < steps:
-        kept = (f"the last good checkpoint ({checkpoint_path}, after epoch {epoch}) is kept" if epoch > 0
-                else "no checkpoint was written")
         raise TrainingError(f"{spec.name}: non-finite training loss at epoch {epoch + 1}, step {bad_step + 1} "
                             f"of {steps}; {kept}. Try a lower train.lr, train.grad_clip > 0 or train.precision fp32")
+    if diverged_step < steps:
+        raise TrainingError(f"{spec.name}: training diverged at epoch {epoch + 1}: the loss stayed above {bound:.1f} "
+                            f"({DIVERGENCE_FACTOR:g} x ln {logits.shape[1]}, a uniform guess's loss) for {need} steps "
+                            f"up to step {diverged_step + 1} of {steps}; {kept}. Try a lower train.lr")
     loss_total, correct_total = stats.tolist()
     return loss_total / (steps * dist.world_size), correct_total / (steps * cfg.batch_size), float(lr)
 
@@ -506,8 +587,15 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     Time budget: `deadline` (seconds since the epoch; None reads `deadline_from_env()`,
     `math.inf` means none). An epoch is not started when the longest epoch measured so far
     (in this process, else the checkpoint's last) would end past it: the run then raises
-    `TimeBudgetReached` (exit status 75) with every finished epoch in the checkpoint. Each
-    process trains at least one epoch unless the checkpoint's timings say it cannot fit.
+    `TimeBudgetReached` (exit status 75) with every finished epoch in the checkpoint, and
+    `note_resume` says so in $EFFNET_RESUME_FILE. Each process trains at least one epoch
+    unless the checkpoint's timings say it cannot fit; when the deadline is the repeated
+    $EFFNET_TIME_BUDGET_S (`repeated_budget`), that is a TrainingError instead (exit 1: a rerun
+    could never progress): under a budget in seconds, 75 means that running again with the
+    same budget moves on; under an absolute deadline, that a later deadline will.
+
+    Progress: a tqdm bar when stderr is a terminal, else a line every `progress_interval()`
+    seconds inside an epoch (DVC's logs); one line per epoch either way.
 
     `callback(epoch, metrics)` runs on rank 0 after each epoch (epoch counts from 1; keys:
     METRIC_KEYS, accuracies as fractions). On resume it is first called for every epoch
@@ -519,6 +607,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     that does not fit the data or the number of processes.
     """
     dist = dist or Distributed()
+    repeated = repeated_budget() if deadline is None else None
     deadline = deadline_from_env() if deadline is None else deadline
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
     say = print if (progress and dist.is_main) else (lambda *a, **k: None)
@@ -537,20 +626,30 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
         for entry in history:  # replay the finished epochs, so a fresh logger gets whole curves
             callback(int(entry["epoch"]), {k: entry[k] for k in METRIC_KEYS})
 
+    bar = progress and dist.is_main and sys.stderr.isatty()
+    heartbeat = progress_interval() if progress and dist.is_main and not bar else None
     longest = history[-1]["epoch_time_s"] if history else None  # the estimate of the next epoch's time
     measured = False
     for epoch in range(start_epoch, cfg.epochs):
         if out_of_time(deadline, longest, dist):
+            if epoch == start_epoch and repeated is not None:  # the same budget again would stop here again
+                raise TrainingError(
+                    f"{spec.name}: the time budget ({BUDGET_ENV}={repeated:g} s) is shorter than one epoch (about "
+                    f"{longest:.0f} s, measured in {checkpoint_path}), so no rerun would make progress; give at least "
+                    f"{BUDGET_ENV}={math.ceil(longest * 1.2)} or unset it")
+            where = (f"{checkpoint_path} holds them: run the same command again to resume" if epoch > start_epoch else
+                     f"no epoch fits before the deadline; {checkpoint_path} is kept: resume with a later deadline")
             message = (f"{spec.name}: time budget reached after epoch {epoch} of {cfg.epochs} (the next would take "
-                       f"about {longest:.0f} s); {checkpoint_path} holds them: run the same command again to resume")
+                       f"about {longest:.0f} s); {where}")
             say(message)
+            if dist.is_main:
+                note_resume(checkpoint_path, epoch, cfg.epochs)
             raise TimeBudgetReached(message)
         start = time.perf_counter()
         phase = "training"
         try:
             loss, train_top1, lr = train_one_epoch(state, train_loader, epoch, spec=spec, cfg=cfg, dist=dist,
-                                                   checkpoint_path=checkpoint_path,
-                                                   bar=progress and dist.is_main and sys.stderr.isatty())
+                                                   checkpoint_path=checkpoint_path, bar=bar, heartbeat=heartbeat)
             train_seconds = time.perf_counter() - start
             phase = "evaluation"
             val = validate(state, val_loader, dist)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from effnet.config import TrainConfig
-from effnet.io import write_atomic
+from effnet.io import read_torch_file, write_atomic
 from effnet.models import ModelSpec, build_model
 
 WEIGHT_KEYS = ("spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s", "train_config")
@@ -56,7 +56,8 @@ def read_weights(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file; train the model first (the train stage)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return read_torch_file(path, f"train the model again: delete it (rm {path}) and run dvc repro, which re-runs its "
+                                 "training stage")
 
 
 def load_weights(path: Path, *, ema: bool = True, device: torch.device | str = "cpu") -> nn.Module:

@@ -22,9 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from effnet.carry import CarryError, decode, encode, read_manifest, stash  # noqa: E402
+from effnet.carry import CarryError, decode, encode, read_manifest, stash
 
 CALL_LIMIT_BYTES = 64 * 2**20  # what one device call carries, the tree included
 STORE = Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry-data"))  # outside the repository copy

@@ -6,6 +6,8 @@
 # scripts/smoke.sh (scripts/smoke.yaml, with --temp) and for the committed CPU run
 # (scripts/cpu_real.yaml, in the workspace).
 #
+# Exit status: 0, 75 when a trainer stopped at its time budget (rerun to resume), else dvc's.
+#
 # Data: the CIFAR-100 mirror (../shared/data, or $CIFAR100_ARCHIVE with $CIFAR100_MD5). Where it
 # is absent the run stops, unless ALLOW_SYNTHETIC=1, which uses a synthetic archive in the
 # official format instead (the smoke run does).
@@ -38,4 +40,16 @@ for key, value in yaml.safe_load(open(sys.argv[1])).items():
     print(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
 PY
 )
-exec dvc exp run "${overrides[@]}" "$@"
+# DVC reports any failed stage as its own failure (255); a trainer stopped by its time budget
+# (EFFNET_TIME_BUDGET_S / EFFNET_DEADLINE) also writes a line to $EFFNET_RESUME_FILE, so this
+# script exits 75 ("resume me: run the same command again") for that, and DVC's status otherwise.
+resume_file="$(mktemp)"
+trap 'rm -f "$resume_file"' EXIT
+status=0
+EFFNET_RESUME_FILE="$resume_file" dvc exp run "${overrides[@]}" "$@" || status=$?
+if [ "$status" -ne 0 ] && [ -s "$resume_file" ]; then
+  echo "stopped by the time budget; run the same command again to resume:" >&2
+  sed 's/^/  /' "$resume_file" >&2
+  exit 75
+fi
+exit "$status"

@@ -17,9 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from effnet.lease import LeaseCosts, LeaseError, call_budget, job_work_s  # noqa: E402
+from effnet.lease import LeaseCosts, LeaseError, call_budget, job_work_s
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,3 +146,106 @@ def test_cli_bad_params_is_one_line_error(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert clock.main(["--params", str(tmp_path / "missing.yaml")]) == 1
+
+
+def _lock_of(params_file: Path, stages: list[str], **recorded_changes: object) -> dict:
+    """A dvc.lock recording every stage in `stages` with the values of `params_file`, except `recorded_changes`."""
+    flat = {}
+
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(yaml.safe_load(params_file.read_text()))
+    flat.update({k.replace("__", "."): v for k, v in recorded_changes.items()})
+
+    def own(name: str) -> dict:  # as dvc.yaml lists them: model only for train_phi, search only for the search
+        return {k: v for k, v in flat.items() if (not k.startswith("model.") or name == "train_phi")
+                and (not k.startswith("search.") or name == "search")}
+
+    return {"schema": "2.0", "stages": {name: {"cmd": "x", "params": {"params.yaml": own(name)}} for name in stages}}
+
+
+def test_plan_says_before_training_which_stages_will_train_and_their_cost(tmp_path: Path) -> None:
+    from stages import plan
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((ROOT / "params.yaml").read_text().replace("phi: 1.5", "phi: 4"))
+    params = load_params(params_file)
+    jobs = clock.budget(params)
+    names = list(dict.fromkeys(plan.lock_stage(job) for job in jobs))
+    assert names[:2] == ["search", "train@efficientnet_b0"] and "train_baseline@resnet50" in names
+    assert {"train_phi", "scale_b0", "scale@depth-3", "scale_compound@8"} <= set(names)
+    lock = tmp_path / "dvc.lock"
+
+    # the committed run's settings: `-S model.phi=4` trains the phi model alone, and says so with its cost
+    lock.write_text(yaml.safe_dump(_lock_of(params_file, names, model__phi=1.5)))
+    assert plan.stale_training(lock, params_file, jobs) == {"train_phi": "model.phi 1.5 -> 4"}
+    [head, row] = plan.preflight(params, params_file, lock, seconds_per_b0_image=1e-3)
+    assert head.startswith("plan: this run trains 1 stage, about ") and "train_phi" in row and "model.phi 1.5 -> 4" in row
+
+    # a dvc.lock of other search settings: the search re-runs first, and with it everything that reads its result
+    lock.write_text(yaml.safe_dump(_lock_of(params_file, names, model__phi=1.5, search__epochs=2)))
+    stale = plan.stale_training(lock, params_file, jobs)
+    assert stale["search"] == "search.epochs 2 -> 20" and stale["train_phi"] == "model.phi 1.5 -> 4"
+    assert stale["train@efficientnet_b7"] == stale["scale_compound@4"] == "the search re-runs"
+    assert "train_baseline@resnet50" not in stale and "scale@depth-4" not in stale  # they never read the search
+    lines = plan.preflight(params, params_file, lock, seconds_per_b0_image=1e-3)
+    assert lines[0].startswith(f"plan: this run trains {len(stale)} stages") and lines[1].split()[0] == "search"
+
+    # a changed code file that a stage lists as a dep (dvc.lock keeps its md5): that stage trains again
+    import hashlib
+
+    code = tmp_path / "stages" / "train_phi.py"
+    code.parent.mkdir()
+    code.write_text("print('phi')\n")
+    recorded = _lock_of(params_file, names)
+    recorded["stages"]["train_phi"]["deps"] = [{"path": "stages/train_phi.py",
+                                                "md5": hashlib.md5(code.read_bytes()).hexdigest()},
+                                               {"path": "data/cifar100", "md5": "0" * 32 + ".dir"}]
+    lock.write_text(yaml.safe_dump(recorded))
+    assert plan.stale_training(lock, params_file, jobs) == {}
+    code.write_text("print('phi, edited')\n")
+    assert plan.stale_training(lock, params_file, jobs) == {"train_phi": "stages/train_phi.py changed"}
+
+    lock.write_text(yaml.safe_dump(_lock_of(params_file, names)))  # nothing changed
+    assert plan.preflight(params, params_file, lock, 1e-3)[0].startswith("plan: by dvc.lock every training stage is up")
+    assert len(plan.stale_training(tmp_path / "absent.lock", params_file, jobs)) == len(names)  # a fresh project
+
+
+def test_the_cost_exponent_scales_every_network_but_b0() -> None:
+    params = load_params(ROOT / "params.yaml")
+    flat, measured = clock.budget(params), clock.budget(params, exponent=0.4)
+    by_name = {j.name: j for j in measured}
+    assert by_name["efficientnet_b0"].cost == 1.0
+    assert by_name["efficientnet_b7"].cost == pytest.approx((37 / 0.39) ** 0.4)  # 6.2x, not 95x
+    assert [j.name for j in flat] == [j.name for j in measured]
+    assert clock.cost_exponent(1.0, 1.85, 4.6) == pytest.approx(math.log(1.85) / math.log(4.6))
+    assert clock.cost_exponent(1.0, 10.0, 4.6) == 1.0 and clock.cost_exponent(1.0, 0.9, 4.6) == 0.2  # clipped
+    line = clock.model_line("efficientnet_b7", list(clock.study.model_names()), params, 1e-3, exponent=0.4)
+    assert clock.duration(by_name["efficientnet_b7"].b0_images * 1e-3) in line
+
+
+def test_the_kept_timing_carries_the_exponent_to_the_model_lines(tmp_path: Path) -> None:
+    path = tmp_path / "plan" / "timing.json"
+    clock.save_timing(path, "cpu (2 threads)", 0.02, 32, exponent=0.5)
+    assert clock.load_exponent(path) == 0.5 and clock.load_exponent(tmp_path / "none.json") == 1.0
+
+
+@pytest.mark.slow
+def test_the_calibrated_clock_predicts_b7_within_2x_on_this_device() -> None:
+    # a measured check of the calibration: B0 and B3 timed, B7 predicted from them, then B7 timed
+    import torch
+
+    params = _params(ROOT / "scripts" / "smoke.yaml")  # B0 at 8 px, as the smoke run
+    device = torch.device("cpu")
+    b0 = clock.time_b0(params, device, steps=2, batch=8)
+    exponent = clock.measure_cost_exponent(params, device, b0, steps=2, batch=8)
+    predicted = b0 * clock.scaled_cost(clock.RELATIVE_COST["efficientnet_b7"], exponent)
+    measured = clock.time_b0(params, device, steps=2, batch=8, variant="b7")
+    by_flops = b0 * clock.RELATIVE_COST["efficientnet_b7"]
+    assert 0.5 < predicted / measured < 2.0, (predicted, measured, exponent)
+    assert abs(math.log(predicted / measured)) < abs(math.log(by_flops / measured))  # better than FLOPs alone

@@ -328,3 +328,52 @@ def test_every_trained_model_has_its_own_evaluate_stage() -> None:
     run = [m.name for m in study_models(params)]
     for model_dir in evaluated:
         assert in_run({"model": model_dir.removeprefix("models/")}, run), model_dir
+
+
+def test_a_read_only_metrics_directory_or_a_full_disk_leaves_both_files_as_they_were(
+        tmp_path: Path, prepared_data_dir: Path, monkeypatch) -> None:
+    import errno
+
+    import effnet.evaluate as evaluate_module
+    from effnet.io import WriteError
+
+    write_weights(tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"), ema=False)
+    cfg = EvaluateConfig(batch_size=50, throughput_batches=1, images_per_class=1)
+    metrics, predictions = tmp_path / "metrics", tmp_path / "predictions"
+    for path, text in ((metrics / "efficientnet_b0.json", "old"), (predictions / "efficientnet_b0.npz", "old")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def run():
+        return evaluate_one(trained_model(tmp_path / "models", "efficientnet_b0"), prepared_data_dir, cfg,
+                            metrics_dir=metrics, predictions_dir=predictions, log=lambda *_: None)
+
+    real_write_bytes, measured = Path.write_bytes, []
+
+    def read_only(self, data):  # metrics/ read-only (as root, chmod would not stop the writes)
+        if self.parent == metrics:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    monkeypatch.setattr(evaluate_module, "evaluate_model",
+                        lambda *a, **k: measured.append(1) or (_ for _ in ()).throw(AssertionError("evaluated")))
+    with pytest.raises(WriteError, match=f"{metrics} is not writable"):
+        run()
+    assert not measured  # refused before the evaluation, and before predictions/ was touched
+    monkeypatch.undo()
+
+    real_write_text = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):  # the record's write fails after the predictions were written
+        if self.parent == metrics:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(WriteError, match="efficientnet_b0.json: could not be written: no space left on the disk"):
+        run()
+    monkeypatch.undo()
+    assert (metrics / "efficientnet_b0.json").read_text() == (predictions / "efficientnet_b0.npz").read_text() == "old"
+    assert sorted(p.name for d in (metrics, predictions) for p in d.iterdir()) == ["efficientnet_b0.json",
+                                                                                   "efficientnet_b0.npz"]

@@ -392,3 +392,13 @@ def test_summary_fits_160_columns_in_dvc(tmp_path: Path) -> None:
     shown = run(str(dvc), "metrics", "show", "metrics/summary.json").stdout
     assert "B7" in shown and "ResNet-152" in shown
     assert max(len(line) for line in shown.splitlines()) < 160
+
+
+def test_the_search_figure_says_each_candidate_is_at_its_own_phi(tmp_path: Path, drawn: dict) -> None:
+    _committed_run(tmp_path)
+    make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+               out_dir=tmp_path / "plots", log=pytest.fail)
+    labels = [ax.get_xlabel() for ax in drawn["search"].axes]
+    assert "FLOPs of each candidate as trained (at its own phi), relative to B0" in labels
+    assert not any("phi = 1" in label for label in labels)  # the candidates are not at phi = 1

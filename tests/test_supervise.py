@@ -150,6 +150,44 @@ def test_a_second_trainer_on_the_same_checkpoints_is_refused(project):
     assert first.returncode == 0
 
 
+def fake_dvc(directory: Path, body: str) -> Path:
+    """An executable named `dvc` in `directory` running the bash `body` (its command line names dvc, as the real one's)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dvc = directory / "dvc"
+    dvc.write_text(f"#!/bin/bash\n{body}\n")
+    dvc.chmod(0o755)
+    return dvc
+
+
+def test_a_plain_sigterm_to_dvc_leaves_no_trainer(project):
+    dvc = fake_dvc(project / "bin", '"$@"')  # runs the stage as `dvc repro` does: a child that is not exec'd
+    process = start([str(dvc), *LAUNCH, str(ROOT / "stages/train_phi.py"), "--data", "data"], project)
+    wait_until(lambda: mid_training(project), what="the first checkpoint")
+    pids = trainers(project)
+    assert pids, "no trainer found"
+    process.send_signal(signal.SIGTERM)  # dvc alone, not its process group
+    process.communicate(timeout=30)
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=15, what="the launcher and trainer to die")
+    assert not (project / "models/efficientnet_phi/model.pt").exists()
+    assert supervise.dvc_ancestor() is None  # pytest itself runs under no dvc
+
+
+@pytest.mark.parametrize("writes_resume_line, status", [(True, 75), (False, 255)])
+def test_exp_sh_exits_75_when_a_trainer_stopped_at_its_budget(tmp_path, writes_resume_line, status):
+    body = ('[ -n "$EFFNET_RESUME_FILE" ] && printf "checkpoints/efficientnet_b0/last.pt\\t1/3\\n" >> "$EFFNET_RESUME_FILE"'
+            if writes_resume_line else "true")
+    fake_dvc(tmp_path / "bin", f"{body}\nexit 255")  # DVC's status for any failed stage
+    (tmp_path / "archive.tar.gz").write_bytes(b"")
+    (tmp_path / "overrides.yaml").write_text("train.epochs: 3\n")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "CIFAR100_ARCHIVE": str(tmp_path / "archive.tar.gz"), "CIFAR100_MD5": "0" * 32}
+    done = subprocess.run(["bash", str(ROOT / "scripts/exp.sh"), str(tmp_path / "overrides.yaml")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == status, done.stderr
+    if writes_resume_line:
+        assert "run the same command again to resume:\n  checkpoints/efficientnet_b0/last.pt\t1/3" in done.stderr
+
+
 def test_gpu_count_respects_cuda_visible_devices(monkeypatch, tmp_path):
     smi = tmp_path / "nvidia-smi"
     smi.write_text("#!/bin/sh\nfor i in 0 1 2 3; do echo \"GPU $i: NVIDIA H100 (UUID: GPU-$i)\"; done\n")

@@ -353,6 +353,103 @@ def test_time_budget_stops_after_an_epoch_with_status_75_and_resuming_ends_as_an
         assert [h[key] for h in whole.history] == [h[key] for h in resumed.history]
 
 
+def test_a_budget_shorter_than_an_epoch_trains_one_then_refuses_instead_of_looping_on_75(
+        prepared_data_dir, tmp_path, monkeypatch):
+    cfg = replace(QUICK, epochs=3)
+    checkpoints = tmp_path / "ck"
+    resume_file = tmp_path / "resume.txt"
+    resume_file.write_text("")
+    monkeypatch.delenv(train_module.DEADLINE_ENV, raising=False)
+    monkeypatch.setenv(train_module.BUDGET_ENV, "0.001")  # counted from the import: long past, and the same every rerun
+    monkeypatch.setenv(train_module.RESUME_FILE_ENV, str(resume_file))
+    assert train_module.repeated_budget() == 0.001
+    # the first process has no timing yet: it trains one epoch, saves it and asks to be resumed (75)
+    with pytest.raises(train_module.TimeBudgetReached, match="after epoch 1 of 3.*run the same command again"):
+        train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False)
+    assert resume_file.read_text() == f"{checkpoints / CHECKPOINT_NAME}\t1/3\n"  # what a wrapper of dvc reads
+    # the rerun knows an epoch cannot fit that budget: one clear error, not another 75 that would never progress
+    with pytest.raises(TrainingError, match=r"time budget \(EFFNET_TIME_BUDGET_S=0.001 s\) is shorter than one epoch "
+                                            r"\(about \d+ s, measured in .*last.pt\), so no rerun would make progress; "
+                                            r"give at least EFFNET_TIME_BUDGET_S=\d+ or unset it"):
+        train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False)
+    assert torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1  # nothing lost
+    assert resume_file.read_text().count("\n") == 1  # the refusal is no "resume me"
+    # an absolute deadline is a time slot: a later call brings a later one, so that stays 75 and says so
+    monkeypatch.delenv(train_module.BUDGET_ENV)
+    monkeypatch.setenv(train_module.DEADLINE_ENV, f"{time.time() + 1e-3:.3f}")
+    assert train_module.repeated_budget() is None
+    with pytest.raises(train_module.TimeBudgetReached, match="no epoch fits before the deadline.*later deadline"):
+        train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False)
+
+
+def _scripted_loss(monkeypatch, losses):
+    """Make every training step report `losses(step)` (finite) as its loss; the step itself still runs."""
+    real = train_module.TrainState.step
+    counter = [0]
+
+    def step(self, images, labels, num_updates):
+        loss, logits = real(self, images, labels, num_updates)
+        counter[0] += 1
+        return torch.full_like(loss, losses(counter[0] - 1)), logits
+
+    monkeypatch.setattr(train_module.TrainState, "step", step)
+
+
+def test_a_diverged_but_finite_loss_stops_the_run_as_a_nan_does(prepared_data_dir, tmp_path, monkeypatch):
+    _scripted_loss(monkeypatch, lambda step: 3.6e14)  # what lr 1e6 with clipping gave: finite, and no learning
+    with pytest.raises(TrainingError, match=r"tiny: training diverged at epoch 1: the loss stayed above 46.1 "
+                                            r"\(10 x ln 100, a uniform guess's loss\) for 4 steps up to step 4 of 4; "
+                                            r"no checkpoint was written. Try a lower train.lr"):
+        train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert not (tmp_path / "ck" / CHECKPOINT_NAME).exists()
+
+
+def test_a_short_spike_of_the_loss_is_not_divergence(prepared_data_dir, tmp_path, monkeypatch):
+    # 4 steps an epoch: a spike over the bound for 3 of them, then back to a normal loss, twice
+    _scripted_loss(monkeypatch, lambda step: 1e3 if step % 4 < 3 else 4.0)
+    result = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_the_real_loss_of_a_normal_run_stays_far_below_the_divergence_bound(prepared_data_dir, tmp_path):
+    result = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+    bound = train_module.DIVERGENCE_FACTOR * math.log(100)
+    assert max(h["train/loss"] for h in result.history) < bound / 5
+
+
+def test_progress_lines_inside_an_epoch_when_stderr_is_no_terminal(prepared_data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(train_module.PROGRESS_ENV, "1e-9")  # a line at every step but the last
+    train(TINY, replace(QUICK, epochs=1), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " a step, about " in line]
+    assert [line.split(": step ")[1].split(",")[0] for line in lines] == ["1/4", "2/4", "3/4"]
+    assert lines[0].startswith("tiny epoch 1/1: step 1/4, ") and lines[0].endswith(" to the epoch's end")
+    assert train_module.progress_interval({}) == 60.0 and train_module.progress_interval({"EFFNET_PROGRESS_S": "0"}) is None
+    with pytest.raises(TrainingError, match="EFFNET_PROGRESS_S must be a number of seconds"):
+        train_module.progress_interval({"EFFNET_PROGRESS_S": "often"})
+
+
+def test_a_truncated_checkpoint_or_weights_file_is_one_line_naming_it_and_the_fix(prepared_data_dir, tmp_path):
+    from effnet.checkpoint import load_checkpoint
+    from effnet.io import DamagedFileError
+    from effnet import cli
+
+    result = train(TINY, replace(QUICK, epochs=1), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+    checkpoint = tmp_path / "ck" / CHECKPOINT_NAME
+    weights = tmp_path / "model" / "model.pt"
+    save_weights(weights, result, TINY, QUICK)
+    for path in (checkpoint, weights):  # cut short, as a copy that ran out of space leaves it
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DamagedFileError, match=rf"^{checkpoint}: damaged, cannot be read \(.*\); delete it "
+                                               rf"\(rm {checkpoint}\) and rerun: the run starts afresh") as raised:
+        train(TINY, replace(QUICK, epochs=1), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert cli.expected(raised.value) and "\n" not in str(raised.value)  # a stage prints it as one `error:` line
+    with pytest.raises(DamagedFileError, match=rf"^{weights}: damaged, .*train the model again: delete it "
+                                               rf"\(rm {weights}\) and run dvc repro"):
+        read_weights(weights)
+    checkpoint.unlink()
+    assert load_checkpoint(checkpoint) is None  # deleted, as the message says: a fresh start
+
+
 def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
     dist = Distributed(rank=0, world_size=2)
     with pytest.raises(TrainingError, match="does not divide over 2 processes"):
