@@ -697,6 +697,31 @@ def windows_block(files: RunFiles) -> str:
     return table(["window file", "jobs", "benchmark", "budget", "estimated s per epoch (not measured)"], rows, "lllll")
 
 
+# Bytes of a trainer checkpoint per parameter (weights, EMA, momentum, BatchNorm statistics, RNG states),
+# measured with `effnet.checkpoint.save_checkpoint` after one training step on the CPU: B0 for the
+# EfficientNets, ResNet-50 for the baselines; fp32 as saved, bf16 as `shrink_checkpoint` writes it.
+CHECKPOINT_BYTES_PER_PARAM = {"efficientnet": {"fp32": 12.17, "bf16": 6.11}, "baseline": {"fp32": 12.03, "bf16": 6.02}}
+LEASE_CARRY_MIB = 56  # what one call brings back and one carry takes beside the tree (docs/lease.md)
+RETURN_FILE_MIB = 16  # the largest file a device call returns
+
+
+def checkpoints_block(files: RunFiles) -> str:
+    """Each matrix model's checkpoint size in fp32 and bf16, from its parameter count in metrics/models.csv."""
+    rows = []
+    for r in _order(files.models):
+        if r.get("group") != "matrix" or not finite(r.get("params")):
+            continue
+        rates = CHECKPOINT_BYTES_PER_PARAM["efficientnet" if r.get("arch") == "efficientnet" else "baseline"]
+        mib = {kind: r["params"] * rate / 2**20 for kind, rate in rates.items()}
+        rows.append([label(r), num(r["params"], 1e6), num(mib["fp32"]), "yes" if mib["fp32"] <= LEASE_CARRY_MIB else "no",
+                     num(mib["bf16"]), "yes" if mib["bf16"] <= LEASE_CARRY_MIB else "no",
+                     str(math.ceil(mib["bf16"] / RETURN_FILE_MIB))])
+    if not rows:
+        return "No matrix models in `metrics/models.csv`."
+    return table(["model", "params (M)", "fp32 (MiB)", "spans leases", "bf16 (MiB)", "spans leases in bf16",
+                  f"{RETURN_FILE_MIB} MiB files (bf16)"], rows, "lrrlrlr")
+
+
 GENERATORS = {
     "results": lambda files: results_block(files.models, files.search, run=run_summary(files.params, files.models)),
     "run": run_block,
@@ -704,6 +729,7 @@ GENERATORS = {
     "scaling": scaling_block,
     "times": times_block,
     "gpu-windows": windows_block,
+    "checkpoints": checkpoints_block,
 }
 
 
