@@ -27,9 +27,10 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, features
@@ -64,12 +65,14 @@ def _md5(data: bytes) -> str:
 
 
 def array_md5s(archive: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{"train/images": {"dtype", "shape", "md5"}, ...}: every array of a read_cifar100 dict, md5 of its C-order bytes."""
+    """{"train/images": {"dtype", "shape", "md5"}, ...}: every array of a read_cifar100 dict, md5 of its C-order
+    bytes."""
     out = {}
     for split in SPLITS:
         for key in ("images", *LABEL_KEYS):
             array = np.ascontiguousarray(archive[split][key])
-            out[f"{split}/{key}"] = {"dtype": str(array.dtype), "shape": list(array.shape), "md5": _md5(array.tobytes())}
+            out[f"{split}/{key}"] = {"dtype": str(array.dtype), "shape": list(array.shape),
+                                     "md5": _md5(array.tobytes())}
     return out
 
 
@@ -162,10 +165,11 @@ def encode(archive: dict[str, Any], carry_dir: Path, *, part_bytes: int, source_
     while True:
         # a file goes to the part its middle byte falls in, with `count` parts of equal share
         share, start, part_of = sum(sizes) / count, 0, {}
-        for name, size in zip(files, sizes):
+        for name, size in zip(files, sizes, strict=True):
             part_of[name] = min(count, 1 + int((start + size / 2) // share))
             start += size
-        if all(sum(s for n, s in zip(files, sizes) if part_of[n] == p) <= room for p in range(1, count + 1)):
+        if all(sum(s for n, s in zip(files, sizes, strict=True) if part_of[n] == p) <= room
+               for p in range(1, count + 1)):
             break
         count += 1
     part = count
@@ -203,12 +207,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise CarryError(f"{path}: no manifest; this is not a carried part (make them with scripts/carry.py encode)")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
-        raise CarryError(f"{path}: format {manifest.get('format')!r}, this code reads {FORMAT!r}; encode the parts again")
+        raise CarryError(f"{path}: format {manifest.get('format')!r}, this code reads {FORMAT!r}; "
+                         "encode the parts again")
     return manifest
 
 
 def stash(part_dir: Path, store: Path) -> list[str]:
-    """Copy one carried part into `store` (outside the repository copy, which the next call replaces); returns the files.
+    """Copy one carried part into `store` (outside the repository copy, which the next call replaces); returns the
+    files.
 
     Each file is checked against the manifest before it is copied; a store that holds another
     encoding's manifest is refused (remove it, or use another store).
@@ -252,8 +258,8 @@ def decode(store: Path, *, workers: int | None = None) -> dict[str, Any]:
     for name, entry in manifest["files"].items():
         data = (store / name).read_bytes()
         if _md5(data) != entry["md5"]:
-            raise CarryError(f"{store / name}: md5 {_md5(data)}, the manifest says {entry['md5']}: part {entry['part']} "
-                             "is damaged; carry and stash it again")
+            raise CarryError(f"{store / name}: md5 {_md5(data)}, the manifest says {entry['md5']}: "
+                             f"part {entry['part']} is damaged; carry and stash it again")
         blobs[name] = data
     rows, cols = manifest["grid"]["rows"], manifest["grid"]["cols"]
     shape = (rows * SIDE, cols * SIDE)
@@ -267,7 +273,7 @@ def decode(store: Path, *, workers: int | None = None) -> dict[str, Any]:
             sheets = list(pool.map(lambda name: _decode_webp(blobs[name], name, shape), info["sheets"]))
             counts = [min(rows * cols, info["images"] - i * rows * cols) for i in range(len(sheets))]
             archive[split]["images"] = np.ascontiguousarray(
-                np.concatenate([_unsheet(s, rows, cols, c) for s, c in zip(sheets, counts)]))
+                np.concatenate([_unsheet(s, rows, cols, c) for s, c in zip(sheets, counts, strict=True)]))
     archive = {"train": archive["train"], "test": archive["test"],
                "fine_label_names": list(manifest["fine_label_names"]),
                "coarse_label_names": list(manifest["coarse_label_names"])}

@@ -7,9 +7,10 @@
 
 A known error (a bad key in params.yaml, a missing file, a failed download, a training
 error) becomes `error: <message>` on stderr and exit status 1; Ctrl-C becomes one
-`interrupted` line (saying where to resume, or that nothing was saved yet) and exit status 1. A training stage passes `lock=` (its checkpoint
-directory): the stage then holds that directory's lock while it runs, so a second trainer
-refuses at once, and when started by `effnet.supervise` or torchrun it dies with its parent.
+`interrupted` line (saying where to resume, or that nothing was saved yet) and exit status 1.
+A training stage passes `lock=` (its checkpoint directory): the stage then holds that
+directory's lock while it runs, so a second trainer refuses at once, and when started by
+`effnet.supervise` or torchrun it dies with its parent.
 
 Imports no torch (nor anything that does), so the stages that only read tables and draw
 figures start in a fraction of a second; the library is imported by the stage scripts.
@@ -321,12 +322,14 @@ def check_params_unchanged() -> None:
     try:
         now = load_params(path)
     except Exception as error:  # noqa: BLE001 -- a broken params file is a change too
-        raise ParamsChangedError(f"{path} changed while this stage ran and no longer loads ({error}): {_ADVICE}") from None
+        raise ParamsChangedError(f"{path} changed while this stage ran and no longer loads ({error}): "
+                                 f"{_ADVICE}") from None
     if now == params:
         return
     import dataclasses
 
     old, new = flatten_params(dataclasses.asdict(params)), flatten_params(dataclasses.asdict(now))
-    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]
     raise ParamsChangedError(f"{path} changed while this stage ran ({'; '.join(changes[:5])}); nothing more is written "
                              f"for it: {_ADVICE}")

@@ -280,7 +280,8 @@ def evaluate_one(trained: TrainedModel, data_dir: Path, cfg: EvaluateConfig, *, 
     and `predictions_dir/<model>.npz`. Both places are checked for write permission before the
     evaluation starts, and the two files are replaced together once all is measured
     (`effnet.io.write_together`): a full disk or a read-only directory leaves both as they were."""
-    prediction_file, metrics_file = predictions_path(predictions_dir, trained.model), Path(metrics_dir) / f"{trained.model}.json"
+    prediction_file = predictions_path(predictions_dir, trained.model)
+    metrics_file = Path(metrics_dir) / f"{trained.model}.json"
     ensure_writable([prediction_file, metrics_file])
     data = load_eval_data(data_dir, cfg.images_per_class)
     start = time.perf_counter()

@@ -258,7 +258,8 @@ def lock_dir(directory: Path) -> Iterator[Path]:
 
 
 class DamagedFileError(ValueError):
-    """A checkpoint or weights file exists but cannot be read (cut short, overwritten); the message names it and the fix."""
+    """A checkpoint or weights file exists but cannot be read (cut short, overwritten); the message names it and the
+    fix."""
 
 
 def read_torch_file(path: Path, fix: str) -> dict[str, Any]:

@@ -53,7 +53,8 @@ class LeaseCosts:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise LeaseError(f"LeaseCosts.{name} must be a finite number of seconds >= 0, got {value!r}")
         if not (isinstance(self.per_call_s, int) and 1 <= self.per_call_s <= 600):
-            raise LeaseError(f"LeaseCosts.per_call_s must be an integer in 1..600 (the tool's limit), got {self.per_call_s!r}")
+            raise LeaseError("LeaseCosts.per_call_s must be an integer in 1..600 (the tool's limit), "
+                             f"got {self.per_call_s!r}")
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,16 @@ def _seconds(value: float, name: str) -> float:
 
 
 def lease_left_at_command(budget_left_s: float, *, warm: bool, costs: LeaseCosts = LeaseCosts()) -> float:
-    """Device time left when the call's command starts: the budget, less the start (if no machine is warm) and the transfer in.
+    """Device time left when the call's command starts: the budget, less the start (if no machine is warm) and the
+    transfer in.
 
     Raises LeaseError when no machine is warm and less than `costs.min_start_left_s` is left:
     the tool would start none.
     """
     budget_left_s = _seconds(budget_left_s, "budget_left_s")
     if not warm and budget_left_s < costs.min_start_left_s:
-        raise LeaseError(f"{budget_left_s:.0f} s of device time left and no machine warm: the tool starts none with under "
-                         f"{costs.min_start_left_s:.0f} s left; plan this work for a later lease")
+        raise LeaseError(f"{budget_left_s:.0f} s of device time left and no machine warm: the tool starts none "
+                         f"with under {costs.min_start_left_s:.0f} s left; plan this work for a later lease")
     return budget_left_s - (0.0 if warm else costs.start_s) - costs.transfer_in_s
 
 
@@ -104,9 +106,10 @@ def call_budget(budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_
     timeout_s = math.floor(min(float(costs.per_call_s), room))
     work_s = math.floor(timeout_s - pack_s - stop_s)
     if work_s < 1:
-        raise LeaseError(f"{budget_left_s:.0f} s of device time left{'' if warm else ' (a start included)'} leave "
-                         f"{room:.0f} s for the command after the transfers, the release and the {costs.margin_s:.0f} s "
-                         f"margin: not enough to work {pack_s + stop_s:.0f} s of packing and stopping; do not start the call")
+        raise LeaseError(f"{budget_left_s:.0f} s of device time left{'' if warm else ' (a start included)'} "
+                         f"leave {room:.0f} s for the command after the transfers, the release and the "
+                         f"{costs.margin_s:.0f} s margin: not enough to work {pack_s + stop_s:.0f} s of packing and "
+                         "stopping; do not start the call")
     return CallBudget(timeout_s=timeout_s, work_s=work_s, lease_left_s=left, capped=timeout_s == costs.per_call_s)
 
 
@@ -125,5 +128,6 @@ def job_work_s(budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_s
     left = lease_left_at_command(budget_left_s, warm=warm, costs=costs)
     work = math.floor(left - costs.transfer_out_s - costs.release_s - costs.margin_s - pack_s - stop_s)
     if work < 1:
-        raise LeaseError(f"{budget_left_s:.0f} s of device time left leave no time for a background job; do not start it")
+        raise LeaseError(f"{budget_left_s:.0f} s of device time left leave no time for a background job; "
+                         "do not start it")
     return work

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -30,7 +29,8 @@ def lock_stage(job: clock.Job) -> str:
     if model == "baseline":
         return "scale_b0"
     strategy, target = model.rsplit("_", 1)
-    return f"scale_compound@{target.removesuffix('x')}" if strategy == "compound" else f"scale@{strategy}-{target.removesuffix('x')}"
+    target = target.removesuffix("x")
+    return f"scale_compound@{target}" if strategy == "compound" else f"scale@{strategy}-{target}"
 
 
 def _recorded(entry: dict) -> dict[str, object]:
@@ -52,7 +52,8 @@ def changed_files(root: Path, entry: dict) -> list[str]:
 
 
 def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict[str, str]:
-    """{stage: why} for the training stages that DVC will run: absent from `lock`, or recorded with other params or code.
+    """{stage: why} for the training stages that DVC will run: absent from `lock`, or recorded with other params or
+    code.
 
     A stage that reads the search's result (EfficientNets: train@efficientnet_*, train_phi,
     scale_compound@*) re-runs with the search. A changed file dep (code) counts; changed data and
@@ -91,8 +92,8 @@ def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_imag
     cost = {name: 0.0 for name in stale}
     for job in jobs:
         if lock_stage(job) in cost:
-            cost[lock_stage(job)] += job.b0_images * seconds_per_b0_image + (clock.STAGE_START_S if job.stage != "search"
-                                                                               else 0.0)
+            start_s = clock.STAGE_START_S if job.stage != "search" else 0.0
+            cost[lock_stage(job)] += job.b0_images * seconds_per_b0_image + start_s
     total = sum(cost.values())
     lines = [f"plan: this run trains {len(stale)} stage{'s' if len(stale) != 1 else ''}, about {clock.duration(total)} "
              f"here (by dvc.lock, these params and the code; data or command changes can add more: dvc status):"]

@@ -471,7 +471,9 @@ def progress_interval(environ: dict[str, str] | None = None) -> float | None:
 
 
 def _eta(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def train_one_epoch(state: TrainState, loader: DeviceLoader, epoch: int, *, spec: ModelSpec, cfg: TrainConfig,

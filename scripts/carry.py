@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 from effnet.carry import CarryError, decode, encode, read_manifest, stash
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CALL_LIMIT_BYTES = 64 * 2**20  # what one device call carries, the tree included
 STORE = Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry-data"))  # outside the repository copy
@@ -46,16 +47,20 @@ def md5_of(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("encode", help="here: the archive's arrays as WebP sheets in parts that fit a call with the tree")
+    p = sub.add_parser("encode",
+                       help="here: the archive's arrays as WebP sheets in parts that fit a call with the tree")
     p.add_argument("--archive", type=Path, default=ROOT.parent / "shared" / "data" / "cifar-100-python.tar.gz")
-    p.add_argument("--md5", default="489088aff4823e5bdf2d51ec904dbfdb", help="the archive's md5 (the mirror's by default)")
+    p.add_argument("--md5", default="489088aff4823e5bdf2d51ec904dbfdb",
+                   help="the archive's md5 (the mirror's by default)")
     p.add_argument("--carry", type=Path, default=ROOT / ".carry" / "data", help="an ignored folder of the checkout")
-    p.add_argument("--margin-mib", type=float, default=6.0, help="room left under the call's limit for the tree to grow")
+    p.add_argument("--margin-mib", type=float, default=6.0,
+                   help="room left under the call's limit for the tree to grow")
     p.add_argument("--max-parts", type=int, default=2)
     p = sub.add_parser("stash", help="device: check a carried part and keep it outside the repository copy")
     p.add_argument("part", type=Path)
     p.add_argument("--store", type=Path, default=STORE)
-    p = sub.add_parser("prepare", help="device: decode the stashed parts and write the splits as the download stage does")
+    p = sub.add_parser("prepare",
+                       help="device: decode the stashed parts and write the splits as the download stage does")
     p.add_argument("--store", type=Path, default=STORE)
     p.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     p.add_argument("--out", type=Path, default=ROOT / "data" / "cifar100")
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise CarryError(f"{args.archive}: no such file; pass --archive with the CIFAR-100 mirror")
             got = md5_of(args.archive)
             if got != args.md5:
-                raise CarryError(f"{args.archive}: md5 {got}, expected {args.md5}; pass the archive's own md5 with --md5")
+                raise CarryError(f"{args.archive}: md5 {got}, expected {args.md5}; "
+                                 "pass the archive's own md5 with --md5")
             tree = tree_bytes()
             part_bytes = int(CALL_LIMIT_BYTES - args.margin_mib * 2**20) - tree
             start = time.perf_counter()

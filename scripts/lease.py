@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from effnet.lease import LeaseCosts, LeaseError, call_budget, job_work_s
 

@@ -59,7 +59,8 @@ def build(root: Path) -> str:
         package = package_dir(root, name)
         meta = json.loads((package / "package.json").read_text())
         if meta.get("license") != "BSD-3-Clause":
-            raise SystemExit(f"error: {name} {meta.get('version')} is licensed {meta.get('license')!r}, not BSD-3-Clause")
+            raise SystemExit(f"error: {name} {meta.get('version')} is licensed {meta.get('license')!r}, "
+                             "not BSD-3-Clause")
         code = (package / build_file).read_text(encoding="utf8")
         if "</script" in code.lower():  # would end the inline <script> early
             raise SystemExit(f"error: {package / build_file} contains '</script'; it cannot be inlined")

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
         pages, changed = fill_readme(args.update_readme, run_params=args.run_params, defaults=args.params,
                                      models_table=args.models_table, search_json=args.search,
                                      search_table=args.search_table)
-        print(f"filled the generated blocks of {', '.join(map(str, pages))}; changed: {', '.join(map(str, changed)) or 'none'}")
+        print(f"filled the generated blocks of {', '.join(map(str, pages))}; "
+              f"changed: {', '.join(map(str, changed)) or 'none'}")
         return 0
     text = build_report(params, models_table=args.models_table, search_json=args.search, search_table=args.search_table,
                         cam_json=args.cam, plots_dir=args.plots, report_dir=args.out.parent,
@@ -50,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="REPORT.md", type=Path)
     parser.add_argument("--update-readme", nargs="?", const=Path("README.md"), type=Path, metavar="README",
                         help="only fill the generated blocks of README (default README.md) and the pages beside it")
-    parser.add_argument("--run-params", default="dvc.lock", type=Path,
-                        help="with --update-readme: what records the committed run's params (a dvc.lock or a params "
-                             "file of overrides)")
+    parser.add_argument("--run-params", default="dvc.lock", type=Path, help="with --update-readme: what records the "
+                        "committed run's params (a dvc.lock or a params file of overrides)")
     return cli.main(parser, run, argv)
 
 

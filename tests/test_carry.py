@@ -17,7 +17,8 @@ MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar
 
 
 def small_archive(train: int = 37, test: int = 11, seed: int = 0) -> dict:
-    """A read_cifar100-shaped dict; smooth images with noise, so that WebP has something to predict and something not."""
+    """A read_cifar100-shaped dict; smooth images with noise, so that WebP has something to predict and something
+    not."""
     rng = np.random.default_rng(seed)
 
     def split(n: int) -> dict:
@@ -42,7 +43,8 @@ def assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for split in ("train", "test"):
         for key in ("images", "fine_labels", "coarse_labels"):
-            assert a[split][key].dtype == b[split][key].dtype and np.array_equal(a[split][key], b[split][key]), (split, key)
+            assert a[split][key].dtype == b[split][key].dtype, (split, key)
+            assert np.array_equal(a[split][key], b[split][key]), (split, key)
     assert a["fine_label_names"] == b["fine_label_names"] and a["coarse_label_names"] == b["coarse_label_names"]
 
 
@@ -156,7 +158,8 @@ def test_parts_that_claim_the_mirror_must_hold_the_mirrors_arrays(tmp_path):
 def load_script():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("carry_script", Path(__file__).resolve().parents[1] / "scripts" / "carry.py")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "carry.py"
+    spec = importlib.util.spec_from_file_location("carry_script", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -168,7 +171,8 @@ def test_the_device_commands_stash_then_prepare_and_raise_the_flag_last(syntheti
     script = load_script()
     path, md5 = synthetic_archive
     archive = read_cifar100(path)
-    parts = encode(archive, tmp_path / "carry", part_bytes=2**30, source_md5=md5, images_per_sheet=100, cols=10, method=0)
+    parts = encode(archive, tmp_path / "carry", part_bytes=2**30, source_md5=md5, images_per_sheet=100, cols=10,
+                   method=0)
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["data"].update(val_per_class=2, seed=3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -9,10 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from effnet.report import (BLOCK, GENERATORS, RunFiles, fill_blocks, generated_pages, read_run_files, run_params,
-                           update_pages)
 from test_report import project
+
+from effnet.report import (
+    BLOCK,
+    GENERATORS,
+    RunFiles,
+    fill_blocks,
+    generated_pages,
+    read_run_files,
+    run_params,
+    update_pages,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 README_LIMIT = 15_000  # bytes

@@ -337,7 +337,8 @@ def test_a_read_only_metrics_directory_or_a_full_disk_leaves_both_files_as_they_
     import effnet.evaluate as evaluate_module
     from effnet.io import WriteError
 
-    write_weights(tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"), ema=False)
+    write_weights(tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"),
+                  ema=False)
     cfg = EvaluateConfig(batch_size=50, throughput_batches=1, images_per_class=1)
     metrics, predictions = tmp_path / "metrics", tmp_path / "predictions"
     for path, text in ((metrics / "efficientnet_b0.json", "old"), (predictions / "efficientnet_b0.npz", "old")):

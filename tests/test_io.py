@@ -109,7 +109,8 @@ def test_write_together_replaces_no_file_unless_all_are_written(tmp_path):
         write_together([(first, lambda tmp: tmp.write_text("new predictions")), (second, fail)])
     assert (first.read_text(), second.read_text()) == ("old predictions", "old metrics")  # they still agree
     assert sorted(p.name for d in (first.parent, second.parent) for p in d.iterdir()) == ["b0.json", "b0.npz"]
-    write_together([(first, lambda tmp: tmp.write_text("new predictions")), (second, lambda tmp: tmp.write_text("new"))])
+    write_together([(first, lambda tmp: tmp.write_text("new predictions")),
+                    (second, lambda tmp: tmp.write_text("new"))])
     assert (first.read_text(), second.read_text()) == ("new predictions", "new")
 
 

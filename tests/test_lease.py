@@ -67,7 +67,8 @@ def test_bad_figures_are_refused_by_name():
 
 
 def test_the_background_job_ends_before_the_last_call_must_pack():
-    """A job started by the first call may use the lease up to the last call's packing, transfer out, release and margin."""
+    """A job started by the first call may use the lease up to the last call's packing, transfer out, release and
+    margin."""
     first_budget = 900.0
     first = call_budget(first_budget, warm=False, costs=COSTS)
     job = job_work_s(first_budget, warm=False, pack_s=20, costs=COSTS)
@@ -96,7 +97,8 @@ def test_the_script_prints_the_calls_figures_and_refuses_a_lease_too_short(capsy
     import json
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("lease_script", Path(__file__).resolve().parents[1] / "scripts" / "lease.py")
+    spec = importlib.util.spec_from_file_location("lease_script",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "lease.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--budget-left", "900", "--cold", "--start-s", "100", "--pack-s", "20"]) == 0

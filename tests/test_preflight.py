@@ -47,7 +47,8 @@ def test_plan_says_before_training_which_stages_will_train_and_their_cost(tmp_pa
     lock.write_text(yaml.safe_dump(_lock_of(params_file, names, model__phi=1.5)))
     assert preflight.stale_training(lock, params_file, jobs) == {"train_phi": "model.phi 1.5 -> 4"}
     [head, row] = preflight.preflight(params, params_file, lock, seconds_per_b0_image=1e-3)
-    assert head.startswith("plan: this run trains 1 stage, about ") and "train_phi" in row and "model.phi 1.5 -> 4" in row
+    assert head.startswith("plan: this run trains 1 stage, about ")
+    assert "train_phi" in row and "model.phi 1.5 -> 4" in row
 
     # a dvc.lock of other search settings: the search re-runs first, and with it everything that reads its result
     lock.write_text(yaml.safe_dump(_lock_of(params_file, names, model__phi=1.5, search__epochs=2)))
@@ -74,5 +75,6 @@ def test_plan_says_before_training_which_stages_will_train_and_their_cost(tmp_pa
     assert preflight.stale_training(lock, params_file, jobs) == {"train_phi": "stages/train_phi.py changed"}
 
     lock.write_text(yaml.safe_dump(_lock_of(params_file, names)))  # nothing changed
-    assert preflight.preflight(params, params_file, lock, 1e-3)[0].startswith("plan: by dvc.lock every training stage is up")
+    plan = preflight.preflight(params, params_file, lock, 1e-3)
+    assert plan[0].startswith("plan: by dvc.lock every training stage is up")
     assert len(preflight.stale_training(tmp_path / "absent.lock", params_file, jobs)) == len(names)  # a fresh project

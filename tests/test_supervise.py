@@ -151,7 +151,8 @@ def test_a_second_trainer_on_the_same_checkpoints_is_refused(project):
 
 
 def fake_dvc(directory: Path, body: str) -> Path:
-    """An executable named `dvc` in `directory` running the bash `body` (its command line names dvc, as the real one's)."""
+    """An executable named `dvc` in `directory` running the bash `body` (its command line names dvc, as the real
+    one's)."""
     directory.mkdir(parents=True, exist_ok=True)
     dvc = directory / "dvc"
     dvc.write_text(f"#!/bin/bash\n{body}\n")
@@ -174,12 +175,14 @@ def test_a_plain_sigterm_to_dvc_leaves_no_trainer(project):
 
 @pytest.mark.parametrize("writes_resume_line, status", [(True, 75), (False, 255)])
 def test_exp_sh_exits_75_when_a_trainer_stopped_at_its_budget(tmp_path, writes_resume_line, status):
-    body = ('[ -n "$EFFNET_RESUME_FILE" ] && printf "checkpoints/efficientnet_b0/last.pt\\t1/3\\n" >> "$EFFNET_RESUME_FILE"'
+    body = ('[ -n "$EFFNET_RESUME_FILE" ] && '
+            'printf "checkpoints/efficientnet_b0/last.pt\\t1/3\\n" >> "$EFFNET_RESUME_FILE"'
             if writes_resume_line else "true")
     fake_dvc(tmp_path / "bin", f"{body}\nexit 255")  # DVC's status for any failed stage
     (tmp_path / "archive.tar.gz").write_bytes(b"")
     (tmp_path / "overrides.yaml").write_text("train.epochs: 3\n")
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    path = f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path,
            "CIFAR100_ARCHIVE": str(tmp_path / "archive.tar.gz"), "CIFAR100_MD5": "0" * 32}
     done = subprocess.run(["bash", str(ROOT / "scripts/exp.sh"), str(tmp_path / "overrides.yaml")], env=env,
                           capture_output=True, text=True, timeout=60)

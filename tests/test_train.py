@@ -423,15 +423,16 @@ def test_progress_lines_inside_an_epoch_when_stderr_is_no_terminal(prepared_data
     lines = [line for line in capsys.readouterr().err.splitlines() if " a step, about " in line]
     assert [line.split(": step ")[1].split(",")[0] for line in lines] == ["1/4", "2/4", "3/4"]
     assert lines[0].startswith("tiny epoch 1/1: step 1/4, ") and lines[0].endswith(" to the epoch's end")
-    assert train_module.progress_interval({}) == 60.0 and train_module.progress_interval({"EFFNET_PROGRESS_S": "0"}) is None
+    assert train_module.progress_interval({}) == 60.0
+    assert train_module.progress_interval({"EFFNET_PROGRESS_S": "0"}) is None
     with pytest.raises(TrainingError, match="EFFNET_PROGRESS_S must be a number of seconds"):
         train_module.progress_interval({"EFFNET_PROGRESS_S": "often"})
 
 
 def test_a_truncated_checkpoint_or_weights_file_is_one_line_naming_it_and_the_fix(prepared_data_dir, tmp_path):
+    from effnet import cli
     from effnet.checkpoint import load_checkpoint
     from effnet.io import DamagedFileError
-    from effnet import cli
 
     result = train(TINY, replace(QUICK, epochs=1), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
     checkpoint = tmp_path / "ck" / CHECKPOINT_NAME
