@@ -437,7 +437,7 @@ def test_a_truncated_checkpoint_or_weights_file_is_one_line_naming_it_and_the_fi
     result = train(TINY, replace(QUICK, epochs=1), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
     checkpoint = tmp_path / "ck" / CHECKPOINT_NAME
     weights = tmp_path / "model" / "model.pt"
-    save_weights(weights, result, TINY, QUICK)
+    save_weights(weights, TINY, QUICK, model=result.model, ema=result.ema, metrics=result.metrics)
     for path in (checkpoint, weights):  # cut short, as a copy that ran out of space leaves it
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DamagedFileError, match=rf"^{checkpoint}: damaged, cannot be read \(.*\); delete it "
