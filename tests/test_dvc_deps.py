@@ -3,7 +3,8 @@
 DVC re-runs a stage when one of its `deps` changes. A module the stage imports but does not
 list would let an edit slip by with stale results; a listed module it never imports re-runs
 it for nothing. The closure is computed from the source (`effnet.fingerprint.import_closure`),
-so the two cannot drift apart.
+so the two cannot drift apart. `effnet/study.py` reads `study.yaml`, so a stage that imports it
+lists that file too.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def test_code_deps_are_the_import_closure(name):
     listed = _code(stage.get("deps", []))
     assert not closure - listed, f"{name}: imports code that dvc.yaml does not list: {sorted(closure - listed)}"
     assert not listed - closure, f"{name}: lists code it never imports: {sorted(listed - closure)}"
+    # effnet/study.py reads the study file: a stage that imports it depends on both
+    reads_study = "effnet/study.py" in closure
+    assert ("study.yaml" in stage.get("deps", [])) == reads_study, (
+        f"{name}: {'imports effnet/study.py but does not list' if reads_study else 'lists'} study.yaml")
 
 
 def test_every_listed_dep_exists():

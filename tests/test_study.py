@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,37 +22,56 @@ from test_report import project, report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def dvc_outputs(prefix: str, suffix: str = "") -> set[str]:
-    """The model names under `prefix` (models/ or predictions/) that dvc.yaml's stages write, matrices expanded
-    with params.yaml's values (`${scaling.flops_targets}`)."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    found = set()
-    for stage in stages.values():
-        axes = {key: params["scaling"]["flops_targets"] if value == "${scaling.flops_targets}" else value
-                for key, value in (stage.get("matrix") or {}).items()}
-        assert all(isinstance(v, list) for v in axes.values()), axes  # no other interpolation to resolve here
-        for values in itertools.product(*axes.values()) if axes else [()]:
-            item = dict(zip(axes, values))
-            for out in stage.get("outs", []):
-                out = out if isinstance(out, str) else next(iter(out))
-                for key, value in item.items():
-                    out = out.replace("${item.%s}" % key, str(value))
-                if out.startswith(prefix) and out.endswith(suffix):
-                    found.add(out.removeprefix(prefix).removesuffix(suffix))
-    return found
+def dvc_stages(root: Path = ROOT) -> dict[str, Any]:
+    """dvc.yaml's stages as DVC renders them (its own parser: `vars:` from study.yaml and params.yaml, foreach and
+    matrix expanded), by name: train@efficientnet_b0, scale@depth-4, ..."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {stage.addressing: stage for stage in repo.index.stages}
+
+
+def dvc_outputs(stages: dict[str, Any], prefix: str, suffix: str = "") -> set[str]:
+    """The model names under `prefix` (models/ or predictions/) that `stages` write."""
+    paths = {str(out.def_path) for stage in stages.values() for out in stage.outs}
+    return {p.removeprefix(prefix).removesuffix(suffix) for p in paths if p.startswith(prefix) and p.endswith(suffix)}
 
 
 def test_dvc_yaml_trains_and_evaluates_exactly_the_study() -> None:
     params = params_from_dict(yaml.safe_load((ROOT / "params.yaml").read_text()))
     names = {m.name for m in study.study_models(params)}
-    assert dvc_outputs("models/") == names
-    assert dvc_outputs("predictions/", ".npz") == names
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert set(stages["train"]["matrix"]["model"]) == {m.name for m in study.EFFICIENTNETS}
-    assert set(stages["train_baseline"]["matrix"]["model"]) == {m.name for m in study.BASELINES}
-    assert set(stages["scale"]["matrix"]["strategy"]) | {"compound"} == set(study.strategy_names())
-    assert set(stages["evaluate_scale"]["matrix"]["strategy"]) == set(study.strategy_names())
+    stages = dvc_stages()
+    assert dvc_outputs(stages, "models/") == names
+    assert dvc_outputs(stages, "predictions/", ".npz") == names
+    assert {n.removeprefix("train@") for n in stages if n.startswith("train@")} == {m.name for m in study.EFFICIENTNETS}
+    assert {n.split("@")[1] for n in stages if n.startswith("train_baseline@")} == {m.name for m in study.BASELINES}
+    targets = [f"{t:g}" for t in params.scaling.flops_targets]
+    assert {n for n in stages if n.startswith(("scale@", "scale_compound@"))} == {
+        f"{'scale_compound' if s.coefficients else 'scale'}@{s.name}-{t}" for s in study.STRATEGIES for t in targets}
+    assert {n for n in stages if n.startswith("evaluate_scale@")} == {
+        f"evaluate_scale@{s}-{t}" for s in study.strategy_names() for t in targets}
+    # only the compound-rule strategies wait for the search
+    for name, stage in stages.items():
+        if name.startswith(("scale@", "scale_compound@")):
+            assert ("metrics/search.json" in {str(d.def_path) for d in stage.deps}) == name.startswith("scale_compound@")
+
+
+def test_the_study_file_is_what_study_py_holds() -> None:
+    data = study.read_study()
+    assert study.strategies_of(data) == study.STRATEGIES and study.baselines_of(data) == study.BASELINES
+    assert [s.name for s in study.STRATEGIES] == ["depth", "width", "resolution", "compound"]
+    assert [s.coefficients for s in study.STRATEGIES] == [False, False, False, True]
+    assert set(data["strategies"]) == set(study.strategy_names())  # the YAML merge keys dvc.yaml reads
+    assert set(data["evaluated"]) == {m.name for m in study.matrix() + (study.phi_model(),)} | {"scaling/baseline"}
+
+
+def test_a_broken_study_file_names_what_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text("efficientnets: {}\n")
+    with pytest.raises(ValueError, match="missing sections baselines, cifar_anchors_source"):
+        study.read_study(path)
+    with pytest.raises(FileNotFoundError, match="cannot read the study file"):
+        study.read_study(tmp_path / "absent.yaml")
 
 
 def test_study_models_follow_params() -> None:
