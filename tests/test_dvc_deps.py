@@ -9,6 +9,7 @@ lists that file too.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -52,3 +53,26 @@ def test_every_listed_dep_exists():
     for name, stage in _stages().items():
         for dep in _code(stage.get("deps", [])):
             assert (ROOT / dep).is_file(), f"{name}: {dep} does not exist"
+
+
+def _rewriter():
+    """scripts/dvc_deps.py, loaded from its path (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location("dvc_deps", ROOT / "scripts" / "dvc_deps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_rewriter_restores_a_stale_dvc_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """scripts/dvc_deps.py, after an import changes: a missing module and an extra one are put right, nothing else."""
+    rewriter, committed = _rewriter(), (ROOT / "dvc.yaml").read_text()
+    assert rewriter.main(["--check", "--dvc-yaml", str(ROOT / "dvc.yaml")]) == 0
+    stale = tmp_path / "dvc.yaml"
+    text = committed.replace("      - effnet/io.py\n", "", 1).replace("      - effnet/cam.py\n",
+                                                                      "      - effnet/cam.py\n      - effnet/stats.py\n")
+    assert text != committed
+    stale.write_text(text)
+    assert rewriter.main(["--check", "--dvc-yaml", str(stale)]) == 1
+    assert "download, cam" in capsys.readouterr().err
+    assert rewriter.main(["--dvc-yaml", str(stale)]) == 0
+    assert stale.read_text() == committed  # comments, anchors and layout kept
