@@ -19,10 +19,11 @@ say which, and how many validation and test images were scored, from the models 
 `dvc plots diff`, which have no "colour by column" field: besides the long columns (`family`,
 `test_top1`) each CSV repeats the y value in one column per series (`efficientnet`,
 `baseline`, ...), empty elsewhere; a plot definition that lists those columns as `y` draws one
-series each (Vega drops the empty cells). The training curves, as many series as runs, are
-drawn by a template of ours instead (`.dvc/plots/lines_by_model.json`), which colours the long
-table by its `model` column. Missing inputs never stop the stage: a CSV then has its header only
-and a PNG says what is missing.
+series each (Vega drops the empty cells). Where the series are the study's models or strategies,
+which study.yaml lists, two templates of ours draw the long table instead, coloured by its `model`
+(`training_curves.csv`, `.dvc/plots/lines_by_model.json`) or `strategy` column (`scaling.csv`,
+`.dvc/plots/lines_by_strategy.json`), so that dvc.yaml names none. Missing inputs never stop the
+stage: a CSV then has its header only and a PNG says what is missing.
 
 Readable at 11 models and more, however close their results (the committed CPU run puts
 nearly every model at 1%): legends sit outside the axes; point labels are placed by

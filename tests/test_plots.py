@@ -176,8 +176,12 @@ def test_training_curves_as_one_long_table(tmp_path: Path) -> None:
               if "plots/training_curves.csv" in p.get("y", {})]
     assert {p["y"]["plots/training_curves.csv"] for p in curves} == {"val_top1", "train_loss"}
     assert all(p["x"] == "epoch" and p["template"] == "lines_by_model" for p in curves)
-    template = json.loads((ROOT / ".dvc" / "plots" / "lines_by_model.json").read_text())
-    assert template["encoding"]["color"]["field"] == "model"  # one line per model of the long table
+    for name, column in (("lines_by_model", "model"), ("lines_by_strategy", "strategy")):
+        template = json.loads((ROOT / ".dvc" / "plots" / f"{name}.json").read_text())
+        assert template["encoding"]["color"]["field"] == column  # one line per model (strategy) of the long table
+    scaling_plot = next(p for entry in plots_of_dvc_yaml if isinstance(entry, dict) for p in entry.values()
+                        if "plots/scaling.csv" in p.get("y", {}))
+    assert scaling_plot["template"] == "lines_by_strategy" and scaling_plot["y"]["plots/scaling.csv"] == "test_top1"
     assert not any("dvclive/" in str(y) for p in plots_of_dvc_yaml if isinstance(p, dict) for y in p.values())
 
 
