@@ -104,7 +104,7 @@ def budget(params: Params) -> list[Job]:
 
     jobs = [job(f"candidate {i}/{n}", "search", 2.0, params.search.epochs, params.search.train_per_class)
             for n in [search_candidates(params)] for i in range(1, n + 1)]
-    # a baseline not timed yet (added to effnet/study.py since) costs the mean of the timed ones
+    # a baseline not timed yet (added to study.yaml since) costs the mean of the timed ones
     unmeasured = sum(RELATIVE_COST[name] for name in BASELINE_FLOPS) / len(BASELINE_FLOPS)
     jobs += [job(m.name, "train_baseline" if m.is_baseline else "train", RELATIVE_COST.get(m.name, unmeasured),
                  train.epochs, train.train_per_class) for m in study.matrix()]

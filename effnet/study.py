@@ -231,7 +231,7 @@ def cam_layer_of(arch: str) -> str:
     for m in BASELINES:
         if m.arch == arch:
             return m.cam_layer
-    raise ValueError(f"no Grad-CAM layer for architecture {arch!r}; add its baseline to effnet/study.py BASELINES")
+    raise ValueError(f"no Grad-CAM layer for architecture {arch!r}; add its baseline to study.yaml (baselines)")
 
 
 # --------------------------------------------------------------------------------------
