@@ -121,8 +121,10 @@ def scaling_of(strategy: str) -> Scaling:
     """The row of `SCALINGS` for `strategy`; an unknown strategy is an error that lists the known ones."""
     if strategy not in SCALINGS:
         known = ", ".join(SCALINGS)
-        raise ValueError(f"unknown scaling strategy {strategy!r}; allowed: {known}" if strategy not in strategy_names() else
-                         f"strategy {strategy!r} of study.yaml has no row in effnet/scaling.py SCALINGS (has: {known})")
+        if strategy in strategy_names():
+            raise ValueError(f"strategy {strategy!r} of study.yaml has no row in effnet/scaling.py SCALINGS "
+                             f"(has: {known})")
+        raise ValueError(f"unknown scaling strategy {strategy!r}; allowed: {known}")
     return SCALINGS[strategy]
 
 

@@ -258,10 +258,11 @@ def test_a_window_trains_the_scaling_study_of_the_study_file(monkeypatch):
     assert [n for n in jobs if n.startswith("evaluate_")] == ["evaluate_scaling_baseline"] + [
         f"evaluate_scaling_{s}_{t}x" for t in (3, 4) for s in strategies]
     assert jobs["scale_compound_4x"].needs == ("search",) and "metrics/search.json" in jobs["scale_compound_4x"].command
-    assert jobs["scale_width_3x"].command == ["python3", "stages/train_scaling.py", "--strategy", "width", "--target", "3",
-                                              "--out", "models/scaling/width_3x", "--live", "dvclive/scaling/width_3x",
-                                              "--params", "p.yaml"] and not jobs["scale_width_3x"].needs
-    monkeypatch.setattr(study, "STRATEGIES", study.STRATEGIES + (study.Strategy("stretch", "stretched", "tab:brown", "v"),))
+    assert " ".join(jobs["scale_width_3x"].command) == ("python3 stages/train_scaling.py --strategy width --target 3 "
+                                                        "--out models/scaling/width_3x --live dvclive/scaling/width_3x "
+                                                        "--params p.yaml") and not jobs["scale_width_3x"].needs
+    stretch = study.Strategy("stretch", "stretched", "tab:brown", "v")
+    monkeypatch.setattr(study, "STRATEGIES", study.STRATEGIES + (stretch,))
     names = [job.name for job in gpu.jobs_for(window, "p.yaml", None, [3])]
     assert "scale_stretch_3x" in names and "evaluate_scaling_stretch_3x" in names
     with pytest.raises(gpu.RecipeError, match="study: scaling"):

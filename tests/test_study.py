@@ -55,7 +55,8 @@ def test_dvc_yaml_trains_and_evaluates_exactly_the_study() -> None:
     # only the compound-rule strategies wait for the search
     for name, stage in stages.items():
         if name.startswith(("scale@", "scale_compound@")):
-            assert ("metrics/search.json" in {str(d.def_path) for d in stage.deps}) == name.startswith("scale_compound@")
+            reads_search = "metrics/search.json" in {str(d.def_path) for d in stage.deps}
+            assert reads_search == name.startswith("scale_compound@"), name
 
 
 def test_the_study_file_is_what_study_py_holds() -> None:
