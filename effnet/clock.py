@@ -45,7 +45,7 @@ from effnet import study
 from effnet.config import ConfigError, Params, load_params
 
 # FLOPs per image relative to B0 at the same base resolution (see the module docstring).
-PAPER_FLOPS_B = {"b0": 0.39, "b1": 0.70, "b2": 1.0, "b3": 1.8, "b4": 4.2, "b5": 9.9, "b6": 19.0, "b7": 37.0}  # Table 2
+PAPER_FLOPS_B = {m.variant: float(m.paper.flops.removesuffix("B")) for m in study.EFFICIENTNETS}  # Table 2, study.yaml
 BASELINE_FLOPS = {"resnet50": 10.65, "densenet201": 11.26, "resnet152": 30.50}  # committed run: flops / B0's flops
 BASELINE_SPEED = {"resnet50": 0.30, "densenet201": 0.35, "resnet152": 0.23}  # seconds per FLOP vs EfficientNet
 RELATIVE_COST = {**{f"efficientnet_{v}": flops / PAPER_FLOPS_B["b0"] for v, flops in PAPER_FLOPS_B.items()},
@@ -120,7 +120,7 @@ def budget(params: Params, exponent: float = 1.0) -> list[Job]:
 
     jobs = [job(f"candidate {i}/{n}", "search", 2.0, params.search.epochs, params.search.train_per_class)
             for n in [search_candidates(params)] for i in range(1, n + 1)]
-    # a baseline not timed yet (added to effnet/study.py since) costs the mean of the timed ones
+    # a baseline not timed yet (added to study.yaml since) costs the mean of the timed ones
     unmeasured = sum(RELATIVE_COST[name] for name in BASELINE_FLOPS) / len(BASELINE_FLOPS)
     jobs += [job(m.name, "train_baseline" if m.is_baseline else "train", RELATIVE_COST.get(m.name, unmeasured),
                  train.epochs, train.train_per_class) for m in study.matrix()]

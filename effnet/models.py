@@ -29,7 +29,7 @@ class ModelSpec:
     `drop_path_rate` are unused."""
 
     name: str  # e.g. efficientnet_b3, efficientnet_phi2.5, width_4x, resnet50
-    arch: str  # 'efficientnet' or a baseline's torchvision builder (effnet/study.py BASELINES)
+    arch: str  # 'efficientnet' or a baseline's torchvision builder (study.yaml baselines)
     resolution: int  # input side the network is trained and evaluated at
     regime: str = "cifar"
     cifar_downsample: int = 8
@@ -81,7 +81,7 @@ def compound_spec(phi: float, coefficients: tuple[float, float, float], net: Net
 
 
 def baseline_spec(arch: str, net: NetworkConfig = NetworkConfig()) -> ModelSpec:
-    """A baseline of the study (effnet/study.py BASELINES) at B0's input resolution."""
+    """A baseline of the study (study.yaml baselines) at B0's input resolution."""
     if arch not in {m.arch for m in study.BASELINES}:
         raise ValueError(f"unknown baseline {arch!r}; allowed: {', '.join(m.arch for m in study.BASELINES)}")
     return ModelSpec(name=arch, arch=arch, resolution=_base_resolution(net), regime=net.regime,
@@ -143,7 +143,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
             model = _cifar_densenet(model)
     else:
         raise ValueError(f"unknown architecture {spec.arch!r}; allowed: efficientnet, "
-                         f"{', '.join(m.arch for m in study.BASELINES)} (effnet/study.py BASELINES)")
+                         f"{', '.join(m.arch for m in study.BASELINES)} (study.yaml baselines)")
     model.resolution = spec.resolution
     model.spec = spec
     return model

@@ -7,7 +7,8 @@
 - The coefficient search's landscape (`search.png`, from the search stage's `plots/search.csv`).
 - Figure 3 / Figure 8: top-1 against FLOPs for depth, width, resolution and compound scaling,
   each line starting at the baseline B0 (`scaling`).
-- Training curves of every run from its DVCLive directory (`training_curves.png`).
+- Training curves of every run from its DVCLive directory (`training_curves.png`), and the
+  same curves as one long table, a row per model and epoch (`training_curves.csv`).
 - The faithfulness of the CAM methods per scaling strategy (`cam_faithfulness.png`, from the
   cam stage's `plots/cam_faithfulness.csv`).
 
@@ -18,8 +19,11 @@ say which, and how many validation and test images were scored, from the models 
 `dvc plots diff`, which have no "colour by column" field: besides the long columns (`family`,
 `test_top1`) each CSV repeats the y value in one column per series (`efficientnet`,
 `baseline`, ...), empty elsewhere; a plot definition that lists those columns as `y` draws one
-series each (Vega drops the empty cells). Missing inputs never stop the stage: a CSV then has
-its header only and a PNG says what is missing.
+series each (Vega drops the empty cells). Where the series are the study's models or strategies,
+which study.yaml lists, two templates of ours draw the long table instead, coloured by its `model`
+(`training_curves.csv`, `.dvc/plots/lines_by_model.json`) or `strategy` column (`scaling.csv`,
+`.dvc/plots/lines_by_strategy.json`), so that dvc.yaml names none. Missing inputs never stop the
+stage: a CSV then has its header only and a PNG says what is missing.
 
 Readable at 11 models and more, however close their results (the committed CPU run puts
 nearly every model at 1%): legends sit outside the axes; point labels are placed by
@@ -52,6 +56,10 @@ ACCURACY = "test/top1_ema"  # what the figures show
 FIGURE1_COLUMNS = ("model", "label", "family", "params_m", "flops_g", "test_top1", "efficientnet", "baseline",
                    "efficientnet_phi")
 VAL_TEST_COLUMNS = ("model", "label", "group", "val_top1", "test_top1", "matrix", "phi", "scaling")
+TRAINING_CURVES_COLUMNS = ("model", "epoch", "val_top1", "val_top1_ema", "train_loss")
+# DVCLive metric -> column of training_curves.csv, and whether it is a fraction shown in percent
+CURVE_METRICS = {"val/top1": ("val_top1", True), "val/top1_ema": ("val_top1_ema", True),
+                 "train/loss": ("train_loss", False)}
 LEGEND_OUTSIDE = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
 
 
@@ -197,6 +205,21 @@ def dvclive_runs(dvclive_dir: Path, only: Iterable[str] | None = None) -> list[t
         wanted = set(only)
         runs = {name: path for name, path in runs.items() if name in wanted}
     return sorted(runs.items(), key=lambda item: _natural(item[0]))
+
+
+def training_curve_rows(runs: Sequence[tuple[str, Path]]) -> list[dict[str, Any]]:
+    """One row per run and epoch (1-based, as in the PNG): val top-1 raw and EMA (%), train loss; blank where a
+    metric was not logged at that epoch. The long table behind the training-curves plot of dvc.yaml."""
+    rows: list[dict[str, Any]] = []
+    for name, run_dir in runs:
+        by_epoch: dict[int, dict[str, Any]] = {}
+        for metric, (column, percent) in CURVE_METRICS.items():
+            steps, values = read_dvclive_series(run_dir, metric)
+            for step, value in zip(steps, values):
+                row = by_epoch.setdefault(int(step) + 1, {"model": name, "epoch": int(step) + 1})
+                row[column] = _percent(value) if percent else float(value)
+        rows += [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    return rows
 
 
 def _natural(text: str) -> list[Any]:
@@ -677,6 +700,8 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
     candidates = [r for r in read_table(search_table) if finite(r.get("val_top1"))]
     emit("search", candidates, None, lambda p: plot_search(candidates, p), f"no search results in {search_table}")
     runs = dvclive_runs(dvclive_dir, only=[str(r["model"]) for r in read_table(models_table)])
+    written["training_curves.csv"] = out_dir / "training_curves.csv"
+    write_csv(out_dir / "training_curves.csv", training_curve_rows(runs), TRAINING_CURVES_COLUMNS)
     emit("training_curves", runs, None, lambda p: plot_training_curves(runs, p),
          f"no DVCLive runs of the models in {models_table} below {dvclive_dir}")
     faithfulness = [r for r in read_table(cam_table) if finite(r.get("road_combined")) and finite(r.get("flops_ratio"))]

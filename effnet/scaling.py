@@ -27,7 +27,9 @@ from effnet.efficientnet import published_dropout
 from effnet.models import ModelSpec, build_model, compound_spec, count_flops, network_of, published_spec
 from effnet.study import scaled_name, strategy_names
 
-STRATEGIES = strategy_names()  # effnet/study.py lists them
+STRATEGIES = strategy_names()  # study.yaml lists them
+Coefficients = tuple[float, float, float]
+Start = tuple[float, float, float, float]  # where bisection starts: predicted multiplier, low, high, step up
 
 
 def target_dropout(target: float) -> float:
@@ -55,20 +57,81 @@ class Matched:
         return self.flops / self.target_flops - 1.0
 
 
-def scaled_spec(strategy: str, multiplier: float, base: ModelSpec, coefficients: tuple[float, float, float] | None = None,
+def _depth(base: ModelSpec, multiplier: float, coefficients: Coefficients | None, name: str | None) -> ModelSpec:
+    return replace(base, name=name or base.name, depth=base.depth * multiplier)
+
+
+def _width(base: ModelSpec, multiplier: float, coefficients: Coefficients | None, name: str | None) -> ModelSpec:
+    return replace(base, name=name or base.name, width=base.width * multiplier)
+
+
+def _resolution(base: ModelSpec, pixels: float, coefficients: Coefficients | None, name: str | None) -> ModelSpec:
+    return replace(base, name=name or base.name, resolution=int(round(pixels)))
+
+
+def _compound(base: ModelSpec, phi: float, coefficients: Coefficients | None, name: str | None) -> ModelSpec:
+    if coefficients is None:
+        raise ValueError("compound scaling needs the (alpha, beta, gamma) coefficients")
+    return compound_spec(phi, coefficients, network_of(base), name=name)
+
+
+def _compound_start(base: ModelSpec, target: float, coefficients: Coefficients | None) -> Start:
+    # The rule predicts FLOPs ~ (alpha beta^2 gamma^2)^phi; the real networks grow faster
+    # at small phi, since ceil(repeats * depth) adds a block to every stage as soon as
+    # depth > 1. FLOPs never decrease with phi, so bisection over [0, ...] finds the match.
+    alpha, beta, gamma = coefficients or (0.0, 0.0, 0.0)
+    growth = alpha * beta**2 * gamma**2
+    predicted = math.log(target) / math.log(growth) if growth > 1 else 1.0
+    return predicted, 0.0, predicted + 0.5, 0.5
+
+
+def _resolution_start(base: ModelSpec, target: float, coefficients: Coefficients | None) -> Start:
+    predicted = base.resolution * math.sqrt(target)  # FLOPs grow with the square of the side
+    return predicted, float(base.resolution), float(math.ceil(predicted)) + 1.0, predicted
+
+
+def _depth_start(base: ModelSpec, target: float, coefficients: Coefficients | None) -> Start:
+    return target, 1.0, target * 1.25, target  # FLOPs grow with the number of blocks
+
+
+def _width_start(base: ModelSpec, target: float, coefficients: Coefficients | None) -> Start:
+    predicted = math.sqrt(target)  # FLOPs grow with the square of the channels
+    return predicted, 1.0, predicted * 1.25, predicted
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How one strategy of the study scales B0, and where `match_flops` starts bisecting its multiplier."""
+
+    scale: Callable[[ModelSpec, float, Coefficients | None, str | None], ModelSpec]  # B0, multiplier, coeffs, name
+    start: Callable[[ModelSpec, float, Coefficients | None], Start]  # B0, FLOPs target, coefficients
+    whole: bool = False  # the multiplier is a whole number (pixels): bisect on integers
+
+
+# One row per strategy of study.yaml (tests/test_scaling.py checks that the two agree).
+SCALINGS: dict[str, Scaling] = {
+    "depth": Scaling(_depth, _depth_start),
+    "width": Scaling(_width, _width_start),
+    "resolution": Scaling(_resolution, _resolution_start, whole=True),
+    "compound": Scaling(_compound, _compound_start),  # the multiplier is phi
+}
+
+
+def scaling_of(strategy: str) -> Scaling:
+    """The row of `SCALINGS` for `strategy`; an unknown strategy is an error that lists the known ones."""
+    if strategy not in SCALINGS:
+        known = ", ".join(SCALINGS)
+        if strategy in strategy_names():
+            raise ValueError(f"strategy {strategy!r} of study.yaml has no row in effnet/scaling.py SCALINGS "
+                             f"(has: {known})")
+        raise ValueError(f"unknown scaling strategy {strategy!r}; allowed: {known}")
+    return SCALINGS[strategy]
+
+
+def scaled_spec(strategy: str, multiplier: float, base: ModelSpec, coefficients: Coefficients | None = None,
                 name: str | None = None) -> ModelSpec:
     """B0 (`base`) scaled along one strategy by `multiplier` (phi for 'compound')."""
-    if strategy == "depth":
-        return replace(base, name=name or base.name, depth=base.depth * multiplier)
-    if strategy == "width":
-        return replace(base, name=name or base.name, width=base.width * multiplier)
-    if strategy == "resolution":
-        return replace(base, name=name or base.name, resolution=int(round(multiplier)))
-    if strategy == "compound":
-        if coefficients is None:
-            raise ValueError("compound scaling needs the (alpha, beta, gamma) coefficients")
-        return compound_spec(multiplier, coefficients, network_of(base), name=name)
-    raise ValueError(f"unknown scaling strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    return scaling_of(strategy).scale(base, multiplier, coefficients, name)
 
 
 def match_flops(strategy: str, target: float, base: ModelSpec, coefficients: tuple[float, float, float] | None = None,
@@ -82,6 +145,7 @@ def match_flops(strategy: str, target: float, base: ModelSpec, coefficients: tup
     """
     if target < 1.0:
         raise ValueError(f"a FLOPs target is a multiple of B0's FLOPs >= 1, got {target}")
+    scaling = scaling_of(strategy)
     name = scaled_name(strategy, target)
     base_flops = flops_fn(base)
     goal = target * base_flops
@@ -93,27 +157,14 @@ def match_flops(strategy: str, target: float, base: ModelSpec, coefficients: tup
             cache[x] = (spec, flops_fn(spec))
         return cache[x][1]
 
-    if strategy == "compound":
-        # The rule predicts FLOPs ~ (alpha beta^2 gamma^2)^phi; the real networks grow faster
-        # at small phi, since ceil(repeats * depth) adds a block to every stage as soon as
-        # depth > 1. FLOPs never decrease with phi, so bisection over [0, ...] finds the match.
-        alpha, beta, gamma = coefficients or (0.0, 0.0, 0.0)
-        growth = alpha * beta**2 * gamma**2
-        predicted = math.log(target) / math.log(growth) if growth > 1 else 1.0
-        low, high, step = 0.0, predicted + 0.5, 0.5
-    elif strategy == "resolution":
-        predicted = base.resolution * math.sqrt(target)  # FLOPs grow with the square of the side
-        low, high, step = float(base.resolution), float(math.ceil(predicted)) + 1.0, predicted
-    else:
-        predicted = target if strategy == "depth" else math.sqrt(target)
-        low, high, step = 1.0, predicted * 1.25, predicted
+    predicted, low, high, step = scaling.start(base, target, coefficients)
     while measure(high) < goal:
         low, high = high, high + step
     for _ in range(iterations):
-        if strategy == "resolution" and high - low <= 1:
+        if scaling.whole and high - low <= 1:
             break
         mid = (low + high) / 2.0
-        if strategy == "resolution":
+        if scaling.whole:
             mid = float(int(mid))
         if measure(mid) < goal:
             low = mid

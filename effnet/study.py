@@ -1,4 +1,4 @@
-"""The study as data: every model the pipeline trains, evaluates, draws and reports, listed once.
+"""The study as data: every model the pipeline trains, evaluates, draws and reports, read from `study.yaml`.
 
 Three groups of models (README, "What the pipeline does"):
 - `matrix`: EfficientNet B0-B7 and the baselines (paper Table 2), one `train`/`train_baseline` item each;
@@ -6,9 +6,11 @@ Three groups of models (README, "What the pipeline does"):
 - `scaling`: B0 and B0 scaled by each of `STRATEGIES` to each of `scaling.flops_targets` x its
   FLOPs (paper Section 3.2, Figures 3 and 8).
 
-`study_models(params)` is the one list of the run's models that evaluate, collect, cam, plots
-and report read; dvc.yaml's matrices name the same models (tests/test_study.py checks it).
-`efficientnet_coefficients` makes the one decision "searched or published coefficients".
+`study.yaml` lists each model and strategy once; dvc.yaml's `foreach` and `matrix` stages read the
+same file through `vars:`, and this module turns it into the constants below, which evaluate,
+collect, cam, plots, report, the clock and the GPU recipe read. `study_models(params)` is the one
+list of the run's models. `efficientnet_coefficients` makes the one decision "searched or
+published coefficients".
 
 Torch-free on purpose: the plots and report stages read this module on machines without
 weights or a GPU. Specs (`ModelSpec`) are built from these entries in `effnet.models`.
@@ -21,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from effnet.config import PAPER_COEFFICIENTS, NetworkConfig, Params
 
 GROUPS = ("matrix", "phi", "scaling")
+STUDY_FILE = Path(__file__).resolve().parents[1] / "study.yaml"
 
 
 @dataclass(frozen=True)
@@ -37,23 +42,13 @@ class PaperRow:
 
 @dataclass(frozen=True)
 class Strategy:
-    """One way of scaling B0 in the scaling study."""
+    """One way of scaling B0 in the scaling study (its scaling function: `effnet.scaling.SCALINGS`)."""
 
     name: str  # also the prefix of its models' names: depth_4x
     title: str  # its column title in the Grad-CAM figure (paper Figure 7)
     colour: str  # its line in the scaling figures
     marker: str  # distinct where points coincide
-
-
-# The scaling study's strategies, in the order of the figures and tables.
-STRATEGIES: tuple[Strategy, ...] = (
-    Strategy("depth", "deeper", "tab:blue", "s"),
-    Strategy("width", "wider", "tab:orange", "^"),
-    Strategy("resolution", "higher resolution", "tab:green", "D"),
-    Strategy("compound", "compound scaling", "tab:red", "o"),
-)
-# B0 itself, trained with the study's budget: the first column of Figure 7 and the start of every line.
-SCALING_BASELINE = Strategy("baseline", "baseline (B0)", "black", "x")
+    coefficients: bool = False  # reads the searched (alpha, beta, gamma): dvc.yaml's scale_compound, not scale
 
 
 @dataclass(frozen=True)
@@ -79,27 +74,58 @@ class StudyModel:
         return self.arch != "efficientnet"
 
 
+def read_study(path: Path = STUDY_FILE) -> dict[str, Any]:
+    """The study file as a mapping; a missing file or section is an error that names it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise FileNotFoundError(f"{path}: cannot read the study file ({error.strerror})") from None
+    sections = ("efficientnets", "baselines", "cifar_anchors_source", "phi_model", "scaling_baseline",
+                "one_dimension", "compound_rule")
+    missing = [key for key in sections if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ValueError(f"{path}: missing sections {', '.join(missing)}; each of {', '.join(sections)} is needed")
+    return data
+
+
+def _paper(entry: dict[str, Any]) -> PaperRow | None:
+    row = entry.get("paper")
+    return None if row is None else PaperRow(float(row["top1"]), str(row["params"]), str(row["flops"]))
+
+
+def efficientnets_of(data: dict[str, Any]) -> tuple[StudyModel, ...]:
+    """The `efficientnets` of a study file's mapping (`read_study`), in its order."""
+    return tuple(StudyModel(name, "matrix", "efficientnet", e["variant"].upper(), "tab:red", EFFICIENTNET_LAYER,
+                            _paper(e), variant=e["variant"]) for name, e in data["efficientnets"].items())
+
+
+def baselines_of(data: dict[str, Any]) -> tuple[StudyModel, ...]:
+    """The `baselines` of a study file's mapping, in its order."""
+    return tuple(StudyModel(name, "matrix", b["arch"], b["label"], b["colour"], b["cam_layer"], _paper(b),
+                            cifar_anchor=b.get("cifar_anchor")) for name, b in data["baselines"].items())
+
+
+def strategies_of(data: dict[str, Any]) -> tuple[Strategy, ...]:
+    """The strategies of a study file's mapping: `one_dimension`, then `compound_rule` (which read the coefficients)."""
+    return tuple(Strategy(name, s["title"], s["colour"], str(s["marker"]), coefficients=group == "compound_rule")
+                 for group in ("one_dimension", "compound_rule") for name, s in data[group].items())
+
+
 EFFICIENTNET_LAYER = "features.8"  # the 1x1 head convolution before pooling (stem, 7 stages, head)
-_EFFICIENTNET_TABLE2 = {"b0": PaperRow(77.1, "5.3M", "0.39B"), "b1": PaperRow(79.1, "7.8M", "0.70B"),
-                        "b2": PaperRow(80.1, "9.2M", "1.0B"), "b3": PaperRow(81.6, "12M", "1.8B"),
-                        "b4": PaperRow(82.9, "19M", "4.2B"), "b5": PaperRow(83.6, "30M", "9.9B"),
-                        "b6": PaperRow(84.0, "43M", "19B"), "b7": PaperRow(84.3, "66M", "37B")}
-EFFICIENTNETS: tuple[StudyModel, ...] = tuple(
-    StudyModel(f"efficientnet_{v}", "matrix", "efficientnet", v.upper(), "tab:red", EFFICIENTNET_LAYER, row, variant=v)
-    for v, row in _EFFICIENTNET_TABLE2.items())
+_STUDY = read_study()
+EFFICIENTNETS: tuple[StudyModel, ...] = efficientnets_of(_STUDY)
 # CIFAR-style networks (3x3 stride-1 stems) trained 200 epochs on CIFAR-100 (SGD, lr 0.1 step
 # schedule, batch 128, weight decay 5e-4): their test top-1 is the `cifar_anchor` of each baseline.
-CIFAR_ANCHORS_SOURCE = "https://github.com/weiaicunzai/pytorch-cifar100"
+CIFAR_ANCHORS_SOURCE = _STUDY["cifar_anchors_source"]
 # The baselines of Table 2, CIFAR stems (`effnet.models`); a new one reuses a torchvision builder.
-BASELINES: tuple[StudyModel, ...] = (
-    StudyModel("resnet50", "matrix", "resnet50", "ResNet-50", "tab:blue", "layer4", PaperRow(76.0, "26M", "4.1B"),
-               cifar_anchor=77.4),
-    StudyModel("resnet152", "matrix", "resnet152", "ResNet-152", "tab:blue", "layer4", PaperRow(77.8, "60M", "11B"),
-               cifar_anchor=77.7),
-    StudyModel("densenet201", "matrix", "densenet201", "DenseNet-201", "tab:blue", "features",
-               PaperRow(77.2, "20M", "4.3B"), cifar_anchor=78.5),
-)
-PHI_MODEL = "efficientnet_phi"
+BASELINES: tuple[StudyModel, ...] = baselines_of(_STUDY)
+(PHI_MODEL, _PHI), = _STUDY["phi_model"].items()
+# The scaling study's strategies, in the order of the figures and tables.
+STRATEGIES: tuple[Strategy, ...] = strategies_of(_STUDY)
+# B0 itself, trained with the study's budget: the first column of Figure 7 and the start of every line.
+(SCALING_BASELINE_MODEL, _B0), = _STUDY["scaling_baseline"].items()
+SCALING_BASELINE = Strategy(_B0["strategy"], _B0["title"], _B0["colour"], str(_B0["marker"]))
 
 
 def matrix() -> tuple[StudyModel, ...]:
@@ -131,8 +157,8 @@ def strategy(name: str) -> Strategy:
 
 def scaling_models(flops_targets: tuple[float, ...] | list[float]) -> tuple[StudyModel, ...]:
     """B0 (models/scaling/baseline), then every strategy at every target."""
-    out = [StudyModel("scaling/baseline", "scaling", "efficientnet", "baseline", SCALING_BASELINE.colour,
-                      EFFICIENTNET_LAYER, strategy="baseline", target=1.0)]
+    out = [StudyModel(SCALING_BASELINE_MODEL, "scaling", "efficientnet", SCALING_BASELINE.name, SCALING_BASELINE.colour,
+                      EFFICIENTNET_LAYER, strategy=SCALING_BASELINE.name, target=1.0)]
     for s in STRATEGIES:
         for target in flops_targets:
             name = scaled_name(s.name, target)
@@ -158,7 +184,7 @@ def scaling_role_of(name: str) -> tuple[str, float] | None:
 
 def phi_model(phi: float | None = None) -> StudyModel:
     """The `train_phi` model (models/efficientnet_phi), labelled by its phi when known."""
-    return StudyModel(PHI_MODEL, "phi", "efficientnet", "phi" if phi is None else f"phi={phi:g}", "tab:purple",
+    return StudyModel(PHI_MODEL, "phi", "efficientnet", "phi" if phi is None else f"phi={phi:g}", _PHI["colour"],
                       EFFICIENTNET_LAYER, phi=phi)
 
 
@@ -205,7 +231,7 @@ def cam_layer_of(arch: str) -> str:
     for m in BASELINES:
         if m.arch == arch:
             return m.cam_layer
-    raise ValueError(f"no Grad-CAM layer for architecture {arch!r}; add its baseline to effnet/study.py BASELINES")
+    raise ValueError(f"no Grad-CAM layer for architecture {arch!r}; add its baseline to study.yaml (baselines)")
 
 
 # --------------------------------------------------------------------------------------

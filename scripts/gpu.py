@@ -217,16 +217,46 @@ def write_params(window: dict[str, Any], root: Path, archive: Path, scaling: str
     target.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def jobs_for(window: dict[str, Any], params_file: str, coefficients: Path | None) -> list[Job]:
+def scaling_study_stages(targets: list[float]) -> list[dict[str, Any]]:
+    """`- study: scaling` in a window's stages: B0 (scale_b0), every strategy of study.yaml at every FLOPs target (the
+    compound-rule ones after the window's search, with its coefficients), then the evaluation of each."""
+    from effnet import study
+
+    params = "--params {params}"
+    train = [{"name": "scale_b0", "command": f"python3 stages/train_scaling.py --strategy baseline {params}"}]
+    evaluate = [{"name": "evaluate_scaling_baseline",
+                 "command": f"python3 stages/evaluate.py --model {study.SCALING_BASELINE_MODEL} {params}"}]
+    for target in targets:
+        for strategy in study.STRATEGIES:
+            name = study.scaled_name(strategy.name, target)
+            search = " --coefficients metrics/search.json" if strategy.coefficients else ""
+            train.append({"name": f"scale_{name}", **({"needs": ["search"]} if strategy.coefficients else {}),
+                          "command": f"python3 stages/train_scaling.py --strategy {strategy.name} --target {target:g} "
+                                     f"--out models/scaling/{name} --live dvclive/scaling/{name}{search} {params}"})
+            evaluate.append({"name": f"evaluate_scaling_{name}",
+                             "command": f"python3 stages/evaluate.py --model scaling/{name} {params}"})
+    return train + evaluate
+
+
+def jobs_for(window: dict[str, Any], params_file: str, coefficients: Path | None,
+             targets: list[float] | None = None) -> list[Job]:
+    """The window's jobs: its models, then its stages, `- study: scaling` expanded at `targets` (scaling.flops_targets
+    of the window's params)."""
     jobs = []
     for model in window.get("models") or []:
         command = ["python3", "stages/train.py", "--model", model, "--params", params_file]
         if coefficients is not None:
             command += ["--coefficients", str(coefficients)]
         jobs.append(Job(f"train:{model}", command, model=model))
-    for stage in window.get("stages") or []:
-        command = [part.replace("{params}", params_file) for part in stage["command"].split()]
-        jobs.append(Job(stage["name"], command, outputs=tuple(stage.get("outputs", ())), needs=tuple(stage.get("needs", ()))))
+    for entry in window.get("stages") or []:
+        if "study" in entry:
+            if entry["study"] != "scaling" or targets is None:
+                raise RecipeError(f"window stage {entry}: `study: scaling` is the one study a window expands, "
+                                  "at the window's scaling.flops_targets")
+        for stage in scaling_study_stages(targets) if "study" in entry else [entry]:
+            command = [part.replace("{params}", params_file) for part in stage["command"].split()]
+            jobs.append(Job(stage["name"], command, outputs=tuple(stage.get("outputs", ())),
+                            needs=tuple(stage.get("needs", ()))))
     return jobs
 
 
@@ -447,7 +477,10 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                     (done_dir / f"{name}.json").write_text(json.dumps({"job": name, "command": command}) + "\n")
 
         trained, window_jobs = [], []
-        for job in jobs_for(window, "params-gpu.yaml", coefficients):
+        import yaml
+
+        targets = yaml.safe_load(params_file.read_text())["scaling"]["flops_targets"]
+        for job in jobs_for(window, "params-gpu.yaml", coefficients, targets):
             window_jobs.append(job)
             if only and job.name not in only and (job.model or "") not in only:
                 continue

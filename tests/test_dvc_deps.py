@@ -3,12 +3,15 @@
 DVC re-runs a stage when one of its `deps` changes. A module the stage imports but does not
 list would let an edit slip by with stale results; a listed module it never imports re-runs
 it for nothing. The closure is computed from the source (`effnet.fingerprint.import_closure`),
-so the two cannot drift apart.
+so the two cannot drift apart. `effnet/study.py` reads `study.yaml`, so a stage that imports it
+lists that file too.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -40,6 +43,10 @@ def test_code_deps_are_the_import_closure(name):
     listed = _code(stage.get("deps", []))
     assert not closure - listed, f"{name}: imports code that dvc.yaml does not list: {sorted(closure - listed)}"
     assert not listed - closure, f"{name}: lists code it never imports: {sorted(listed - closure)}"
+    # effnet/study.py reads the study file: a stage that imports it depends on both
+    reads_study = "effnet/study.py" in closure
+    assert ("study.yaml" in stage.get("deps", [])) == reads_study, (
+        f"{name}: {'imports effnet/study.py but does not list' if reads_study else 'lists'} study.yaml")
 
 
 def test_every_listed_dep_exists():
@@ -81,3 +88,24 @@ def test_dvc_keeps_a_persist_output_when_its_stage_fails(tmp_path):
         assert run(*dvc, "repro", name).returncode != 0
     assert (tmp_path / "kept.txt").read_text() == "committed\n"
     assert not (tmp_path / "lost.txt").exists()  # what DVC does without persist: the issue's deleted files
+def _rewriter():
+    """scripts/dvc_deps.py, loaded from its path (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location("dvc_deps", ROOT / "scripts" / "dvc_deps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_rewriter_restores_a_stale_dvc_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """scripts/dvc_deps.py, after an import changes: a missing module and an extra one are put right, nothing else."""
+    rewriter, committed = _rewriter(), (ROOT / "dvc.yaml").read_text()
+    assert rewriter.main(["--check", "--dvc-yaml", str(ROOT / "dvc.yaml")]) == 0
+    stale = tmp_path / "dvc.yaml"
+    cam, cam_stats = "      - effnet/cam.py\n", "      - effnet/cam.py\n      - effnet/stats.py\n"
+    text = committed.replace("      - effnet/io.py\n", "", 1).replace(cam, cam_stats)
+    assert text != committed
+    stale.write_text(text)
+    assert rewriter.main(["--check", "--dvc-yaml", str(stale)]) == 1
+    assert "download, cam" in capsys.readouterr().err
+    assert rewriter.main(["--dvc-yaml", str(stale)]) == 0
+    assert stale.read_text() == committed  # comments, anchors and layout kept

@@ -244,3 +244,26 @@ def test_a_model_trained_in_a_lost_call_is_still_evaluated(tmp_path):
     assert gpu.needs_evaluation(tmp_path, "resnet50")
     os.utime(record, (weights.stat().st_mtime + 60,) * 2)
     assert not gpu.needs_evaluation(tmp_path, "resnet50")  # evaluated after its training
+
+
+def test_a_window_trains_the_scaling_study_of_the_study_file(monkeypatch):
+    """`- study: scaling` (window 2): B0, every strategy of study.yaml at every target, compound after the search."""
+    from effnet import study
+
+    window = gpu.load_window(ROOT / "scripts" / "gpu_window2.yaml")
+    jobs = {job.name: job for job in gpu.jobs_for(window, "p.yaml", None, [3, 4])}
+    strategies = study.strategy_names()
+    assert [n for n in jobs if n.startswith("scale_")] == ["scale_b0"] + [f"scale_{s}_{t}x" for t in (3, 4)
+                                                                           for s in strategies]
+    assert [n for n in jobs if n.startswith("evaluate_")] == ["evaluate_scaling_baseline"] + [
+        f"evaluate_scaling_{s}_{t}x" for t in (3, 4) for s in strategies]
+    assert jobs["scale_compound_4x"].needs == ("search",) and "metrics/search.json" in jobs["scale_compound_4x"].command
+    assert " ".join(jobs["scale_width_3x"].command) == ("python3 stages/train_scaling.py --strategy width --target 3 "
+                                                        "--out models/scaling/width_3x --live dvclive/scaling/width_3x "
+                                                        "--params p.yaml") and not jobs["scale_width_3x"].needs
+    stretch = study.Strategy("stretch", "stretched", "tab:brown", "v")
+    monkeypatch.setattr(study, "STRATEGIES", study.STRATEGIES + (stretch,))
+    names = [job.name for job in gpu.jobs_for(window, "p.yaml", None, [3])]
+    assert "scale_stretch_3x" in names and "evaluate_scaling_stretch_3x" in names
+    with pytest.raises(gpu.RecipeError, match="study: scaling"):
+        gpu.jobs_for({"stages": [{"study": "matrix"}]}, "p.yaml", None, [3])

@@ -8,11 +8,13 @@ tests use it too.
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from effnet import plots
 from effnet.cam import TABLE_COLUMNS as CAM_COLUMNS
@@ -32,7 +34,7 @@ from effnet.study import BASELINES, EFFICIENTNETS, strategy_names
 ROOT = Path(__file__).resolve().parents[1]
 PNGS = ("accuracy_vs_params", "accuracy_vs_flops", "val_vs_test", "scaling", "search", "training_curves",
         "cam_faithfulness")
-CSVS = ("accuracy_vs_params", "accuracy_vs_flops", "val_vs_test", "scaling")
+CSVS = ("accuracy_vs_params", "accuracy_vs_flops", "val_vs_test", "scaling", "training_curves")
 TARGETS = (2.0, 4.0)
 
 
@@ -161,6 +163,33 @@ def test_dvclive_series(tmp_path: Path) -> None:
     steps, values = read_dvclive_series(tmp_path / "dvclive" / "scaling" / "depth_2x", "val/top1_ema")
     assert steps.tolist() == [0, 1, 2] and values.tolist() == [0.05, 0.15, 0.3]
     assert read_dvclive_series(tmp_path / "dvclive" / "resnet50", "lr")[0].size == 0
+
+
+def test_training_curves_as_one_long_table(tmp_path: Path) -> None:
+    """plots/training_curves.csv, what dvc.yaml's two training plots draw: a row per evaluated run and epoch."""
+    write_results(tmp_path)
+    make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+               out_dir=tmp_path / "plots", log=lambda *_: None)
+    rows = _csv(tmp_path / "plots" / "training_curves.csv")
+    assert list(rows[0]) == ["model", "epoch", "val_top1", "val_top1_ema", "train_loss"]
+    assert [(r["model"], r["epoch"]) for r in rows] == [(m, str(e)) for m in ("efficientnet_b0", "resnet50",
+                                                                               "scaling/depth_2x") for e in (1, 2, 3)]
+    assert [float(r["val_top1"]) for r in rows[:3]] == [10.0, 20.0, 30.0]  # percent, as the PNG
+    assert [float(r["val_top1_ema"]) for r in rows[:3]] == [5.0, 15.0, 30.0]
+    assert [float(r["train_loss"]) for r in rows[:3]] == [4.0, 3.0, 2.5]
+    plots_of_dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    curves = [p for entry in plots_of_dvc_yaml if isinstance(entry, dict) for p in entry.values()
+              if "plots/training_curves.csv" in p.get("y", {})]
+    assert {p["y"]["plots/training_curves.csv"] for p in curves} == {"val_top1", "train_loss"}
+    assert all(p["x"] == "epoch" and p["template"] == "lines_by_model" for p in curves)
+    for name, column in (("lines_by_model", "model"), ("lines_by_strategy", "strategy")):
+        template = json.loads((ROOT / ".dvc" / "plots" / f"{name}.json").read_text())
+        assert template["encoding"]["color"]["field"] == column  # one line per model (strategy) of the long table
+    scaling_plot = next(p for entry in plots_of_dvc_yaml if isinstance(entry, dict) for p in entry.values()
+                        if "plots/scaling.csv" in p.get("y", {}))
+    assert scaling_plot["template"] == "lines_by_strategy" and scaling_plot["y"]["plots/scaling.csv"] == "test_top1"
+    assert not any("dvclive/" in str(y) for p in plots_of_dvc_yaml if isinstance(p, dict) for y in p.values())
 
 
 def test_training_curves_only_of_evaluated_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,3 +98,12 @@ def test_unknown_strategy_and_missing_coefficients(b0):
         scaled_spec("compound", 1.0, b0)
     with pytest.raises(ValueError, match=">= 1"):
         match_flops("width", 0.5, b0)
+
+
+def test_every_strategy_of_the_study_has_its_scaling_row(b0, monkeypatch):
+    from effnet import scaling, study
+
+    assert list(scaling.SCALINGS) == list(study.strategy_names())  # one row each, in study.yaml's order
+    monkeypatch.delitem(scaling.SCALINGS, "width")  # a strategy of study.yaml without its row
+    with pytest.raises(ValueError, match="'width' of study.yaml has no row in effnet/scaling.py SCALINGS"):
+        scaled_spec("width", 2.0, b0)
