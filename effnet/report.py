@@ -21,12 +21,14 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from effnet import study
 from effnet.config import PAPER_COEFFICIENTS, Params
 from effnet.io import write_text
 from effnet.plots import finite, label, read_table
 from effnet.results import Predictions, load_predictions, predictions_path
-from effnet.stats import CONFIDENCE, RESAMPLES, PairedComparison, paired_bootstrap
+from effnet.stats import CONFIDENCE, RESAMPLES, Corrected, PairedComparison, bootstrap_differences, holm, paired_bootstrap
 
 STUDENT_RANGE = (67.9, 70.8)  # the earlier student reproduction: EfficientNet B0-B7 CIFAR-100 test top-1 (%)
 REFERENCE_METHOD = "random"  # the floor of the faithfulness table (effnet.cam.REFERENCE_METHOD)
@@ -371,14 +373,25 @@ def comparisons(models: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _verdict(c: PairedComparison, a: str, b: str) -> str:
-    if not c.distinguishable:
-        return "not distinguishable"
+NOT_DISTINGUISHABLE = "not distinguishable at this budget"
+
+
+def _verdict(c: PairedComparison, corrected: Corrected, a: str, b: str) -> str:
+    if not corrected.distinguishable:
+        return NOT_DISTINGUISHABLE
     return f"{a} better" if c.difference > 0 else f"{b} better"
 
 
 def _p(value: float) -> str:
     return "< 0.0001" if value < 1e-4 else f"{value:.4f}" if value < 0.01 else f"{value:.3f}"
+
+
+def paired_family(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[PairedComparison, Corrected]]:
+    """Every comparison (A's and B's right/wrong flags) with its uncorrected result and its Holm correction
+    over the whole family (`effnet.stats.holm`), in the order given."""
+    results = [paired_bootstrap(a, b) for a, b in pairs]
+    corrected = holm([bootstrap_differences(a, b) for a, b in pairs])  # the same seeded draws as paired_bootstrap
+    return list(zip(results, corrected))
 
 
 def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
@@ -395,7 +408,7 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
             loaded[model] = load_predictions(path) if path is not None and path.is_file() else None
         return loaded[model]
 
-    rows, notes = [], []
+    kept, notes = [], []
     for what, a, b in drawn:
         pa, pb = predictions(a), predictions(b)
         if pa is None or pb is None:
@@ -404,28 +417,48 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
             notes.append(f"{labels[a]} against {labels[b]}: evaluated on different test images "
                          "(evaluate.images_per_class differs), not compared")
             continue
-        c = paired_bootstrap(pa.correct(ema=True), pb.correct(ema=True))
+        kept.append((what, a, b, pa.correct(ema=True), pb.correct(ema=True)))
+    family = paired_family([(ca, cb) for *_, ca, cb in kept])
+    rows = []
+    for (what, a, b, _, _), (c, h) in zip(kept, family):
         seeds = f"{c.seeds[0]}" if c.seeds[0] == c.seeds[1] else f"{c.seeds[0]} / {c.seeds[1]}"
         rows.append([what, labels[a], labels[b], f"{c.images:,}", seeds, pct(c.accuracy_a), pct(c.accuracy_b),
-                     f"{100 * c.difference:+.2f}", f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}]", _p(c.p_value),
-                     _verdict(c, labels[a], labels[b])])
+                     f"{100 * c.difference:+.2f}", f"[{100 * h.low:+.2f}, {100 * h.high:+.2f}]",
+                     f"{100 * h.confidence:.2f}%", _p(h.p_holm), f"{100 * h.detectable:.2f}",
+                     _verdict(c, h, labels[a], labels[b])])
     missing = sorted({m for _, a, b in drawn for m in (a, b) if predictions(m) is None})
     if missing:
         notes.append(f"No per-image predictions (`predictions/<model>.npz`) for {', '.join(f'`{m}`' for m in missing)}: "
                      "their comparisons are left out (not evaluated yet, or evaluated before the evaluate stages saved "
                      "predictions: run the model's evaluate stage where its weights are, e.g. "
                      "`dvc repro evaluate@efficientnet_b0`).")
-    out.append(f"A − B in percentage points of test top-1 (EMA weights where the run kept them), with a "
-               f"{100 * CONFIDENCE:.0f}% interval from a paired bootstrap ({RESAMPLES:,} resamples, seeded): each resample "
-               "draws the test images with replacement, the same draw for both models, and, with several seeds "
-               "(`train.seeds`), the seeds too, so the interval covers the finite test set and the seed-to-seed "
-               "variation. McNemar's exact test (two-sided binomial on the images exactly one of the two gets right) "
-               "gives p, on the first seed of each. Where the interval covers 0 the data cannot tell the two models "
-               "apart: **not distinguishable**. Compared: compound scaling against each single dimension at each FLOPs "
-               "target, and each EfficientNet against the baseline nearest to it in FLOPs and in parameters.")
+    one_seed = [r for r, (c, _) in zip(rows, family) if c.seeds == (1, 1)]
+    out.append(f"A − B in percentage points of test top-1 (EMA weights where the run kept them). Each comparison's "
+               f"distribution comes from a paired bootstrap ({RESAMPLES:,} resamples, seeded): each resample draws the "
+               "test images with replacement, the same draw for both models, and the seeds (`train.seeds`) with "
+               "replacement, so the interval covers the finite test set and the seed-to-seed variation of training. "
+               f"**Corrected for multiplicity**: the {len(rows)} comparisons of this table are one family, corrected by "
+               f"Holm's step-down procedure at a family-wise {100 * CONFIDENCE:.0f}% (`effnet.stats.holm`): each "
+               "interval is at the corrected confidence shown, Holm p is the Holm-adjusted bootstrap p-value, and a "
+               "comparison is told apart only where its corrected interval excludes 0; elsewhere the table says "
+               f"**{NOT_DISTINGUISHABLE}**. \"detectable\" is the half-width of the corrected interval: the smallest "
+               "difference (points) this run could have told from 0 in that comparison. McNemar's test is not used: "
+               "with several seeds per model it would test one network of each and ignore the seed-to-seed noise. "
+               "Compared: compound scaling against each single dimension at each FLOPs target, and each EfficientNet "
+               "against the baseline nearest to it in FLOPs and in parameters."
+               + (f" {len(one_seed)} of the comparisons have one seed per model: their intervals cover the test "
+                  "images only, not the seed-to-seed variation (set `train.seeds` >= 3)." if one_seed else ""))
     if rows:
-        out.append(table(["compared", "A", "B", "test images", "seeds", "A top-1", "B top-1", "A − B", "95% interval",
-                          "McNemar p", "verdict"], rows, "lll" + "r" * 7 + "l"))
+        out.append(table(["compared", "A", "B", "test images", "seeds", "A top-1", "B top-1", "A − B",
+                          "corrected interval", "confidence", "Holm p", "detectable", "verdict"],
+                         rows, "lll" + "r" * 9 + "l"))
+        undecided = [h.detectable for _, h in family if not h.distinguishable]
+        if undecided:
+            spread = (f"{100 * undecided[0]:.2f}" if min(undecided) == max(undecided) else
+                      f"from {100 * min(undecided):.2f} to {100 * max(undecided):.2f}")
+            out.append(f"{len(undecided)} of {len(rows)} comparisons are {NOT_DISTINGUISHABLE}; the smallest "
+                       f"difference they could have detected (the half-width of the corrected interval) is {spread} "
+                       "points of test top-1.")
     out += notes
     return "\n\n".join(out)
 

@@ -178,14 +178,24 @@ def test_paired_table(tmp_path: Path) -> None:
     write_predictions(tmp_path, "scaling/resolution_2x", slice(0, 600), test_set="other images")
     text = report(tmp_path)
     section = text.split("## Paired comparisons on the same test images", 1)[1].split("\n## ", 1)[0]
-    assert "| 2x FLOPs | compound_2x | width_2x | 1,000 | 1 | 60.00 | 60.00 | +0.00 | [+0.00, +0.00] | 1.000 | " \
-           "not distinguishable |" in section
+    # three comparisons in the family (resolution_2x was evaluated on other images): Holm over m = 3
+    assert "the 3 comparisons of this table are one family, corrected by Holm's step-down procedure" in section
+    assert "| 2x FLOPs | compound_2x | width_2x | 1,000 | 1 | 60.00 | 60.00 | +0.00 | [+0.00, +0.00] | 97.50% | 1.000 " \
+           "| 0.00 | not distinguishable at this budget |" in section
+    # depth: p < 1e-4, the first of Holm's steps, tested at alpha / 3
     depth = re.search(r"\| 2x FLOPs \| compound_2x \| depth_2x \| 1,000 \| 1 \| 60.00 \| 40.00 \| \+20.00 \| "
-                      r"\[\+(\d+\.\d+), \+(\d+\.\d+)\] \| < 0.0001 \| compound_2x better \|", section)
-    assert depth and 16 < float(depth.group(1)) < 20 < float(depth.group(2)) < 24  # +-1.96 x 1.26 pp around 20
+                      r"\[\+(\d+\.\d+), \+(\d+\.\d+)\] \| 98.33% \| < 0.0001 \| (\d+\.\d+) \| compound_2x better \|", section)
+    assert depth and 16 < float(depth.group(1)) < 20 < float(depth.group(2)) < 24  # +-2.39 x 1.26 pp around 20
+    assert float(depth.group(3)) == pytest.approx((float(depth.group(2)) - float(depth.group(1))) / 2, abs=0.011)
+    # Holm stops at the second step: the two left share the Bonferroni level over 2, 97.5%
     b0 = re.search(r"\| nearest in FLOPs and parameters \| B0 \| ResNet-50 \| 1,000 \| 1 \| 50.00 \| 50.00 \| \+0.00 \| "
-                   r"\[-(\d+\.\d+), \+(\d+\.\d+)\] \| 1.000 \| not distinguishable \|", section)
+                   r"\[-(\d+\.\d+), \+(\d+\.\d+)\] \| 97.50% \| 1.000 \| (\d+\.\d+) \| not distinguishable at this budget \|",
+                   section)
     assert b0 and float(b0.group(1)) > 0 and float(b0.group(2)) > 0
+    assert float(b0.group(3)) == pytest.approx((float(b0.group(1)) + float(b0.group(2))) / 2, abs=0.011)
+    assert f"2 of 3 comparisons are not distinguishable at this budget; the smallest difference they could have " \
+           f"detected (the half-width of the corrected interval) is from 0.00 to {b0.group(3)} points" in section
+    assert "3 of the comparisons have one seed per model" in section
     assert "compound_2x against resolution_2x: evaluated on different test images" in section
     # models without a predictions file: named once, their comparisons left out, nothing fails
     assert "No per-image predictions (`predictions/<model>.npz`) for " in section
