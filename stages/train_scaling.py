@@ -3,12 +3,12 @@
     python stages/launch.py stages/train_scaling.py --strategy depth --target 4
     python stages/launch.py stages/train_scaling.py --strategy baseline      # B0 itself, with the same budget
         [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>]
-        [--params params.yaml] [--data data/cifar100] [--coefficients metrics/search.json]
+        [--params params.yaml] [--data data/cifar100]
 
 The model's spec and its `matched` record come from `effnet.scaling.study_spec` (FLOPs
-matched within `scaling.tolerance`, one regularisation per target); compound scaling uses
-`effnet.study.compound_coefficients` (searched, or the paper's under
-`network.efficientnet_scaling: published`). Trained with the recipe of `train:` and the
+matched within `scaling.tolerance`, one regularisation per target; a compound model that does
+not change every dimension by `scaling.min_change` stops the stage); compound scaling uses
+`effnet.study.SCALING_COEFFICIENTS`, the paper's, whatever the search found. Trained with the recipe of `train:` and the
 budget of `scaling:`; writes `--out`/model.pt (default models/scaling/<strategy>_<target>x,
 or models/scaling/baseline), the model named after that directory.
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 from effnet.config import Params  # noqa: E402
 from effnet.scaling import study_spec  # noqa: E402
-from effnet.study import compound_coefficients, scaled_name, strategy_names  # noqa: E402
+from effnet.study import SCALING_COEFFICIENTS, scaled_name, strategy_names  # noqa: E402
 from stages import cli  # noqa: E402
 from stages.common import train_and_save  # noqa: E402
 
@@ -35,7 +35,7 @@ def model_name(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    coefficients = compound_coefficients(params.network, args.coefficients) if args.strategy == "compound" else None
+    coefficients = SCALING_COEFFICIENTS if args.strategy == "compound" else None
     spec, matched = study_spec(args.strategy, args.target, params, coefficients)
     spec = dataclasses.replace(spec, name=model_name(args))
     cfg = dataclasses.replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class)
@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="directory of model.pt; its name is the model's")
     parser.add_argument("--live", type=Path, help="DVCLive directory")
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
-    parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result (compound only)")
     return cli.main(parser, run, argv, lock=lambda args: Path("checkpoints/scaling") / model_name(args))
 
 
