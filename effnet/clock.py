@@ -102,7 +102,10 @@ def budget(params: Params) -> list[Job]:
         return Job(name, stage, cost, epochs, _train_images(per_class, data.val_per_class), val, passes,
                    final if stage != "search" else 0)
 
-    jobs = [job(f"candidate {i}/{n}", "search", 2.0, params.search.epochs, params.search.train_per_class)
+    # each candidate costs search.seeds networks at the search's FLOPs target (identical networks, trained once,
+    # are not known before the placing: an upper bound)
+    jobs = [job(f"candidate {i}/{n}", "search", params.search.flops_target * params.search.seeds, params.search.epochs,
+                params.search.train_per_class)
             for n in [search_candidates(params)] for i in range(1, n + 1)]
     # a baseline not timed yet (added to effnet/study.py since) costs the mean of the timed ones
     unmeasured = sum(RELATIVE_COST[name] for name in BASELINE_FLOPS) / len(BASELINE_FLOPS)

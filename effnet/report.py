@@ -67,6 +67,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | Non
     return "\n".join(lines)
 
 
+def _g(value: Any) -> str:
+    """A number in its shortest form ('3', '2.5'), or '?' when missing."""
+    return f"{value:g}" if finite(value) else "?"
+
+
 def _duration(seconds: Any) -> str:
     if not finite(seconds):
         return "–"
@@ -214,37 +219,98 @@ def run_summary(params: Params, models: list[dict[str, Any]], now: str | None = 
                "on the real data, not how the models compare." if reduced else ""))
 
 
-def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Params) -> str:
+def search_scope(search: dict[str, Any], measured: dict[str, Any] | None = None) -> str:
+    """A few Markdown lines: what the search can and cannot decide at which FLOPs target, from generated numbers.
+
+    `search` is metrics/search.json (the decision at the search's own target and how distinct
+    its networks are there); `measured` is scripts/search_targets.py's metrics/search_targets.json
+    (the same count at several targets), when there is one. Empty without either.
+    """
+    rows = [{**r, "base_resolution": (measured or {}).get("base_resolution")} for r in (measured or {}).get("rows", [])]
+    own = search.get("distinctness") if isinstance(search.get("distinctness"), dict) else None
+    if own and not any(finite(r.get("target")) and abs(float(r["target"]) - float(own["target"])) < 1e-9 for r in rows):
+        rows.append(own)
+    lines = []
+    for r in sorted(rows, key=lambda r: float(r["target"])):
+        paper = "feasible" if r.get("paper_feasible") else "**not** feasible (nothing to compare against)"
+        at = f" (B0 at {r['base_resolution']} px)" if r.get("base_resolution") else ""
+        lines.append(f"- At {float(r['target']):g}x B0's FLOPs{at}: {r['feasible']} of {r['candidates']} grid points reach the "
+                     f"target, building {r['distinct']} distinct networks of which {r['material']} differ materially "
+                     f"(by >= 5% in built depth, width or resolution; the largest cluster of near-identical networks "
+                     f"holds {r['largest_cluster']} coefficient sets); built depth {r['depth_min']:.2f}-{r['depth_max']:.2f}x, "
+                     f"width {r['width_min']:.2f}-{r['width_max']:.2f}x, resolution "
+                     f"{r['resolution_min']:.2f}-{r['resolution_max']:.2f}x; the paper's point is {paper}. Coefficient sets "
+                     "within one cluster cannot be told apart at any budget.")
+    if "decision" in search:
+        networks = [n for n in search.get("networks", []) if finite(n.get("detectable"))]
+        low, high = (min(n["detectable"] for n in networks), max(n["detectable"] for n in networks)) if networks else (0, 0)
+        spread = f"{100 * low:.2f}" if round(100 * low, 2) == round(100 * high, 2) else f"{100 * low:.2f}-{100 * high:.2f}"
+        detectable = (f" Differences from the paper's network smaller than about {spread} points of validation top-1 "
+                      "(the half-width of each Holm-corrected interval) could not be detected at this budget."
+                      if networks else "")
+        taken = "a searched winner" if search["decision"] == "searched" else "the paper's coefficients"
+        lines.append(f"- The search ran at {_g(search.get('flops_target'))}x with {search.get('seeds', '?')} "
+                     f"seed(s) per network and took {taken}, ({search.get('alpha')}, {search.get('beta')}, "
+                     f"{search.get('gamma')}): {search.get('reason', '')}.{detectable}")
+    return "\n".join(lines)
+
+
+def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Params,
+            measured: dict[str, Any] | None = None) -> str:
     out = ["## The compound coefficients (paper Section 3.3, step 1)"]
     if not search:
         return "\n\n".join(out + ["No search result (`metrics/search.json`) yet."])
     paper = search.get("paper") if isinstance(search.get("paper"), dict) else {}
     a, b, g = PAPER_COEFFICIENTS
-    rows = [["searched (chosen)", search.get("alpha", "–"), search.get("beta", "–"), search.get("gamma", "–"),
+    taken = {"searched": "taken: the search's winner", "paper": "taken: the paper's, by the rule"}.get(
+        search.get("decision"), "taken")
+    rows = [[taken, search.get("alpha", "–"), search.get("beta", "–"), search.get("gamma", "–"),
              num(search.get("constraint"), digits=3), num(search.get("flops_ratio"), digits=2), pct(search.get("val_top1"))],
             ["paper", a, b, g, num(a * b * b * g * g, digits=3), num(paper.get("flops_ratio"), digits=2),
              pct(paper.get("val_top1"))]]
     out.append(table(["", "alpha (depth)", "beta (width)", "gamma (resolution)", "alpha·beta²·gamma²",
                       "FLOPs / B0 (as trained)", "val top-1 (%)"], rows))
     n = len(candidates) or search.get("candidates", "?")
-    matched = (f"each placed at the phi where its real network costs {search['flops_target']:g}x B0's FLOPs (within "
-               f"{search.get('flops_tolerance', 0):.0%}; {len(search.get('infeasible', []))} infeasible, not trained), "
-               f"{search.get('networks_trained', '?')} distinct networks trained once each; is the choice identifiable by "
-               f"the data? {search.get('identifiable', '?')}; ") if "flops_target" in search else ""
+    seeds = search.get("seeds", 1)
     out.append(f"{n} candidates with |alpha·beta²·gamma² − 2| ≤ {params.search.tolerance:g} (the paper's point always "
-               f"included), {matched or 'each B0 really scaled at phi = 1 and '}trained {_count(params.search.epochs, 'epoch')}; selected on "
-               f"{search.get('selected_on', 'validation top-1')}. The test split plays no part."
-               + (f" The real networks at phi = 1 have {search['flops_ratio']:.2f}x B0's FLOPs, not the rule's 2: "
-                  "repeats round up to whole blocks and resolutions to whole pixels."
-                  if not matched and finite(search.get("flops_ratio")) and search["flops_ratio"] > 2.2 else ""))
-    ranked = sorted((c for c in candidates if finite(c.get("val_top1"))), key=lambda c: -c["val_top1"])
-    if ranked:
-        shown = ranked[:10] + [c for c in ranked[10:] if c.get("paper") is True]
-        out.append(table(["rank", "alpha", "beta", "gamma", "alpha·beta²·gamma²", "FLOPs / B0", "val top-1 (%)", ""],
-                         [[ranked.index(c) + 1, c["alpha"], c["beta"], c["gamma"], num(c.get("constraint"), digits=3),
+               f"included), each placed at the phi where its real network costs {_g(search.get('flops_target'))}x "
+               f"B0's FLOPs (within {search.get('flops_tolerance', 0):.0%}; {len(search.get('infeasible', []))} "
+               f"infeasible, not trained); the {search.get('networks_trained', '?')} distinct networks they build are "
+               f"trained {_count(params.search.epochs, 'epoch')} with {_count(seeds, 'seed')} each and scored on "
+               f"{search.get('selected_on', 'validation top-1')}. The test split plays no part.")
+    if "decision" in search:
+        out.append(f"**Decision: {search['decision']}.** {search.get('reason', '')}. The rule: {search.get('rule', '')}")
+    trained = [c for c in candidates if c.get("status") == "trained" and finite(c.get("val_top1"))]
+    if trained:
+        def interval(low: Any, high: Any) -> str:
+            return f"[{pct(low)}, {pct(high)}]" if finite(low) and finite(high) else "–"
+
+        def difference(c: dict[str, Any]) -> str:
+            if not finite(c.get("minus_paper")):
+                return "–"
+            return (f"{100 * c['minus_paper']:+.2f} [{100 * c['minus_paper_low']:+.2f}, {100 * c['minus_paper_high']:+.2f}]"
+                    if finite(c.get("minus_paper_low")) else f"{100 * c['minus_paper']:+.2f}")
+
+        same = {}
+        for c in candidates:
+            status = str(c.get("status", ""))
+            if status.startswith("same network as "):
+                same.setdefault(status.removeprefix("same network as "), []).append(
+                    f"({c['alpha']:g}, {c['beta']:g}, {c['gamma']:g})")
+        ranked = sorted(trained, key=lambda c: -c["val_top1"])
+        out.append(table(["alpha, beta, gamma", "same network", "depth", "width", "resolution", "FLOPs / B0",
+                          "val top-1 (%)", "95% interval", "− paper (points), Holm-corrected interval", "verdict"],
+                         [[f"({c['alpha']:g}, {c['beta']:g}, {c['gamma']:g})"
+                           + (" chosen" if c.get("chosen") is True else ""),
+                           ", ".join(same.get(f"a{c['alpha']:g}_b{c['beta']:g}_g{c['gamma']:g}", [])) or "–",
+                           num(c.get("depth"), digits=2), num(c.get("width"), digits=2), num(c.get("resolution"), digits=2),
                            num(c.get("flops_ratio"), digits=2), pct(c["val_top1"]),
-                           " ".join(m for m, k in (("chosen", "chosen"), ("paper", "paper")) if c.get(k) is True)]
-                          for c in shown]))
+                           interval(c.get("val_top1_low"), c.get("val_top1_high")), difference(c), c.get("verdict") or "–"]
+                          for c in ranked], "llrrrrrrrl"))
+    scope = search_scope(search, measured)
+    if scope:
+        out.append("What the search can and cannot decide at which target (from `metrics/search.json` and "
+                   "`metrics/search_targets.json`, written by `scripts/search_targets.py`):\n\n" + scope)
     return "\n\n".join(out)
 
 
@@ -306,7 +372,8 @@ EfficientNet B0-B7 here: {ours_range} test top-1. The earlier student reproducti
 these, because:
 
 - it trained the same unscaled network for every grid candidate, so its search compared
-  nothing; here every candidate is B0 really scaled by (alpha, beta, gamma) at phi = 1;
+  nothing; here every candidate is B0 really scaled by (alpha, beta, gamma), each at the phi
+  where its real network costs the search's FLOPs target (`search.flops_target`);
 - it selected the coefficients on the test set; here on a validation split held out of the
   training set, and the test set is read first by the evaluate stage;
 - its "validation" accuracy was measured on augmented images; here evaluation is on
@@ -545,6 +612,8 @@ def build_report(params: Params, *, models_table: Path, search_json: Path, searc
                  predictions_dir: Path | None = None) -> str:
     """The whole REPORT.md as text. Missing inputs are said to be missing; nothing fails on them.
 
+    Beside `search_json` it reads `search_targets.json` (scripts/search_targets.py) when present.
+
     `predictions_dir` holds the evaluate stages' `<model>.npz` for the paired comparisons.
     """
     models = [r for r in read_table(models_table) if r.get("model")]
@@ -557,7 +626,7 @@ def build_report(params: Params, *, models_table: Path, search_json: Path, searc
         "_Generated by `stages/report.py` from `metrics/`, `plots/` and `params.yaml`; do not edit by hand._",
         _how(params, models, commit, host or host_description(), now),
         "## Summary\n\n" + results_block(models, search),
-        _search(search, candidates, params),
+        _search(search, candidates, params, _read_json(Path(search_json).with_name("search_targets.json"))),
         _results(models),
         _paper(models),
         _scaling(models),

@@ -174,6 +174,18 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples:
                             seeds=(a.shape[0], b.shape[0]), confidence=confidence, resamples=resamples)
 
 
+def accuracy_interval(correct: np.ndarray, *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                      seed: int = SEED) -> tuple[float, float]:
+    """The percentile interval of one model's accuracy, from the same two-level bootstrap (images, then seeds).
+
+    `correct`: (images,) or (seeds, images) right/wrong flags. A model against one that
+    never answers right: the difference is then exactly the model's accuracy, resampled.
+    """
+    a = _as_correct(correct, "correct")
+    never = np.zeros((1, a.shape[1]), dtype=bool)
+    return percentile_interval(bootstrap_differences(a, never, resamples=resamples, seed=seed), confidence)
+
+
 @dataclass(frozen=True)
 class Corrected:
     """One comparison of a family after Holm's correction."""
