@@ -272,6 +272,12 @@ def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Pa
                       "FLOPs / B0 (as trained)", "val top-1 (%)"], rows))
     n = len(candidates) or search.get("candidates", "?")
     seeds = search.get("seeds", 1)
+    if "flops_target" not in search:  # a result of the search before it placed candidates at matched FLOPs
+        out.append(f"{n} candidates, each B0 scaled at phi = 1 ({num(search.get('flops_ratio'), digits=2)}x B0's FLOPs "
+                   "for the one chosen): this result predates the search at matched FLOPs, with seeds and a decision "
+                   "rule; `dvc repro search` replaces it. Selected on "
+                   f"{search.get('selected_on', 'validation top-1')}; the test split plays no part.")
+        return "\n\n".join(out)
     out.append(f"{n} candidates with |alpha·beta²·gamma² − 2| ≤ {params.search.tolerance:g} (the paper's point always "
                f"included), each placed at the phi where its real network costs {_g(search.get('flops_target'))}x "
                f"B0's FLOPs (within {search.get('flops_tolerance', 0):.0%}; {len(search.get('infeasible', []))} "
@@ -372,8 +378,8 @@ EfficientNet B0-B7 here: {ours_range} test top-1. The earlier student reproducti
 these, because:
 
 - it trained the same unscaled network for every grid candidate, so its search compared
-  nothing; here every candidate is B0 really scaled by (alpha, beta, gamma), each at the phi
-  where its real network costs the search's FLOPs target (`search.flops_target`);
+  nothing; here every candidate is B0 really scaled by its own (alpha, beta, gamma) (where:
+  see the search section);
 - it selected the coefficients on the test set; here on a validation split held out of the
   training set, and the test set is read first by the evaluate stage;
 - its "validation" accuracy was measured on augmented images; here evaluation is on

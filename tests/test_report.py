@@ -163,6 +163,15 @@ def test_phi_label(tmp_path: Path, name: str) -> None:
     assert f"| phi={name.removeprefix('efficientnet_phi')} |" in report(tmp_path)
 
 
+def test_a_search_result_from_before_the_matched_flops_search_is_said_to_be_one(tmp_path: Path) -> None:
+    project(tmp_path, plots=False)
+    old = {k: SEARCH[k] for k in ("alpha", "beta", "gamma", "constraint", "val_top1", "flops_ratio", "candidates", "paper")}
+    (tmp_path / "metrics" / "search.json").write_text(json.dumps(old))
+    section = report(tmp_path).split("## The compound coefficients", 1)[1].split("\n## ", 1)[0]
+    assert "each B0 scaled at phi = 1 (3.04x B0's FLOPs for the one chosen): this result predates" in section
+    assert "Decision" not in section
+
+
 def test_search_scope_from_generated_numbers() -> None:
     from effnet.report import search_scope
 
