@@ -205,10 +205,11 @@ def holm(differences: list[np.ndarray], confidence: float = CONFIDENCE) -> list[
     step j (j = 1..m) tests its comparison at alpha / (m - j + 1): its percentile interval at
     confidence 1 - alpha / (m - j + 1) must exclude 0, else the procedure stops there and
     this and every later comparison is "not distinguishable". A rejected comparison keeps
-    the interval of its step; the comparisons not rejected all get the interval at
-    1 - alpha / (number not rejected), the Bonferroni interval over the rest (as in
-    Strassburger and Bretz, 2008), so an interval contains 0 exactly when the comparison is
-    not rejected. Holm controls the family-wise error rate at alpha (Holm, 1979).
+    the interval of its step (a step-down interval, not a simultaneous one); the comparisons
+    not rejected all get the interval at 1 - alpha / (number not rejected), the Bonferroni
+    interval over the rest, as Strassburger and Bretz (2008) give for them. So an interval
+    contains 0 exactly when the comparison is not rejected. The decisions control the
+    family-wise error rate at alpha (Holm, 1979).
 
     `detectable` is the half-width of the corrected interval: a difference observed with
     the same spread is told from 0 only if it is larger than this (the resolution of the
