@@ -604,6 +604,9 @@ def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_n
     coefficients = (f"Searched coefficients: alpha = {search['alpha']}, beta = {search['beta']}, gamma = {search['gamma']} "
                     f"(paper: {', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}). "
                     if all(k in search for k in ("alpha", "beta", "gamma")) else "")
+    if search.get("decision") == "paper":  # the search could not beat the paper's point: say so, not "searched"
+        coefficients = (f"Coefficients: the paper's ({', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}); the search "
+                        "found no network that beats them (see the report). ")
     ema = any(r.get("has_ema") is True for r in models)
     weights = "the EMA weights" if ema or not models else "the raw weights (this run kept no EMA)"
     return ((f"{run}\n\n" if run else "") +

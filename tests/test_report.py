@@ -189,6 +189,15 @@ def test_search_scope_from_generated_numbers() -> None:
     assert search_scope({}, None) == ""
 
 
+def test_readme_block_names_the_papers_coefficients_when_the_search_took_them() -> None:
+    from effnet.report import results_block
+
+    assert "Searched coefficients: alpha = 1.4" in results_block([], SEARCH)
+    text = results_block([], {**SEARCH, "alpha": 1.2, "beta": 1.1, "gamma": 1.15, "decision": "paper"})
+    assert "Coefficients: the paper's (1.2, 1.1, 1.15); the search found no network that beats them" in text
+    assert "Searched coefficients" not in text
+
+
 def test_comparisons_drawn() -> None:
     """Compound against each single dimension per target; each EfficientNet against its nearest baselines."""
     models = [{"model": "scaling/compound_2x", "group": "scaling", "strategy": "compound", "target": 2.0},
