@@ -99,7 +99,8 @@ def budget(params: Params) -> list[Job]:
     final = (CLASSES * evaluate.images_per_class * 2) if evaluate.images_per_class else val + TEST_IMAGES
 
     def job(name: str, stage: str, cost: float, epochs: int, per_class: int) -> Job:
-        return Job(name, stage, cost, epochs, _train_images(per_class, data.val_per_class), val, passes,
+        seeds = 1 if stage == "search" else train.seeds  # every model but the search's trains train.seeds networks
+        return Job(name, stage, cost * seeds, epochs, _train_images(per_class, data.val_per_class), val, passes,
                    final if stage != "search" else 0)
 
     # each candidate costs search.seeds networks at the search's FLOPs target (identical networks, trained once,
