@@ -342,7 +342,7 @@ def decide(groups: list[list[Placed]], records: dict[str, dict[str, Any]], confi
                         f"[{100 * h.low:+.2f}, {100 * h.high:+.2f}])", comparisons, tied, paper_arch)
     detectable = max(h.detectable for h in corrected)
     return Decision("paper", paper, f"no network beats the paper's point after Holm's correction over "
-                    f"{len(others)} comparisons ({len(tied)} of {len(groups)} networks cannot be told apart from it; "
+                    f"{len(others)} comparison{'' if len(others) == 1 else 's'} ({len(tied)} of {len(groups)} networks cannot be told apart from it; "
                     f"differences below about {100 * detectable:.2f} points could not be detected): the paper's "
                     "coefficients are taken by the rule", comparisons, tied, paper_arch)
 
