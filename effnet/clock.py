@@ -115,10 +115,14 @@ def budget(params: Params, exponent: float = 1.0) -> list[Job]:
     final = (CLASSES * evaluate.images_per_class * 2) if evaluate.images_per_class else val + TEST_IMAGES
 
     def job(name: str, stage: str, cost: float, epochs: int, per_class: int) -> Job:
-        return Job(name, stage, scaled_cost(cost, exponent), epochs, _train_images(per_class, data.val_per_class), val,
-                   passes, final if stage != "search" else 0)
+        seeds = 1 if stage == "search" else train.seeds  # every model but the search's trains train.seeds networks
+        return Job(name, stage, scaled_cost(cost, exponent) * seeds, epochs, _train_images(per_class, data.val_per_class),
+                   val, passes, final if stage != "search" else 0)
 
-    jobs = [job(f"candidate {i}/{n}", "search", 2.0, params.search.epochs, params.search.train_per_class)
+    # each candidate costs search.seeds networks at the search's FLOPs target (identical networks, trained once,
+    # are not known before the placing: an upper bound)
+    jobs = [job(f"candidate {i}/{n}", "search", params.search.flops_target * params.search.seeds, params.search.epochs,
+                params.search.train_per_class)
             for n in [search_candidates(params)] for i in range(1, n + 1)]
     # a baseline not timed yet (added to study.yaml since) costs the mean of the timed ones
     unmeasured = sum(RELATIVE_COST[name] for name in BASELINE_FLOPS) / len(BASELINE_FLOPS)

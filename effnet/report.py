@@ -26,12 +26,14 @@ from typing import Any
 
 import yaml
 
+import numpy as np
+
 from effnet import study
 from effnet.config import PAPER_COEFFICIENTS, Params, params_from_dict
 from effnet.io import write_text
 from effnet.plots import finite, label, read_table
 from effnet.results import Predictions, load_predictions, predictions_path
-from effnet.stats import CONFIDENCE, RESAMPLES, PairedComparison, paired_bootstrap
+from effnet.stats import CONFIDENCE, RESAMPLES, Corrected, PairedComparison, bootstrap_differences, holm, paired_bootstrap
 
 STUDENT_RANGE = (67.9, 70.8)  # the earlier student reproduction: EfficientNet B0-B7 CIFAR-100 test top-1 (%)
 REFERENCE_METHOD = "random"  # the floor of the faithfulness table (effnet.cam.REFERENCE_METHOD)
@@ -68,6 +70,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | Non
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _g(value: Any) -> str:
+    """A number in its shortest form ('3', '2.5'), or '?' when missing."""
+    return f"{value:g}" if finite(value) else "?"
 
 
 def _duration(seconds: Any) -> str:
@@ -224,37 +231,104 @@ def run_summary(params: Params, models: list[dict[str, Any]]) -> str:
                "on the real data, not how the models compare." if reduced else ""))
 
 
-def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Params) -> str:
+def search_scope(search: dict[str, Any], measured: dict[str, Any] | None = None) -> str:
+    """A few Markdown lines: what the search can and cannot decide at which FLOPs target, from generated numbers.
+
+    `search` is metrics/search.json (the decision at the search's own target and how distinct
+    its networks are there); `measured` is scripts/search_targets.py's metrics/search_targets.json
+    (the same count at several targets), when there is one. Empty without either.
+    """
+    rows = [{**r, "base_resolution": (measured or {}).get("base_resolution")} for r in (measured or {}).get("rows", [])]
+    own = search.get("distinctness") if isinstance(search.get("distinctness"), dict) else None
+    if own and not any(finite(r.get("target")) and abs(float(r["target"]) - float(own["target"])) < 1e-9 for r in rows):
+        rows.append(own)
+    lines = []
+    for r in sorted(rows, key=lambda r: float(r["target"])):
+        paper = "feasible" if r.get("paper_feasible") else "**not** feasible (nothing to compare against)"
+        at = f" (B0 at {r['base_resolution']} px)" if r.get("base_resolution") else ""
+        lines.append(f"- At {float(r['target']):g}x B0's FLOPs{at}: {r['feasible']} of {r['candidates']} grid points reach the "
+                     f"target, building {r['distinct']} distinct networks of which {r['material']} differ materially "
+                     f"(by >= 5% in built depth, width or resolution; the largest cluster of near-identical networks "
+                     f"holds {r['largest_cluster']} coefficient sets); built depth {r['depth_min']:.2f}-{r['depth_max']:.2f}x, "
+                     f"width {r['width_min']:.2f}-{r['width_max']:.2f}x, resolution "
+                     f"{r['resolution_min']:.2f}-{r['resolution_max']:.2f}x; the paper's point is {paper}. Coefficient sets "
+                     "within one cluster cannot be told apart at any budget.")
+    if "decision" in search:
+        networks = [n for n in search.get("networks", []) if finite(n.get("detectable"))]
+        low, high = (min(n["detectable"] for n in networks), max(n["detectable"] for n in networks)) if networks else (0, 0)
+        spread = f"{100 * low:.2f}" if round(100 * low, 2) == round(100 * high, 2) else f"{100 * low:.2f}-{100 * high:.2f}"
+        detectable = (f" Differences from the paper's network smaller than about {spread} points of validation top-1 "
+                      "(the half-width of each Holm-corrected interval) could not be detected at this budget."
+                      if networks else "")
+        taken = "a searched winner" if search["decision"] == "searched" else "the paper's coefficients"
+        lines.append(f"- The search ran at {_g(search.get('flops_target'))}x with {search.get('seeds', '?')} "
+                     f"seed(s) per network and took {taken}, ({search.get('alpha')}, {search.get('beta')}, "
+                     f"{search.get('gamma')}): {search.get('reason', '')}.{detectable}")
+    return "\n".join(lines)
+
+
+def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Params,
+            measured: dict[str, Any] | None = None) -> str:
     out = ["## The compound coefficients (paper Section 3.3, step 1)"]
     if not search:
         return "\n\n".join(out + ["No search result (`metrics/search.json`) yet."])
     paper = search.get("paper") if isinstance(search.get("paper"), dict) else {}
     a, b, g = PAPER_COEFFICIENTS
-    rows = [["searched (chosen)", search.get("alpha", "–"), search.get("beta", "–"), search.get("gamma", "–"),
+    taken = {"searched": "taken: the search's winner", "paper": "taken: the paper's, by the rule"}.get(
+        search.get("decision"), "taken")
+    rows = [[taken, search.get("alpha", "–"), search.get("beta", "–"), search.get("gamma", "–"),
              num(search.get("constraint"), digits=3), num(search.get("flops_ratio"), digits=2), pct(search.get("val_top1"))],
             ["paper", a, b, g, num(a * b * b * g * g, digits=3), num(paper.get("flops_ratio"), digits=2),
              pct(paper.get("val_top1"))]]
     out.append(table(["", "alpha (depth)", "beta (width)", "gamma (resolution)", "alpha·beta²·gamma²",
                       "FLOPs / B0 (as trained)", "val top-1 (%)"], rows))
     n = len(candidates) or search.get("candidates", "?")
-    matched = (f"each placed at the phi where its real network costs {search['flops_target']:g}x B0's FLOPs (within "
-               f"{search.get('flops_tolerance', 0):.0%}; {len(search.get('infeasible', []))} infeasible, not trained), "
-               f"{search.get('networks_trained', '?')} distinct networks trained once each; is the choice identifiable by "
-               f"the data? {search.get('identifiable', '?')}; ") if "flops_target" in search else ""
+    seeds = search.get("seeds", 1)
+    if "flops_target" not in search:  # a result of the search before it placed candidates at matched FLOPs
+        out.append(f"{n} candidates, each B0 scaled at phi = 1 ({num(search.get('flops_ratio'), digits=2)}x B0's FLOPs "
+                   "for the one chosen): this result predates the search at matched FLOPs, with seeds and a decision "
+                   "rule; `dvc repro search` replaces it. Selected on "
+                   f"{search.get('selected_on', 'validation top-1')}; the test split plays no part.")
+        return "\n\n".join(out)
     out.append(f"{n} candidates with |alpha·beta²·gamma² − 2| ≤ {params.search.tolerance:g} (the paper's point always "
-               f"included), {matched or 'each B0 really scaled at phi = 1 and '}trained {_count(params.search.epochs, 'epoch')}; selected on "
-               f"{search.get('selected_on', 'validation top-1')}. The test split plays no part."
-               + (f" The real networks at phi = 1 have {search['flops_ratio']:.2f}x B0's FLOPs, not the rule's 2: "
-                  "repeats round up to whole blocks and resolutions to whole pixels."
-                  if not matched and finite(search.get("flops_ratio")) and search["flops_ratio"] > 2.2 else ""))
-    ranked = sorted((c for c in candidates if finite(c.get("val_top1"))), key=lambda c: -c["val_top1"])
-    if ranked:
-        shown = ranked[:10] + [c for c in ranked[10:] if c.get("paper") is True]
-        out.append(table(["rank", "alpha", "beta", "gamma", "alpha·beta²·gamma²", "FLOPs / B0", "val top-1 (%)", ""],
-                         [[ranked.index(c) + 1, c["alpha"], c["beta"], c["gamma"], num(c.get("constraint"), digits=3),
+               f"included), each placed at the phi where its real network costs {_g(search.get('flops_target'))}x "
+               f"B0's FLOPs (within {search.get('flops_tolerance', 0):.0%}; {len(search.get('infeasible', []))} "
+               f"infeasible, not trained); the {search.get('networks_trained', '?')} distinct networks they build are "
+               f"trained {_count(params.search.epochs, 'epoch')} with {_count(seeds, 'seed')} each and scored on "
+               f"{search.get('selected_on', 'validation top-1')}. The test split plays no part.")
+    if "decision" in search:
+        out.append(f"**Decision: {search['decision']}.** {search.get('reason', '')}. The rule: {search.get('rule', '')}")
+    trained = [c for c in candidates if c.get("status") == "trained" and finite(c.get("val_top1"))]
+    if trained:
+        def interval(low: Any, high: Any) -> str:
+            return f"[{pct(low)}, {pct(high)}]" if finite(low) and finite(high) else "–"
+
+        def difference(c: dict[str, Any]) -> str:
+            if not finite(c.get("minus_paper")):
+                return "–"
+            return (f"{100 * c['minus_paper']:+.2f} [{100 * c['minus_paper_low']:+.2f}, {100 * c['minus_paper_high']:+.2f}]"
+                    if finite(c.get("minus_paper_low")) else f"{100 * c['minus_paper']:+.2f}")
+
+        same = {}
+        for c in candidates:
+            status = str(c.get("status", ""))
+            if status.startswith("same network as "):
+                same.setdefault(status.removeprefix("same network as "), []).append(
+                    f"({c['alpha']:g}, {c['beta']:g}, {c['gamma']:g})")
+        ranked = sorted(trained, key=lambda c: -c["val_top1"])
+        out.append(table(["alpha, beta, gamma", "same network", "depth", "width", "resolution", "FLOPs / B0",
+                          "val top-1 (%)", "95% interval", "− paper (points), Holm-corrected interval", "verdict"],
+                         [[f"({c['alpha']:g}, {c['beta']:g}, {c['gamma']:g})"
+                           + (" chosen" if c.get("chosen") is True else ""),
+                           ", ".join(same.get(f"a{c['alpha']:g}_b{c['beta']:g}_g{c['gamma']:g}", [])) or "–",
+                           num(c.get("depth"), digits=2), num(c.get("width"), digits=2), num(c.get("resolution"), digits=2),
                            num(c.get("flops_ratio"), digits=2), pct(c["val_top1"]),
-                           " ".join(m for m, k in (("chosen", "chosen"), ("paper", "paper")) if c.get(k) is True)]
-                          for c in shown]))
+                           interval(c.get("val_top1_low"), c.get("val_top1_high")), difference(c), c.get("verdict") or "–"]
+                          for c in ranked], "llrrrrrrrl"))
+    scope = search_scope(search, measured)
+    if scope:
+        out.append("What the search can and cannot decide at which target (from `metrics/search.json` and "
+                   "`metrics/search_targets.json`, written by `scripts/search_targets.py`):\n\n" + scope)
     return "\n\n".join(out)
 
 
@@ -316,7 +390,8 @@ EfficientNet B0-B7 here: {ours_range} test top-1. The earlier student reproducti
 these, because:
 
 - it trained the same unscaled network for every grid candidate, so its search compared
-  nothing; here every candidate is B0 really scaled by (alpha, beta, gamma) at phi = 1;
+  nothing; here every candidate is B0 really scaled by its own (alpha, beta, gamma) (where:
+  see the search section);
 - it selected the coefficients on the test set; here on a validation split held out of the
   training set, and the test set is read first by the evaluate stage;
 - its "validation" accuracy was measured on augmented images; here evaluation is on
@@ -383,14 +458,25 @@ def comparisons(models: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _verdict(c: PairedComparison, a: str, b: str) -> str:
-    if not c.distinguishable:
-        return "not distinguishable"
+NOT_DISTINGUISHABLE = "not distinguishable at this budget"
+
+
+def _verdict(c: PairedComparison, corrected: Corrected, a: str, b: str) -> str:
+    if not corrected.distinguishable:
+        return NOT_DISTINGUISHABLE
     return f"{a} better" if c.difference > 0 else f"{b} better"
 
 
 def _p(value: float) -> str:
     return "< 0.0001" if value < 1e-4 else f"{value:.4f}" if value < 0.01 else f"{value:.3f}"
+
+
+def paired_family(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[PairedComparison, Corrected]]:
+    """Every comparison (A's and B's right/wrong flags) with its uncorrected result and its Holm correction
+    over the whole family (`effnet.stats.holm`), in the order given."""
+    results = [paired_bootstrap(a, b) for a, b in pairs]
+    corrected = holm([bootstrap_differences(a, b) for a, b in pairs])  # the same seeded draws as paired_bootstrap
+    return list(zip(results, corrected))
 
 
 def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
@@ -407,7 +493,7 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
             loaded[model] = load_predictions(path) if path is not None and path.is_file() else None
         return loaded[model]
 
-    rows, notes = [], []
+    kept, notes = [], []
     for what, a, b in drawn:
         pa, pb = predictions(a), predictions(b)
         if pa is None or pb is None:
@@ -416,28 +502,48 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
             notes.append(f"{labels[a]} against {labels[b]}: evaluated on different test images "
                          "(evaluate.images_per_class differs), not compared")
             continue
-        c = paired_bootstrap(pa.correct(ema=True), pb.correct(ema=True))
+        kept.append((what, a, b, pa.correct(ema=True), pb.correct(ema=True)))
+    family = paired_family([(ca, cb) for *_, ca, cb in kept])
+    rows = []
+    for (what, a, b, _, _), (c, h) in zip(kept, family):
         seeds = f"{c.seeds[0]}" if c.seeds[0] == c.seeds[1] else f"{c.seeds[0]} / {c.seeds[1]}"
         rows.append([what, labels[a], labels[b], f"{c.images:,}", seeds, pct(c.accuracy_a), pct(c.accuracy_b),
-                     f"{100 * c.difference:+.2f}", f"[{100 * c.low:+.2f}, {100 * c.high:+.2f}]", _p(c.p_value),
-                     _verdict(c, labels[a], labels[b])])
+                     f"{100 * c.difference:+.2f}", f"[{100 * h.low:+.2f}, {100 * h.high:+.2f}]",
+                     f"{100 * h.confidence:.2f}%", _p(h.p_holm), f"{100 * h.detectable:.2f}",
+                     _verdict(c, h, labels[a], labels[b])])
     missing = sorted({m for _, a, b in drawn for m in (a, b) if predictions(m) is None})
     if missing:
         notes.append(f"No per-image predictions (`predictions/<model>.npz`) for {', '.join(f'`{m}`' for m in missing)}: "
                      "their comparisons are left out (not evaluated yet, or evaluated before the evaluate stages saved "
                      "predictions: run the model's evaluate stage where its weights are, e.g. "
                      "`dvc repro evaluate@efficientnet_b0`).")
-    out.append(f"A − B in percentage points of test top-1 (EMA weights where the run kept them), with a "
-               f"{100 * CONFIDENCE:.0f}% interval from a paired bootstrap ({RESAMPLES:,} resamples, seeded): each resample "
-               "draws the test images with replacement, the same draw for both models, and, with several seeds "
-               "(`train.seeds`), the seeds too, so the interval covers the finite test set and the seed-to-seed "
-               "variation. McNemar's exact test (two-sided binomial on the images exactly one of the two gets right) "
-               "gives p, on the first seed of each. Where the interval covers 0 the data cannot tell the two models "
-               "apart: **not distinguishable**. Compared: compound scaling against each single dimension at each FLOPs "
-               "target, and each EfficientNet against the baseline nearest to it in FLOPs and in parameters.")
+    one_seed = [r for r, (c, _) in zip(rows, family) if c.seeds == (1, 1)]
+    out.append(f"A − B in percentage points of test top-1 (EMA weights where the run kept them). Each comparison's "
+               f"distribution comes from a paired bootstrap ({RESAMPLES:,} resamples, seeded): each resample draws the "
+               "test images with replacement, the same draw for both models, and the seeds (`train.seeds`) with "
+               "replacement, so the interval covers the finite test set and the seed-to-seed variation of training. "
+               f"**Corrected for multiplicity**: the {len(rows)} comparisons of this table are one family, corrected by "
+               f"Holm's step-down procedure at a family-wise {100 * CONFIDENCE:.0f}% (`effnet.stats.holm`): each "
+               "interval is at the corrected confidence shown, Holm p is the Holm-adjusted bootstrap p-value, and a "
+               "comparison is told apart only where its corrected interval excludes 0; elsewhere the table says "
+               f"**{NOT_DISTINGUISHABLE}**. \"detectable\" is the half-width of the corrected interval: the smallest "
+               "difference (points) this run could have told from 0 in that comparison. McNemar's test is not used: "
+               "with several seeds per model it would test one network of each and ignore the seed-to-seed noise. "
+               "Compared: compound scaling against each single dimension at each FLOPs target, and each EfficientNet "
+               "against the baseline nearest to it in FLOPs and in parameters."
+               + (f" {len(one_seed)} of the comparisons have one seed per model: their intervals cover the test "
+                  "images only, not the seed-to-seed variation (set `train.seeds` >= 3)." if one_seed else ""))
     if rows:
-        out.append(table(["compared", "A", "B", "test images", "seeds", "A top-1", "B top-1", "A − B", "95% interval",
-                          "McNemar p", "verdict"], rows, "lll" + "r" * 7 + "l"))
+        out.append(table(["compared", "A", "B", "test images", "seeds", "A top-1", "B top-1", "A − B",
+                          "corrected interval", "confidence", "Holm p", "detectable", "verdict"],
+                         rows, "lll" + "r" * 9 + "l"))
+        undecided = [h.detectable for _, h in family if not h.distinguishable]
+        if undecided:
+            spread = (f"{100 * undecided[0]:.2f}" if min(undecided) == max(undecided) else
+                      f"from {100 * min(undecided):.2f} to {100 * max(undecided):.2f}")
+            out.append(f"{len(undecided)} of {len(rows)} comparisons are {NOT_DISTINGUISHABLE}; the smallest "
+                       f"difference they could have detected (the half-width of the corrected interval) is {spread} "
+                       "points of test top-1.")
     out += notes
     return "\n\n".join(out)
 
@@ -510,6 +616,9 @@ def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_n
     coefficients = (f"Searched coefficients: alpha = {search['alpha']}, beta = {search['beta']}, gamma = {search['gamma']} "
                     f"(paper: {', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}). "
                     if all(k in search for k in ("alpha", "beta", "gamma")) else "")
+    if search.get("decision") == "paper":  # the search could not beat the paper's point: say so, not "searched"
+        coefficients = (f"Coefficients: the paper's ({', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}); the search "
+                        "found no network that beats them (see the report). ")
     ema = any(r.get("has_ema") is True for r in models)
     weights = "the EMA weights" if ema or not models else "the raw weights (this run kept no EMA)"
     return ((f"{run}\n\n" if run else "") +
@@ -524,6 +633,8 @@ def build_report(params: Params, *, models_table: Path, search_json: Path, searc
                  predictions_dir: Path | None = None) -> str:
     """The whole REPORT.md as text. Missing inputs are said to be missing; nothing fails on them.
 
+    Beside `search_json` it reads `search_targets.json` (scripts/search_targets.py) when present.
+
     `predictions_dir` holds the evaluate stages' `<model>.npz` for the paired comparisons.
     """
     models = [r for r in read_table(models_table) if r.get("model")]
@@ -536,7 +647,7 @@ def build_report(params: Params, *, models_table: Path, search_json: Path, searc
         "_Generated by `stages/report.py` from `metrics/`, `plots/` and `params.yaml`; do not edit by hand._",
         _how(params, models, commit, host or host_description(), now),
         "## Summary\n\n" + results_block(models, search),
-        _search(search, candidates, params),
+        _search(search, candidates, params, _read_json(Path(search_json).with_name("search_targets.json"))),
         _results(models),
         _paper(models),
         _scaling(models),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from effnet.config import Params
-from effnet.efficientnet import published_dropout
+from effnet.efficientnet import B0_STAGES, published_dropout
 from effnet.models import ModelSpec, build_model, compound_spec, count_flops, network_of, published_spec
 from effnet.study import scaled_name, strategy_names
 
@@ -213,7 +213,9 @@ def study_spec(strategy: str, target: float | None, params: Params, coefficients
     """The spec of one model of the scaling study (stages `scale_*`) and its `matched` record.
 
     'baseline' is B0 itself; any other strategy is B0 matched to `target` x its FLOPs
-    (`match_flops`), which must come within `scaling.tolerance`. Every model at a target gets
+    (`match_flops`), which must come within `scaling.tolerance`; a compound model must also
+    exceed B0 by `scaling.min_change` in built depth, width and resolution (`changes_every_dimension`),
+    else a ValueError says so. Every model at a target gets
     that target's regularisation: dropout `target_dropout` and stochastic depth
     `train.drop_path_rate`. The record holds the FLOPs reached and the depth, width and
     resolution multipliers as built (after rounding), beside dropout and drop-path rate.
@@ -235,9 +237,59 @@ def study_spec(strategy: str, target: float | None, params: Params, coefficients
                              "raise scaling.tolerance or choose another target")
         spec = matched.spec
         built = built_multipliers(spec, b0)  # as built, after rounding: what the network really changed
+        minimum = params.scaling.min_change
+        if strategy == "compound" and not changes_every_dimension(spec, b0, 1.0 + minimum):
+            raise ValueError(f"the compound model at {target:g}x B0's FLOPs is not compound as built: depth "
+                             f"{built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x, "
+                             f"not all >= {1 + minimum:g}x (scaling.min_change {minimum:g}); choose another "
+                             "scaling.flops_targets (python scripts/search_targets.py lists what each target builds)")
         extra = {"strategy": strategy, "target": target, "multiplier": matched.multiplier,
                  "flops_ratio": target * (1 + matched.relative_error), "flops": matched.flops, **built}
         log(f"{spec.name}: {strategy} multiplier {matched.multiplier:.4g} gives {extra['flops_ratio']:.3f}x B0's FLOPs; "
             f"built depth {built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x")
     extra.update(dropout=spec.dropout, drop_path_rate=spec.drop_path_rate)
     return spec, extra
+
+
+def reachable(strategy: str, base: ModelSpec, max_ratio: float, coefficients: tuple[float, float, float] | None = None,
+              step: float = 0.01, flops_fn: Callable[[ModelSpec], int] = count_flops) -> list[tuple[float, float]]:
+    """The FLOPs ratios (to `base`) of the distinct networks `strategy` builds up to `max_ratio`: (multiplier, ratio).
+
+    The list runs 5% past `max_ratio`, so that a target at `max_ratio` can also be matched from above.
+
+    FLOPs are a step function of the multiplier, so this lists what one strategy can build:
+    depth at every multiplier where a stage gains a block (k / repeats of a row of Table 1),
+    resolution at every whole pixel, width and compound (phi) in `step`s, each network
+    measured. `equal_cost_targets` picks from these the FLOPs targets every strategy can hit.
+    """
+    base_flops = flops_fn(base)
+    if strategy == "depth":
+        repeats = {stage.repeats for stage in B0_STAGES}
+        top = max_ratio * 1.05
+        grid = sorted({1.0} | {k / r for r in repeats for k in range(r + 1, int(math.ceil(r * top)) + 1)})
+    elif strategy == "resolution":
+        grid = [float(x) for x in range(base.resolution, int(base.resolution * math.sqrt(max_ratio * 1.1)) + 2)]
+    else:
+        start = 0.0 if strategy == "compound" else 1.0
+        grid = [start + i * step for i in range(100_000)]
+    out: dict[int, float] = {}
+    for x in grid:
+        flops = flops_fn(scaled_spec(strategy, x, base, coefficients))
+        if flops / base_flops > max_ratio * 1.05:
+            break
+        out.setdefault(flops, x)
+    return sorted(((x, flops / base_flops) for flops, x in out.items()), key=lambda t: t[1])
+
+
+def equal_cost_targets(ratios: dict[str, list[float]], candidates: list[float], tolerance: float) -> list[dict[str, float]]:
+    """Of `candidates` (multiples of B0's FLOPs), those that every strategy reaches within `tolerance` (relative).
+
+    `ratios` maps each strategy to the FLOPs ratios it can build (`reachable`). One row per
+    target that every strategy can hit: the target and each strategy's nearest ratio.
+    """
+    rows = []
+    for target in candidates:
+        nearest = {s: min(r, key=lambda v: abs(v / target - 1.0)) for s, r in ratios.items()}
+        if all(abs(v / target - 1.0) <= tolerance for v in nearest.values()):
+            rows.append({"target": target, **nearest})
+    return rows

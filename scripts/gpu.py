@@ -229,10 +229,9 @@ def scaling_study_stages(targets: list[float]) -> list[dict[str, Any]]:
     for target in targets:
         for strategy in study.STRATEGIES:
             name = study.scaled_name(strategy.name, target)
-            search = " --coefficients metrics/search.json" if strategy.coefficients else ""
             train.append({"name": f"scale_{name}", **({"needs": ["search"]} if strategy.coefficients else {}),
                           "command": f"python3 stages/train_scaling.py --strategy {strategy.name} --target {target:g} "
-                                     f"--out models/scaling/{name} --live dvclive/scaling/{name}{search} {params}"})
+                                     f"--out models/scaling/{name} --live dvclive/scaling/{name} {params}"})
             evaluate.append({"name": f"evaluate_scaling_{name}",
                              "command": f"python3 stages/evaluate.py --model scaling/{name} {params}"})
     return train + evaluate

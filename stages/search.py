@@ -6,13 +6,15 @@
 
 Every candidate of the grid is placed at the phi where its real network costs
 `search.flops_target` x B0's FLOPs (within `search.flops_tolerance`, else it is reported as
-infeasible and not trained); candidates that then build the same network are trained once.
-Each network trains with the short budget of `search:`, the recipe of `train:` and the
-regularisation of the target (`effnet.scaling.target_dropout`, `train.drop_path_rate`), and
-is scored on the validation split (the test split is never read). Each finished network is
-written to `--scratch` at once, so an interrupted search resumes where it stopped; once the
-outputs are written the scratch directory is deleted, so `dvc repro -f search` retrains.
-Writes the chosen coefficients (`--out`) and the table of all candidates (`--table`).
+infeasible and not trained); candidates that then build the same network are trained once,
+with `search.seeds` seeds. Each network trains with the short budget of `search:`, the recipe
+of `train:` and the regularisation of the target (`effnet.scaling.target_dropout`,
+`train.drop_path_rate`), and is scored on the validation split (the test split is never
+read). Each finished network and seed is written to `--scratch` at once, so an interrupted
+search resumes where it stopped; once the outputs are written the scratch directory is
+deleted, so `dvc repro -f search` retrains. Writes the decision (`--out`: the coefficients
+taken, searched or the paper's by `effnet.search.DECISION_RULE`, and why) and the table of
+all candidates with their intervals (`--table`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
-    parser.add_argument("--out", default="metrics/search.json", type=Path, help="the chosen coefficients")
+    parser.add_argument("--out", default="metrics/search.json", type=Path, help="the decision: coefficients taken and why")
     parser.add_argument("--table", default="plots/search.csv", type=Path, help="every candidate")
     parser.add_argument("--scratch", default="checkpoints/search", type=Path,
                         help="finished networks and checkpoints (deleted once the outputs are written)")

@@ -2,10 +2,11 @@
 
     python -m effnet.supervise stages/train_scaling.py --strategy depth --target 4   # or --strategy baseline
         [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>] [--params params.yaml]
-        [--data data/cifar100] [--coefficients metrics/search.json]
+        [--data data/cifar100]
 
-The spec and its `matched` record: `effnet.scaling.study_spec` (FLOPs matched within `scaling.tolerance`;
-`baseline` is B0 with the same budget). The recipe of `train:`, the budget of `scaling:`; named after `--out`.
+The spec and its `matched` record: `effnet.scaling.study_spec` (FLOPs within `scaling.tolerance`; a compound
+model that does not change every dimension by `scaling.min_change` stops the stage; compound uses the paper's
+coefficients, `effnet.study.SCALING_COEFFICIENTS`). The recipe of `train:`, the budget of `scaling:`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from effnet import cli
 from effnet.config import Params
 from effnet.experiment import Logger, train_and_save
 from effnet.scaling import study_spec
-from effnet.study import compound_coefficients, scaled_name, strategy_names
+from effnet.study import SCALING_COEFFICIENTS, scaled_name, strategy_names
 
 
 def dvclive(directory: Path) -> Logger:
@@ -35,7 +36,7 @@ def model_name(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    coefficients = compound_coefficients(params.network, args.coefficients) if args.strategy == "compound" else None
+    coefficients = SCALING_COEFFICIENTS if args.strategy == "compound" else None
     spec, matched = study_spec(args.strategy, args.target, params, coefficients)
     spec = replace(spec, name=model_name(args))
     cfg = replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class)
@@ -52,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="directory of model.pt; its name is the model's")
     parser.add_argument("--live", type=Path, help="DVCLive directory")
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
-    parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="search result (compound)")
     return cli.main(parser, run, argv, lock=lambda args: Path("checkpoints/scaling") / model_name(args))
 
 

@@ -39,12 +39,15 @@ def test_default_budget() -> None:
     assert len(by_stage["search"]) == 14  # the grid of params.yaml: 13 feasible points and the paper's
     assert [j.name for j in by_stage["train"]] == [f"efficientnet_b{i}" for i in range(8)]
     assert len(by_stage["train_baseline"]) == 3 and len(by_stage["train_phi"]) == 1
-    assert len(by_stage["scale"]) == 1 + 4 * 3  # B0, then 4 strategies at 2x, 4x, 8x
+    assert len(by_stage["scale"]) == 1 + 4 * 3  # B0, then 4 strategies at 3x, 5x, 7x
     train = by_stage["train"][0]
     assert (train.epochs, train.train_images, train.val_images, train.val_passes, train.test_images) == (
         100, 45_000, 5_000, 2, 15_000)
     assert by_stage["search"][0].test_images == 0  # candidates are not evaluated on test
-    assert by_stage["train"][7].cost == pytest.approx(37 / 0.39)  # B7: the paper's Table 2 FLOPs over B0's
+    # B7: the paper's Table 2 FLOPs over B0's, times train.seeds (3 networks)
+    assert by_stage["train"][7].cost == pytest.approx(3 * 37 / 0.39)
+    # a search candidate: search.seeds networks at search.flops_target x B0
+    assert by_stage["search"][0].cost == pytest.approx(3 * 3.0)
 
 
 def test_job_work_by_hand() -> None:

@@ -28,8 +28,10 @@ def raw():
 def test_params_yaml_loads_and_matches_the_library_defaults(raw):
     params = params_from_dict(raw)
     assert params.search.alpha == GridAxis(1.0, 1.4, 0.1)
-    assert params.scaling.flops_targets == (3.0, 4.0, 8.0)
-    assert (params.search.flops_target, params.search.flops_tolerance) == (2.0, 0.05)
+    assert params.scaling.flops_targets == (3.0, 5.0, 7.0)
+    assert (params.scaling.tolerance, params.scaling.min_change) == (0.02, 0.05)
+    assert (params.search.flops_target, params.search.flops_tolerance, params.search.seeds) == (3.0, 0.05, 3)
+    assert params.train.seeds == 3  # B0 and the scaling study, whose comparisons the report draws
     assert load_params("params.yaml") == params
     assert params_from_dict(params_to_dict(params)) == params
 
@@ -53,7 +55,9 @@ def test_params_yaml_loads_and_matches_the_library_defaults(raw):
     (("search", "alpha", "min"), 0.9, r"'search.alpha.min' must be >= 1.0"),
     (("cam", "methods"), ["gradcam", "magic"], r"'cam.methods' must be one of"),
     (("scaling", "flops_targets"), [], r"'scaling.flops_targets' must list"),
-    (("cam", "flops_target"), 2.0, r"'cam.flops_target' must be one of scaling.flops_targets \(3, 4, 8\), got 2"),
+    (("cam", "flops_target"), 2.0, r"'cam.flops_target' must be one of scaling.flops_targets \(3, 5, 7\), got 2"),
+    (("search", "seeds"), 0, r"'search.seeds' must be >= 1, got 0"),
+    (("scaling", "min_change"), -0.1, r"'scaling.min_change' must be in \[0, 1\]"),
     (("search", "flops_tolerance"), 1.5, r"'search.flops_tolerance' must be in \[0, 1\]"),
     (("search", "flops_target"), 1.0, r"'search.flops_target' must be > 1"),
 ])

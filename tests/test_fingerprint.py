@@ -75,9 +75,9 @@ def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
                                flops_ratio=2.0)] for i, c in enumerate(candidates)]
     trained = []
 
-    def train_candidate(placed):
+    def train_candidate(placed, seed_index):
         trained.append(placed.candidate.key)
-        return {"val_top1": 0.5}
+        return {"val_top1": 0.5, "val_correct": [1, 0]}
 
     def search() -> int:
         trained.clear()
@@ -90,5 +90,5 @@ def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
     (tree / "effnet/plots.py").write_text((tree / "effnet/plots.py").read_text() + "\n# not imported by the search\n")
     assert search() == 0
     library = tree / "effnet/search.py"
-    library.write_text(library.read_text().replace("def choose(", "def choose(  ", 1))  # an edit of the library
+    library.write_text(library.read_text().replace("def decide(", "def decide(  ", 1))  # an edit of the library
     assert search() == 2  # every candidate retrains

@@ -93,6 +93,13 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
                  "metrics/models/efficientnet_b7.json", "predictions/efficientnet_b7.npz",
                  "predictions/scaling/compound_2x.npz", "REPORT.md"]:
         assert (repo / path).is_file(), path
+    # the search's decision with its reason, and the report's corrected comparisons
+    search = json.loads((repo / "metrics/search.json").read_text())
+    assert search["decision"] in ("searched", "paper") and search["reason"] and search["seeds"] == 2
+    assert all(n["val_top1_low"] <= n["val_top1"] <= n["val_top1_high"] for n in search["networks"])
+    report = (repo / "REPORT.md").read_text()
+    assert f"**Decision: {search['decision']}.**" in report and "| verdict |" in report
+    assert "corrected by Holm's step-down procedure" in report and "| corrected interval | confidence |" in report
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "smoke run"], repo)

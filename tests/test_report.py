@@ -23,8 +23,22 @@ from effnet.study import matrix, model_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = {"alpha": 1.4, "beta": 1.0, "gamma": 1.2, "constraint": 2.016, "val_top1": 0.3, "flops_ratio": 3.04,
-          "candidates": 3, "selected_on": "validation top-1 (raw weights)",
+          "candidates": 3, "selected_on": "validation top-1 (raw weights)", "decision": "searched",
+          "reason": "a1.4_b1_g1.2 beats the paper's point by +10.00 points", "rule": "the written rule",
+          "flops_target": 3.0, "flops_tolerance": 0.05, "seeds": 3, "networks_trained": 2, "infeasible": [],
+          "distinctness": {"target": 3.0, "candidates": 3, "feasible": 3, "distinct": 2, "material": 2,
+                           "paper_feasible": True, "largest_cluster": 2, "depth_min": 1.0, "depth_max": 1.81,
+                           "width_min": 1.0, "width_max": 1.44, "resolution_min": 1.0, "resolution_max": 1.44},
+          "networks": [{"architecture": "net-a", "val_top1": 0.3, "detectable": 0.021},
+                       {"architecture": "net-b", "val_top1": 0.2}],
           "paper": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15, "constraint": 1.92027, "val_top1": 0.2, "flops_ratio": 3.05}}
+TARGETS = {"flops_tolerance": 0.05, "base_resolution": 32, "rows": [
+    {"target": 2.0, "candidates": 14, "feasible": 13, "distinct": 8, "material": 4, "paper_feasible": True,
+     "largest_cluster": 9, "depth_min": 1.0, "depth_max": 1.4375, "width_min": 1.0, "width_max": 1.2625,
+     "resolution_min": 1.0, "resolution_max": 1.1562},
+    {"target": 4.0, "candidates": 14, "feasible": 13, "distinct": 13, "material": 10, "paper_feasible": False,
+     "largest_cluster": 2, "depth_min": 1.0, "depth_max": 2.0, "width_min": 1.0, "width_max": 1.6474,
+     "resolution_min": 1.0, "resolution_max": 1.5938}]}
 CAM = {"baseline": {"strategy": "baseline", "target": 1.0, "flops_ratio": 1.0, "images": 16, "top1": 0.25,
                     "confidence": 0.2, **{m: {"road_morf": -0.2, "road_lerf": -0.05, "road_combined": 0.075,
                                               "cam_mult_confidence_change": 0.01} for m in ("gradcam", "gradcam++", "random")}}}
@@ -69,7 +83,9 @@ def test_report_lists_every_model_and_the_comparisons(tmp_path: Path) -> None:
         assert f"`{name}`" in text  # the full table of models
     for row in ("| B0 | 4.00 | 0.120 | 50.00 |", "| ResNet-152 | 40.00 | 2.600 | 55.00 |", "| phi=1.5 |"):
         assert row in text  # the summary table, from metrics/models.csv
-    assert "| searched (chosen) | 1.4 | 1.0 | 1.2 | 2.016 |" in text and "| paper | 1.2 | 1.1 | 1.15 | 1.920 |" in text
+    assert "| taken: the search's winner | 1.4 | 1.0 | 1.2 | 2.016 |" in text and "| paper | 1.2 | 1.1 | 1.15 | 1.920 |" in text
+    assert "**Decision: searched.** a1.4_b1_g1.2 beats the paper's point by +10.00 points. The rule: the written rule" in text
+    assert "every candidate is B0 really scaled by (alpha, beta, gamma) at phi = 1" not in text  # the stale line
     for paper in (m.paper for m in matrix()):
         assert f"| {paper.top1:.1f} | {paper.params} | {paper.flops} |" in text
     assert "67.9-70.8%" in text and "77.4" in text and "78.5" in text
@@ -145,6 +161,41 @@ def test_phi_label(tmp_path: Path, name: str) -> None:
     assert f"| phi={name.removeprefix('efficientnet_phi')} |" in report(tmp_path)
 
 
+def test_a_search_result_from_before_the_matched_flops_search_is_said_to_be_one(tmp_path: Path) -> None:
+    project(tmp_path, plots=False)
+    old = {k: SEARCH[k] for k in ("alpha", "beta", "gamma", "constraint", "val_top1", "flops_ratio", "candidates", "paper")}
+    (tmp_path / "metrics" / "search.json").write_text(json.dumps(old))
+    section = report(tmp_path).split("## The compound coefficients", 1)[1].split("\n## ", 1)[0]
+    assert "each B0 scaled at phi = 1 (3.04x B0's FLOPs for the one chosen): this result predates" in section
+    assert "Decision" not in section
+
+
+def test_search_scope_from_generated_numbers() -> None:
+    from effnet.report import search_scope
+
+    lines = search_scope(SEARCH, TARGETS).splitlines()
+    assert len(lines) == 4  # 2x and 4x measured, 3x from the search itself, then the decision
+    assert lines[0].startswith("- At 2x B0's FLOPs (B0 at 32 px): 13 of 14 grid points reach the target, building 8 "
+                               "distinct networks of which 4 differ materially")
+    assert "holds 9 coefficient sets" in lines[0] and "the paper's point is feasible" in lines[0]
+    assert lines[1].startswith("- At 3x B0's FLOPs: 3 of 3") and "depth 1.00-1.81x" in lines[1]
+    assert lines[2].startswith("- At 4x") and "**not** feasible" in lines[2]
+    assert lines[3] == ("- The search ran at 3x with 3 seed(s) per network and took a searched winner, (1.4, 1.0, 1.2): "
+                        "a1.4_b1_g1.2 beats the paper's point by +10.00 points. Differences from the paper's network "
+                        "smaller than about 2.10 points of validation top-1 (the half-width of each Holm-corrected "
+                        "interval) could not be detected at this budget.")
+    assert search_scope({}, None) == ""
+
+
+def test_readme_block_names_the_papers_coefficients_when_the_search_took_them() -> None:
+    from effnet.report import results_block
+
+    assert "Searched coefficients: alpha = 1.4" in results_block([], SEARCH)
+    text = results_block([], {**SEARCH, "alpha": 1.2, "beta": 1.1, "gamma": 1.15, "decision": "paper"})
+    assert "Coefficients: the paper's (1.2, 1.1, 1.15); the search found no network that beats them" in text
+    assert "Searched coefficients" not in text
+
+
 def test_comparisons_drawn() -> None:
     """Compound against each single dimension per target; each EfficientNet against its nearest baselines."""
     models = [{"model": "scaling/compound_2x", "group": "scaling", "strategy": "compound", "target": 2.0},
@@ -176,14 +227,24 @@ def test_paired_table(tmp_path: Path) -> None:
     write_predictions(tmp_path, "scaling/resolution_2x", slice(0, 600), test_set="other images")
     text = report(tmp_path)
     section = text.split("## Paired comparisons on the same test images", 1)[1].split("\n## ", 1)[0]
-    assert "| 2x FLOPs | compound_2x | width_2x | 1,000 | 1 | 60.00 | 60.00 | +0.00 | [+0.00, +0.00] | 1.000 | " \
-           "not distinguishable |" in section
+    # three comparisons in the family (resolution_2x was evaluated on other images): Holm over m = 3
+    assert "the 3 comparisons of this table are one family, corrected by Holm's step-down procedure" in section
+    assert "| 2x FLOPs | compound_2x | width_2x | 1,000 | 1 | 60.00 | 60.00 | +0.00 | [+0.00, +0.00] | 97.50% | 1.000 " \
+           "| 0.00 | not distinguishable at this budget |" in section
+    # depth: p < 1e-4, the first of Holm's steps, tested at alpha / 3
     depth = re.search(r"\| 2x FLOPs \| compound_2x \| depth_2x \| 1,000 \| 1 \| 60.00 \| 40.00 \| \+20.00 \| "
-                      r"\[\+(\d+\.\d+), \+(\d+\.\d+)\] \| < 0.0001 \| compound_2x better \|", section)
-    assert depth and 16 < float(depth.group(1)) < 20 < float(depth.group(2)) < 24  # +-1.96 x 1.26 pp around 20
+                      r"\[\+(\d+\.\d+), \+(\d+\.\d+)\] \| 98.33% \| < 0.0001 \| (\d+\.\d+) \| compound_2x better \|", section)
+    assert depth and 16 < float(depth.group(1)) < 20 < float(depth.group(2)) < 24  # +-2.39 x 1.26 pp around 20
+    assert float(depth.group(3)) == pytest.approx((float(depth.group(2)) - float(depth.group(1))) / 2, abs=0.011)
+    # Holm stops at the second step: the two left share the Bonferroni level over 2, 97.5%
     b0 = re.search(r"\| nearest in FLOPs and parameters \| B0 \| ResNet-50 \| 1,000 \| 1 \| 50.00 \| 50.00 \| \+0.00 \| "
-                   r"\[-(\d+\.\d+), \+(\d+\.\d+)\] \| 1.000 \| not distinguishable \|", section)
+                   r"\[-(\d+\.\d+), \+(\d+\.\d+)\] \| 97.50% \| 1.000 \| (\d+\.\d+) \| not distinguishable at this budget \|",
+                   section)
     assert b0 and float(b0.group(1)) > 0 and float(b0.group(2)) > 0
+    assert float(b0.group(3)) == pytest.approx((float(b0.group(1)) + float(b0.group(2))) / 2, abs=0.011)
+    assert f"2 of 3 comparisons are not distinguishable at this budget; the smallest difference they could have " \
+           f"detected (the half-width of the corrected interval) is from 0.00 to {b0.group(3)} points" in section
+    assert "3 of the comparisons have one seed per model" in section
     assert "compound_2x against resolution_2x: evaluated on different test images" in section
     # models without a predictions file: named once, their comparisons left out, nothing fails
     assert "No per-image predictions (`predictions/<model>.npz`) for " in section

@@ -1,21 +1,17 @@
 """Single-dimension and compound scaling at matched FLOPs."""
 
 import dataclasses
+import math
 
 import pytest
 
-from effnet.config import ScalingConfig
+from effnet.config import PAPER_COEFFICIENTS, Params, ScalingConfig
 from effnet.models import count_flops, spec_for_name
-from effnet.scaling import (
-    STRATEGIES,
-    built_multipliers,
-    changes_every_dimension,
-    match_flops,
-    scaled_spec,
-    target_dropout,
-)
+from effnet.scaling import (STRATEGIES, built_multipliers, changes_every_dimension, equal_cost_targets, match_flops,
+                            reachable, scaled_spec, study_spec, target_dropout)
+from effnet.study import SCALING_COEFFICIENTS
 
-TOLERANCE = 0.10  # params.yaml scaling.tolerance
+TOLERANCE = 0.10  # of the matches at 2x below (not a default target)
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +34,48 @@ def test_matched_flops_within_tolerance_and_one_dimension_only(b0, strategy):
         assert changed == {k: k == strategy for k in changed}
 
 
+@pytest.mark.slow  # about 30 s per target on a quiet core (60 real networks counted), minutes under load
 @pytest.mark.parametrize("target", ScalingConfig().flops_targets)
-def test_default_targets_change_every_dimension_of_the_compound_model(b0, target):
-    matched = match_flops("compound", target, b0, coefficients=(1.2, 1.1, 1.15))
-    assert abs(matched.relative_error) <= ScalingConfig().tolerance
-    built = built_multipliers(matched.spec, b0)
-    assert changes_every_dimension(matched.spec, b0), built
-    assert all(v >= 1.05 for v in built.values())
+def test_default_targets_are_equal_cost_and_the_compound_model_is_compound(b0, target):
+    """At every default target every strategy lands within scaling.tolerance (2%) of the same FLOPs, and the
+    compound model (the paper's coefficients) changes depth, width and resolution by >= scaling.min_change."""
+    cfg = ScalingConfig()
+    assert SCALING_COEFFICIENTS == PAPER_COEFFICIENTS
+    ratios = {}
+    for strategy in STRATEGIES:
+        matched = match_flops(strategy, target, b0, coefficients=SCALING_COEFFICIENTS)
+        assert abs(matched.relative_error) <= cfg.tolerance == 0.02, (strategy, matched.relative_error)
+        ratios[strategy] = matched.flops / count_flops(b0)
+        if strategy == "compound":
+            built = built_multipliers(matched.spec, b0)
+            assert changes_every_dimension(matched.spec, b0, 1 + cfg.min_change), built
+            assert all(v >= 1.05 for v in built.values())
+    assert max(ratios.values()) / min(ratios.values()) - 1 <= 2 * cfg.tolerance
+
+
+def test_the_study_stops_on_a_compound_model_that_is_not_compound():
+    params = Params(scaling=ScalingConfig(flops_targets=(2.0,), tolerance=0.05))  # at 2x: B0 one block deeper
+    with pytest.raises(ValueError, match=r"not compound as built: depth 1.438x, width 1.001x, resolution 1.031x"):
+        study_spec("compound", 2.0, params, SCALING_COEFFICIENTS, log=lambda _: None)
+    with pytest.raises(ValueError, match="scaling.tolerance"):  # and 4x is not an equal-cost target (3.76x at best)
+        study_spec("compound", 4.0, Params(), SCALING_COEFFICIENTS, log=lambda _: None)
+
+
+def test_equal_cost_targets_on_step_functions():
+    ratios = {"depth": [1.0, 2.0, 3.05, 4.5], "width": [1.0, 1.9, 3.0, 4.0], "compound": [1.0, 2.1, 2.97, 3.5]}
+    rows = equal_cost_targets(ratios, [2.0, 3.0, 4.0], tolerance=0.02)
+    assert rows == [{"target": 3.0, "depth": 3.05, "width": 3.0, "compound": 2.97}]  # 2x: 1.9 is 5% off; 4x: 4.5
+    assert equal_cost_targets(ratios, [2.0, 3.0, 4.0], tolerance=0.06)[0]["target"] == 2.0
+
+
+def test_reachable_lists_each_distinct_network_once(b0):
+    nominal = lambda s: int(1e6 * math.ceil(s.depth * 4) / 4 * s.resolution**2)  # noqa: E731  steps in depth and pixels
+    depth = reachable("depth", b0, 2.0, flops_fn=nominal)
+    assert [round(r, 4) for _, r in depth] == [1.0, 1.25, 1.5, 1.75, 2.0]  # one per new block of the 4-block stage
+    resolution = reachable("resolution", b0, 1.3, flops_fn=nominal)
+    # up to 5% past max_ratio, so that a target at max_ratio can be matched from above: 37 px is 1.34x, 38 px 1.41x
+    assert [x for x, _ in resolution] == [32.0, 33.0, 34.0, 35.0, 36.0, 37.0]
+    assert all(a[1] < b[1] for a, b in zip(resolution, resolution[1:]))
 
 
 def test_compound_at_2x_is_a_depth_scaled_network(b0):

@@ -2,23 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from effnet.config import GridAxis, SearchConfig
 from effnet.models import architecture, count_flops, spec_for_name
 from effnet.scaling import target_dropout
-from effnet.search import (
-    Candidate,
-    Placed,
-    SearchError,
-    choose,
-    grid_candidates,
-    group_identical,
-    place,
-    run_search,
-    summary,
-    table_rows,
-)
+from effnet.search import (DECISION_RULE, Candidate, Placed, SearchError, decide, distinctness, grid_candidates,
+                           group_identical, place, run_search, summary, table_rows)
+
+IMAGES = 2_000  # validation images of the fake networks
 
 
 def test_constraint_arithmetic():
@@ -83,15 +76,28 @@ def test_identical_networks_are_grouped_and_trained_once(placed, tmp_path):
     assert keys == [["a1.1_b1.1_g1.2", "a1.2_b1.1_g1.2"], ["a1.2_b1.1_g1.15"]]
     assert "a1_b1.1_g1.3" not in sum(keys, [])  # infeasible: not trained
     trainer = FakeTrainer()
-    records = run_search(groups, trainer, tmp_path, "s", log=None)
-    assert [p.candidate.key for p in trainer.trained] == ["a1.1_b1.1_g1.2", "a1.2_b1.1_g1.15"]
-    chosen = choose(groups, records)
-    rows = {(r["alpha"], r["gamma"]): r for r in table_rows(placed, groups, records, chosen)}
-    assert rows[(1.1, 1.2)]["status"] == "trained"
+    records = run_search(groups, trainer, tmp_path, "s", seeds=2, log=None)
+    # each distinct network trained with both seeds, the identical one never
+    assert [(p.candidate.key, k) for p, k in trainer.trained] == [
+        ("a1.1_b1.1_g1.2", 0), ("a1.1_b1.1_g1.2", 1), ("a1.2_b1.1_g1.15", 0), ("a1.2_b1.1_g1.15", 1)]
+    assert all(r["val_correct"].shape == (2, IMAGES) for r in records.values())
+    decision = decide(groups, records)
+    rows = {(r["alpha"], r["gamma"]): r for r in table_rows(placed, groups, records, decision)}
+    assert rows[(1.1, 1.2)]["status"] == "trained" and rows[(1.1, 1.2)]["seeds"] == 2
     assert rows[(1.2, 1.2)]["status"] == "same network as a1.1_b1.1_g1.2"
     assert rows[(1.2, 1.2)]["val_top1"] == rows[(1.1, 1.2)]["val_top1"]
     assert rows[(1.0, 1.3)]["status"] == "infeasible" and rows[(1.0, 1.3)].get("val_top1") is None
     assert sum(r["chosen"] for r in rows.values()) == 1
+
+
+def test_distinctness_counts_networks_and_material_differences(placed):
+    _, placed = placed
+    row = distinctness(placed, 2.0)
+    assert (row["candidates"], row["feasible"], row["distinct"]) == (4, 3, 2)
+    # the two networks at 2x differ only in the head's channels (h1288 against h1296): one material cluster
+    assert row["material"] == 1 and row["largest_cluster"] == 3 and row["paper_feasible"] is True
+    assert row["depth_min"] == row["depth_max"] == pytest.approx(23 / 16, abs=1e-4)
+    assert row["width_max"] - row["width_min"] < 0.01
 
 
 def _fake(key_coefficients, architecture, feasible=True, flops=100):
@@ -100,54 +106,111 @@ def _fake(key_coefficients, architecture, feasible=True, flops=100):
                   architecture=architecture, built={"depth": 1.0, "width": 1.0, "resolution": 1.0}, feasible=feasible)
 
 
+def _records(accuracies: dict[str, tuple[float, ...]], images: int = IMAGES, nested: bool = True) -> dict[str, dict]:
+    """Fake search records: per architecture, one accuracy per seed, right on a seeded share of the images.
+
+    nested: every network is right on the easiest images first, so a higher accuracy is right
+    wherever a lower one is (no disagreement beyond the difference); else each network and
+    seed is right on its own random images (disagreement as large as it gets)."""
+    rng = np.random.default_rng(0)
+    ease = rng.permutation(images)
+    out = {}
+    for arch, per_seed in accuracies.items():
+        correct = np.array([(ease if nested else rng.permutation(images)) < round(a * images) for a in per_seed])
+        out[arch] = {"architecture": arch, "val_correct": correct, "val_top1": float(correct.mean())}
+    return out
+
+
 def test_choice_among_identical_networks_is_stated_not_identified():
     placed = [_fake((1.1, 1.1, 1.2), "net-a"), _fake((1.2, 1.1, 1.2), "net-a"), _fake((1.2, 1.1, 1.15), "net-b"),
               _fake((1.0, 1.1, 1.3), "net-c", feasible=False)]
     groups = group_identical(placed)
-    records = {"net-a": {"val_top1": 0.6}, "net-b": {"val_top1": 0.5}}
-    chosen = choose(groups, records)
-    assert chosen[0].candidate.coefficients == (1.1, 1.1, 1.2)  # |1.917 - 2| < |2.091 - 2|
-    result = summary(placed, groups, records, chosen, 2.0, 0.05)
-    assert (result["alpha"], result["beta"], result["gamma"]) == (1.1, 1.1, 1.2)
+    records = _records({"net-a": (0.60, 0.61, 0.59), "net-b": (0.50, 0.51, 0.49)})  # 10 points better, 3 seeds
+    decision = decide(groups, records)
+    assert decision.outcome == "searched" and decision.chosen[0].candidate.coefficients == (1.1, 1.1, 1.2)
+    assert "beats the paper's point by +10.00 points" in decision.reason
+    result = summary(placed, groups, records, decision, 2.0, 0.05, 3)
+    assert (result["alpha"], result["beta"], result["gamma"]) == (1.1, 1.1, 1.2)  # |1.917 - 2| < |2.091 - 2|
+    assert result["decision"] == "searched" and result["rule"] == DECISION_RULE
     assert result["same_network"] == [{"alpha": 1.2, "beta": 1.1, "gamma": 1.2}]
-    assert result["identifiable"].startswith("no:") and "constraint nearest 2" in result["identifiable"]
     assert result["infeasible"] == ["a1_b1.1_g1.3"] and result["networks_trained"] == 2 and result["candidates"] == 4
-    assert result["paper"]["val_top1"] == 0.5 and result["paper"]["feasible"] is True
-    # ties between different networks: the constraint nearest 2
-    tied = {"net-a": {"val_top1": 0.5}, "net-b": {"val_top1": 0.5}}
-    assert choose(groups, tied)[0].candidate.is_paper  # |1.9998 - 2| beats |1.917 - 2|
+    assert result["paper"]["val_top1"] == pytest.approx(0.5) and result["paper"]["feasible"] is True
+    json.dumps(result)  # metrics/search.json: plain JSON, no arrays
+    net_a = next(n for n in result["networks"] if n["architecture"] == "net-a")
+    assert net_a["val_top1_low"] < 0.60 < net_a["val_top1_high"] and net_a["seeds"] == 3
+    assert net_a["distinguishable"] is True and net_a["low"] > 0.05
+
+
+def test_no_winner_without_evidence_takes_the_papers_coefficients():
+    """A network 0.5 points ahead, within seed and image noise, is not a winner: the paper's point is taken, and why."""
+    placed = [_fake((1.4, 1.0, 1.2), "net-a"), _fake((1.2, 1.1, 1.15), "net-b"), _fake((1.0, 1.3, 1.1), "net-c")]
+    groups = group_identical(placed)
+    records = _records({"net-a": (0.52, 0.49, 0.51), "net-b": (0.50, 0.51, 0.485), "net-c": (0.40, 0.41, 0.39)},
+                       nested=False)
+    decision = decide(groups, records)
+    assert decision.outcome == "paper" and decision.chosen[0].candidate.is_paper
+    assert decision.indistinguishable == ["net-b", "net-a"]  # net-c is told apart: worse
+    assert "no network beats the paper's point after Holm's correction over 2 comparisons" in decision.reason
+    assert decision.comparisons["net-a"]["low"] < 0 < decision.comparisons["net-a"]["high"]
+    assert decision.comparisons["net-c"]["high"] < 0 and decision.comparisons["net-c"]["distinguishable"]
+    result = summary(placed, groups, records, decision, 3.0, 0.05, 3)
+    assert (result["alpha"], result["beta"], result["gamma"]) == (1.2, 1.1, 1.15) and result["decision"] == "paper"
+    assert result["indistinguishable"] == [["a1.2_b1.1_g1.15"], ["a1.4_b1_g1.2"]]
+    verdicts = {r["architecture"]: r["verdict"] for r in table_rows(placed, groups, records, decision)}
+    assert verdicts == {"net-a": "not distinguishable from the paper's", "net-b": "paper's network",
+                        "net-c": "worse than the paper's"}
+    # the same 10 points ahead of the paper's as in the test above is a winner here too
+    clear = _records({"net-a": (0.60, 0.59, 0.61), "net-b": (0.50, 0.51, 0.485), "net-c": (0.40, 0.41, 0.39)},
+                     nested=False)
+    assert decide(groups, clear).outcome == "searched"
+
+
+def test_without_the_papers_point_the_search_says_it_cannot_decide():
+    placed = [_fake((1.4, 1.0, 1.2), "net-a"), _fake((1.2, 1.1, 1.15), "net-b", feasible=False)]
+    groups = group_identical(placed)
+    decision = decide(groups, _records({"net-a": (0.6, 0.6, 0.6)}))
+    assert decision.outcome == "paper" and decision.chosen == [] and "cannot decide" in decision.reason
+    result = summary(placed, groups, _records({"net-a": (0.6, 0.6, 0.6)}), decision, 4.0, 0.05, 3)
+    assert (result["alpha"], result["beta"], result["gamma"]) == (1.2, 1.1, 1.15)
+    assert result["paper"]["feasible"] is False
     with pytest.raises(SearchError, match="flops_tolerance"):
-        choose([], {})
+        decide([], {})
 
 
 class FakeTrainer:
     def __init__(self, fail_on: int | None = None):
         self.trained, self.fail_on = [], fail_on
 
-    def __call__(self, placed):
+    def __call__(self, placed, k):
         if self.fail_on is not None and len(self.trained) == self.fail_on:
             raise KeyboardInterrupt("interrupted")
-        self.trained.append(placed)
-        return {"val_top1": placed.candidate.alpha / 10, "params": 1, "train_time_s": 0.0}
+        self.trained.append((placed, k))
+        right = round(placed.candidate.alpha / 10 * IMAGES) + k
+        return {"val_top1": right / IMAGES, "val_correct": [1] * right + [0] * (IMAGES - right), "params": 1,
+                "train_time_s": 0.0}
 
 
 def test_resume_skips_finished_networks_and_prints_progress(tmp_path):
-    groups = [[_fake((1.0 + i / 10, 1.1, 1.2), f"net-{i}")] for i in range(6)]
-    first = FakeTrainer(fail_on=4)
+    groups = [[_fake((1.0 + i / 10, 1.1, 1.2), f"net-{i}")] for i in range(3)]
+    first = FakeTrainer(fail_on=4)  # 3 networks x 2 seeds: stops after net-1's second seed
     with pytest.raises(KeyboardInterrupt):
-        run_search(groups, first, tmp_path, "settings-1", log=None)
+        run_search(groups, first, tmp_path, "settings-1", seeds=2, log=None)
     assert len(first.trained) == 4 and len(list(tmp_path.glob("*.json"))) == 4
     second, lines = FakeTrainer(), []
-    records = run_search(groups, second, tmp_path, "settings-1", log=lines.append)
-    assert [p.architecture for p in second.trained] == ["net-4", "net-5"]  # only the unfinished ones
-    assert list(records) == [f"net-{i}" for i in range(6)]
-    assert json.loads((tmp_path / "net-0.json").read_text())["val_top1"] == pytest.approx(0.1)
+    records = run_search(groups, second, tmp_path, "settings-1", seeds=2, log=lines.append)
+    assert [(p.architecture, k) for p, k in second.trained] == [("net-2", 0), ("net-2", 1)]  # only the unfinished ones
+    assert list(records) == [f"net-{i}" for i in range(3)]
+    assert json.loads((tmp_path / "net-0_seed1.json").read_text())["val_top1"] == pytest.approx(0.1 + 1 / IMAGES)
+    assert records["net-0"]["val_top1"] == pytest.approx(0.1 + 0.5 / IMAGES)  # mean over the two seeds
     assert sum("finished earlier" in line for line in lines) == 4
-    assert any(line.startswith("candidate 5/6") and "2 to train" in line for line in lines)
-    assert any(line.startswith("candidate 6/6") and "ETA" in line for line in lines)  # from the time of the 5th
+    assert any(line.startswith("candidate 3/3 seed 1/2") and "2 to train" in line for line in lines)
+    assert any(line.startswith("candidate 3/3 seed 2/2") and "ETA" in line for line in lines)  # from the time of the 5th
     third = FakeTrainer()
-    run_search(groups, third, tmp_path, "settings-1", log=None)
+    run_search(groups, third, tmp_path, "settings-1", seeds=2, log=None)
     assert third.trained == []
     changed = FakeTrainer()
-    run_search(groups, changed, tmp_path, "settings-2", log=None)  # other settings: nothing reused
+    run_search(groups, changed, tmp_path, "settings-2", seeds=2, log=None)  # other settings: nothing reused
     assert len(changed.trained) == 6
+    more = FakeTrainer()
+    run_search(groups, more, tmp_path, "settings-2", seeds=3, log=None)  # one more seed: only it is trained
+    assert [k for _, k in more.trained] == [2, 2, 2]

@@ -57,9 +57,10 @@ def test_search_trains_each_network_once_at_matched_flops_without_test(workspace
     assert len(list(Path("scratch").glob("*/*.json"))) == 1
     monkeypatch.setattr(search_library, "train", real_train)
     capsys.readouterr()
-    assert search_stage.main(args) == 0  # resumes: the first network is not trained again
+    assert search_stage.main(args) == 0  # resumes: the first network's first seed is not trained again
     out = capsys.readouterr().out
-    assert out.count("finished earlier") == 1 and "candidate 2/2" in out
+    # the smoke profile: 2 networks x search.seeds = 2
+    assert out.count("finished earlier") == 1 and "candidate 2/2 seed 2/2" in out and "decision: " in out
     assert not Path("scratch").exists()  # deleted once the outputs are written: a forced rerun retrains
 
     chosen = json.loads(Path("metrics/search.json").read_text())
@@ -82,7 +83,15 @@ def test_search_trains_each_network_once_at_matched_flops_without_test(workspace
     assert chosen["flops_target"] == target and abs(chosen["flops_ratio"] / target - 1) <= tolerance
     if (chosen["alpha"], chosen["gamma"]) == (1.1, 1.2):
         assert chosen["same_network"] == [{"alpha": 1.2, "beta": 1.1, "gamma": 1.2}]
-        assert chosen["identifiable"].startswith("no")
+    # the decision, its reason, and each network's interval over 100 validation images and 2 seeds
+    assert chosen["decision"] in {"searched", "paper"} and chosen["reason"] and chosen["seeds"] == 2
+    if chosen["decision"] == "paper":
+        assert (chosen["alpha"], chosen["beta"], chosen["gamma"]) == (1.2, 1.1, 1.15)
+    assert len(chosen["networks"]) == 2 and all(n["seeds"] == 2 for n in chosen["networks"])
+    assert all(n["val_top1_low"] <= n["val_top1"] <= n["val_top1_high"] for n in chosen["networks"])
+    assert sum("distinguishable" in n for n in chosen["networks"]) == 1  # the one compared with the paper's
+    trained = [r for r in rows if r["status"] == "trained"]
+    assert all(r["val_top1_low"] and r["verdict"] for r in trained)
 
 
 def test_phi_and_scaling_stages(workspace):
@@ -111,6 +120,16 @@ def test_phi_and_scaling_stages(workspace):
                                "--live", "live/baseline"]) == 0
     baseline = torch.load("models/scaling/baseline/model.pt", weights_only=True)
     assert baseline["matched"]["flops_ratio"] == 1.0 and baseline["spec"]["dropout"] == target_dropout(1.0)
+
+
+def test_a_compound_model_that_is_not_compound_stops_the_stage(workspace, capsys):
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["scaling"]["min_change"] = 0.05  # the smoke profile turns the check off: at 8 px 2x is one block deeper
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    assert scaling_stage.main(["--strategy", "compound", "--target", "2", "--data", "data", "--out", "models/c"]) == 1
+    err = capsys.readouterr().err
+    assert "not compound as built" in err and "scaling.min_change" in err and "resolution 1.000x" in err
+    assert not Path("models/c").exists()
 
 
 def test_unreachable_target_is_a_clear_error(workspace, capsys):

@@ -164,8 +164,9 @@ def test_a_new_strategy_and_baseline_reach_dvc_yaml(tmp_path: Path) -> None:
 
 def test_a_new_strategy_and_baseline_reach_evaluate_plots_and_report(extended: None, tmp_path: Path) -> None:
     # the run's models (what collect keeps and cam draws) and their groups
-    params = params_from_dict({**yaml.safe_load((ROOT / "params.yaml").read_text()), "scaling": {
-        **yaml.safe_load((ROOT / "params.yaml").read_text())["scaling"], "flops_targets": [2, 4]}})
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = params_from_dict({**raw, "scaling": {**raw["scaling"], "flops_targets": [2, 4]},
+                               "cam": {**raw["cam"], "flops_target": 4}})
     names = [m.name for m in study.study_models(params)]
     assert "vgg11" in names and "scaling/stretch_2x" in names and "scaling/stretch_4x" in names
     assert study.group_of("vgg11") == "matrix" and study.scaling_role_of("scaling/stretch_4x") == ("stretch", 4.0)
