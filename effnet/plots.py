@@ -117,7 +117,8 @@ def figure1_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         accuracy = _percent(row.get(ACCURACY))
         rows.append({"model": row["model"], "label": label(row), "family": family,
                      "params_m": row["params"] / 1e6, "flops_g": row["flops"] / 1e9, "test_top1": accuracy,
-                     **{f: (accuracy if f == family else "") for f in ("efficientnet", "baseline", "efficientnet_phi")}})
+                     **{f: (accuracy if f == family else "")
+                        for f in ("efficientnet", "baseline", "efficientnet_phi")}})
     order = {"efficientnet": 0, "baseline": 1, "efficientnet_phi": 2}
     return sorted(rows, key=lambda r: (order[r["family"]], r["params_m"]))
 
@@ -131,8 +132,8 @@ def summary_metrics(models: Sequence[dict[str, Any]]) -> dict[str, float]:
     """
     summary = {}
     order = {"efficientnet": 0, "baseline": 1, "phi": 2}  # B0-B7, the baselines by size, the phi model
-    kind = lambda r: "phi" if r.get("group") == "phi" else "efficientnet" if str(r["model"]).startswith("efficientnet") \
-        else "baseline"  # noqa: E731
+    kind = lambda r: "phi" if r.get("group") == "phi" \
+        else "efficientnet" if str(r["model"]).startswith("efficientnet") else "baseline"  # noqa: E731
     for row in sorted(models, key=lambda r: (order[kind(r)], r.get("params", 0))):
         if row.get("group") in ("matrix", "phi") and finite(row.get(ACCURACY)):
             summary["phi" if row["group"] == "phi" else label(row)] = round(100.0 * row[ACCURACY], 2)
@@ -215,7 +216,7 @@ def training_curve_rows(runs: Sequence[tuple[str, Path]]) -> list[dict[str, Any]
         by_epoch: dict[int, dict[str, Any]] = {}
         for metric, (column, percent) in CURVE_METRICS.items():
             steps, values = read_dvclive_series(run_dir, metric)
-            for step, value in zip(steps, values):
+            for step, value in zip(steps, values, strict=True):  # two columns of one table
                 row = by_epoch.setdefault(int(step) + 1, {"model": name, "epoch": int(step) + 1})
                 row[column] = _percent(value) if percent else float(value)
         rows += [by_epoch[epoch] for epoch in sorted(by_epoch)]
@@ -325,8 +326,8 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
     rings of growing radius around its point, 16 directions each, and takes the first whose box
     lies inside the axes and clear of every placed label, marker and drawn line (of labels and
     markers only, where no such place exists); a label further out than
-    the first ring gets a thin leader line to its point (`marker_pt`: half a marker's side). The axes' limits and position must be
-    final (legend placed, limits set) before this is called, as the boxes are computed in pixels.
+    the first ring gets a thin leader line to its point (`marker_pt`: half a marker's side). The axes' limits and
+    position must be final (legend placed, limits set) before this is called, as the boxes are computed in pixels.
     """
     fig = ax.figure
     fig.canvas.draw()
@@ -363,11 +364,14 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
                     x0 = group.pixel[0] + dx * per_point - {"left": 0, "center": width / 2, "right": width}[ha]
                     y0 = group.pixel[1] + dy * per_point - {"bottom": 0, "center": height / 2, "top": height}[va]
                     box = (x0, y0, x0 + width, y0 + height)
-                    if inside and not (box[0] >= area.x0 and box[2] <= area.x1 and box[1] >= area.y0 and box[3] <= area.y1):
+                    if inside and not (box[0] >= area.x0 and box[2] <= area.x1
+                                       and box[1] >= area.y0 and box[3] <= area.y1):
                         continue
-                    if not any(_intersect(box, other) for other in taken) and not (avoid is not None and len(avoid) and (
-                            (avoid[:, 0] < box[2]) & (box[0] < avoid[:, 2]) & (avoid[:, 1] < box[3]) & (box[1] < avoid[:, 3])
-                    ).any()):
+                    if not any(_intersect(box, other) for other in taken) and not (
+                            avoid is not None and len(avoid) and (
+                                (avoid[:, 0] < box[2]) & (box[0] < avoid[:, 2])
+                                & (avoid[:, 1] < box[3]) & (box[1] < avoid[:, 3])
+                            ).any()):
                         best = (dx, dy, ha, va, radius, box)
                         break
                 if best:
@@ -441,7 +445,8 @@ def plot_figure1(rows: Sequence[dict[str, Any]], x: str, path: Path, what: Score
                        label=name, zorder=3)
     ax.set_xscale("log")
     _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("parameters (millions, log scale)" if x == "params_m" else "FLOPs (billions of multiply-adds, log scale)")
+    ax.set_xlabel("parameters (millions, log scale)" if x == "params_m"
+                  else "FLOPs (billions of multiply-adds, log scale)")
     ax.set_ylabel(f"CIFAR-100 test top-1 (%), {what.weights}")
     ax.set_title(f"Model size vs. accuracy (cf. paper Figure 1{'' if x == 'params_m' else ', FLOPs'})\n"
                  f"test top-1 on {what.test_images}", fontsize=10)
@@ -494,7 +499,8 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scor
         line = [r for r in rows if r["strategy"] == strategy and finite(r["test_top1"]) and finite(r["flops_ratio"])]
         if line:
             ax.plot([r["flops_ratio"] for r in line], [r["test_top1"] for r in line], "-",
-                    marker=study.strategy(strategy).marker, color=study.strategy(strategy).colour, lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
+                    marker=study.strategy(strategy).marker, color=study.strategy(strategy).colour,
+                    lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
                     label="compound scaling" if strategy == "compound" else f"scale {strategy}")
     ax.set_xscale("log", base=2)
     targets = sorted({float(r["target"]) for r in rows if finite(r["target"])} | {1.0})
@@ -544,8 +550,10 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     fig.colorbar(points, ax=left, label="validation top-1 (%)")
     right.scatter([r.get("flops_ratio", np.nan) for r in ok], accuracy, color="tab:gray", zorder=3)
     for ax, x in ((left, "beta"), (right, "flops_ratio")):
-        for key, style in (("chosen", dict(s=260, facecolors="none", edgecolors="tab:red", linewidths=2, label="chosen")),
-                           ("paper", dict(s=180, marker="*", color="gold", edgecolors="k", label="paper (1.2, 1.1, 1.15)"))):
+        for key, style in (("chosen", dict(s=260, facecolors="none", edgecolors="tab:red", linewidths=2,
+                                           label="chosen")),
+                           ("paper", dict(s=180, marker="*", color="gold", edgecolors="k",
+                                          label="paper (1.2, 1.1, 1.15)"))):
             marked = [r for r in ok if r.get(key) is True]
             if marked:
                 y = [r["gamma"] for r in marked] if ax is left else [100 * r["val_top1"] for r in marked]
@@ -554,7 +562,8 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     left.margins(0.12)
     left.set_xlabel("beta (width)")
     left.set_ylabel("gamma (resolution)")
-    left.set_title(f"{len(ok)} candidates with alpha * beta^2 * gamma^2 ~ 2\n(alpha = depth, written beside each point)",
+    left.set_title(f"{len(ok)} candidates with alpha * beta^2 * gamma^2 ~ 2\n"
+                   "(alpha = depth, written beside each point)",
                    fontsize=10)
     # each candidate is trained at its own phi, where its real network costs search.flops_target x B0
     right.set_xlabel("FLOPs of each candidate as trained (at its own phi), relative to B0")
@@ -626,7 +635,8 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != reference]
     metrics = (("road_combined", "ROAD combined\n(LeRF - MoRF) / 2"), ("cam_mult_confidence_change",
                                                                       "confidence change,\nimage x map"))
-    fig, axes = plt.subplots(len(metrics), len(methods), figsize=(4.2 * len(methods), 3.2 * len(metrics)), squeeze=False)
+    fig, axes = plt.subplots(len(metrics), len(methods), figsize=(4.2 * len(methods), 3.2 * len(metrics)),
+                             squeeze=False)
     baseline = [r for r in rows if r["strategy"] == "baseline"]
     for c, method in enumerate(methods):
         for r_index, (key, text) in enumerate(metrics):
@@ -636,8 +646,8 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
                               [r for r in rows if r["strategy"] == strategy and r["method"] == method],
                               key=lambda r: r["flops_ratio"])
                 if len(line) > (1 if baseline else 0):
-                    ax.plot([r["flops_ratio"] for r in line], [r[key] for r in line], "o-", color=study.strategy(strategy).colour,
-                            label=strategy)
+                    ax.plot([r["flops_ratio"] for r in line], [r[key] for r in line], "o-",
+                            color=study.strategy(strategy).colour, label=strategy)
             floor = [r for r in rows if r["method"] == reference]
             if floor:
                 ax.scatter([r["flops_ratio"] for r in floor], [r[key] for r in floor], marker="x", color="tab:gray",
@@ -648,7 +658,8 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
             ax.set_ylabel(text, fontsize=8)
             ax.grid(True, alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle("Faithfulness of the maps of the scaling study (higher is better; true-class probability)", fontsize=10)
+    fig.suptitle("Faithfulness of the maps of the scaling study (higher is better; true-class probability)",
+                 fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room below for the legend, outside every panel
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8)
@@ -662,7 +673,8 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
 
 def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvclive_dir: Path, out_dir: Path,
                log: Callable[[str], Any] = print, summary: Path | None = None) -> dict[str, Path]:
-    """Write every CSV and PNG of the plots stage into `out_dir`, and `summary_metrics` to `summary`; return {name: path}.
+    """Write every CSV and PNG of the plots stage into `out_dir`, and `summary_metrics` to `summary`;
+    return {name: path}.
 
     Inputs that are missing or empty give a header-only CSV and a placeholder PNG, with a
     note through `log`.
@@ -690,10 +702,12 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
         written[Path(summary).name] = Path(summary)
     figure1 = figure1_rows(models)
     no_matrix = f"no matrix or phi models in {models_table}"
-    emit("accuracy_vs_params", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "params_m", p, what), no_matrix)
+    emit("accuracy_vs_params", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "params_m", p, what),
+         no_matrix)
     emit("accuracy_vs_flops", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "flops_g", p, what), no_matrix)
     val_test = val_vs_test_rows(models)
-    emit("val_vs_test", val_test, VAL_TEST_COLUMNS, lambda p: plot_val_vs_test(val_test, p, what), f"no models in {models_table}")
+    emit("val_vs_test", val_test, VAL_TEST_COLUMNS, lambda p: plot_val_vs_test(val_test, p, what),
+         f"no models in {models_table}")
     scaling = scaling_rows(models)
     emit("scaling", scaling, scaling_columns(), lambda p: plot_scaling(scaling, p, what),
          f"no scaling-study models in {models_table}")

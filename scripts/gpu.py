@@ -135,7 +135,8 @@ def join(store: Path, target: Path) -> Path:
         return target
     missing = [p["file"] for p in manifest["parts"] if not (store / p["file"]).is_file()]
     if missing:
-        raise RecipeError(f"{store}: parts missing: {', '.join(missing)}; carry them (scripts/gpu.py stash) and run again")
+        raise RecipeError(f"{store}: parts missing: {', '.join(missing)}; "
+                          "carry them (scripts/gpu.py stash) and run again")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.joining-{os.getpid()}")
     try:
@@ -164,7 +165,8 @@ class Job:
     command: list[str]
     model: str | None = None  # a train-matrix model: done when its settings match
     outputs: tuple[str, ...] = ()  # for other jobs: done when these exist with the same params and command
-    needs: tuple[str, ...] = ()  # jobs that must be done first (e.g. the scaling study's compound models need the search)
+    # jobs that must be done first (e.g. the scaling study's compound models need the search)
+    needs: tuple[str, ...] = ()
 
 
 def load_window(path: Path) -> dict[str, Any]:
@@ -191,7 +193,8 @@ def coefficients_for(window: dict[str, Any], root: Path) -> tuple[str, Path | No
                                    f"gamma {PUBLISHED['gamma']}; B1-B7 by the paper's table), not metrics/search.json")
     path = root / str(choice)
     if not path.is_file():
-        raise RecipeError(f"coefficients file {choice} not found; use `coefficients: published` until a GPU search exists")
+        raise RecipeError(f"coefficients file {choice} not found; "
+                          "use `coefficients: published` until a GPU search exists")
     record = json.loads(path.read_text())
     return "searched", path, (f"coefficients: searched, from {choice} (alpha {record['alpha']}, beta {record['beta']}, "
                               f"gamma {record['gamma']})")
@@ -276,7 +279,8 @@ def is_done(job: Job, root: Path, done_dir: Path, wanted: dict[str, Any]) -> boo
     record_path = done_dir / f"{job.name.replace(':', '_')}.json"
     if not record_path.is_file():
         return False
-    return json.loads(record_path.read_text()).get("settings") == wanted and all((root / o).exists() for o in job.outputs)
+    return (json.loads(record_path.read_text()).get("settings") == wanted
+            and all((root / o).exists() for o in job.outputs))
 
 
 def needs_evaluation(root: Path, model: str) -> bool:
@@ -372,7 +376,8 @@ def pack(staging: Path, out: Path, *, extras: list[tuple[Path, str]]) -> list[Pa
         else:
             left.append(extra[1])
     if left:
-        (staging / "left_out.txt").write_text("over the per-call limit, left on the machine:\n" + "\n".join(left) + "\n")
+        (staging / "left_out.txt").write_text("over the per-call limit, left on the machine:\n"
+                                              + "\n".join(left) + "\n")
     blob = build(included)
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -418,7 +423,8 @@ def hardware(root: Path) -> str:
                                     capture_output=True, text=True, timeout=30).stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
         lines.append("nvidia-smi: not found")
-    probe = ("import platform, torch, torchvision; print('python', platform.python_version(), 'torch', torch.__version__,"
+    probe = ("import platform, torch, torchvision; "
+             "print('python', platform.python_version(), 'torch', torch.__version__,"
              " 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available() and "
              "torch.cuda.get_device_name(0)); import os; print('cpus', os.cpu_count())")
     lines.append(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root).stdout.strip())
@@ -435,8 +441,8 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
     staging = Path(tempfile.mkdtemp(prefix="gpu-results-"))
     (staging / "logs").mkdir()
     done_dir = root / "gpu" / "done"
-    status: dict[str, Any] = {"window": window["name"], "limit_s": limit_s, "started": time.strftime("%FT%TZ", time.gmtime(start)),
-                              "jobs": {}}
+    status: dict[str, Any] = {"window": window["name"], "limit_s": limit_s,
+                              "started": time.strftime("%FT%TZ", time.gmtime(start)), "jobs": {}}
     commands = [f"# window {window['name']}: python3 scripts/gpu.py run {window_path} --limit-s {limit_s:g}"]
     exit_status = 0
     interrupted = []
@@ -544,7 +550,8 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         status["seconds"] = round(time.time() - start, 1)
         status["exit"] = exit_status
         files = collect_and_pack(window, root, staging, out, status, commands)
-        print(f"packed {', '.join(p.name for p in files)} in {out} ({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)"
+        print(f"packed {', '.join(p.name for p in files)} in {out} "
+              f"({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)"
               f" after {time.time() - start:.0f} s; exit {exit_status}", flush=True)
         shutil.rmtree(staging, ignore_errors=True)
     return exit_status
@@ -634,7 +641,8 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
 
     metrics/models/*.json, predictions/, dvclive/<model>/, metrics/search.json and
     plots/search.csv go where the DVC stages write them; the rest (status, commands,
-    hardware, logs, benchmark output, the call's models.csv) under gpu/<window>/<call's start>/; weights to models/<model>/ema-bf16.pt (ignored by git: too large).
+    hardware, logs, benchmark output, the call's models.csv) under gpu/<window>/<call's start>/;
+    weights to models/<model>/ema-bf16.pt (ignored by git: too large).
     """
     files = sorted(p for s in sources for p in (sorted(s.iterdir()) if s.is_dir() else [s]))
     md5_file = next((p for p in files if p.name == "results.md5"), None)
@@ -681,7 +689,8 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
             if kept:
                 print(f"metrics/models.csv: rows of an earlier run kept beside this call's: {', '.join(kept)} "
                       "(say which run each row is from before publishing a table)", file=sys.stderr)
-        for checkpoint in sorted((results / "checkpoints").glob("*/last.pt")) if (results / "checkpoints").is_dir() else []:
+        for checkpoint in (sorted((results / "checkpoints").glob("*/last.pt"))
+                           if (results / "checkpoints").is_dir() else []):
             target = root / "checkpoints" / checkpoint.parent.name / "last.pt"  # carry it to resume on a fresh machine
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(checkpoint, target)
@@ -734,20 +743,22 @@ def main(argv: list[str] | None = None) -> int:
                 raise RecipeError(f"{args.carry} is not ignored by git: it would travel with every call; "
                                   "keep it under the repository's ignored /.carry/")
             folders = prepare(args.archive, args.carry, part_bytes=part_bytes)
-            print(f"tree {tree / 2**20:.2f} MiB (git ls-files plus untracked, unignored files); {len(folders)} parts of "
+            print(f"tree {tree / 2**20:.2f} MiB (git ls-files plus untracked, unignored files); "
+                  f"{len(folders)} parts of "
                   f"at most {part_bytes / 2**20:.2f} MiB; each call carries at most "
                   f"{(tree + part_bytes) / 2**20:.2f} MiB of the {CARRY_LIMIT_MIB} MiB allowed:")
             for folder in folders:
                 size = sum(f.stat().st_size for f in folder.iterdir())
-                print(f"  {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}: {size / 2**20:.2f} MiB, "
+                print(f"  {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}: "
+                      f"{size / 2**20:.2f} MiB, "
                       f"with the tree {(size + tree) / 2**20:.2f} MiB")
         elif args.command == "stash":
             copied = stash(args.part, args.store)
             print(f"stashed {', '.join(copied) or 'nothing'} in {args.store}")
         elif args.command == "data":
             window = load_window(args.window) if args.window else None
-            archive = prepare_data(ROOT, args.store, dict(os.environ), ROOT / "data" / "download.log", time.time() + 540,
-                                   window)
+            archive = prepare_data(ROOT, args.store, dict(os.environ), ROOT / "data" / "download.log",
+                                   time.time() + 540, window)
             print(f"{archive}: joined, md5 {CIFAR_MD5} checked; arrays in data/cifar100")
         elif args.command == "run":
             # the driver itself must not start before the repository's root is the working directory

@@ -177,7 +177,8 @@ def test_the_stage_runner_kills_a_stage_at_the_hard_limit_and_leaves_nothing_run
     import time
 
     pid_file = tmp_path / "child.pid"
-    script = f"import os, time, subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
+    script = f"import os, time, subprocess, sys; " \
+             f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
              f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)"
     start = time.time()
     rc = gpu.run_stage([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ), log=tmp_path / "log",
@@ -206,7 +207,8 @@ def test_a_large_archive_comes_back_in_chunks_under_the_file_limit_and_unpacks(t
     assert len(chunks) == -(-total // 4_000) >= 2 and all(f.stat().st_size <= 4_000 for f in files)
     here = tmp_path / "here"
     gpu.unpack([tmp_path / "out"], here)
-    assert next((here / "gpu" / "w9").glob("*/logs/big.log")).read_bytes() == (staging / "logs" / "big.log").read_bytes()
+    assert next((here / "gpu" / "w9").glob("*/logs/big.log")).read_bytes() == (
+        staging / "logs" / "big.log").read_bytes()
     assert (here / "models" / "efficientnet_b0" / "ema-bf16.pt").read_bytes() == weight.read_bytes()
 
     chunks[1].unlink()  # a chunk lost on the way: refused, nothing written
@@ -215,7 +217,8 @@ def test_a_large_archive_comes_back_in_chunks_under_the_file_limit_and_unpacks(t
     assert not (tmp_path / "elsewhere").exists()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "scripts").glob("gpu_window*.yaml")) + [ROOT / "scripts" / "gpu_dryrun.yaml"],
+@pytest.mark.parametrize("path",
+                         sorted((ROOT / "scripts").glob("gpu_window*.yaml")) + [ROOT / "scripts" / "gpu_dryrun.yaml"],
                          ids=lambda p: p.name)
 def test_every_window_file_loads_names_its_coefficients_and_overrides_real_params(path, tmp_path):
     from effnet.study import model_names

@@ -88,7 +88,8 @@ def write_results(root: Path, *, phi_name: str = "efficientnet_phi1.5") -> None:
             path = root / "dvclive" / run / "plots" / "metrics" / f"{metric}.tsv"
             path.parent.mkdir(parents=True, exist_ok=True)
             leaf = metric.rsplit("/", 1)[-1]
-            path.write_text(f"timestamp\tstep\t{leaf}\n" + "".join(f"{1000 + i}\t{i}\t{v}\n" for i, v in enumerate(values)))
+            path.write_text(f"timestamp\tstep\t{leaf}\n"
+                            + "".join(f"{1000 + i}\t{i}\t{v}\n" for i, v in enumerate(values)))
 
 
 def _csv(path: Path) -> list[dict]:
@@ -102,7 +103,8 @@ def _is_png(path: Path) -> bool:
 
 def test_every_figure_has_its_series(tmp_path: Path) -> None:
     write_results(tmp_path)
-    written = make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+    written = make_plots(models_table=tmp_path / "metrics" / "models.csv",
+                         search_table=tmp_path / "plots" / "search.csv",
                          cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
                          out_dir=tmp_path / "plots", log=pytest.fail)  # any note means something was not drawn
     assert set(written) == {f"{n}.png" for n in PNGS} | {f"{n}.csv" for n in CSVS}
@@ -113,7 +115,8 @@ def test_every_figure_has_its_series(tmp_path: Path) -> None:
         rows = _csv(tmp_path / "plots" / f"{name}.csv")
         assert list(rows[0]) == list(FIGURE1_COLUMNS)
         assert [r["label"] for r in rows if r["family"] == "efficientnet"] == [f"B{i}" for i in range(8)]
-        assert sorted(r["label"] for r in rows if r["family"] == "baseline") == ["DenseNet-201", "ResNet-152", "ResNet-50"]
+        assert sorted(r["label"] for r in rows if r["family"] == "baseline") == [
+            "DenseNet-201", "ResNet-152", "ResNet-50"]
         assert [r["label"] for r in rows if r["family"] == "efficientnet_phi"] == ["phi=1.5"]
         for r in rows:  # the series columns: the accuracy in its own family's column only
             assert r[r["family"]] == r["test_top1"] != ""
@@ -128,7 +131,8 @@ def test_every_figure_has_its_series(tmp_path: Path) -> None:
     assert sorted({r["strategy"] for r in scaling}) == sorted(strategy_names())
     for strategy in strategy_names():
         line = [r for r in scaling if r["strategy"] == strategy]
-        assert line[0]["model"] == "scaling/baseline" and float(line[0]["flops_ratio"]) == 1.0  # every line starts at B0
+        # every line starts at B0
+        assert line[0]["model"] == "scaling/baseline" and float(line[0]["flops_ratio"]) == 1.0
         assert [float(r["target"]) for r in line] == [1.0, *TARGETS]
         assert all(r[strategy] == r["test_top1"] for r in line)
 
@@ -210,11 +214,13 @@ def test_training_curves_only_of_evaluated_models(tmp_path: Path, monkeypatch: p
 def test_stage(tmp_path: Path) -> None:
     write_results(tmp_path)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plots.py")], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plots.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stderr
     assert _is_png(tmp_path / "plots" / "scaling.png")
     (tmp_path / "params.yaml").write_text("plots: {}\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plots.py")], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plots.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
     assert done.returncode == 1 and done.stderr.startswith("error: ")
 
 
@@ -362,8 +368,9 @@ def test_curves_have_markers(tmp_path: Path, drawn: dict) -> None:
                cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
                out_dir=tmp_path / "plots", log=pytest.fail)
     for name in ("training_curves", "scaling", "accuracy_vs_params", "cam_faithfulness"):
-        lines = [line for ax in drawn[name].axes for line in ax.get_lines() if len(line.get_xdata()) and line.get_label()
-                 not in ("y = x",) and not line.get_label().startswith("_child")]
+        lines = [line for ax in drawn[name].axes for line in ax.get_lines()
+                 if len(line.get_xdata()) and line.get_label() not in ("y = x",)
+                 and not line.get_label().startswith("_child")]
         curves = [line for line in lines if line.get_linestyle() not in ("None", "")]
         assert curves, name
         for line in curves:
@@ -383,7 +390,8 @@ def test_labels_say_what_was_scored(tmp_path: Path) -> None:
     what = plots.scored(committed)
     assert what.weights == "raw weights, no EMA" and what.val_images == "200 validation images"
     full = [dict(r, **{"val/images": 5000, "test/images": 10000}) for r in rows]
-    assert plots.scored(full) == plots.Scored("EMA weights", "5,000 validation images", "the official 10,000 test images")
+    assert plots.scored(full) == plots.Scored("EMA weights", "5,000 validation images",
+                                              "the official 10,000 test images")
     mixed = [dict(r, has_ema=i % 2 == 0) for i, r in enumerate(rows)]
     assert plots.scored(mixed).weights == "EMA weights where kept, else raw"
 
@@ -411,7 +419,8 @@ def test_summary_fits_160_columns_in_dvc(tmp_path: Path) -> None:
     """`dvc metrics show metrics/summary.json` of the committed run, rendered by dvc itself, is under 160 columns."""
     dvc = Path(sys.executable).parent / "dvc"
     run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True,  # noqa: E731
-                                      env={"COLUMNS": "400", "PATH": f"{dvc.parent}:/usr/bin:/bin", "HOME": str(tmp_path)})
+                                      env={"COLUMNS": "400", "PATH": f"{dvc.parent}:/usr/bin:/bin",
+                                           "HOME": str(tmp_path)})
     run("git", "init", "-q")
     run(str(dvc), "init", "-q")
     make_plots(models_table=ROOT / "metrics" / "models.csv", search_table=tmp_path / "none.csv",
