@@ -107,21 +107,21 @@ def scaled_cost(flops_ratio: float, exponent: float) -> float:
 def budget(params: Params, exponent: float = 1.0) -> list[Job]:
     """Every network that `dvc repro` trains with these params, in the order of the pipeline.
 
-    Each job's cost is its FLOPs ratio to B0 raised to `exponent` (`scaled_cost`).
+    Each job's cost is its FLOPs ratio to B0 raised to `exponent` (`scaled_cost`), times its number of seeds.
     """
     data, train, scaling, evaluate = params.data, params.train, params.scaling, params.evaluate
     val = CLASSES * data.val_per_class
     passes = 2 if train.ema_decay > 0 else 1
     final = (CLASSES * evaluate.images_per_class * 2) if evaluate.images_per_class else val + TEST_IMAGES
 
-    def job(name: str, stage: str, cost: float, epochs: int, per_class: int) -> Job:
-        seeds = 1 if stage == "search" else train.seeds  # every model but the search's trains train.seeds networks
-        return Job(name, stage, scaled_cost(cost, exponent) * seeds, epochs, _train_images(per_class, data.val_per_class),
-                   val, passes, final if stage != "search" else 0)
+    def job(name: str, stage: str, flops_ratio: float, epochs: int, per_class: int) -> Job:
+        # every model trains train.seeds networks, a search candidate search.seeds (identical networks, trained
+        # once, are not known before the placing: an upper bound); seeds multiply the time, FLOPs scale it
+        seeds = params.search.seeds if stage == "search" else train.seeds
+        return Job(name, stage, scaled_cost(flops_ratio, exponent) * seeds, epochs,
+                   _train_images(per_class, data.val_per_class), val, passes, final if stage != "search" else 0)
 
-    # each candidate costs search.seeds networks at the search's FLOPs target (identical networks, trained once,
-    # are not known before the placing: an upper bound)
-    jobs = [job(f"candidate {i}/{n}", "search", params.search.flops_target * params.search.seeds, params.search.epochs,
+    jobs = [job(f"candidate {i}/{n}", "search", params.search.flops_target, params.search.epochs,
                 params.search.train_per_class)
             for n in [search_candidates(params)] for i in range(1, n + 1)]
     # a baseline not timed yet (added to study.yaml since) costs the mean of the timed ones

@@ -171,6 +171,9 @@ def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
     """How the run of `params` was made, as Markdown bullets: data, networks, budgets, recipe, seeds, and
     whether the budget is a reduced one. No date, host or commit: the same files give the same lines."""
     t, s, sc, net, data, ev = params.train, params.search, params.scaling, params.network, params.data, params.evaluate
+    # what the models record they were trained with (a run older than `train.seeds` records none: one each)
+    ran = {int(r["seeds"]) for r in models if finite(r.get("seeds"))}
+    seeds = max(ran) if ran else t.seeds
     images = {split: sorted({int(r[f"{split}/images"]) for r in models if finite(r.get(f"{split}/images"))})
               for split in ("val", "test")}
     evaluated = ", ".join(f"{split} {'/'.join(f'{n:,}' for n in counts)} images" for split, counts in images.items() if counts)
@@ -193,8 +196,8 @@ def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
         f"{'flip' if t.hflip else 'no flip'}{f' + cutout {t.cutout}' if t.cutout else ''}, precision {t.precision}"
         f"{f', BatchNorm momentum {t.bn_momentum:g}' if t.bn_momentum is not None else ''}.",
         f"- **Seeds**: training {t.seed}"
-        + (f" to {t.seed + t.seeds - 1} ({t.seeds} networks per model, `train.seeds`; accuracies are their means)"
-           if t.seeds > 1 else "")
+        + (f" to {t.seed + seeds - 1} ({seeds} networks per model, `train.seeds`; accuracies are their means)"
+           if seeds > 1 else "")
         + f", validation split {data.seed}, CAM images {params.cam.seed}.",
     ]
     reduced = _reduced(params)
@@ -797,7 +800,8 @@ def windows_block(files: RunFiles) -> str:
     rows = []
     for path, window in files.windows:
         estimates = window.get("estimates") or {}
-        stages = [str(s.get("name")) for s in window.get("stages") or [] if isinstance(s, dict)]
+        stages = [str(s.get("name") or f"the {s.get('study')} study") for s in window.get("stages") or []
+                  if isinstance(s, dict)]
         shown = f"{', '.join(stages[:3])}{', ...' if len(stages) > 3 else ''} ({_count(len(stages), 'stage')})"
         jobs = list(window.get("models") or []) + ([shown] if stages else [])
         budget = ", ".join(f"`{k}: {v}`" for k, v in (window.get("params") or {}).items()) or "–"

@@ -222,7 +222,7 @@ def write_params(window: dict[str, Any], root: Path, archive: Path, scaling: str
 
 def scaling_study_stages(targets: list[float]) -> list[dict[str, Any]]:
     """`- study: scaling` in a window's stages: B0 (scale_b0), every strategy of study.yaml at every FLOPs target (the
-    compound-rule ones after the window's search, with its coefficients), then the evaluation of each."""
+    the compound rule at the paper's coefficients), then the evaluation of each."""
     from effnet import study
 
     params = "--params {params}"
@@ -232,7 +232,7 @@ def scaling_study_stages(targets: list[float]) -> list[dict[str, Any]]:
     for target in targets:
         for strategy in study.STRATEGIES:
             name = study.scaled_name(strategy.name, target)
-            train.append({"name": f"scale_{name}", **({"needs": ["search"]} if strategy.coefficients else {}),
+            train.append({"name": f"scale_{name}",
                           "command": f"python3 stages/train_scaling.py --strategy {strategy.name} --target {target:g} "
                                      f"--out models/scaling/{name} --live dvclive/scaling/{name} {params}"})
             evaluate.append({"name": f"evaluate_scaling_{name}",

@@ -155,8 +155,11 @@ def test_the_cost_exponent_scales_every_network_but_b0() -> None:
     params = load_params(ROOT / "params.yaml")
     flat, measured = clock.budget(params), clock.budget(params, exponent=0.4)
     by_name = {j.name: j for j in measured}
-    assert by_name["efficientnet_b0"].cost == 1.0
-    assert by_name["efficientnet_b7"].cost == pytest.approx((37 / 0.39) ** 0.4)  # 6.2x, not 95x
+    seeds = params.train.seeds  # each model's cost counts its seeds' networks
+    assert by_name["efficientnet_b0"].cost == 1.0 * seeds
+    assert by_name["efficientnet_b7"].cost == pytest.approx((37 / 0.39) ** 0.4 * seeds)  # 6.2x, not 95x
+    candidate = next(j for j in measured if j.stage == "search")
+    assert candidate.cost == pytest.approx(params.search.flops_target ** 0.4 * params.search.seeds)
     assert [j.name for j in flat] == [j.name for j in measured]
     assert clock.cost_exponent(1.0, 1.85, 4.6) == pytest.approx(math.log(1.85) / math.log(4.6))
     assert clock.cost_exponent(1.0, 10.0, 4.6) == 1.0 and clock.cost_exponent(1.0, 0.9, 4.6) == 0.2  # clipped
