@@ -679,6 +679,7 @@ class RunFiles:
     search: dict[str, Any]  # metrics/search.json
     candidates: list[dict[str, Any]]  # plots/search.csv
     windows: tuple[tuple[str, dict[str, Any]], ...] = ()  # (path, content) of each GPU window file
+    search_targets: dict[str, Any] | None = None  # metrics/search_targets.json (scripts/search_targets.py)
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -736,7 +737,8 @@ def read_run_files(root: Path, *, run: Path | None = None, defaults: Path | None
     return RunFiles(params=run_params(run or root / "dvc.lock", defaults or root / "params.yaml"),
                     models=[r for r in models if r.get("model")],
                     search=_read_json(search_json or root / "metrics" / "search.json"),
-                    candidates=read_table(search_table or root / "plots" / "search.csv"), windows=windows)
+                    candidates=read_table(search_table or root / "plots" / "search.csv"), windows=windows,
+                    search_targets=_read_json(root / "metrics" / "search_targets.json") or None)
 
 
 def run_block(files: RunFiles) -> str:
@@ -820,6 +822,24 @@ LEASE_CARRY_MIB = 56  # what one call brings back and one carry takes beside the
 RETURN_FILE_MIB = 16  # the largest file a device call returns
 
 
+def search_scope_table(search: dict[str, Any], measured: dict[str, Any] | None) -> str:
+    """`search_scope`'s measurement as one compact table (the README's): per FLOPs target, what the grid builds."""
+    rows = sorted((measured or {}).get("rows", []), key=lambda r: float(r["target"]))
+    if not rows:
+        return "No measurement of the grid (`metrics/search_targets.json`, `python scripts/search_targets.py`)."
+    at = f", B0 at {measured['base_resolution']} px" if measured.get("base_resolution") else ""
+    body = table(["FLOPs target", "points placed", "distinct networks", "materially distinct (>= 5%)",
+                  "largest near-identical cluster", "paper's point"],
+                 [[f"{float(r['target']):g}x{' (searched)' if _same(r.get('target'), search.get('flops_target')) else ''}",
+                   f"{r['feasible']} of {r['candidates']}", r["distinct"], r["material"], r["largest_cluster"],
+                   "placed" if r.get("paper_feasible") else "cannot be placed"] for r in rows], "lrrrrl")
+    return f"Measured{at} (`metrics/search_targets.json`):\n\n{body}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    return finite(a) and finite(b) and abs(float(a) - float(b)) < 1e-9
+
+
 def checkpoints_block(files: RunFiles) -> str:
     """Each matrix model's checkpoint size in fp32 and bf16, from its parameter count in metrics/models.csv."""
     rows = []
@@ -845,6 +865,7 @@ GENERATORS = {
     "times": times_block,
     "gpu-windows": windows_block,
     "checkpoints": checkpoints_block,
+    "search-scope": lambda files: search_scope_table(files.search, files.search_targets),
 }
 
 

@@ -257,3 +257,19 @@ def test_paired_table_without_any_predictions(tmp_path: Path) -> None:
     project(tmp_path, plots=False)
     text = report(tmp_path)
     assert "No per-image predictions (`predictions/<model>.npz`) for " in text and "| A − B |" not in text
+
+
+def test_the_readme_s_search_scope_table_is_the_measurement_and_marks_the_searched_target():
+    from effnet.report import search_scope_table
+
+    measured = {"base_resolution": 32, "rows": [
+        {"target": 4, "feasible": 13, "candidates": 14, "distinct": 13, "material": 10, "largest_cluster": 2,
+         "paper_feasible": False},
+        {"target": 2, "feasible": 13, "candidates": 14, "distinct": 8, "material": 4, "largest_cluster": 9,
+         "paper_feasible": True}]}
+    text = search_scope_table({"flops_target": 4}, measured)
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "x" in line.split("|")[1]]
+    assert text.startswith("Measured, B0 at 32 px")
+    assert lines[0].startswith("| 2x | 13 of 14 | 8 | 4 | 9 | placed |")  # sorted by target
+    assert lines[1].startswith("| 4x (searched) | 13 of 14 | 13 | 10 | 2 | cannot be placed |")
+    assert "No measurement" in search_scope_table({}, None)
