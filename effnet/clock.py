@@ -24,8 +24,9 @@ The estimate multiplies two things:
 Evaluation is counted as a third of a training image (forward only), and each DVC stage
 costs a fixed `STAGE_START_S` besides (imports, loading, CAM, the report), which dominates
 the smoke run. Checked against the committed CPU run (scripts/cpu_real.yaml, 2 cores), with time
-taken as proportional to FLOPs (exponent 1): the clock gives 26 min for the matrix, 17 min for the search and 8 min for the scaling study
-at 240 B0 images/s (16 px), where the run took 40, 21 and 6 min. The estimate is an order of magnitude, stated as such: on a GPU the
+taken as proportional to FLOPs (exponent 1): the clock gives 26 min for the matrix, 17 min for the search
+and 8 min for the scaling study at 240 B0 images/s (16 px), where the run took 40, 21 and 6 min. The
+estimate is an order of magnitude, stated as such: on a GPU the
 timed batch is smaller than the real one, so it errs long.
 """
 
@@ -239,15 +240,18 @@ def report(params: Params, device: str, seconds_per_b0_image: float, is_cpu: boo
     stages: dict[str, list[Job]] = {}
     for job in jobs:
         stages.setdefault(job.stage, []).append(job)
-    stage_count = sum(1 for job in jobs if job.stage != "search") + (1 if stages.get("search") else 0) + len(OTHER_STAGES)
+    stage_count = (sum(1 for job in jobs if job.stage != "search") + (1 if stages.get("search") else 0)
+                   + len(OTHER_STAGES))
     fixed = STAGE_START_S * stage_count
     total = sum(job.b0_images for job in jobs) * seconds_per_b0_image + fixed
     lines = [f"clock: device {device}; B0 at {params.network.base_resolution} px trains at "
-             f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()}); time grows as FLOPs^{exponent:.2f}"]
+             f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()}); "
+             f"time grows as FLOPs^{exponent:.2f}"]
     for stage, members in stages.items():
         first = members[0]
         seconds = sum(j.b0_images for j in members) * seconds_per_b0_image
-        lines.append(f"  {stage:<15}{len(members):>3} network{'s' if len(members) != 1 else ' '} x {first.epochs} epochs"
+        lines.append(f"  {stage:<15}{len(members):>3} network{'s' if len(members) != 1 else ' '}"
+                     f" x {first.epochs} epochs"
                      f" x {first.train_images:,} images  ~ {duration(seconds)}")
     lines.append(f"  starting {stage_count} stages, about {STAGE_START_S:.0f} s each  ~ {duration(fixed)}")
     lines.append(f"  whole run: about {duration(total)} on this device (an order of magnitude: see effnet/clock.py)")
@@ -264,7 +268,8 @@ def _busy() -> str:
         load, cores = os.getloadavg()[0], os.cpu_count() or 1
     except OSError:  # not available on every platform
         return ""
-    return f", while the machine was busy: load {load:.1f} on {cores} cores, so the estimate runs long" if load > cores else ""
+    return (f", while the machine was busy: load {load:.1f} on {cores} cores, so the estimate runs long"
+            if load > cores else "")
 
 
 def model_line(name: str, names: list[str], params: Params, seconds_per_b0_image: float | None,
@@ -296,7 +301,8 @@ def save_timing(path: Path, device: str, seconds_per_b0_image: float, base_resol
     from effnet.io import write_json
 
     write_json(path, {"device": device, "seconds_per_b0_image": seconds_per_b0_image, "cost_exponent": exponent,
-                      "base_resolution": base_resolution, "timed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                      "base_resolution": base_resolution,
+                      "timed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def load_exponent(path: Path) -> float:

@@ -24,16 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import numpy as np
+import yaml
 
 from effnet import study
 from effnet.config import PAPER_COEFFICIENTS, Params, params_from_dict
 from effnet.io import write_text
 from effnet.plots import finite, label, read_table
 from effnet.results import Predictions, load_predictions, predictions_path
-from effnet.stats import CONFIDENCE, RESAMPLES, Corrected, PairedComparison, bootstrap_differences, holm, paired_bootstrap
+from effnet.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    Corrected,
+    PairedComparison,
+    bootstrap_differences,
+    holm,
+    paired_bootstrap,
+)
 
 STUDENT_RANGE = (67.9, 70.8)  # the earlier student reproduction: EfficientNet B0-B7 CIFAR-100 test top-1 (%)
 REFERENCE_METHOD = "random"  # the floor of the faithfulness table (effnet.cam.REFERENCE_METHOD)
@@ -80,7 +87,8 @@ def _g(value: Any) -> str:
 def _duration(seconds: Any) -> str:
     if not finite(seconds):
         return "–"
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    return (f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60
+            else f"{seconds:.0f} s")
 
 
 def _per_class(value: int, everything: str) -> str:
@@ -176,22 +184,27 @@ def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
     seeds = max(ran) if ran else t.seeds
     images = {split: sorted({int(r[f"{split}/images"]) for r in models if finite(r.get(f"{split}/images"))})
               for split in ("val", "test")}
-    evaluated = ", ".join(f"{split} {'/'.join(f'{n:,}' for n in counts)} images" for split, counts in images.items() if counts)
-    scaling = ("the compound rule with the searched coefficients at phi = 0..7" if net.efficientnet_scaling == "searched"
-               else "the published B1-B7 table")
+    evaluated = ", ".join(f"{split} {'/'.join(f'{n:,}' for n in counts)} images"
+                          for split, counts in images.items() if counts)
+    scaling = ("the compound rule with the searched coefficients at phi = 0..7"
+               if net.efficientnet_scaling == "searched" else "the published B1-B7 table")
     lines = [
-        f"- **Data**: CIFAR-100; {_count(data.val_per_class, 'image')} per class of the official training set held out for "
+        f"- **Data**: CIFAR-100; {_count(data.val_per_class, 'image')} per class of the official training set "
+        "held out for "
         f"validation (seed {data.seed}), the official test set for testing only"
         f"{f'; evaluated on {evaluated}' if evaluated else ''}"
         f"{f' (a seeded subset: evaluate.images_per_class = {ev.images_per_class})' if ev.images_per_class else ''}.",
         f"- **Networks**: regime `{net.regime}` (stems adapted to 32x32, total stride {net.cifar_downsample}), B0 at "
-        f"{net.base_resolution}x{net.base_resolution}, B1-B7 by {scaling}; the model at `model.phi` = {params.model.phi:g}.",
+        f"{net.base_resolution}x{net.base_resolution}, B1-B7 by {scaling}; "
+        f"the model at `model.phi` = {params.model.phi:g}.",
         f"- **Training budget**: the B0-B7 and baseline matrix {_count(t.epochs, 'epoch')} on "
-        f"{_per_class(t.train_per_class, 'all 450 training images per class')}; the search {_count(s.epochs, 'epoch')} per candidate "
+        f"{_per_class(t.train_per_class, 'all 450 training images per class')}; "
+        f"the search {_count(s.epochs, 'epoch')} per candidate "
         f"on {_per_class(s.train_per_class, 'all images')}; the scaling study {_count(sc.epochs, 'epoch')} on "
         f"{_per_class(sc.train_per_class, 'all images')}. The paper trains ImageNet for about 350 epochs.",
         f"- **Recipe**: {t.optimizer.upper()} (momentum {t.momentum:g}), lr {t.lr:g} per 256 images at batch "
-        f"{t.batch_size}, {t.warmup_epochs:g} warmup epochs then cosine, weight decay {t.weight_decay:g}, label smoothing "
+        f"{t.batch_size}, {t.warmup_epochs:g} warmup epochs then cosine, weight decay {t.weight_decay:g}, "
+        "label smoothing "
         f"{t.label_smoothing:g}, stochastic depth {t.drop_path_rate:g}, EMA decay {t.ema_decay:g}, crop + "
         f"{'flip' if t.hflip else 'no flip'}{f' + cutout {t.cutout}' if t.cutout else ''}, precision {t.precision}"
         f"{f', BatchNorm momentum {t.bn_momentum:g}' if t.bn_momentum is not None else ''}.",
@@ -230,7 +243,8 @@ def run_summary(params: Params, models: list[dict[str, Any]]) -> str:
     return (f"**This run**: evaluated on {', '.join(devices) or 'an unknown device'}; B0 at "
             f"{net.base_resolution}x{net.base_resolution}, the B0-B7 and baseline matrix trained "
             f"{_count(t.epochs, 'epoch')} on {_per_class(t.train_per_class, 'all 450 training images per class')}."
-            + (f" **A reduced budget** ({', '.join(reduced)}): the numbers below show that the pipeline runs end to end "
+            + (f" **A reduced budget** ({', '.join(reduced)}): the numbers below show that the pipeline runs "
+               "end to end "
                "on the real data, not how the models compare." if reduced else ""))
 
 
@@ -249,17 +263,22 @@ def search_scope(search: dict[str, Any], measured: dict[str, Any] | None = None)
     for r in sorted(rows, key=lambda r: float(r["target"])):
         paper = "feasible" if r.get("paper_feasible") else "**not** feasible (nothing to compare against)"
         at = f" (B0 at {r['base_resolution']} px)" if r.get("base_resolution") else ""
-        lines.append(f"- At {float(r['target']):g}x B0's FLOPs{at}: {r['feasible']} of {r['candidates']} grid points reach the "
+        lines.append(f"- At {float(r['target']):g}x B0's FLOPs{at}: {r['feasible']} of {r['candidates']} "
+                     "grid points reach the "
                      f"target, building {r['distinct']} distinct networks of which {r['material']} differ materially "
                      f"(by >= 5% in built depth, width or resolution; the largest cluster of near-identical networks "
-                     f"holds {r['largest_cluster']} coefficient sets); built depth {r['depth_min']:.2f}-{r['depth_max']:.2f}x, "
+                     f"holds {r['largest_cluster']} coefficient sets); "
+                     f"built depth {r['depth_min']:.2f}-{r['depth_max']:.2f}x, "
                      f"width {r['width_min']:.2f}-{r['width_max']:.2f}x, resolution "
-                     f"{r['resolution_min']:.2f}-{r['resolution_max']:.2f}x; the paper's point is {paper}. Coefficient sets "
+                     f"{r['resolution_min']:.2f}-{r['resolution_max']:.2f}x; the paper's point is {paper}. "
+                     "Coefficient sets "
                      "within one cluster cannot be told apart at any budget.")
     if "decision" in search:
         networks = [n for n in search.get("networks", []) if finite(n.get("detectable"))]
-        low, high = (min(n["detectable"] for n in networks), max(n["detectable"] for n in networks)) if networks else (0, 0)
-        spread = f"{100 * low:.2f}" if round(100 * low, 2) == round(100 * high, 2) else f"{100 * low:.2f}-{100 * high:.2f}"
+        low, high = ((min(n["detectable"] for n in networks), max(n["detectable"] for n in networks))
+                     if networks else (0, 0))
+        spread = (f"{100 * low:.2f}" if round(100 * low, 2) == round(100 * high, 2)
+                  else f"{100 * low:.2f}-{100 * high:.2f}")
         detectable = (f" Differences from the paper's network smaller than about {spread} points of validation top-1 "
                       "(the half-width of each Holm-corrected interval) could not be detected at this budget."
                       if networks else "")
@@ -280,7 +299,8 @@ def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Pa
     taken = {"searched": "taken: the search's winner", "paper": "taken: the paper's, by the rule"}.get(
         search.get("decision"), "taken")
     rows = [[taken, search.get("alpha", "–"), search.get("beta", "–"), search.get("gamma", "–"),
-             num(search.get("constraint"), digits=3), num(search.get("flops_ratio"), digits=2), pct(search.get("val_top1"))],
+             num(search.get("constraint"), digits=3), num(search.get("flops_ratio"), digits=2),
+             pct(search.get("val_top1"))],
             ["paper", a, b, g, num(a * b * b * g * g, digits=3), num(paper.get("flops_ratio"), digits=2),
              pct(paper.get("val_top1"))]]
     out.append(table(["", "alpha (depth)", "beta (width)", "gamma (resolution)", "alpha·beta²·gamma²",
@@ -300,7 +320,8 @@ def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Pa
                f"trained {_count(params.search.epochs, 'epoch')} with {_count(seeds, 'seed')} each and scored on "
                f"{search.get('selected_on', 'validation top-1')}. The test split plays no part.")
     if "decision" in search:
-        out.append(f"**Decision: {search['decision']}.** {search.get('reason', '')}. The rule: {search.get('rule', '')}")
+        out.append(f"**Decision: {search['decision']}.** {search.get('reason', '')}. "
+                   f"The rule: {search.get('rule', '')}")
     trained = [c for c in candidates if c.get("status") == "trained" and finite(c.get("val_top1"))]
     if trained:
         def interval(low: Any, high: Any) -> str:
@@ -309,7 +330,8 @@ def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Pa
         def difference(c: dict[str, Any]) -> str:
             if not finite(c.get("minus_paper")):
                 return "–"
-            return (f"{100 * c['minus_paper']:+.2f} [{100 * c['minus_paper_low']:+.2f}, {100 * c['minus_paper_high']:+.2f}]"
+            return (f"{100 * c['minus_paper']:+.2f} "
+                    f"[{100 * c['minus_paper_low']:+.2f}, {100 * c['minus_paper_high']:+.2f}]"
                     if finite(c.get("minus_paper_low")) else f"{100 * c['minus_paper']:+.2f}")
 
         same = {}
@@ -324,9 +346,10 @@ def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Pa
                          [[f"({c['alpha']:g}, {c['beta']:g}, {c['gamma']:g})"
                            + (" chosen" if c.get("chosen") is True else ""),
                            ", ".join(same.get(f"a{c['alpha']:g}_b{c['beta']:g}_g{c['gamma']:g}", [])) or "–",
-                           num(c.get("depth"), digits=2), num(c.get("width"), digits=2), num(c.get("resolution"), digits=2),
-                           num(c.get("flops_ratio"), digits=2), pct(c["val_top1"]),
-                           interval(c.get("val_top1_low"), c.get("val_top1_high")), difference(c), c.get("verdict") or "–"]
+                           num(c.get("depth"), digits=2), num(c.get("width"), digits=2),
+                           num(c.get("resolution"), digits=2), num(c.get("flops_ratio"), digits=2), pct(c["val_top1"]),
+                           interval(c.get("val_top1_low"), c.get("val_top1_high")), difference(c),
+                           c.get("verdict") or "–"]
                           for c in ranked], "llrrrrrrrl"))
     scope = search_scope(search, measured)
     if scope:
@@ -360,7 +383,8 @@ def _results(models: list[dict[str, Any]]) -> str:
     return ("## Results on CIFAR-100\n\n"
             "Accuracies in %, from `metrics/models.csv` (evaluate stage): raw and EMA weights, single crop; "
             "\"+ flip\" averages the softmax of each image and its mirror image. FLOPs are multiply-adds at the "
-            "model's own input size, of convolutions and linear layers only, as the paper counts (`count_flops`), images/s is fp32 inference at `evaluate.batch_size`.\n\n"
+            "model's own input size, of convolutions and linear layers only, as the paper counts (`count_flops`), "
+            "images/s is fp32 inference at `evaluate.batch_size`.\n\n"
             + table(header, rows, "llr" + "r" * 10))
 
 
@@ -376,7 +400,8 @@ def _paper(models: list[dict[str, Any]]) -> str:
                      f"{entry.cifar_anchor:.1f}" if entry.cifar_anchor is not None else "–"])
     effnets = [by_name[m.name] for m in study.matrix() if not m.is_baseline and m.name in by_name
                and finite(by_name[m.name].get("test/top1_ema"))]
-    ours_range = (f"{pct(min(r['test/top1_ema'] for r in effnets), 1)}-{pct(max(r['test/top1_ema'] for r in effnets), 1)}%"
+    ours_range = (f"{pct(min(r['test/top1_ema'] for r in effnets), 1)}-"
+                  f"{pct(max(r['test/top1_ema'] for r in effnets), 1)}%"
                   if effnets else "not measured yet")
     text = f"""## Against the paper and the earlier reproduction
 
@@ -413,7 +438,8 @@ def _scaling(models: list[dict[str, Any]]) -> str:
         return "\n\n".join(out + ["No scaling-study models evaluated yet."])
     baseline = next((r for r in scaled if r.get("strategy") == "baseline"), None)
     strategies = study.strategy_names()
-    targets = sorted({float(r["target"]) for r in scaled if r.get("strategy") in strategies and finite(r.get("target"))})
+    targets = sorted({float(r["target"]) for r in scaled
+                      if r.get("strategy") in strategies and finite(r.get("target"))})
     rows = []
     for strategy in strategies:
         cells = []
@@ -479,7 +505,7 @@ def paired_family(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[Pair
     over the whole family (`effnet.stats.holm`), in the order given."""
     results = [paired_bootstrap(a, b) for a, b in pairs]
     corrected = holm([bootstrap_differences(a, b) for a, b in pairs])  # the same seeded draws as paired_bootstrap
-    return list(zip(results, corrected))
+    return list(zip(results, corrected, strict=True))  # holm returns one Corrected per input, in order
 
 
 def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
@@ -508,7 +534,7 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
         kept.append((what, a, b, pa.correct(ema=True), pb.correct(ema=True)))
     family = paired_family([(ca, cb) for *_, ca, cb in kept])
     rows = []
-    for (what, a, b, _, _), (c, h) in zip(kept, family):
+    for (what, a, b, _, _), (c, h) in zip(kept, family, strict=True):  # family is built from kept, one per item
         seeds = f"{c.seeds[0]}" if c.seeds[0] == c.seeds[1] else f"{c.seeds[0]} / {c.seeds[1]}"
         rows.append([what, labels[a], labels[b], f"{c.images:,}", seeds, pct(c.accuracy_a), pct(c.accuracy_b),
                      f"{100 * c.difference:+.2f}", f"[{100 * h.low:+.2f}, {100 * h.high:+.2f}]",
@@ -516,16 +542,18 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
                      _verdict(c, h, labels[a], labels[b])])
     missing = sorted({m for _, a, b in drawn for m in (a, b) if predictions(m) is None})
     if missing:
-        notes.append(f"No per-image predictions (`predictions/<model>.npz`) for {', '.join(f'`{m}`' for m in missing)}: "
+        notes.append("No per-image predictions (`predictions/<model>.npz`) for "
+                     f"{', '.join(f'`{m}`' for m in missing)}: "
                      "their comparisons are left out (not evaluated yet, or evaluated before the evaluate stages saved "
                      "predictions: run the model's evaluate stage where its weights are, e.g. "
                      "`dvc repro evaluate@efficientnet_b0`).")
-    one_seed = [r for r, (c, _) in zip(rows, family) if c.seeds == (1, 1)]
+    one_seed = [r for r, (c, _) in zip(rows, family, strict=True) if c.seeds == (1, 1)]  # one row per family item
     out.append(f"A − B in percentage points of test top-1 (EMA weights where the run kept them). Each comparison's "
                f"distribution comes from a paired bootstrap ({RESAMPLES:,} resamples, seeded): each resample draws the "
                "test images with replacement, the same draw for both models, and the seeds (`train.seeds`) with "
                "replacement, so the interval covers the finite test set and the seed-to-seed variation of training. "
-               f"**Corrected for multiplicity**: the {len(rows)} comparisons of this table are one family, corrected by "
+               f"**Corrected for multiplicity**: the {len(rows)} comparisons of this table are one family, "
+               "corrected by "
                f"Holm's step-down procedure at a family-wise {100 * CONFIDENCE:.0f}% (`effnet.stats.holm`): each "
                "interval is at the corrected confidence shown, Holm p is the Holm-adjusted bootstrap p-value, and a "
                "comparison is told apart only where its corrected interval excludes 0; elsewhere the table says "
@@ -616,7 +644,8 @@ def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_n
             continue
         rows.append([label(r), num(r.get("params"), 1e6), num(r.get("flops"), 1e9, 3), pct(r.get("test/top1_ema")),
                      pct(r.get("test/top5_ema")), paper])
-    coefficients = (f"Searched coefficients: alpha = {search['alpha']}, beta = {search['beta']}, gamma = {search['gamma']} "
+    coefficients = (f"Searched coefficients: alpha = {search['alpha']}, beta = {search['beta']}, "
+                    f"gamma = {search['gamma']} "
                     f"(paper: {', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}). "
                     if all(k in search for k in ("alpha", "beta", "gamma")) else "")
     if search.get("decision") == "paper":  # the search could not beat the paper's point: say so, not "searched"
@@ -848,7 +877,8 @@ def checkpoints_block(files: RunFiles) -> str:
             continue
         rates = CHECKPOINT_BYTES_PER_PARAM["efficientnet" if r.get("arch") == "efficientnet" else "baseline"]
         mib = {kind: r["params"] * rate / 2**20 for kind, rate in rates.items()}
-        rows.append([label(r), num(r["params"], 1e6), num(mib["fp32"]), "yes" if mib["fp32"] <= LEASE_CARRY_MIB else "no",
+        rows.append([label(r), num(r["params"], 1e6), num(mib["fp32"]),
+                     "yes" if mib["fp32"] <= LEASE_CARRY_MIB else "no",
                      num(mib["bf16"]), "yes" if mib["bf16"] <= LEASE_CARRY_MIB else "no",
                      str(math.ceil(mib["bf16"] / RETURN_FILE_MIB))])
     if not rows:

@@ -188,7 +188,8 @@ def built_multipliers(spec: ModelSpec, base: ModelSpec) -> dict[str, float]:
             model = build_model(s)
         stem, *stages, head = model.features
         return ([len(stage) for stage in stages],
-                [stem[0].out_channels] + [stage[-1].block[-1][0].out_channels for stage in stages] + [head[0].out_channels])
+                [stem[0].out_channels] + [stage[-1].block[-1][0].out_channels for stage in stages]
+                + [head[0].out_channels])
 
     blocks, channels = layout(spec)
     base_blocks, base_channels = layout(base)
@@ -208,7 +209,8 @@ def changes_every_dimension(spec: ModelSpec, base: ModelSpec, minimum: float = 1
     return all(built[k] >= minimum for k in ("depth", "width", "resolution"))
 
 
-def study_spec(strategy: str, target: float | None, params: Params, coefficients: tuple[float, float, float] | None = None,
+def study_spec(strategy: str, target: float | None, params: Params,
+               coefficients: tuple[float, float, float] | None = None,
                log: Callable[[str], object] = print) -> tuple[ModelSpec, dict[str, float | str]]:
     """The spec of one model of the scaling study (stages `scale_*`) and its `matched` record.
 
@@ -232,7 +234,8 @@ def study_spec(strategy: str, target: float | None, params: Params, coefficients
         tolerance = params.scaling.tolerance
         matched = match_flops(strategy, target, b0, coefficients)
         if abs(matched.relative_error) > tolerance:
-            raise ValueError(f"{strategy} scaling gets no nearer than {matched.flops / (matched.target_flops / target):.2f}x "
+            raise ValueError(f"{strategy} scaling gets no nearer than "
+                             f"{matched.flops / (matched.target_flops / target):.2f}x "
                              f"B0's FLOPs to the target {target:g}x (scaling.tolerance {tolerance:g}); "
                              "raise scaling.tolerance or choose another target")
         spec = matched.spec
@@ -240,12 +243,14 @@ def study_spec(strategy: str, target: float | None, params: Params, coefficients
         minimum = params.scaling.min_change
         if strategy == "compound" and not changes_every_dimension(spec, b0, 1.0 + minimum):
             raise ValueError(f"the compound model at {target:g}x B0's FLOPs is not compound as built: depth "
-                             f"{built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x, "
+                             f"{built['depth']:.3f}x, width {built['width']:.3f}x, "
+                             f"resolution {built['resolution']:.3f}x, "
                              f"not all >= {1 + minimum:g}x (scaling.min_change {minimum:g}); choose another "
                              "scaling.flops_targets (python scripts/search_targets.py lists what each target builds)")
         extra = {"strategy": strategy, "target": target, "multiplier": matched.multiplier,
                  "flops_ratio": target * (1 + matched.relative_error), "flops": matched.flops, **built}
-        log(f"{spec.name}: {strategy} multiplier {matched.multiplier:.4g} gives {extra['flops_ratio']:.3f}x B0's FLOPs; "
+        log(f"{spec.name}: {strategy} multiplier {matched.multiplier:.4g} "
+            f"gives {extra['flops_ratio']:.3f}x B0's FLOPs; "
             f"built depth {built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x")
     extra.update(dropout=spec.dropout, drop_path_rate=spec.drop_path_rate)
     return spec, extra
@@ -281,7 +286,8 @@ def reachable(strategy: str, base: ModelSpec, max_ratio: float, coefficients: tu
     return sorted(((x, flops / base_flops) for flops, x in out.items()), key=lambda t: t[1])
 
 
-def equal_cost_targets(ratios: dict[str, list[float]], candidates: list[float], tolerance: float) -> list[dict[str, float]]:
+def equal_cost_targets(ratios: dict[str, list[float]], candidates: list[float],
+                       tolerance: float) -> list[dict[str, float]]:
     """Of `candidates` (multiples of B0's FLOPs), those that every strategy reaches within `tolerance` (relative).
 
     `ratios` maps each strategy to the FLOPs ratios it can build (`reachable`). One row per

@@ -91,7 +91,8 @@ def grid_candidates(cfg: SearchConfig) -> list[Candidate]:
     if not feasible:
         raise SearchError(
             f"the search grid has no point with |alpha * beta^2 * gamma^2 - 2| <= {cfg.tolerance}: widen "
-            f"search.alpha/beta/gamma (now alpha {cfg.alpha.min}..{cfg.alpha.max}, beta {cfg.beta.min}..{cfg.beta.max}, "
+            f"search.alpha/beta/gamma (now alpha {cfg.alpha.min}..{cfg.alpha.max}, "
+            f"beta {cfg.beta.min}..{cfg.beta.max}, "
             f"gamma {cfg.gamma.min}..{cfg.gamma.max}), use a finer step, or raise search.tolerance"
         )
     if not any(c.is_paper for c in feasible):
@@ -130,7 +131,8 @@ def place(candidates: Iterable[Candidate], base: ModelSpec, target: float, flops
         spec = replace(matched.spec, name=f"search_{c.key}")
         placed.append(Placed(candidate=c, phi=matched.multiplier, spec=spec, flops=matched.flops,
                              flops_ratio=matched.flops / base_flops, architecture=architecture(spec),
-                             built=built_multipliers(spec, base), feasible=abs(matched.relative_error) <= flops_tolerance))
+                             built=built_multipliers(spec, base),
+                             feasible=abs(matched.relative_error) <= flops_tolerance))
     return placed
 
 
@@ -209,13 +211,15 @@ DISTINCTNESS_COLUMNS = ["target", "candidates", "feasible", "distinct", "materia
 
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600
+            else f"{seconds // 60}m{seconds % 60:02d}s")
 
 
 def run_search(groups: list[list[Placed]], train_network: Callable[[Placed, int], dict[str, Any]], results_dir: Path,
                settings_fingerprint: str, seeds: int = 1, log: Callable[[str], None] | None = print,
                write: bool = True) -> dict[str, dict[str, Any]]:
-    """Train `seeds` networks per group of identical candidates, unless already finished; return records by architecture.
+    """Train `seeds` networks per group of identical candidates, unless already finished; return records by
+    architecture.
 
     `train_network(placed, k)` trains the group's first member with seed index k (the caller
     adds it to `train.seed`) and returns its measurements: `val_top1`, `val_correct` (0/1 per
@@ -259,7 +263,8 @@ def run_search(groups: list[list[Placed]], train_network: Callable[[Placed, int]
             start = time.perf_counter()
             measured = train_network(first, k)
             times.append(time.perf_counter() - start)
-            record = {"architecture": first.architecture, "seed_index": k, **measured, "fingerprint": settings_fingerprint}
+            record = {"architecture": first.architecture, "seed_index": k, **measured,
+                      "fingerprint": settings_fingerprint}
             if write:
                 write_json(path, record)
             say(f"{where}: val top-1 {record['val_top1']:.4f} in {_duration(times[-1])}")
@@ -267,7 +272,8 @@ def run_search(groups: list[list[Placed]], train_network: Callable[[Placed, int]
     records: dict[str, dict[str, Any]] = {}
     for arch, runs in per_network.items():
         correct = np.array([r["val_correct"] for r in runs], dtype=bool)
-        records[arch] = {"architecture": arch, "seeds": [{k: v for k, v in r.items() if k != "val_correct"} for r in runs],
+        records[arch] = {"architecture": arch,
+                         "seeds": [{k: v for k, v in r.items() if k != "val_correct"} for r in runs],
                          "val_correct": correct, "val_top1": float(correct.mean()),
                          **{k: runs[0].get(k) for k in ("params",)},
                          "val_top1_ema": float(np.mean([r.get("val_top1_ema", np.nan) for r in runs])),
@@ -292,7 +298,8 @@ class Decision:
     outcome: str  # 'searched': a winner beats the paper's point; 'paper': the paper's coefficients, by the rule
     chosen: list[Placed]  # the chosen network's group, its first member the coefficients taken (the paper's: its group)
     reason: str
-    comparisons: dict[str, dict[str, Any]]  # by architecture: val top-1 interval and the corrected difference to the paper's
+    # by architecture: val top-1 interval and the corrected difference to the paper's
+    comparisons: dict[str, dict[str, Any]]
     indistinguishable: list[str]  # architectures not told apart from the paper's network (the paper's included)
     paper: str | None = None  # the architecture of the paper's point; None when it is infeasible
 
@@ -325,32 +332,36 @@ def decide(groups: list[list[Placed]], records: dict[str, dict[str, Any]], confi
     if not others:
         return Decision("paper", paper, "every feasible candidate builds the paper's network: nothing to tell apart",
                         comparisons, [paper_arch], paper_arch)
-    corrected = holm([bootstrap_differences(records[g[0].architecture]["val_correct"], records[paper_arch]["val_correct"])
+    corrected = holm([bootstrap_differences(records[g[0].architecture]["val_correct"],
+                                            records[paper_arch]["val_correct"])
                       for g in others], confidence=confidence)
-    for g, h in zip(others, corrected):
+    # strict: holm returns one Corrected per comparison, one comparison per group of `others`
+    for g, h in zip(others, corrected, strict=True):
         arch = g[0].architecture
         comparisons[arch].update(minus_paper=records[arch]["val_top1"] - records[paper_arch]["val_top1"],
                                  low=h.low, high=h.high, confidence=h.confidence, p_holm=h.p_holm,
                                  detectable=h.detectable, distinguishable=h.distinguishable)
-    better = [(g, h) for g, h in zip(others, corrected) if h.distinguishable and h.low > 0]
-    tied = [paper_arch] + [g[0].architecture for g, h in zip(others, corrected) if not h.distinguishable]
+    better = [(g, h) for g, h in zip(others, corrected, strict=True) if h.distinguishable and h.low > 0]
+    tied = [paper_arch] + [g[0].architecture for g, h in zip(others, corrected, strict=True) if not h.distinguishable]
     if better:
         g, h = max(better, key=lambda gh: (records[gh[0][0].architecture]["val_top1"],
                                            -abs(gh[0][0].candidate.constraint - 2.0), -gh[0][0].flops))
         return Decision("searched", g, f"{g[0].candidate.key} beats the paper's point by "
-                        f"{100 * (records[g[0].architecture]['val_top1'] - records[paper_arch]['val_top1']):+.2f} points "
-                        f"of validation top-1 (Holm-corrected {100 * h.confidence:.2f}% interval "
+                        f"{100 * (records[g[0].architecture]['val_top1'] - records[paper_arch]['val_top1']):+.2f} "
+                        f"points of validation top-1 (Holm-corrected {100 * h.confidence:.2f}% interval "
                         f"[{100 * h.low:+.2f}, {100 * h.high:+.2f}])", comparisons, tied, paper_arch)
     detectable = max(h.detectable for h in corrected)
     return Decision("paper", paper, f"no network beats the paper's point after Holm's correction over "
-                    f"{len(others)} comparison{'' if len(others) == 1 else 's'} ({len(tied)} of {len(groups)} networks cannot be told apart from it; "
+                    f"{len(others)} comparison{'' if len(others) == 1 else 's'} ({len(tied)} of {len(groups)} "
+                    "networks cannot be told apart from it; "
                     f"differences below about {100 * detectable:.2f} points could not be detected): the paper's "
                     "coefficients are taken by the rule", comparisons, tied, paper_arch)
 
 
 TABLE_COLUMNS = ["alpha", "beta", "gamma", "constraint", "paper", "phi", "depth", "width", "resolution", "architecture",
                  "params", "flops", "flops_ratio", "status", "seeds", "val_top1", "val_top1_low", "val_top1_high",
-                 "minus_paper", "minus_paper_low", "minus_paper_high", "verdict", "val_top1_ema", "train_time_s", "chosen"]
+                 "minus_paper", "minus_paper_low", "minus_paper_high", "verdict", "val_top1_ema", "train_time_s",
+                 "chosen"]
 
 
 def table_rows(placed: list[Placed], groups: list[list[Placed]], records: dict[str, dict[str, Any]],
@@ -411,7 +422,8 @@ def summary(placed: list[Placed], groups: list[list[Placed]], records: dict[str,
         "candidates": len(placed), "networks_trained": len(groups),
         "distinctness": distinctness(placed, target),
         "infeasible": [p.candidate.key for p in placed if not p.feasible],
-        "selected_on": f"validation top-1 (raw weights), mean of {seeds} seed(s), every candidate at {target:g}x B0's FLOPs",
+        "selected_on": f"validation top-1 (raw weights), mean of {seeds} seed(s), "
+                       f"every candidate at {target:g}x B0's FLOPs",
         "same_network": [coefficients(p) for p in decision.chosen[1:]],
         "indistinguishable": [keys[arch] for arch in decision.indistinguishable],
         "networks": [{"architecture": arch, "candidates": keys[arch], **{k: v for k, v in compared.items()}}

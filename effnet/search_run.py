@@ -20,8 +20,17 @@ from effnet.distributed import cleanup, init_distributed
 from effnet.fingerprint import fingerprint
 from effnet.io import write_csv, write_json
 from effnet.models import build_model, count_parameters, published_spec
-from effnet.search import (TABLE_COLUMNS, Placed, decide, grid_candidates, group_identical, place, run_search, summary,
-                           table_rows)
+from effnet.search import (
+    TABLE_COLUMNS,
+    Placed,
+    decide,
+    grid_candidates,
+    group_identical,
+    place,
+    run_search,
+    summary,
+    table_rows,
+)
 from effnet.train import train
 
 

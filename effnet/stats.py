@@ -91,7 +91,8 @@ def bootstrap_differences(correct_a: np.ndarray, correct_b: np.ndarray, *, resam
     """
     a, b = _as_correct(correct_a, "correct_a"), _as_correct(correct_b, "correct_b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"the two models were evaluated on different numbers of images ({a.shape[1]} and {b.shape[1]}); "
+        raise ValueError("the two models were evaluated on different numbers of images "
+                         f"({a.shape[1]} and {b.shape[1]}); "
                          "a paired comparison needs the same test images")
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
@@ -103,9 +104,11 @@ def bootstrap_differences(correct_a: np.ndarray, correct_b: np.ndarray, *, resam
     out = np.empty(resamples)
     for start in range(0, resamples, _CHUNK):
         n = min(_CHUNK, resamples - start)
-        drawn = rng.multinomial(images, counts / images, size=n) @ patterns  # (n, seeds_a + seeds_b): right answers per seed
+        # (n, seeds_a + seeds_b): right answers per seed
+        drawn = rng.multinomial(images, counts / images, size=n) @ patterns
         right_a, right_b = drawn[:, :seeds_a], drawn[:, seeds_a:]
-        weights_a = rng.multinomial(seeds_a, np.full(seeds_a, 1 / seeds_a), size=n)  # (n, seeds_a): times each seed drawn
+        # (n, seeds_a): times each seed drawn
+        weights_a = rng.multinomial(seeds_a, np.full(seeds_a, 1 / seeds_a), size=n)
         if paired:
             # integer sums first, so that a model against itself gives exactly 0
             out[start:start + n] = (weights_a * (right_a - right_b)).sum(1) / (seeds_a * images)
@@ -126,7 +129,8 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     """
     a, b = _as_correct(correct_a, "correct_a"), _as_correct(correct_b, "correct_b")
     if a.shape[0] != 1 or b.shape[0] != 1 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"McNemar's test needs one (images,) vector per model of equal length; got {a.shape} and {b.shape}")
+        raise ValueError("McNemar's test needs one (images,) vector per model of equal length; "
+                         f"got {a.shape} and {b.shape}")
     only_a = int((a & ~b).sum())
     only_b = int((b & ~a).sum())
     n = only_a + only_b

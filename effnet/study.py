@@ -107,7 +107,8 @@ def baselines_of(data: dict[str, Any]) -> tuple[StudyModel, ...]:
 
 
 def strategies_of(data: dict[str, Any]) -> tuple[Strategy, ...]:
-    """The strategies of a study file's mapping: `one_dimension`, then `compound_rule` (which scale by the coefficients)."""
+    """The strategies of a study file's mapping: `one_dimension`, then `compound_rule` (which scale by the
+    coefficients)."""
     return tuple(Strategy(name, s["title"], s["colour"], str(s["marker"]), coefficients=group == "compound_rule")
                  for group in ("one_dimension", "compound_rule") for name, s in data[group].items())
 

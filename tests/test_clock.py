@@ -67,7 +67,8 @@ def test_default_run_on_a_cpu_says_days_and_what_to_run_instead() -> None:
     assert "whole run: about" in text and "days" in lines[-2]
     total_days = sum(j.b0_images for j in clock.budget(params)) / 60.0 / clock.DAY
     assert total_days > 30  # months on two cores, not hours
-    assert lines[-1].startswith("warning:") and "bash scripts/smoke.sh" in lines[-1] and "scripts/cpu_real.yaml" in lines[-1]
+    assert (lines[-1].startswith("warning:") and "bash scripts/smoke.sh" in lines[-1]
+            and "scripts/cpu_real.yaml" in lines[-1])
     assert "Going on" in lines[-1]  # it warns, it does not refuse
     gpu = clock.report(params, "cuda: H100 x1", 1 / 60.0, is_cpu=False)
     assert not any(line.startswith("warning:") for line in gpu)
@@ -139,7 +140,8 @@ def test_plan_stage_prints_the_clock_and_writes_the_budgets(tmp_path: Path) -> N
     assert json.loads((tmp_path / "plan" / "search.json").read_text())["candidates"] == 14
     assert "seconds_per_b0_image" in json.loads((tmp_path / "plan" / "timing.json").read_text())
     (tmp_path / "params.yaml").write_text("data: {}\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plan.py")], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plan.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
     assert done.returncode == 1 and done.stderr.startswith("error: ")
 
 

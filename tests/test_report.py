@@ -31,7 +31,8 @@ SEARCH = {"alpha": 1.4, "beta": 1.0, "gamma": 1.2, "constraint": 2.016, "val_top
                            "width_min": 1.0, "width_max": 1.44, "resolution_min": 1.0, "resolution_max": 1.44},
           "networks": [{"architecture": "net-a", "val_top1": 0.3, "detectable": 0.021},
                        {"architecture": "net-b", "val_top1": 0.2}],
-          "paper": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15, "constraint": 1.92027, "val_top1": 0.2, "flops_ratio": 3.05}}
+          "paper": {"alpha": 1.2, "beta": 1.1, "gamma": 1.15, "constraint": 1.92027, "val_top1": 0.2,
+                    "flops_ratio": 3.05}}
 TARGETS = {"flops_tolerance": 0.05, "base_resolution": 32, "rows": [
     {"target": 2.0, "candidates": 14, "feasible": 13, "distinct": 8, "material": 4, "paper_feasible": True,
      "largest_cluster": 9, "depth_min": 1.0, "depth_max": 1.4375, "width_min": 1.0, "width_max": 1.2625,
@@ -41,7 +42,8 @@ TARGETS = {"flops_tolerance": 0.05, "base_resolution": 32, "rows": [
      "resolution_min": 1.0, "resolution_max": 1.5938}]}
 CAM = {"baseline": {"strategy": "baseline", "target": 1.0, "flops_ratio": 1.0, "images": 16, "top1": 0.25,
                     "confidence": 0.2, **{m: {"road_morf": -0.2, "road_lerf": -0.05, "road_combined": 0.075,
-                                              "cam_mult_confidence_change": 0.01} for m in ("gradcam", "gradcam++", "random")}}}
+                                              "cam_mult_confidence_change": 0.01}
+                                          for m in ("gradcam", "gradcam++", "random")}}}
 
 
 def project(root: Path, *, plots: bool = True) -> Path:
@@ -51,8 +53,8 @@ def project(root: Path, *, plots: bool = True) -> Path:
     (root / "metrics" / "cam.json").write_text(json.dumps(CAM))
     if plots:
         make_plots(models_table=root / "metrics" / "models.csv", search_table=root / "plots" / "search.csv",
-                   cam_table=root / "plots" / "cam_faithfulness.csv", dvclive_dir=root / "dvclive", out_dir=root / "plots",
-                   log=lambda *_: None)
+                   cam_table=root / "plots" / "cam_faithfulness.csv", dvclive_dir=root / "dvclive",
+                   out_dir=root / "plots", log=lambda *_: None)
         for method in ("gradcam", "gradcam++"):
             (root / "plots" / "cam" / f"{method}.png").parent.mkdir(parents=True, exist_ok=True)
             (root / "plots" / "cam" / f"{method}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -60,7 +62,8 @@ def project(root: Path, *, plots: bool = True) -> Path:
 
 
 def report(root: Path) -> str:
-    return build_report(Params(), models_table=root / "metrics" / "models.csv", search_json=root / "metrics" / "search.json",
+    return build_report(Params(), models_table=root / "metrics" / "models.csv",
+                        search_json=root / "metrics" / "search.json",
                         search_table=root / "plots" / "search.csv", cam_json=root / "metrics" / "cam.json",
                         plots_dir=root / "plots", report_dir=root, commit="0123abc", host="test host", now="2026-01-01",
                         predictions_dir=root / "predictions")
@@ -83,8 +86,10 @@ def test_report_lists_every_model_and_the_comparisons(tmp_path: Path) -> None:
         assert f"`{name}`" in text  # the full table of models
     for row in ("| B0 | 4.00 | 0.120 | 50.00 |", "| ResNet-152 | 40.00 | 2.600 | 55.00 |", "| phi=1.5 |"):
         assert row in text  # the summary table, from metrics/models.csv
-    assert "| taken: the search's winner | 1.4 | 1.0 | 1.2 | 2.016 |" in text and "| paper | 1.2 | 1.1 | 1.15 | 1.920 |" in text
-    assert "**Decision: searched.** a1.4_b1_g1.2 beats the paper's point by +10.00 points. The rule: the written rule" in text
+    assert ("| taken: the search's winner | 1.4 | 1.0 | 1.2 | 2.016 |" in text
+            and "| paper | 1.2 | 1.1 | 1.15 | 1.920 |" in text)
+    assert ("**Decision: searched.** a1.4_b1_g1.2 beats the paper's point by +10.00 points. "
+            "The rule: the written rule") in text
     assert "every candidate is B0 really scaled by (alpha, beta, gamma) at phi = 1" not in text  # the stale line
     for paper in (m.paper for m in matrix()):
         assert f"| {paper.top1:.1f} | {paper.params} | {paper.flops} |" in text
@@ -121,7 +126,8 @@ def test_readme_block(tmp_path: Path) -> None:
     assert update_pages([readme], files) == [readme]
     text = readme.read_text()
     assert "hand-typed" not in text and "| B7 | 68.34 | 15.360 | 64.00 |" in text
-    assert text.startswith("# title\n\nbefore\n\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\n\nafter\n")
+    assert (text.startswith("# title\n\nbefore\n\n<!-- results:start -->\n")
+            and text.endswith("<!-- results:end -->\n\nafter\n"))
     assert update_pages([readme], files) == [] and readme.read_text() == text  # idempotent
     assert "**This run**: evaluated on " in text and "A reduced budget" not in text  # the full defaults
 
@@ -139,7 +145,8 @@ def test_stage(tmp_path: Path) -> None:
     project(tmp_path)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     (tmp_path / "README.md").write_text("<!-- results:start -->\n<!-- results:end -->\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py")], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stderr
     assert "## Results on CIFAR-100" in (tmp_path / "REPORT.md").read_text()
     # the stage leaves README.md (no DVC output) alone; the separate command fills its block and writes nothing else
@@ -151,7 +158,8 @@ def test_stage(tmp_path: Path) -> None:
     assert "| DenseNet-201 |" in (tmp_path / "README.md").read_text()
     assert (tmp_path / "REPORT.md").read_text() == report
     (tmp_path / "params.yaml").write_text("data: {}\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py")], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
     assert done.returncode == 1 and done.stderr.startswith("error: ")
 
 
@@ -163,7 +171,8 @@ def test_phi_label(tmp_path: Path, name: str) -> None:
 
 def test_a_search_result_from_before_the_matched_flops_search_is_said_to_be_one(tmp_path: Path) -> None:
     project(tmp_path, plots=False)
-    old = {k: SEARCH[k] for k in ("alpha", "beta", "gamma", "constraint", "val_top1", "flops_ratio", "candidates", "paper")}
+    old = {k: SEARCH[k]
+           for k in ("alpha", "beta", "gamma", "constraint", "val_top1", "flops_ratio", "candidates", "paper")}
     (tmp_path / "metrics" / "search.json").write_text(json.dumps(old))
     section = report(tmp_path).split("## The compound coefficients", 1)[1].split("\n## ", 1)[0]
     assert "each B0 scaled at phi = 1 (3.04x B0's FLOPs for the one chosen): this result predates" in section
@@ -180,7 +189,8 @@ def test_search_scope_from_generated_numbers() -> None:
     assert "holds 9 coefficient sets" in lines[0] and "the paper's point is feasible" in lines[0]
     assert lines[1].startswith("- At 3x B0's FLOPs: 3 of 3") and "depth 1.00-1.81x" in lines[1]
     assert lines[2].startswith("- At 4x") and "**not** feasible" in lines[2]
-    assert lines[3] == ("- The search ran at 3x with 3 seed(s) per network and took a searched winner, (1.4, 1.0, 1.2): "
+    assert lines[3] == ("- The search ran at 3x with 3 seed(s) per network and took a searched winner, "
+                        "(1.4, 1.0, 1.2): "
                         "a1.4_b1_g1.2 beats the paper's point by +10.00 points. Differences from the paper's network "
                         "smaller than about 2.10 points of validation top-1 (the half-width of each Holm-corrected "
                         "interval) could not be detected at this budget.")
@@ -200,7 +210,8 @@ def test_comparisons_drawn() -> None:
     """Compound against each single dimension per target; each EfficientNet against its nearest baselines."""
     models = [{"model": "scaling/compound_2x", "group": "scaling", "strategy": "compound", "target": 2.0},
               {"model": "scaling/depth_2x", "group": "scaling", "strategy": "depth", "target": 2.0},
-              {"model": "scaling/width_4x", "group": "scaling", "strategy": "width", "target": 4.0},  # no compound at 4x
+              # no compound at 4x
+              {"model": "scaling/width_4x", "group": "scaling", "strategy": "width", "target": 4.0},
               {"model": "scaling/baseline", "group": "scaling", "strategy": "baseline", "target": 1.0},
               {"model": "efficientnet_b0", "group": "matrix", "params": 5e6, "flops": 4e8},
               {"model": "efficientnet_b4", "group": "matrix", "params": 19e6, "flops": 4.15e9},
@@ -229,16 +240,18 @@ def test_paired_table(tmp_path: Path) -> None:
     section = text.split("## Paired comparisons on the same test images", 1)[1].split("\n## ", 1)[0]
     # three comparisons in the family (resolution_2x was evaluated on other images): Holm over m = 3
     assert "the 3 comparisons of this table are one family, corrected by Holm's step-down procedure" in section
-    assert "| 2x FLOPs | compound_2x | width_2x | 1,000 | 1 | 60.00 | 60.00 | +0.00 | [+0.00, +0.00] | 97.50% | 1.000 " \
-           "| 0.00 | not distinguishable at this budget |" in section
+    assert "| 2x FLOPs | compound_2x | width_2x | 1,000 | 1 | 60.00 | 60.00 | +0.00 | [+0.00, +0.00] " \
+           "| 97.50% | 1.000 | 0.00 | not distinguishable at this budget |" in section
     # depth: p < 1e-4, the first of Holm's steps, tested at alpha / 3
     depth = re.search(r"\| 2x FLOPs \| compound_2x \| depth_2x \| 1,000 \| 1 \| 60.00 \| 40.00 \| \+20.00 \| "
-                      r"\[\+(\d+\.\d+), \+(\d+\.\d+)\] \| 98.33% \| < 0.0001 \| (\d+\.\d+) \| compound_2x better \|", section)
+                      r"\[\+(\d+\.\d+), \+(\d+\.\d+)\] \| 98.33% \| < 0.0001 \| (\d+\.\d+) \| "
+                      r"compound_2x better \|", section)
     assert depth and 16 < float(depth.group(1)) < 20 < float(depth.group(2)) < 24  # +-2.39 x 1.26 pp around 20
     assert float(depth.group(3)) == pytest.approx((float(depth.group(2)) - float(depth.group(1))) / 2, abs=0.011)
     # Holm stops at the second step: the two left share the Bonferroni level over 2, 97.5%
-    b0 = re.search(r"\| nearest in FLOPs and parameters \| B0 \| ResNet-50 \| 1,000 \| 1 \| 50.00 \| 50.00 \| \+0.00 \| "
-                   r"\[-(\d+\.\d+), \+(\d+\.\d+)\] \| 97.50% \| 1.000 \| (\d+\.\d+) \| not distinguishable at this budget \|",
+    b0 = re.search(r"\| nearest in FLOPs and parameters \| B0 \| ResNet-50 \| 1,000 \| 1 \| 50.00 \| 50.00 \| "
+                   r"\+0.00 \| \[-(\d+\.\d+), \+(\d+\.\d+)\] \| 97.50% \| 1.000 \| (\d+\.\d+) \| "
+                   r"not distinguishable at this budget \|",
                    section)
     assert b0 and float(b0.group(1)) > 0 and float(b0.group(2)) > 0
     assert float(b0.group(3)) == pytest.approx((float(b0.group(1)) + float(b0.group(2))) / 2, abs=0.011)

@@ -8,8 +8,20 @@ import pytest
 from effnet.config import GridAxis, SearchConfig
 from effnet.models import architecture, count_flops, spec_for_name
 from effnet.scaling import target_dropout
-from effnet.search import (DECISION_RULE, Candidate, Placed, SearchError, decide, distinctness, grid_candidates,
-                           group_identical, place, run_search, summary, table_rows)
+from effnet.search import (
+    DECISION_RULE,
+    Candidate,
+    Placed,
+    SearchError,
+    decide,
+    distinctness,
+    grid_candidates,
+    group_identical,
+    place,
+    run_search,
+    summary,
+    table_rows,
+)
 
 IMAGES = 2_000  # validation images of the fake networks
 
@@ -204,7 +216,8 @@ def test_resume_skips_finished_networks_and_prints_progress(tmp_path):
     assert records["net-0"]["val_top1"] == pytest.approx(0.1 + 0.5 / IMAGES)  # mean over the two seeds
     assert sum("finished earlier" in line for line in lines) == 4
     assert any(line.startswith("candidate 3/3 seed 1/2") and "2 to train" in line for line in lines)
-    assert any(line.startswith("candidate 3/3 seed 2/2") and "ETA" in line for line in lines)  # from the time of the 5th
+    # from the time of the 5th
+    assert any(line.startswith("candidate 3/3 seed 2/2") and "ETA" in line for line in lines)
     third = FakeTrainer()
     run_search(groups, third, tmp_path, "settings-1", seeds=2, log=None)
     assert third.trained == []

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from effnet.stats import (bootstrap_differences, bootstrap_p_value, holm, mcnemar, paired_bootstrap,
-                          percentile_interval)
+from effnet.stats import bootstrap_differences, bootstrap_p_value, holm, mcnemar, paired_bootstrap, percentile_interval
 
 
 def test_a_model_against_itself_is_exactly_zero_and_p_one() -> None:
@@ -135,7 +134,7 @@ def test_holm_steps_down_and_stops() -> None:
     assert corrected[3].confidence == pytest.approx(1 - 0.05 / 3)
     # the two not rejected share the Bonferroni level over the two left
     assert corrected[0].confidence == corrected[2].confidence == pytest.approx(1 - 0.05 / 2)
-    for c, d in zip(corrected, family):
+    for c, d in zip(corrected, family, strict=True):  # holm returns one result per distribution of the family
         assert (c.low, c.high) == percentile_interval(d, c.confidence)
         assert c.distinguishable == (not c.low <= 0 <= c.high)  # the interval and the verdict never disagree
         assert c.detectable == pytest.approx((c.high - c.low) / 2)
