@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from effnet import clock
+from effnet import clock, study
 from effnet.cli import flatten_params
 from effnet.config import Params
 
@@ -30,7 +30,8 @@ def lock_stage(job: clock.Job) -> str:
         return "scale_b0"
     strategy, target = model.rsplit("_", 1)
     target = target.removesuffix("x")
-    return f"scale_compound@{target}" if strategy == "compound" else f"scale@{strategy}-{target}"
+    compound_rule = {s.name for s in study.STRATEGIES if s.coefficients}  # dvc.yaml's scale_compound matrix
+    return f"{'scale_compound' if strategy in compound_rule else 'scale'}@{strategy}-{target}"
 
 
 def _recorded(entry: dict) -> dict[str, object]:
@@ -55,9 +56,9 @@ def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict
     """{stage: why} for the training stages that DVC will run: absent from `lock`, or recorded with other params or
     code.
 
-    A stage that reads the search's result (EfficientNets: train@efficientnet_*, train_phi,
-    scale_compound@*) re-runs with the search. A changed file dep (code) counts; changed data and
-    commands are DVC's to judge (`dvc status`).
+    A stage that reads the search's result (the EfficientNets train@efficientnet_* and train_phi)
+    re-runs with the search; the scaling study uses the paper's coefficients and does not. A changed
+    file dep (code) counts; changed data and commands are DVC's to judge (`dvc status`).
     """
     try:
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
@@ -76,7 +77,7 @@ def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict
             stale[name] = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
     if "search" in stale:
         for name in dict.fromkeys(lock_stage(job) for job in jobs):
-            reads_search = name.startswith(("train@efficientnet", "scale_compound@")) or name == "train_phi"
+            reads_search = name.startswith("train@efficientnet") or name == "train_phi"
             if reads_search and name not in stale:
                 stale[name] = "the search re-runs"
     return stale

@@ -857,9 +857,10 @@ def search_scope_table(search: dict[str, Any], measured: dict[str, Any] | None) 
     if not rows:
         return "No measurement of the grid (`metrics/search_targets.json`, `python scripts/search_targets.py`)."
     at = f", B0 at {measured['base_resolution']} px" if measured.get("base_resolution") else ""
+    searched = search.get("flops_target")
     body = table(["FLOPs target", "points placed", "distinct networks", "materially distinct (>= 5%)",
                   "largest near-identical cluster", "paper's point"],
-                 [[f"{float(r['target']):g}x{' (searched)' if _same(r.get('target'), search.get('flops_target')) else ''}",
+                 [[f"{float(r['target']):g}x" + (" (searched)" if _same(r["target"], searched) else ""),
                    f"{r['feasible']} of {r['candidates']}", r["distinct"], r["material"], r["largest_cluster"],
                    "placed" if r.get("paper_feasible") else "cannot be placed"] for r in rows], "lrrrrl")
     return f"Measured{at} (`metrics/search_targets.json`):\n\n{body}"

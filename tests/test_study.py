@@ -93,7 +93,8 @@ def test_study_models_follow_params() -> None:
 def test_searched_or_published_is_decided_once(tmp_path: Path) -> None:
     path = tmp_path / "search.json"
     path.write_text(json.dumps({"alpha": 1.3, "beta": 1.0, "gamma": 1.2}))
-    searched, published = NetworkConfig(efficientnet_scaling="searched"), NetworkConfig(efficientnet_scaling="published")
+    searched = NetworkConfig(efficientnet_scaling="searched")
+    published = NetworkConfig(efficientnet_scaling="published")
     assert study.searched_coefficients(searched, path) == (1.3, 1.0, 1.2)
     assert study.searched_coefficients(published, path) is None
     assert study.compound_coefficients(published, tmp_path / "absent.json") == PAPER_COEFFICIENTS
