@@ -32,7 +32,7 @@ def write_params(path: Path, **overrides: object) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     values = {"network.base_resolution": 8, "network.efficientnet_scaling": "published", "model.phi": 0.0,
               "train.epochs": 6, "train.train_per_class": 2, "train.batch_size": 50, "train.warmup_epochs": 0.0,
-              "train.precision": "fp32", "train.eval_batch_size": 200, **overrides}
+              "train.precision": "fp32", "train.eval_batch_size": 200, "train.seeds": 1, **overrides}
     for key, value in values.items():
         *parents, leaf = key.split(".")
         node = params
