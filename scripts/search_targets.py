@@ -16,12 +16,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from effnet.config import load_params  # noqa: E402
-from effnet.io import write_json  # noqa: E402
-from effnet.models import published_spec  # noqa: E402
-from effnet.search import DISTINCTNESS_COLUMNS, distinctness, grid_candidates, place  # noqa: E402
+from effnet.config import load_params
+from effnet.io import write_json
+from effnet.models import published_spec
+from effnet.search import DISTINCTNESS_COLUMNS, distinctness, grid_candidates, place
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,3 +84,13 @@ def test_stage_scripts_are_stage_scripts_of_at_most_60_lines():
         {p.name: len(p.read_text().splitlines()) for p in stages if len(p.read_text().splitlines()) > 60}
     for path in stages:
         assert "def main(" in path.read_text() and 'if __name__ == "__main__":' in path.read_text(), path.name
+
+
+def test_no_file_edits_sys_path():
+    # the package is installed (`-e .` in requirements.txt); a copy of the tree without it (the GPU machine) sets
+    # PYTHONPATH instead, so that every process it starts imports the same `effnet`
+    edits = [f"{p.relative_to(ROOT)}:{n}" for folder in ("effnet", "stages", "scripts", "tests", "benchmarks")
+             for p in sorted((ROOT / folder).rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), start=1)
+             if "sys.path.insert(" in line and "in line" not in line]
+    assert not edits, edits
