@@ -98,12 +98,18 @@ def _set_pdeathsig() -> None:  # in the child, between fork and exec: die with t
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+def tree_first() -> dict[str, str]:
+    """PYTHONPATH with the working directory first: a stage script run from a copy of the tree (a `dvc exp run
+    --temp` workspace, a test's copy) imports that copy's `effnet`, not the installed (editable) one."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+
+
 def run_one(script: str, args: list[str]) -> int:
     """The stage script as one child process; returns its exit status, reporting a SIGKILL."""
     linux = sys.platform.startswith("linux")
     with tempfile.TemporaryDirectory(prefix="effnet-supervise-") as scratch:
         note = Path(scratch) / "killed.json"
-        env = {**os.environ, PARENT_ENV: str(os.getpid()), KILLED_ENV: str(note)}
+        env = {**os.environ, **tree_first(), PARENT_ENV: str(os.getpid()), KILLED_ENV: str(note)}
         child = subprocess.Popen([sys.executable, "-u", script, *args], env=env,
                                  preexec_fn=_set_pdeathsig if linux else None)
         peak = watch_memory(child.pid, True, lambda: child.poll() is not None)
@@ -132,6 +138,7 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
     for name in list(logging.Logger.manager.loggerDict):  # the workers say what failed; the agent's reports are noise
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    os.environ.update(tree_first())
     os.environ[PARENT_ENV] = str(os.getpid())  # the workers inherit it: the agent runs in this process
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)

@@ -27,8 +27,13 @@ from ruamel.yaml import YAML
 
 from effnet.fingerprint import ROOT, import_closure
 
-SCRIPT = re.compile(r"(?<![\w/])stages/\w+\.py")
+SCRIPT = re.compile(r"(?<![\w/.])stages[/.]\w+(?:\.py)?")  # stages/train.py (supervised) or -m stages.evaluate
 STUDY_FILE, STUDY_MODULE = "study.yaml", "effnet/study.py"
+
+
+def script_path(found: str) -> str:
+    """'stages/train.py' or 'stages.evaluate' (a module run with -m) as the script's path: stages/evaluate.py."""
+    return found if found.endswith(".py") else found.replace(".", "/") + ".py"
 
 
 def is_code(dep: Any) -> bool:
@@ -38,7 +43,7 @@ def is_code(dep: Any) -> bool:
 def code_deps(cmd: str, root: Path = ROOT) -> list[str]:
     """The code deps of a stage whose command is `cmd`: its scripts, then effnet/ (study.yaml after study.py), then
     the other modules of the repository it imports, each group sorted."""
-    scripts = SCRIPT.findall(cmd)
+    scripts = [script_path(s) for s in SCRIPT.findall(cmd)]
     if not scripts:
         raise ValueError(f"no stages/<script>.py in the command {cmd!r}")
     closure = [p.relative_to(root).as_posix() for p in import_closure(*(root / s for s in scripts), root=root)]

@@ -18,7 +18,12 @@ import yaml
 
 from effnet.fingerprint import ROOT, import_closure
 
-SCRIPT = re.compile(r"(?<![\w/])stages/\w+\.py")
+SCRIPT = re.compile(r"(?<![\w/.])stages[/.]\w+(?:\.py)?")  # stages/train.py (supervised) or -m stages.evaluate
+
+
+def script_path(found: str) -> str:
+    """'stages/train.py' or 'stages.evaluate' (a module run with -m) as the script's path: stages/evaluate.py."""
+    return found if found.endswith(".py") else found.replace(".", "/") + ".py"
 
 
 def _stages() -> dict[str, dict]:
@@ -37,7 +42,7 @@ def _empty_init(path: str) -> bool:
 @pytest.mark.parametrize("name", sorted(_stages()))
 def test_code_deps_are_the_import_closure(name):
     stage = _stages()[name]
-    scripts = SCRIPT.findall(stage["cmd"])
+    scripts = [script_path(s) for s in SCRIPT.findall(stage["cmd"])]
     assert scripts, f"{name}: no stages/<script>.py in its cmd {stage['cmd']!r}"
     closure = _code(p.relative_to(ROOT).as_posix() for p in import_closure(*(ROOT / s for s in scripts)))
     listed = _code(stage.get("deps", []))

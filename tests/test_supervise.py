@@ -215,6 +215,7 @@ def dvc_project(root: Path, data: Path) -> Path:
     root.mkdir()
     for package in ("effnet", "stages"):
         shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "study.yaml", root / "study.yaml")  # dvc.yaml's `vars:` and a dep of the stage
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": pipeline["vars"],
                                                    "stages": {"train_phi": pipeline["stages"]["train_phi"]}}))
