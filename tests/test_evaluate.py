@@ -319,7 +319,7 @@ def test_every_trained_model_has_its_own_evaluate_stage() -> None:
     for stage in (s for s in stages if s.name.startswith("evaluate")):
         (model_dir,) = [d.def_path for d in stage.deps if d.def_path.startswith(("models", "predictions", "metrics"))]
         model = model_dir.removeprefix("models/")
-        assert stage.cmd.endswith(f"stages/evaluate.py --model {model}"), stage.name
+        assert stage.cmd.endswith(f"-m stages.evaluate --model {model}"), stage.name
         assert sorted(o.def_path for o in stage.outs) == [f"metrics/models/{model}.json", f"predictions/{model}.npz"]
         evaluated.append(model_dir)
     assert sorted(evaluated) == trained

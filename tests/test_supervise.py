@@ -51,10 +51,14 @@ def project(tmp_path, prepared_data_dir, monkeypatch):
 
 
 def start(args: list[str], cwd: Path, nproc: int = 1, **kwargs) -> subprocess.Popen:
-    """A command in a process group (and session) of its own, as a shell job or a scheduler's job is."""
+    """A command in a process group (and session) of its own, as a shell job or a scheduler's job is.
+
+    SIGINT is reset to its default: a suite started in the background of a non-interactive shell inherits it
+    ignored, and Python then never raises KeyboardInterrupt (a terminal's Ctrl-C is never ignored)."""
     env = {**os.environ, "EFFNET_NPROC": str(nproc), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(args, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def wait_until(condition, timeout: float = 120.0, what: str = "condition") -> None:
@@ -98,6 +102,7 @@ def test_a_bad_param_is_one_line_and_exit_1(project, nproc):
 
 @pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_ctrl_c_is_one_line_naming_where_to_resume(project, nproc):
+    write_params(project / "params.yaml", **{"train.epochs": 60})  # far more epochs than reach SIGINT's arrival
     process = phi_stage(project, nproc)
     wait_until(lambda: mid_training(project), what="the first checkpoint")
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the foreground group
