@@ -128,7 +128,7 @@ class TrainConfig:
     crop_padding: int = 4  # random-crop padding in pixels (at 32x32)
     hflip: bool = True
     cutout: int = 0  # side of the cutout square in pixels; 0 disables
-    precision: str = "bf16"  # CUDA: 'bf16' | 'fp16' (with a gradient scaler) | 'fp32'; CPU runs always use fp32
+    precision: str = "bf16"  # CUDA: 'bf16' | 'fp16' (with a gradient scaler) | 'fp32'; CPU: effnet.train.autocast_dtype
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (GPU)
     eval_batch_size: int = 1000
@@ -239,6 +239,7 @@ class ScalingConfig:
     min_change: float = 0.05  # the compound model must exceed B0 by this much in built depth, width and resolution
     epochs: int = 30
     train_per_class: int = 0
+    seeds: int = 3  # networks per model of the study (seed k: train.seed + k); its intervals resample them
 
     def __post_init__(self) -> None:
         _require(len(self.flops_targets) > 0, "scaling.flops_targets", "must list at least one multiple of B0's FLOPs")
@@ -248,6 +249,7 @@ class ScalingConfig:
         _check_number(self.min_change, "scaling.min_change", 0.0, 1.0)
         _check_int(self.epochs, "scaling.epochs", 1)
         _check_int(self.train_per_class, "scaling.train_per_class", 0)
+        _check_int(self.seeds, "scaling.seeds", 1)
 
 
 @dataclass(frozen=True)
@@ -347,12 +349,33 @@ def params_from_dict(raw: Any) -> Params:
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate `params.yaml`."""
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], where: str = "the overrides") -> dict[str, Any]:
+    """`raw` (a parsed params.yaml) with each dotted `key: value` of `overrides` set, as `dvc exp run -S` sets it.
+
+    A key whose section or parent is not in `raw` is a ConfigError naming it and `where`.
+    """
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = str(dotted).split(".")
+        for key in parents:
+            if not isinstance(node, dict) or key not in node:
+                raise ConfigError(f"{where}: '{dotted}' names no key of params.yaml ('{key}' is not there)")
+            node = node[key]
+        node[leaf] = value
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", overrides: str | Path | None = None) -> Params:
+    """Read and validate `params.yaml`, with the dotted overrides of the YAML file `overrides` applied
+    (scripts/smoke.yaml, scripts/small.yaml: what `bash scripts/exp.sh FILE` passes as `-S`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; run the stages from the project root, where params.yaml lives")
     with path.open() as f:
         raw = yaml.safe_load(f)
+    if overrides is not None:
+        if not Path(overrides).is_file():
+            raise ConfigError(f"{overrides}: no such overrides file")
+        apply_overrides(raw, yaml.safe_load(Path(overrides).read_text()) or {}, str(overrides))
     return params_from_dict(raw)
 

@@ -280,19 +280,39 @@ def shared_state(model: nn.Module, ema: EMA | None, device: torch.device) -> lis
     return [t for t in tensors if t.device == device]
 
 
-def autocast_dtype(precision: str, device: torch.device, *, cpu_bf16: bool = False) -> torch.dtype | None:
+# The architectures that train faster under bf16 autocast than in fp32 on a CPU with native bf16 (AMX-BF16 /
+# AVX512-BF16), both channels_last, measured by benchmarks/bench_cpu.py on this project's 2-core Xeon at 16 px
+# (batch 128): ResNet-50 1.63x and DenseNet-201 (see benchmarks/README.md); the EfficientNets run slower in bf16
+# (B0 0.53x, the compound 4x model 0.80x): their depthwise convolutions and squeeze-excitation layers gain nothing
+# from the matrix units and pay the casts. So a CPU run of `train.precision: bf16` autocasts these and only these.
+CPU_BF16_ARCHS = frozenset({"resnet50", "resnet152", "densenet201"})
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (oneDNN's check: AVX512-BF16 or AMX), so bf16 can be faster."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def autocast_dtype(precision: str, device: torch.device, *, cpu_bf16: bool | None = None,
+                   arch: str | None = None) -> torch.dtype | None:
     """The autocast dtype of `train.precision` on `device`, or None for fp32.
 
-    On CUDA `bf16` and `fp16` autocast as asked. On the CPU training runs in fp32 whatever
-    `train.precision` says (params.yaml's bf16 is meant for GPUs, and CPUs without native
-    bf16 run it slower than fp32), unless the caller passes `cpu_bf16=True`, which runs CPU
-    bf16 autocast when `train.precision` is bf16.
+    On CUDA `bf16` and `fp16` autocast as asked. On the CPU `bf16` means the faster of bf16
+    and fp32 for the network, by measurement: bf16 autocast for the architectures of
+    `CPU_BF16_ARCHS` on a CPU with native bf16 (`cpu_has_bf16`), fp32 for every other network
+    and CPU; `cpu_bf16` True or False overrides that choice (benchmarks, tests). `fp16` and
+    `fp32` run fp32 on the CPU.
     """
     if device.type == "cuda":
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if precision == "bf16" and cpu_bf16:
-        return torch.bfloat16
-    return None
+    if precision != "bf16":
+        return None
+    if cpu_bf16 is None:
+        cpu_bf16 = arch in CPU_BF16_ARCHS and cpu_has_bf16()
+    return torch.bfloat16 if cpu_bf16 else None
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -570,7 +590,7 @@ def out_of_time(deadline: float | None, next_epoch_s: float | None, dist: Distri
 
 
 def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: Path, callback: Callback | None = None,
-          dist: Distributed | None = None, progress: bool = True, cpu_bf16: bool = False,
+          dist: Distributed | None = None, progress: bool = True, cpu_bf16: bool | None = None,
           deadline: float | None = None) -> TrainResult:
     """Train `spec` with recipe `cfg` on the train split of `data_dir`, validating on its val split.
 
@@ -603,7 +623,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     METRIC_KEYS, accuracies as fractions). On resume it is first called for every epoch
     already in the checkpoint, so a logger that starts afresh ends with the whole curves.
 
-    Precision: see `autocast_dtype` (on the CPU fp32 unless `cpu_bf16`). Raises
+    Precision: see `autocast_dtype` (on the CPU, bf16 for the networks that train faster in it). Raises
     TrainingError on a non-finite loss (naming the epoch and step; the last good checkpoint
     is kept), on CUDA out-of-memory (naming the model and batch size), or on a batch size
     that does not fit the data or the number of processes.
@@ -622,7 +642,8 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     steps = len(train_loader)
     state = make_train_state(spec, cfg, device=dist.device, total_steps=steps * cfg.epochs,
                              warmup_steps=int(round(cfg.warmup_epochs * steps)),
-                             amp_dtype=autocast_dtype(cfg.precision, dist.device, cpu_bf16=cpu_bf16), dist=dist)
+                             amp_dtype=autocast_dtype(cfg.precision, dist.device, cpu_bf16=cpu_bf16,
+                                                            arch=spec.arch), dist=dist)
     start_epoch, history, train_time_s = resume(state, checkpoint_path, spec, cfg, say)
     if callback is not None and dist.is_main:
         for entry in history:  # replay the finished epochs, so a fresh logger gets whole curves

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from effnet.models import ModelSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,3 +48,23 @@ def test_trainer_benchmark_halves_the_batch_on_out_of_memory_and_says_so(monkeyp
     assert tried == [256, 128, 64] and row["batch"] == 64
     assert "out of memory at batch 128, halved to 64" in row["setup"]
     assert "efficientnet_b7" in capsys.readouterr().out
+
+
+def test_cpu_benchmark_parity_tells_bf16_from_a_path_that_trains_differently(monkeypatch):
+    """`parity` measures bf16 against fp32 beside seed-to-seed noise: real bf16 stays within it, a skewed path not."""
+    bench = _load("bench_cpu")
+    spec = ModelSpec(name="resnet50", arch="resnet50", resolution=8, num_classes=10)
+    g = torch.Generator().manual_seed(0)
+    prototypes = torch.randn(10, 3, 8, 8, generator=g)  # a learnable task: each class a noisy prototype image
+    labels = [torch.randint(0, 10, (16,), generator=g) for _ in range(6)]
+    data = [(prototypes[y] + 0.5 * torch.randn(16, 3, 8, 8, generator=g), y) for y in labels]
+    result = bench.parity(spec, data)
+    assert result["bf16_vs_fp32"] <= result["seed_vs_seed"]  # bf16 autocast stays nearer fp32 than another seed
+    real = bench.losses
+
+    def skewed(spec, data, *, bf16, seed):  # a "bf16" path whose losses are off by one nat
+        return [loss + (1.0 if bf16 else 0.0) for loss in real(spec, data, bf16=False, seed=seed)]
+
+    monkeypatch.setattr(bench, "losses", skewed)
+    skew = bench.parity(spec, data)
+    assert skew["bf16_vs_fp32"] == pytest.approx(1.0) and skew["bf16_vs_fp32"] > skew["seed_vs_seed"]

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -32,10 +33,12 @@ from effnet.distributed import Distributed
 from effnet.models import ModelSpec, build_model
 from effnet.study import model_names
 from effnet.train import (
+    CPU_BF16_ARCHS,
     METRIC_KEYS,
     TrainingError,
     TrainResult,
     autocast_dtype,
+    cpu_has_bf16,
     lr_factor,
     make_optimizer,
     make_scheduler,
@@ -136,9 +139,16 @@ def test_precision_rule():
     assert autocast_dtype("bf16", cuda) == torch.bfloat16
     assert autocast_dtype("fp16", cuda) == torch.float16
     assert autocast_dtype("fp32", cuda) is None
-    assert autocast_dtype("bf16", cpu) is None  # params.yaml's bf16 means GPUs
+    assert autocast_dtype("bf16", cpu, arch="efficientnet") is None  # slower in bf16 on a CPU (CPU_BF16_ARCHS)
+    assert autocast_dtype("bf16", cpu) is None
     assert autocast_dtype("bf16", cpu, cpu_bf16=True) == torch.bfloat16
     assert autocast_dtype("fp16", cpu, cpu_bf16=True) is None
+    assert autocast_dtype("fp32", cpu, arch="resnet50") is None
+    for arch in CPU_BF16_ARCHS:  # faster in bf16 where the CPU has it natively
+        assert autocast_dtype("bf16", cpu, arch=arch) == (torch.bfloat16 if cpu_has_bf16() else None)
+        assert autocast_dtype("bf16", cpu, arch=arch, cpu_bf16=False) is None
+    with patch.object(train_module, "cpu_has_bf16", return_value=False):
+        assert autocast_dtype("bf16", cpu, arch="resnet50") is None
 
 
 # --------------------------------------------------------------------------------------
@@ -602,6 +612,7 @@ DDP_DRIVER = r'''
 import json, os, sys
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 import torch
 import effnet.train as train_module
 from effnet.config import TrainConfig
