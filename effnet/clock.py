@@ -1,6 +1,6 @@
 """A clock before work starts: what the run in params.yaml will cost on this device.
 
-    python -m effnet.clock [--params params.yaml] [--steps 3]
+    python -m effnet.clock [--params params.yaml] [--overrides scripts/small.yaml] [--steps 3] [--stages STAGE ...]
 
 The estimate multiplies two things:
 
@@ -12,14 +12,13 @@ The estimate multiplies two things:
   resolution: its FLOPs ratio (`RELATIVE_COST`) raised to an exponent measured on the device
   from B0 and B3 (`measure_cost_exponent`; time does not follow FLOPs where per-layer
   overheads dominate, as for small images on a CPU), times **B0's seconds per training image on this device**,
-  timed here from a few real training steps of B0 (`time_b0`). The relative costs are FLOPs
-  ratios: for B1-B7 the paper's Table 2 (0.39 ... 37 B FLOPs; the searched coefficients are
-  not known before the search), for the phi model 2^phi (the compound rule's FLOPs doubling),
-  for a search candidate or a scaling-study model its FLOPs target. The baselines' ratios and
-  their cost per FLOP come from the committed CPU run (`metrics/models.csv`, 2 CPU threads,
-  fp32): per training FLOP, ResNet-50 took 0.30x, ResNet-152 0.23x and DenseNet-201
-  0.35x the seconds of an EfficientNet (depthwise convolutions are slow per FLOP), so their
-  rows carry FLOPs ratio x that factor.
+  timed here from a few steps of this trainer's own step (`time_b0`, `time_model`: channels_last and the
+  precision the stages use). The relative costs are FLOPs ratios: for B1-B7 the paper's Table 2 (0.39 ... 37 B
+  FLOPs; the searched coefficients are not known before the search), for the phi model 2^phi (the compound
+  rule's FLOPs doubling), for a search candidate or a scaling-study model its FLOPs target. The baselines are
+  timed as B0 is (`measure_baseline_costs`): per FLOP their time differs from an EfficientNet's by device and
+  precision (depthwise convolutions are slow per FLOP; on this project's CPU the baselines train in bf16).
+  Without a timing (`budget`'s default) they cost `RELATIVE_COST`, from the committed fp32 CPU run.
 
 Evaluation is counted as a third of a training image (forward only), and each DVC stage
 costs a fixed `STAGE_START_S` besides (imports, loading, CAM, the report), which dominates
@@ -105,36 +104,82 @@ def scaled_cost(flops_ratio: float, exponent: float) -> float:
     return flops_ratio ** exponent
 
 
-def budget(params: Params, exponent: float = 1.0) -> list[Job]:
+def budget(params: Params, exponent: float = 1.0, baseline_costs: dict[str, float] | None = None) -> list[Job]:
     """Every network that `dvc repro` trains with these params, in the order of the pipeline.
 
-    Each job's cost is its FLOPs ratio to B0 raised to `exponent` (`scaled_cost`), times its number of seeds.
+    Each EfficientNet's cost is its FLOPs ratio to B0 raised to `exponent` (`scaled_cost`), a
+    baseline's its timed cost relative to B0 (`measure_baseline_costs`; without a timing,
+    `RELATIVE_COST`), each times its number of seeds.
     """
     data, train, scaling, evaluate = params.data, params.train, params.scaling, params.evaluate
     val = CLASSES * data.val_per_class
     passes = 2 if train.ema_decay > 0 else 1
     final = (CLASSES * evaluate.images_per_class * 2) if evaluate.images_per_class else val + TEST_IMAGES
 
-    def job(name: str, stage: str, flops_ratio: float, epochs: int, per_class: int) -> Job:
-        # every model trains train.seeds networks, a search candidate search.seeds (identical networks, trained
+    def job(name: str, stage: str, flops_ratio: float, epochs: int, per_class: int, cost: float | None = None) -> Job:
+        # every model trains train.seeds networks (the scaling study scaling.seeds), a search candidate search.seeds
+        # (identical networks, trained
         # once, are not known before the placing: an upper bound); seeds multiply the time, FLOPs scale it
-        seeds = params.search.seeds if stage == "search" else train.seeds
-        return Job(name, stage, scaled_cost(flops_ratio, exponent) * seeds, epochs,
+        seeds = {"search": params.search.seeds, "scale": scaling.seeds}.get(stage, train.seeds)
+        cost = scaled_cost(flops_ratio, exponent) if cost is None else cost
+        return Job(name, stage, cost * seeds, epochs,
                    _train_images(per_class, data.val_per_class), val, passes, final if stage != "search" else 0)
 
     jobs = [job(f"candidate {i}/{n}", "search", params.search.flops_target, params.search.epochs,
                 params.search.train_per_class)
             for n in [search_candidates(params)] for i in range(1, n + 1)]
-    # a baseline not timed yet (added to study.yaml since) costs the mean of the timed ones
+    # a baseline is timed (baseline_costs) or, without a timing, costs RELATIVE_COST (the mean of those for one
+    # added to study.yaml since)
+    costs = baseline_costs or {}
     unmeasured = sum(RELATIVE_COST[name] for name in BASELINE_FLOPS) / len(BASELINE_FLOPS)
-    jobs += [job(m.name, "train_baseline" if m.is_baseline else "train", RELATIVE_COST.get(m.name, unmeasured),
-                 train.epochs, train.train_per_class) for m in study.matrix()]
+    jobs += [job(m.name, "train_baseline", 0.0, train.epochs, train.train_per_class,
+                 costs.get(m.name, RELATIVE_COST.get(m.name, unmeasured))) if m.is_baseline else
+             job(m.name, "train", RELATIVE_COST[m.name], train.epochs, train.train_per_class) for m in study.matrix()]
     jobs.append(job(f"efficientnet_phi{params.model.phi:g}", "train_phi", 2.0 ** params.model.phi, train.epochs,
                     train.train_per_class))
     jobs.append(job("scaling/baseline", "scale", 1.0, scaling.epochs, scaling.train_per_class))
     jobs += [job(f"scaling/{strategy}_{target:g}x", "scale", float(target), scaling.epochs, scaling.train_per_class)
              for target in scaling.flops_targets for strategy in study.strategy_names()]
     return jobs
+
+
+def dvc_stage(job: Job) -> str:
+    """The dvc.yaml stage that trains `job`: 'train@efficientnet_b0', 'scale_b0', 'scale@depth-3', 'search', ..."""
+    if job.stage in ("search", "train_phi"):
+        return job.stage
+    if job.stage in ("train", "train_baseline"):
+        return f"{job.stage}@{job.name}"
+    if job.name == "scaling/baseline":
+        return "scale_b0"
+    strategy, target = job.name.removeprefix("scaling/").rsplit("_", 1)
+    return f"{'scale_compound' if strategy == 'compound' else 'scale'}@{strategy}-{target.removesuffix('x')}"
+
+
+def stages_estimate(params: Params, stages: list[str], seconds_per_b0_image: float, exponent: float = 1.0,
+                    baseline_costs: dict[str, float] | None = None) -> float:
+    """Seconds the training stages `stages` (dvc.yaml names, as `dvc_stage` gives them) take here, with their
+    final evaluation and `STAGE_START_S` for each stage and for its evaluate stage: one chain's estimate."""
+    jobs = [j for j in budget(params, exponent, baseline_costs) if dvc_stage(j) in stages]
+    unknown = sorted(set(stages) - {dvc_stage(j) for j in jobs})
+    if unknown:
+        raise ValueError(f"no training stage {', '.join(unknown)} in this budget (dvc stage list names them)")
+    return sum(j.b0_images for j in jobs) * seconds_per_b0_image + 2 * STAGE_START_S * len(stages)
+
+
+def chain_lines(params: Params, device: str, seconds_per_b0_image: float, exponent: float = 1.0,
+                baseline_costs: dict[str, float] | None = None) -> list[str]:
+    """One line per chain of the small study (`study.small_study_chains`) with its estimate here, then the total
+    with the closing stages (collect, cam, plots, report: `STAGE_START_S` each)."""
+    lines = [f"clock: device {device}; B0 at {params.network.base_resolution} px trains at "
+             f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()}); "
+             f"time grows as FLOPs^{exponent:.2f}"]
+    total = 4 * STAGE_START_S
+    for chain in study.small_study_chains(params):
+        seconds = stages_estimate(params, [chain.stages[0]], seconds_per_b0_image, exponent, baseline_costs)
+        total += seconds
+        lines.append(f"  chain {chain.name:<28} ~ {duration(seconds):>10}  ({' '.join(chain.stages)})")
+    lines.append(f"  the small study, its chains one after another and the closing stages: about {duration(total)}")
+    return lines
 
 
 def stage_budgets(params: Params) -> dict[str, dict[str, Any]]:
@@ -165,39 +210,55 @@ def describe_device() -> tuple[str, Any]:
     return f"cpu ({torch.get_num_threads()} threads)", torch.device("cpu")
 
 
-def time_b0(params: Params, device: Any, steps: int = 3, batch: int | None = None, variant: str = "b0") -> float:
-    """Seconds per training image of B0 (or the published `variant`) at `network.base_resolution` on `device`.
+def time_model(params: Params, device: Any, spec: Any, steps: int = 3, batch: int | None = None) -> float:
+    """Seconds per training image of `spec` on `device`: this trainer's own step, as the stages run it.
 
-    From `steps` timed steps: real forward and backward passes with an SGD step on random
-    images, after one untimed warm-up step, with torch's default threads. The batch is the
-    recipe's, capped at 32 on a CPU (a timing, not a run).
+    `effnet.train.TrainState.step` under params.yaml's recipe (channels_last, the precision
+    rule of `effnet.train.autocast_dtype`: on a CPU bf16 for the baselines, fp32 for
+    EfficientNets; label smoothing, clipping, EMA) on random images, `steps` timed steps after
+    one untimed warm-up step, with torch's default threads. The batch is the recipe's, capped
+    at 128 on a CPU (a timing, not a run).
     """
+    import dataclasses
+
     import torch
 
-    from effnet.models import build_model, published_spec
+    from effnet.train import autocast_dtype, make_train_state
 
-    net = params.network
-    spec = published_spec(variant, net)
-    model = build_model(spec).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    size = batch or (min(params.train.batch_size, 32) if device.type == "cpu" else params.train.batch_size)
-    images = torch.randn(size, 3, spec.resolution, spec.resolution, device=device)
-    labels = torch.randint(0, net.num_classes, (size,), device=device)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(images), labels).backward()
-        optimizer.step()
-
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    size = batch or (min(params.train.batch_size, 128) if device.type == "cpu" else params.train.batch_size)
+    cfg = dataclasses.replace(params.train, batch_size=size, compile=False)
+    state = make_train_state(spec, cfg, device=device, total_steps=steps + 2, warmup_steps=0,
+                             amp_dtype=autocast_dtype(cfg.precision, device, arch=spec.arch))
+    state.model.train()
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    images = torch.randn(size, 3, spec.resolution, spec.resolution, device=device).contiguous(memory_format=layout)
+    labels = torch.randint(0, spec.num_classes, (size,), device=device)
+    float(state.step(images, labels, 0)[0])
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    for i in range(steps):
+        loss = state.step(images, labels, i + 1)[0]
+    float(loss)  # the host waits for the last step
     return (time.perf_counter() - start) / (steps * size)
+
+
+def time_b0(params: Params, device: Any, steps: int = 3, batch: int | None = None, variant: str = "b0") -> float:
+    """Seconds per training image of B0 (or the published `variant`) at `network.base_resolution` (`time_model`)."""
+    from effnet.models import published_spec
+
+    return time_model(params, device, published_spec(variant, params.network), steps, batch)
+
+
+def measure_baseline_costs(params: Params, device: Any, b0_seconds: float, steps: int = 2,
+                           batch: int | None = None) -> dict[str, float]:
+    """Each baseline's seconds per training image relative to B0's `b0_seconds`, timed on `device` (`time_model`).
+
+    Timed, not modelled: per FLOP a baseline's time differs from an EfficientNet's by device and
+    precision (on this project's CPU ResNet-50 trains in bf16 and B0 in fp32).
+    """
+    from effnet.models import spec_for_name
+
+    return {m.name: time_model(params, device, spec_for_name(m.name, params.network), steps, batch) / b0_seconds
+            for m in study.BASELINES}
 
 
 CALIBRATION_VARIANT = "b3"  # timed beside B0 for the exponent: 4.6x its FLOPs, still quick to time
@@ -234,9 +295,10 @@ def duration(seconds: float) -> str:
     return f"{max(1, round(seconds))} s"
 
 
-def report(params: Params, device: str, seconds_per_b0_image: float, is_cpu: bool, exponent: float = 1.0) -> list[str]:
+def report(params: Params, device: str, seconds_per_b0_image: float, is_cpu: bool, exponent: float = 1.0,
+           baseline_costs: dict[str, float] | None = None) -> list[str]:
     """The clock's lines: device, budget, estimate per stage and in all, and on a CPU what to run instead."""
-    jobs = budget(params, exponent)
+    jobs = budget(params, exponent, baseline_costs)
     stages: dict[str, list[Job]] = {}
     for job in jobs:
         stages.setdefault(job.stage, []).append(job)
@@ -333,11 +395,16 @@ def load_timing(path: Path, device: str, base_resolution: int) -> float | None:
 def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--overrides", type=Path, help="a profile of dotted overrides, e.g. scripts/small.yaml")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps of B0")
     parser.add_argument("--model-line", metavar="MODEL", help="only the line a matrix model's training starts with")
+    parser.add_argument("--chains", action="store_true",
+                        help="the estimate of each chain of the small study (study.yaml small_study) and of all")
+    parser.add_argument("--stages", nargs="+", metavar="STAGE",
+                        help="only the estimate, in seconds, of these training stages and their evaluation (a chain)")
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params)
+        params = load_params(args.params, args.overrides)
     except (ConfigError, OSError) as error:  # a bad or missing params.yaml: one line, exit 1
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -347,7 +414,19 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
     device, torch_device = describe_device()
     seconds = time_b0(params, torch_device, steps=args.steps)
     exponent = measure_cost_exponent(params, torch_device, seconds)
-    for line in report(params, device, seconds, torch_device.type == "cpu", exponent):
+    baselines = measure_baseline_costs(params, torch_device, seconds)
+    if args.chains:
+        for line in chain_lines(params, device, seconds, exponent, baselines):
+            out(line)
+        return 0
+    if args.stages:
+        try:
+            out(f"{stages_estimate(params, args.stages, seconds, exponent, baselines):.0f}")
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
+    for line in report(params, device, seconds, torch_device.type == "cpu", exponent, baselines):
         out(line)
     return 0
 

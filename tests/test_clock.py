@@ -189,3 +189,28 @@ def test_the_calibrated_clock_predicts_b7_within_2x_on_this_device() -> None:
     by_flops = b0 * clock.RELATIVE_COST["efficientnet_b7"]
     assert 0.5 < predicted / measured < 2.0, (predicted, measured, exponent)
     assert abs(math.log(predicted / measured)) < abs(math.log(by_flops / measured))  # better than FLOPs alone
+
+
+def test_every_training_job_names_its_dvc_stage_and_a_chain_is_estimated_from_its_stages() -> None:
+    params = load_params(ROOT / "params.yaml")
+    stages = {clock.dvc_stage(j) for j in clock.budget(params)}
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    training = {s for s in listed if s.split("@")[0] in dvc
+                and s.split("@")[0].startswith(("train", "scale", "search"))}
+    assert stages == training  # every job is one stage of dvc.yaml, and every training stage one job
+    seconds = clock.stages_estimate(params, ["scale_b0"], 1e-3, exponent=0.5)
+    b0 = next(j for j in clock.budget(params, 0.5) if j.name == "scaling/baseline")
+    assert seconds == pytest.approx(b0.b0_images * 1e-3 + 2 * clock.STAGE_START_S)
+    two = clock.stages_estimate(params, ["scale_b0", "scale@depth-3"], 1e-3, exponent=0.5)
+    assert two > seconds
+    with pytest.raises(ValueError, match="scale@depth-4"):
+        clock.stages_estimate(params, ["scale@depth-4"], 1e-3)
+
+
+def test_baselines_cost_their_timing_not_flops_to_a_power() -> None:
+    params = load_params(ROOT / "params.yaml")
+    by_name = {j.name: j for j in clock.budget(params, 0.5, {"resnet50": 2.0})}
+    assert by_name["resnet50"].cost == pytest.approx(2.0 * params.train.seeds)  # the timed ratio as it is
+    assert by_name["resnet152"].cost == pytest.approx(clock.RELATIVE_COST["resnet152"] * params.train.seeds)

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -100,3 +101,17 @@ def test_defaults_equal_params_yaml(raw):
 def test_missing_file_says_where_to_run(tmp_path):
     with pytest.raises(ConfigError, match="project root"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_profile_of_dotted_overrides_applies_as_dvc_exp_run_s_does(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    small = load_params(root / "params.yaml", root / "scripts" / "small.yaml")
+    profile = yaml.safe_load((root / "scripts" / "small.yaml").read_text())
+    assert small.network.base_resolution == profile["network.base_resolution"]
+    assert small.train.batch_size == profile["train.batch_size"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("netwerk.base_resolution: 8\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: 'netwerk.base_resolution' names no key"):
+        load_params(root / "params.yaml", bad)
+    with pytest.raises(ConfigError, match="no such overrides file"):
+        load_params(root / "params.yaml", tmp_path / "missing.yaml")
