@@ -181,7 +181,7 @@ def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
     t, s, sc, net, data, ev = params.train, params.search, params.scaling, params.network, params.data, params.evaluate
     # what the models record they were trained with (a run older than `train.seeds` records none: one each)
     ran = {int(r["seeds"]) for r in models if finite(r.get("seeds"))}
-    seeds = max(ran) if ran else t.seeds
+    seeds = max(ran) if ran else max(t.seeds, sc.seeds)
     images = {split: sorted({int(r[f"{split}/images"]) for r in models if finite(r.get(f"{split}/images"))})
               for split in ("val", "test")}
     evaluated = ", ".join(f"{split} {'/'.join(f'{n:,}' for n in counts)} images"
@@ -209,8 +209,8 @@ def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
         f"{'flip' if t.hflip else 'no flip'}{f' + cutout {t.cutout}' if t.cutout else ''}, precision {t.precision}"
         f"{f', BatchNorm momentum {t.bn_momentum:g}' if t.bn_momentum is not None else ''}.",
         f"- **Seeds**: training {t.seed}"
-        + (f" to {t.seed + seeds - 1} ({seeds} networks per model, `train.seeds`; accuracies are their means)"
-           if seeds > 1 else "")
+        + (f" to {t.seed + seeds - 1} (up to {seeds} networks per model: `train.seeds` {t.seeds}, `scaling.seeds` "
+           f"{sc.seeds}; accuracies are their means)" if seeds > 1 else "")
         + f", validation split {data.seed}, CAM images {params.cam.seed}.",
     ]
     reduced = _reduced(params)
@@ -550,8 +550,9 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
     one_seed = [r for r, (c, _) in zip(rows, family, strict=True) if c.seeds == (1, 1)]  # one row per family item
     out.append(f"A − B in percentage points of test top-1 (EMA weights where the run kept them). Each comparison's "
                f"distribution comes from a paired bootstrap ({RESAMPLES:,} resamples, seeded): each resample draws the "
-               "test images with replacement, the same draw for both models, and the seeds (`train.seeds`) with "
-               "replacement, so the interval covers the finite test set and the seed-to-seed variation of training. "
+               "test images with replacement, the same draw for both models, and the seeds (`train.seeds`, "
+               "`scaling.seeds`) with replacement, so the interval covers the finite test set and the seed-to-seed "
+               "variation of training. "
                f"**Corrected for multiplicity**: the {len(rows)} comparisons of this table are one family, "
                "corrected by "
                f"Holm's step-down procedure at a family-wise {100 * CONFIDENCE:.0f}% (`effnet.stats.holm`): each "
@@ -563,7 +564,8 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
                "Compared: compound scaling against each single dimension at each FLOPs target, and each EfficientNet "
                "against the baseline nearest to it in FLOPs and in parameters."
                + (f" {len(one_seed)} of the comparisons have one seed per model: their intervals cover the test "
-                  "images only, not the seed-to-seed variation (set `train.seeds` >= 3)." if one_seed else ""))
+                  "images only, not the seed-to-seed variation (set `train.seeds`, `scaling.seeds` >= 3)."
+                  if one_seed else ""))
     if rows:
         out.append(table(["compared", "A", "B", "test images", "seeds", "A top-1", "B top-1", "A − B",
                           "corrected interval", "confidence", "Holm p", "detectable", "verdict"],
@@ -709,6 +711,9 @@ class RunFiles:
     candidates: list[dict[str, Any]]  # plots/search.csv
     windows: tuple[tuple[str, dict[str, Any]], ...] = ()  # (path, content) of each GPU window file
     search_targets: dict[str, Any] | None = None  # metrics/search_targets.json (scripts/search_targets.py)
+    cpu_bench: dict[str, Any] | None = None  # benchmarks/bench_cpu.json (benchmarks/bench_cpu.py --json)
+    tradeoff: dict[str, Any] | None = None  # benchmarks/small_tradeoff.json (scripts/small_tradeoff.py)
+    chains: tuple[dict[str, Any], ...] = ()  # metrics/chains/*.json (scripts/chain.sh), by name
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -767,7 +772,10 @@ def read_run_files(root: Path, *, run: Path | None = None, defaults: Path | None
                     models=[r for r in models if r.get("model")],
                     search=_read_json(search_json or root / "metrics" / "search.json"),
                     candidates=read_table(search_table or root / "plots" / "search.csv"), windows=windows,
-                    search_targets=_read_json(root / "metrics" / "search_targets.json") or None)
+                    search_targets=_read_json(root / "metrics" / "search_targets.json") or None,
+                    cpu_bench=_read_json(root / "benchmarks" / "bench_cpu.json") or None,
+                    tradeoff=_read_json(root / "benchmarks" / "small_tradeoff.json") or None,
+                    chains=tuple(_read_json(p) for p in sorted((root / "metrics" / "chains").glob("*.json"))))
 
 
 def run_block(files: RunFiles) -> str:
@@ -888,6 +896,66 @@ def checkpoints_block(files: RunFiles) -> str:
                   f"{RETURN_FILE_MIB} MiB files (bf16)"], rows, "lrrlrlr")
 
 
+def cpu_bench_block(files: RunFiles) -> str:
+    """The CPU benchmark's rows (benchmarks/bench_cpu.json): each set-up's step time against the plain fp32 loop."""
+    bench = files.cpu_bench or {}
+    if not bench.get("rows"):
+        return "No CPU benchmark committed (`python benchmarks/bench_cpu.py --json benchmarks/bench_cpu.json`)."
+    rows = [[r["network"] or "", r["setup"], num(r["ms_per_step"], digits=0), num(r["images_per_s"], digits=1),
+             f"{r['vs_plain']:.2f}x"] for r in bench["rows"]]
+    for i in range(len(rows) - 1, 0, -1):  # the network once, on its first row
+        if rows[i][0] == rows[i - 1][0]:
+            rows[i][0] = ""
+    parity = [f"- {network}: over {p['steps']} steps on {p['batches']} batches, bf16's losses differ from fp32's "
+              f"(same initial weights) by {p['bf16_vs_fp32']:.4f} a step on average, another fp32 seed's by "
+              f"{p['seed_vs_seed']:.4f}" for network, p in (bench.get("parity") or {}).items()]
+    head = (f"`{bench['command']}`: torch {bench['torch']}, CPU {bench['cpu']}, load average "
+            f"{bench['load_average_at_start']} at the start; batch {bench['batch_size']}, the median of "
+            f"{bench['steps']} steps after {bench['warmup_steps']} warm-up steps (CPU figures only).")
+    body = table(["network", "set-up", "ms / step", "images/s", "vs plain fp32 loop"], rows, "llrrr")
+    return head + "\n\n" + body + ("\n\nbf16 against fp32 (dropout and stochastic depth off):\n\n" + "\n".join(parity)
+                                   if parity else "")
+
+
+def tradeoff_block(files: RunFiles) -> str:
+    """B0's accuracy against CPU-minutes (benchmarks/small_tradeoff.json): what the small study was sized from."""
+    record = files.tradeoff or {}
+    if not record.get("runs"):
+        return "No trade-off measured (`python scripts/small_tradeoff.py`)."
+    rows = [[f"{r['resolution']} px", r["epochs"], num(r["train_minutes"], digits=1),
+             num(r["minutes_per_epoch"], digits=1), num(r["images_per_s"], digits=0), pct(r["val_top1"], 1),
+             pct(r["val_top1_ema"], 1), pct(r["test_top1"], 1), pct(r["test_top1_ema"], 1)] for r in record["runs"]]
+    return (f"{record['what']}; {record['device']} (CPU figures only).\n\n"
+            + table(["B0 input", "epochs", "train min", "min / epoch", "train images/s", "val top-1", "val (EMA)",
+                     "test top-1", "test (EMA)"], rows, "lrrrrrrrr"))
+
+
+def chains_block(files: RunFiles) -> str:
+    """The small study's chains in order (study.yaml `small_study` under the run's params), each with its record
+    (metrics/chains/<name>.json: code commit, the clock's estimate, the time taken) or 'not run yet'."""
+    from effnet.study import small_study_chains
+
+    records = {c.get("chain"): c for c in files.chains}
+    names = [c.name for c in small_study_chains(files.params)]
+    names += [n for n in records if n not in names]
+    rows = []
+    for name in names:
+        c = records.get(name)
+        if c is None:
+            rows.append([name, "–", "–", "–", "–", "–", "not run yet"])
+            continue
+        estimate, wall = c.get("estimate_s"), c.get("wall_s")
+        ratio = f"{wall / estimate:.2f}" if finite(estimate) and finite(wall) and estimate > 0 else "–"
+        status = {0: "finished", 75: "stopped at its deadline (resumes)"}.get(c.get("exit_status"),
+                                                                            f"failed ({c.get('exit_status')})")
+        rows.append([name, f"`{str(c.get('commit', ''))[:10]}`" + (" + edits" if c.get("code_changed_since_commit")
+                                                                  else ""),
+                     _duration(estimate), _duration(wall), ratio, f"{c.get('load_before', '–')} / "
+                     f"{c.get('load_after', '–')}", status])
+    return table(["chain", "code commit", "clock's estimate", "took", "took / estimate", "load before / after",
+                  "status"], rows, "llrrrrl")
+
+
 GENERATORS = {
     "results": lambda files: results_block(files.models, files.search, run=run_summary(files.params, files.models)),
     "run": run_block,
@@ -897,6 +965,9 @@ GENERATORS = {
     "gpu-windows": windows_block,
     "checkpoints": checkpoints_block,
     "search-scope": lambda files: search_scope_table(files.search, files.search_targets),
+    "cpu-bench": cpu_bench_block,
+    "small-tradeoff": tradeoff_block,
+    "chains": chains_block,
 }
 
 

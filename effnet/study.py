@@ -199,6 +199,46 @@ def study_models(params: Params) -> tuple[StudyModel, ...]:
     return models_at(params.scaling.flops_targets, params.model.phi)
 
 
+@dataclass(frozen=True)
+class Chain:
+    """One model's stages in dvc.yaml, training then evaluation: what `scripts/chain.sh` runs as one unit."""
+
+    name: str  # the model's name with '/' as '-': efficientnet_b0, scaling-baseline, scaling-depth_2x
+    model: str  # its directory below models/
+    stages: tuple[str, str]  # (training stage, evaluate stage), as `dvc stage list` names them
+
+
+def chain_of(model: StudyModel) -> Chain:
+    """The training and evaluate stages of `model` (dvc.yaml's names for its matrix and foreach items)."""
+    if model.group == "scaling" and model.strategy != SCALING_BASELINE.name:
+        item = f"{model.strategy}-{model.target:g}"
+        train = f"{'scale_compound' if strategy(model.strategy).coefficients else 'scale'}@{item}"
+        stages = (train, f"evaluate_scale@{item}")
+    elif model.group == "scaling":
+        stages = ("scale_b0", f"evaluate@{model.name}")
+    elif model.group == "phi":
+        stages = ("train_phi", f"evaluate@{model.name}")
+    else:
+        stages = (f"{'train_baseline' if model.is_baseline else 'train'}@{model.name}", f"evaluate@{model.name}")
+    return Chain(model.name.replace("/", "-"), model.name, stages)
+
+
+def small_study_chains(params: Params, entries: list[str] | None = None) -> tuple[Chain, ...]:
+    """The small study's chains in priority order (study.yaml `small_study`; `scaling` expands to the scaling
+    study at `scaling.flops_targets`). An entry that names no model is a ValueError listing the allowed ones."""
+    out = []
+    for entry in _STUDY["small_study"] if entries is None else entries:
+        if entry == "scaling":
+            out += [chain_of(m) for m in scaling_models(params.scaling.flops_targets)]
+            continue
+        model = find(entry)
+        if model is None:
+            raise ValueError(f"study.yaml small_study: unknown model {entry!r}; allowed: scaling, "
+                             f"{', '.join(m.name for m in matrix() + (phi_model(),))}")
+        out.append(chain_of(model))
+    return tuple(out)
+
+
 def find(name: str, models: tuple[StudyModel, ...] | None = None) -> StudyModel | None:
     """The entry named `name` (a directory below models/) among `models` (default: the matrix and the phi model)."""
     for m in models if models is not None else matrix() + (phi_model(),):

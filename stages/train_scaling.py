@@ -6,8 +6,7 @@
 
 The spec and its `matched` record: `effnet.scaling.study_spec` (FLOPs within `scaling.tolerance`; a compound
 model that does not change every dimension by `scaling.min_change` stops the stage; compound uses the paper's
-coefficients, `effnet.study.SCALING_COEFFICIENTS`). The recipe of `train:`, the budget of `scaling:`.
-"""
+coefficients, `effnet.study.SCALING_COEFFICIENTS`). The recipe of `train:`, the budget and seeds of `scaling:`."""
 
 from __future__ import annotations
 
@@ -39,7 +38,8 @@ def run(args: argparse.Namespace, params: Params) -> int:
     coefficients = SCALING_COEFFICIENTS if args.strategy == "compound" else None
     spec, matched = study_spec(args.strategy, args.target, params, coefficients)
     spec = replace(spec, name=model_name(args))
-    cfg = replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class)
+    cfg = replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class,
+                  seeds=params.scaling.seeds)
     train_and_save(spec, cfg, data=args.data, out=args.out or Path("models/scaling") / spec.name,
                    live_dir=args.live or Path("dvclive/scaling") / spec.name,
                    checkpoints=Path("checkpoints/scaling") / spec.name, extra={"matched": matched}, open_live=dvclive)

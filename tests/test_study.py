@@ -224,3 +224,19 @@ def test_strategy_lookup_names_the_allowed_ones() -> None:
 def test_params_default_study() -> None:
     names = [m.name for m in study.study_models(Params())]
     assert names[:8] == [f"efficientnet_b{i}" for i in range(8)] and "scaling/baseline" in names
+
+
+def test_the_small_study_is_chains_of_dvc_stages_in_priority_order():
+    params = params_from_dict(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    chains = study.small_study_chains(params)
+    listed = set(dvc_stages())
+    for chain in chains:  # each chain is a training stage and its evaluate stage, both in dvc.yaml
+        assert set(chain.stages) <= listed, chain
+        assert chain.stages[1].startswith("evaluate")
+    names = [c.name for c in chains]
+    assert names[0] == "efficientnet_b0" and names[1] == "scaling-baseline"  # B0 first: the study's first result
+    scaled = [c for c in chains if c.model.startswith("scaling/") and c.model != "scaling/baseline"]
+    assert len(scaled) == len(params.scaling.flops_targets) * 4  # every strategy at every target
+    assert ("scale_compound@compound-3", "evaluate_scale@compound-3") in [c.stages for c in scaled]
+    with pytest.raises(ValueError, match="unknown model 'efficientnet_b9'"):
+        study.small_study_chains(params, ["efficientnet_b9"])
