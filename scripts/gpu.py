@@ -221,6 +221,8 @@ def script_of(command: tuple[str, ...], root: Path) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
+    """One thing a window runs: a stage of dvc.yaml with the window's params, or a benchmark."""
+
     name: str  # its stage's (train@efficientnet_b0, search) or a benchmark's (bench_loader)
     command: tuple[str, ...]
     stage: Stage | None = None  # None for a benchmark
