@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, features
 
+from effnet.transfer import MIRROR_ARCHIVE_MD5
+
 FORMAT = "effnet-cifar100-webp/1"
 MANIFEST = "manifest.json"
 LABELS = "labels.npz"
@@ -43,9 +45,8 @@ LABEL_KEYS = ("fine_labels", "coarse_labels")
 SIDE = 32  # CIFAR's images are 32x32 RGB
 
 # md5 of the C-order bytes of the arrays that effnet.download.read_cifar100 reads from the project's
-# mirror (archive md5 489088aff4823e5bdf2d51ec904dbfdb), measured here; tests/test_carry.py checks them
-# against the mirror when it is present.
-MIRROR_ARCHIVE_MD5 = "489088aff4823e5bdf2d51ec904dbfdb"
+# mirror (archive md5 MIRROR_ARCHIVE_MD5), measured here; tests/test_carry.py checks them against the
+# mirror when it is present.
 MIRROR_ARRAYS_MD5 = {
     "train/images": "111db26282d380128f3126515677de38",
     "train/fine_labels": "a6d83e1ba403abb4d4d51a4851d27312",

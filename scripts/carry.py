@@ -13,7 +13,6 @@ and data.seed), then the flag file `data/ready.json`, which a background job wai
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -22,26 +21,11 @@ import time
 from pathlib import Path
 
 from effnet.carry import CarryError, decode, encode, read_manifest, stash
+from effnet.transfer import CALL_LIMIT_BYTES, MIRROR_ARCHIVE_MD5, MIRROR_NAME, file_md5, tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CALL_LIMIT_BYTES = 64 * 2**20  # what one device call carries, the tree included
 STORE = Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry-data"))  # outside the repository copy
-
-
-def tree_bytes(root: Path = ROOT) -> int:
-    """Bytes every device call sends: tracked files plus untracked files that git does not ignore."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    return sum((root / n.decode()).stat().st_size for n in names if n and (root / n.decode()).is_file())
-
-
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("encode",
                        help="here: the archive's arrays as WebP sheets in parts that fit a call with the tree")
-    p.add_argument("--archive", type=Path, default=ROOT.parent / "shared" / "data" / "cifar-100-python.tar.gz")
-    p.add_argument("--md5", default="489088aff4823e5bdf2d51ec904dbfdb",
+    p.add_argument("--archive", type=Path, default=ROOT.parent / "shared" / "data" / MIRROR_NAME)
+    p.add_argument("--md5", default=MIRROR_ARCHIVE_MD5,
                    help="the archive's md5 (the mirror's by default)")
     p.add_argument("--carry", type=Path, default=ROOT / ".carry" / "data", help="an ignored folder of the checkout")
     p.add_argument("--margin-mib", type=float, default=6.0,
@@ -74,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise CarryError(f"{args.carry} is not ignored by git: it would travel with every call; use .carry/")
             if not args.archive.is_file():
                 raise CarryError(f"{args.archive}: no such file; pass --archive with the CIFAR-100 mirror")
-            got = md5_of(args.archive)
+            got = file_md5(args.archive)
             if got != args.md5:
                 raise CarryError(f"{args.archive}: md5 {got}, expected {args.md5}; "
                                  "pass the archive's own md5 with --md5")
-            tree = tree_bytes()
+            tree = tree_bytes(ROOT)
             part_bytes = int(CALL_LIMIT_BYTES - args.margin_mib * 2**20) - tree
             start = time.perf_counter()
             parts = encode(read_cifar100(args.archive), args.carry, part_bytes=part_bytes, source_md5=got)

@@ -1,157 +1,217 @@
 #!/usr/bin/env python3
-"""The GPU recipe: carry the data to the bare GPU machine, train a window's models there inside each call's
-time limit, and bring every result home in one archive per call. README, "On the GPU machine", has the plan.
+"""The GPU recipe: carry the data to the bare GPU machine, run a window's DVC stages there inside each call's time
+limit, and bring every result home in one archive per call. docs/gpu.md has the plan.
 
-    here:    python scripts/gpu.py prepare [--archive PATH] [--margin-mib 8]
+    here:    python scripts/gpu.py prepare [--archive PATH] [--margin-mib 6]
     device:  python3 scripts/gpu.py stash .carry/partN            (one call per part, back to back)
-    device:  python3 scripts/gpu.py data                          (join the parts, prepare the arrays)
+    device:  python3 scripts/gpu.py data [WINDOW]                 (join the parts, prepare the arrays)
     device:  python3 scripts/gpu.py run scripts/gpu_window1.yaml [--limit-s 540] [--only JOB ...]
     here:    python scripts/gpu.py unpack DIR | FILE...           (then commit what it lists)
 
-The device side needs only Python 3.12, torch and torchvision (and numpy, pyyaml, tqdm: all in the
-image): no dvc, dvclive, fvcore or torchrun. DVC does not run there; the stage scripts run as plain
-`python3 stages/<stage>.py` (one GPU, one process), and the results come home as the same files the
-DVC stages write (metrics/, dvclive/, predictions/), which are committed here; `commands.txt` in
-each archive says exactly what ran.
+A window file names stages of dvc.yaml (`search`, `scale@depth-3`, `evaluate@scaling/baseline`; a matrix stage's
+own name, `scale`, for all its items), the models of the matrix to train, and `study: scaling`; never a command.
+Each stage's command, params and outputs are read from dvc.yaml, its `${...}` resolved from study.yaml and the
+window's params as DVC resolves them, `${launch}` being the stage script itself (one GPU, one process), so the
+device runs what `dvc repro` runs here. The device needs only Python 3.12, torch and torchvision (and numpy,
+pyyaml: all in the image): no dvc, dvclive, fvcore or torchrun. The results come home as the files the DVC stages
+write (their `cache: false` outputs), which are committed here; `commands.txt` in each archive says what ran.
 
 `run` never lets a stage outlive the call: every stage gets EFFNET_DEADLINE (the trainer stops after
 the last epoch that fits, writes its checkpoint and exits 75, "resume me"), runs in its own process
 group, and is killed at a hard limit that leaves time to pack. Whatever happened, the archive is
-written: `$OUT/results.tar` (or `results.tar.00`, `.01`, ... when over 15 MiB) and
-`$OUT/results.md5`. A job whose results exist for the same settings is skipped (`done/`).
+written: `$OUT/results.tar` (or `results.tar.00`, `.01`, ... when over 15 MiB) and `$OUT/results.md5`.
+A job is done, and skipped, while its record in `gpu/done/` holds the same fingerprint (`effnet.fingerprint`:
+its settings and the code its script imports, so an edit means the same on every machine) and its committed
+outputs exist. Carrying and packing are `effnet.transfer`'s; this script is the policy and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
+import difflib
 import importlib.util
-import io
+import itertools
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_NAME = "cifar-100-python.tar.gz"
-CIFAR_MD5 = "489088aff4823e5bdf2d51ec904dbfdb"
-CARRY_LIMIT_MIB = 64  # the device tool's limit on what one call carries, the tree included
-CHUNK_BYTES = 15 * 2**20  # under the 16 MiB per returned file
-ARCHIVE_CAP_BYTES = 56 * 2**20  # under the 64 MiB returned per call, with room for the md5 file
-RESUME_EXIT_STATUS = 75  # effnet.train.RESUME_EXIT_STATUS (not imported: `prepare` and `unpack` need no torch)
-PUBLISHED = {"alpha": 1.2, "beta": 1.1, "gamma": 1.15}  # Tan & Le (2019), Section 3.3
+
+
+def _with_package() -> None:
+    """Re-run this script with the tree's `effnet` importable where the package is not installed.
+
+    The bare GPU machine gets a copy of the tree, not an installed package; PYTHONPATH (not
+    `sys.path`) so that the stage scripts this starts import the same `effnet`.
+    """
+    if importlib.util.find_spec("effnet") is None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+if __name__ == "__main__":
+    _with_package()
+
+# after the re-run above, which makes the tree's effnet importable; both need the standard library only
+from effnet import transfer  # noqa: E402
+from effnet.transfer import MIRROR_ARCHIVE_MD5, MIRROR_NAME, TransferError  # noqa: E402
+
+DEVICE_VARS = {"launch": "python3"}  # dvc.yaml's launcher there: the stage script itself, one GPU, one process
+# `study: <name>` in a window: these stages (a matrix stage: all its items), the training ones first, each
+# group in the order of its FLOPs targets, so that a call out of time has every strategy at the smaller ones
+STUDIES = {"scaling": (("scale_b0", "scale", "scale_compound"), ("evaluate@scaling/baseline", "evaluate_scale"))}
+BENCHMARKS = {"bench_loader": ("python3", "benchmarks/bench_loader.py", "--device", "cuda"),  # with --archive
+              "bench_train": ("python3", "benchmarks/bench_train.py", "--peak-tflops", "989")}
+WINDOW_KEYS = ("name", "coefficients", "bench", "models", "stages", "params", "evaluate", "reserve_s", "estimates")
 
 
 class RecipeError(RuntimeError):
     """The recipe cannot go on; the message says why and what to do."""
 
 
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------------------
-# here: the carry parts
+# the stages of dvc.yaml, as the device runs them
 # --------------------------------------------------------------------------------------
 
 
-def tree_bytes(root: Path = ROOT) -> int:
-    """Bytes of what every device call sends: tracked files plus untracked files that git does not ignore."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    return sum((root / n.decode()).stat().st_size for n in names if n and (root / n.decode()).is_file())
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of dvc.yaml for one item of its matrix, resolved as DVC resolves it."""
+
+    name: str  # DVC's: train@efficientnet_b0, scale@depth-3, collect
+    command: tuple[str, ...]  # its `cmd`, `${launch}` and `python` being python3
+    params: tuple[str, ...] = ()  # the params.yaml keys it reads (`params`), dotted
+    deps: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()  # what it writes (`outs` and `metrics`)
+    committed: tuple[str, ...] = ()  # those with `cache: false`: in git, so on every machine once unpacked here
+    item: dict[str, Any] = dataclasses.field(default_factory=dict)  # its matrix entry
 
 
-def prepare(archive: Path, carry_dir: Path, *, part_bytes: int, expected_md5: str = CIFAR_MD5) -> list[Path]:
-    """Split `archive` into `carry_dir/partN/` folders of at most `part_bytes`, each with a MANIFEST.json.
-
-    The manifest names the whole file, its md5 and every part's md5, so that the device can
-    check each part as it arrives and the joined file before using it.
-    """
-    if not archive.is_file():
-        raise RecipeError(f"{archive}: no such file; pass --archive with the CIFAR-100 mirror")
-    whole_md5 = md5sum(archive)
-    if whole_md5 != expected_md5:
-        raise RecipeError(f"{archive}: md5 {whole_md5}, expected {expected_md5}")
-    shutil.rmtree(carry_dir, ignore_errors=True)
-    parts, index = [], 0
-    with open(archive, "rb") as f:
-        while block := f.read(part_bytes):
-            index += 1
-            folder = carry_dir / f"part{index}"
-            folder.mkdir(parents=True)
-            (folder / f"{archive.name}.{index:02d}").write_bytes(block)
-            parts.append({"file": f"{archive.name}.{index:02d}", "bytes": len(block),
-                          "md5": hashlib.md5(block).hexdigest()})
-    manifest = {"name": archive.name, "bytes": archive.stat().st_size, "md5": whole_md5, "parts": parts}
-    folders = sorted(carry_dir.glob("part*"), key=lambda p: int(p.name[4:]))
-    for folder in folders:
-        (folder / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return folders
+_REFERENCE = re.compile(r"\$\{\s*([^}\s]+)\s*\}")
 
 
-def stash(part_dir: Path, store: Path) -> list[str]:
-    """Copy a carried part (verified against its manifest) into `store`, which outlives the repository copy."""
-    manifest = json.loads((part_dir / "MANIFEST.json").read_text())
-    store.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for part in manifest["parts"]:
-        source = part_dir / part["file"]
-        if not source.is_file():
-            continue
-        if md5sum(source) != part["md5"]:
-            raise RecipeError(f"{source}: md5 differs from the manifest; prepare and carry it again")
-        tmp = store / f".{part['file']}.tmp"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, store / part["file"])
-        copied.append(part["file"])
-    shutil.copyfile(part_dir / "MANIFEST.json", store / "MANIFEST.json")
-    return copied
+def lookup(context: dict[str, Any], key: str, where: str) -> Any:
+    """`context`'s value at the dotted `key`; a missing one is an error that names it."""
+    node: Any = context
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise RecipeError(f"{where}: {key} is not defined (params, study.yaml or dvc.yaml `vars`)")
+        node = node[part]
+    return node
 
 
-def join(store: Path, target: Path) -> Path:
-    """Join the parts in `store` into `target`, atomically: a temporary file, its md5 checked, then renamed.
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
-    A missing or wrong part raises RecipeError naming it, and leaves no `target` behind, so a
-    later call with every part present joins afresh. An existing `target` with the right md5 is kept.
-    """
-    manifest_path = store / "MANIFEST.json"
-    if not manifest_path.is_file():
-        raise RecipeError(f"{manifest_path}: no manifest; carry the parts first (scripts/gpu.py stash)")
-    manifest = json.loads(manifest_path.read_text())
-    if target.is_file() and md5sum(target) == manifest["md5"]:
-        return target
-    missing = [p["file"] for p in manifest["parts"] if not (store / p["file"]).is_file()]
-    if missing:
-        raise RecipeError(f"{store}: parts missing: {', '.join(missing)}; "
-                          "carry them (scripts/gpu.py stash) and run again")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.joining-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as out:
-            for part in manifest["parts"]:
-                with open(store / part["file"], "rb") as f:
-                    shutil.copyfileobj(f, out)
-        got = md5sum(tmp)
-        if got != manifest["md5"]:
-            raise RecipeError(f"joined {manifest['name']} has md5 {got}, expected {manifest['md5']}; "
-                              "a part is corrupt: carry the parts again")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+
+def _resolve(value: Any, context: dict[str, Any], where: str) -> Any:
+    """`${...}` in strings, keys included: a whole-string reference keeps its value's type (a matrix's list)."""
+    if isinstance(value, str):
+        whole = _REFERENCE.fullmatch(value.strip())
+        if whole:
+            return lookup(context, whole[1], where)
+        return _REFERENCE.sub(lambda m: _text(lookup(context, m[1], where)), value)
+    if isinstance(value, list):
+        return [_resolve(v, context, where) for v in value]
+    if isinstance(value, dict):
+        return {_resolve(k, context, where): _resolve(v, context, where) for k, v in value.items()}
+    return value
+
+
+def _paths(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(path, options) of each `outs`/`metrics`/`deps` entry: a path, or {path: options}."""
+    return [(e, {}) if isinstance(e, str) else next((str(k), v or {}) for k, v in e.items()) for e in entries]
+
+
+def dvc_stages(root: Path, params: dict[str, Any]) -> dict[str, Stage]:
+    """Every stage of `root/dvc.yaml`, each matrix expanded in DVC's order under DVC's names, resolved with `params`
+    (the window's params.yaml), its `vars` (study.yaml) and `DEVICE_VARS`."""
+    import yaml
+
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
+    context: dict[str, Any] = dict(params)
+    for entry in pipeline.get("vars") or []:
+        context.update(yaml.safe_load((root / entry).read_text()) if isinstance(entry, str) else entry)
+    context.update(DEVICE_VARS)
+    stages = {}
+    for group, definition in pipeline["stages"].items():
+        if "foreach" in definition:
+            raise RecipeError(f"dvc.yaml stage {group}: `foreach` is not read here; write it as a `matrix`")
+        items: list[tuple[dict[str, Any], str]] = [({}, group)]
+        if "matrix" in definition:
+            matrix = {key: list(_resolve(values, context, f"dvc.yaml {group}"))  # a mapping: its keys
+                      for key, values in definition["matrix"].items()}
+            items = [(dict(zip(matrix, values, strict=True)), f"{group}@{'-'.join(_text(v) for v in values)}")
+                     for values in itertools.product(*matrix.values())]
+        for item, name in items:
+            local, where = {**context, "item": item}, f"dvc.yaml {name}"
+            command = shlex.split(_resolve(definition["cmd"], local, where))
+            if command[0] == "python":
+                command[0] = "python3"
+            keys = []
+            for entry in definition.get("params") or []:
+                if isinstance(entry, str):
+                    keys.append(entry)
+                    continue
+                for file, names in entry.items():
+                    if file != "params.yaml":
+                        raise RecipeError(f"{where}: params of {file} are not read here, only params.yaml's")
+                    keys.extend(names)
+            outs = _paths(_resolve([*(definition.get("outs") or []), *(definition.get("metrics") or [])], local,
+                                   where))
+            stages[name] = Stage(name, tuple(command), tuple(keys),
+                                 tuple(p for p, _ in _paths(_resolve(definition.get("deps") or [], local, where))),
+                                 tuple(p for p, _ in outs), tuple(p for p, o in outs if o.get("cache", True) is False),
+                                 item)
+    return stages
+
+
+def select(name: str, stages: dict[str, Stage], where: str) -> list[Stage]:
+    """The stage `name`, or every item of the matrix stage `name`; else an error that names it, in one line."""
+    if name in stages:
+        return [stages[name]]
+    items = [s for s in stages.values() if s.name.partition("@")[0] == name and "@" in s.name]
+    if items:
+        return items
+    close = difflib.get_close_matches(name, list(stages), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "`dvc stage list` names them"
+    raise RecipeError(f"{where}: no stage {name!r} in dvc.yaml; {hint}")
+
+
+def writer(path: str, stages: dict[str, Stage]) -> Stage | None:
+    """The stage of dvc.yaml whose outputs include `path`."""
+    return next((s for s in stages.values() if path in s.outs), None)
+
+
+def _within(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip("/") + "/")
+
+
+def upstream(stage: Stage, stages: dict[str, Stage]) -> list[Stage]:
+    """The stages that write what `stage` reads (an output inside one of its deps, or a dep inside an output)."""
+    return [s for s in stages.values() if s is not stage
+            and any(_within(o, d) or _within(d, o) for o in s.outs for d in stage.deps)]
+
+
+def script_of(command: tuple[str, ...], root: Path) -> Path:
+    """The Python file a command runs: `python3 stages/x.py ...` or `python3 -m stages.x ...`."""
+    if "-m" in command:
+        return root / (command[command.index("-m") + 1].replace(".", "/") + ".py")
+    script = next((part for part in command[1:] if part.endswith(".py")), None)
+    if script is None:
+        raise RecipeError(f"`{' '.join(command)}` runs no Python file of the tree: no code to fingerprint")
+    return root / script
 
 
 # --------------------------------------------------------------------------------------
@@ -159,38 +219,46 @@ def join(store: Path, target: Path) -> Path:
 # --------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Job:
-    name: str  # e.g. "train:efficientnet_b0", "search"
-    command: list[str]
-    model: str | None = None  # a train-matrix model: done when its settings match
-    outputs: tuple[str, ...] = ()  # for other jobs: done when these exist with the same params and command
-    # jobs that must be done first (e.g. the scaling study's compound models need the search)
-    needs: tuple[str, ...] = ()
+    """One thing a window runs: a stage of dvc.yaml with the window's params, or a benchmark."""
+
+    name: str  # its stage's (train@efficientnet_b0, search) or a benchmark's (bench_loader)
+    command: tuple[str, ...]
+    stage: Stage | None = None  # None for a benchmark
+    model: str | None = None  # a model of the matrix: its settings are its spec and recipe
+    required: bool = True  # a failure fails the call; a benchmark's is only reported
 
 
 def load_window(path: Path) -> dict[str, Any]:
-    """A window file: name, coefficients, bench, models, stages, params (dotted overrides), reserves."""
+    """A window file: name, coefficients, bench, models, stages, params (dotted overrides), reserves, estimates."""
     import yaml
 
     window = yaml.safe_load(Path(path).read_text()) or {}
-    known = {"name", "coefficients", "bench", "models", "stages", "params", "evaluate", "reserve_s", "estimates"}
-    unknown = set(window) - known
+    unknown = set(window) - set(WINDOW_KEYS)
     if unknown:
-        raise RecipeError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+        raise RecipeError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(WINDOW_KEYS)}")
     if "coefficients" not in window:
         raise RecipeError(f"{path}: say which coefficients B1-B7 use: `coefficients: published`, or the path of a "
                           "GPU search's JSON (never the committed CPU search by default)")
+    for entry in window.get("stages") or []:
+        if not isinstance(entry, str) and not (isinstance(entry, dict) and len(entry) == 1
+                                               and set(entry) <= {"name", "study"}):
+            raise RecipeError(f"{path}: stage entry {entry!r}: a stage of dvc.yaml (`search`, or `name: search`), "
+                              "or `study: scaling`; commands come from dvc.yaml")
     window.setdefault("name", Path(path).stem)
     return window
 
 
 def coefficients_for(window: dict[str, Any], root: Path) -> tuple[str, Path | None, str]:
     """('published' | 'searched', the coefficients file or None, a line that says which and why)."""
+    from effnet.config import PAPER_COEFFICIENTS
+
     choice = window["coefficients"]
     if choice == "published":
-        return "published", None, (f"coefficients: published (alpha {PUBLISHED['alpha']}, beta {PUBLISHED['beta']}, "
-                                   f"gamma {PUBLISHED['gamma']}; B1-B7 by the paper's table), not metrics/search.json")
+        alpha, beta, gamma = PAPER_COEFFICIENTS
+        return "published", None, (f"coefficients: published (alpha {alpha}, beta {beta}, gamma {gamma}; "
+                                   "B1-B7 by the paper's table), not metrics/search.json")
     path = root / str(choice)
     if not path.is_file():
         raise RecipeError(f"coefficients file {choice} not found; "
@@ -205,7 +273,7 @@ def write_params(window: dict[str, Any], root: Path, archive: Path, scaling: str
     import yaml
 
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(url=str(archive), md5=CIFAR_MD5)
+    params["data"].update(url=str(archive), md5=MIRROR_ARCHIVE_MD5)
     params["network"]["efficientnet_scaling"] = scaling
     for key, value in (window.get("params") or {}).items():
         node = params
@@ -220,67 +288,96 @@ def write_params(window: dict[str, Any], root: Path, archive: Path, scaling: str
     target.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def scaling_study_stages(targets: list[float]) -> list[dict[str, Any]]:
-    """`- study: scaling` in a window's stages: B0 (scale_b0), every strategy of study.yaml at every FLOPs target (the
-    the compound rule at the paper's coefficients), then the evaluation of each."""
-    from effnet import study
-
-    params = "--params {params}"
-    train = [{"name": "scale_b0", "command": f"python3 stages/train_scaling.py --strategy baseline {params}"}]
-    evaluate = [{"name": "evaluate_scaling_baseline",
-                 "command": f"python3 stages/evaluate.py --model {study.SCALING_BASELINE_MODEL} {params}"}]
-    for target in targets:
-        for strategy in study.STRATEGIES:
-            name = study.scaled_name(strategy.name, target)
-            train.append({"name": f"scale_{name}",
-                          "command": f"python3 stages/train_scaling.py --strategy {strategy.name} --target {target:g} "
-                                     f"--out models/scaling/{name} --live dvclive/scaling/{name} {params}"})
-            evaluate.append({"name": f"evaluate_scaling_{name}",
-                             "command": f"python3 stages/evaluate.py --model scaling/{name} {params}"})
-    return train + evaluate
+def study_stages(study: str, stages: dict[str, Stage], where: str) -> list[Stage]:
+    """`study: <study>` of a window (`STUDIES`): for `scaling`, B0 (scale_b0) and every strategy of study.yaml at
+    every scaling.flops_targets, as dvc.yaml's matrices have them, then the evaluation of each."""
+    if study not in STUDIES:
+        raise RecipeError(f"{where}: no study {study!r}; a window expands {', '.join(map(repr, STUDIES))}")
+    return [stage for phase in STUDIES[study]
+            for stage in sorted((s for name in phase for s in select(name, stages, where)),
+                                key=lambda s: float(s.item.get("target", 0)))]
 
 
-def jobs_for(window: dict[str, Any], params_file: str, coefficients: Path | None,
-             targets: list[float] | None = None) -> list[Job]:
-    """The window's jobs: its models, then its stages, `- study: scaling` expanded at `targets` (scaling.flops_targets
-    of the window's params)."""
+def jobs_for(window: dict[str, Any], stages: dict[str, Stage], params_file: str,
+             coefficients: Path | None) -> list[Job]:
+    """The window's jobs: the training stage of each of its models, then its stages (`study:` expanded)."""
+    from effnet.study import model_names
+
+    where = f"window {window.get('name', '?')}"
     jobs = []
     for model in window.get("models") or []:
-        command = ["python3", "stages/train.py", "--model", model, "--params", params_file]
+        stage = writer(f"models/{model}", stages)
+        if stage is None or model not in model_names():
+            raise RecipeError(f"{where}: model {model!r}: not a model of the matrix (no stage of dvc.yaml trains it); "
+                              f"the matrix: {', '.join(model_names())}")
+        command = (*stage.command, "--params", params_file)
         if coefficients is not None:
-            command += ["--coefficients", str(coefficients)]
-        jobs.append(Job(f"train:{model}", command, model=model))
+            command += ("--coefficients", str(coefficients))
+        jobs.append(Job(stage.name, command, stage, model=model))
     for entry in window.get("stages") or []:
-        if "study" in entry:
-            if entry["study"] != "scaling" or targets is None:
-                raise RecipeError(f"window stage {entry}: `study: scaling` is the one study a window expands, "
-                                  "at the window's scaling.flops_targets")
-        for stage in scaling_study_stages(targets) if "study" in entry else [entry]:
-            command = [part.replace("{params}", params_file) for part in stage["command"].split()]
-            jobs.append(Job(stage["name"], command, outputs=tuple(stage.get("outputs", ())),
-                            needs=tuple(stage.get("needs", ()))))
+        if isinstance(entry, dict) and "study" in entry:
+            chosen = study_stages(entry["study"], stages, where)
+        else:
+            chosen = select(entry if isinstance(entry, str) else entry["name"], stages, where)
+        jobs += [Job(stage.name, (*stage.command, "--params", params_file), stage) for stage in chosen]
     return jobs
 
 
-def job_settings(job: Job, root: Path, params_file: Path, coefficients: Path | None) -> dict[str, Any]:
-    """What decides the job's result: for a model its spec and recipe; else the command and the params file."""
-    if job.model is None:
-        return {"command": job.command, "params_sha256": hashlib.sha256(params_file.read_bytes()).hexdigest()}
-    from effnet.checkpoint import settings
-    from effnet.config import load_params
-    from effnet.experiment import model_spec
-
-    params = load_params(params_file)
-    return json.loads(json.dumps(settings(model_spec(job.model, params, coefficients), params.train), default=str))
+def file_stem(name: str) -> str:
+    """A job's name as a file name: evaluate@scaling/baseline -> evaluate@scaling_baseline."""
+    return name.replace("/", "_")
 
 
-def is_done(job: Job, root: Path, done_dir: Path, wanted: dict[str, Any]) -> bool:
-    """A done record (written on success, committed with the results) with the same settings; outputs still here."""
-    record_path = done_dir / f"{job.name.replace(':', '_')}.json"
-    if not record_path.is_file():
-        return False
-    return (json.loads(record_path.read_text()).get("settings") == wanted
-            and all((root / o).exists() for o in job.outputs))
+def record_path(done_dir: Path, name: str) -> Path:
+    return done_dir / f"{file_stem(name)}.json"
+
+
+def read_record(done_dir: Path, name: str) -> dict[str, Any] | None:
+    path = record_path(done_dir, name)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def job_settings(job: Job, params: dict[str, Any], params_file: Path, coefficients: Path | None,
+                 stages: dict[str, Stage], done_dir: Path) -> dict[str, Any]:
+    """What decides the job's result. A model of the matrix: its spec and recipe. Another stage: its command, the
+    params dvc.yaml lists for it, and the fingerprints of the stages (done here) that wrote what it reads."""
+    if job.model is not None:
+        from effnet.checkpoint import settings
+        from effnet.config import load_params
+        from effnet.experiment import model_spec
+
+        loaded = load_params(params_file)
+        return json.loads(json.dumps(settings(model_spec(job.model, loaded, coefficients), loaded.train), default=str))
+    if job.stage is None:
+        return {"command": list(job.command)}
+    inputs = {s.name: record["fingerprint"] for s in upstream(job.stage, stages)
+              if (record := read_record(done_dir, s.name)) and "fingerprint" in record}
+    return {"command": list(job.command), "params": {k: lookup(params, k, f"{job.name}: params") for k in
+                                                     job.stage.params}, "inputs": inputs}
+
+
+def job_fingerprint(job: Job, settings: dict[str, Any], root: Path) -> str:
+    """`effnet.fingerprint` of the settings and of the code the job runs: its script and the tree's files it imports,
+    hashed as they are in `root` now (the process that runs them starts after this)."""
+    from effnet.fingerprint import code_hash, fingerprint
+
+    return fingerprint({"settings": settings, "code": code_hash(script_of(job.command, root), root=root)})
+
+
+def is_done(job: Job, root: Path, done_dir: Path, wanted: str) -> bool:
+    """A done record (written on success, committed with the results) with the same fingerprint, and the job's
+    committed outputs still here."""
+    record = read_record(done_dir, job.name)
+    committed = job.stage.committed if job.stage else ()
+    return record is not None and record.get("fingerprint") == wanted and all((root / o).exists() for o in committed)
+
+
+def waiting_for(job: Job, jobs: list[Job], stages: dict[str, Stage], done_dir: Path) -> list[str]:
+    """The window's jobs that write what `job` reads and are not done yet: it must wait for them."""
+    if job.stage is None:
+        return []
+    names = {j.name for j in jobs}
+    return [s.name for s in upstream(job.stage, stages) if s.name in names and read_record(done_dir, s.name) is None]
 
 
 def needs_evaluation(root: Path, model: str) -> bool:
@@ -289,7 +386,7 @@ def needs_evaluation(root: Path, model: str) -> bool:
     return weights.is_file() and (not record.is_file() or record.stat().st_mtime < weights.stat().st_mtime)
 
 
-def run_stage(command: list[str], *, cwd: Path, env: dict[str, str], log: Path, hard_end: float) -> int:
+def run_stage(command: Sequence[str], *, cwd: Path, env: dict[str, str], log: Path, hard_end: float) -> int:
     """Run `command` in its own process group, its output to the console and `log`; kill the group at `hard_end`.
 
     Returns the exit status, or -9 when it had to be killed. Never leaves a process behind.
@@ -350,66 +447,23 @@ def bf16_weights(model_pt: Path, target: Path) -> None:
                 "metrics": payload["metrics"], "train_config": payload["train_config"]}, target)
 
 
-def pack(staging: Path, out: Path, *, extras: list[tuple[Path, str]]) -> list[Path]:
-    """One tar of `staging` plus as many `extras` (path, name in the archive) as fit ARCHIVE_CAP_BYTES, in
-    their order, split in CHUNK_BYTES chunks.
-
-    Writes `out/results.tar` (or `.00`, `.01`, ...) and `out/results.md5` (md5 of the whole
-    archive and of each chunk). Extras that do not fit are named in `left_out.txt` inside.
-    """
-    def build(included: list[tuple[Path, str]]) -> bytes:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:  # not gzipped: weights do not compress, logs are small
-            tar.add(staging, arcname="results")
-            for path, name in included:
-                tar.add(path, arcname=f"results/{name}")
-        return buffer.getvalue()
-
-    size = len(build([]))
-    included: list[tuple[Path, str]] = []
-    left = []
-    for extra in extras:
-        grows = 1024 + -(-extra[0].stat().st_size // 512) * 512  # headers (long names too) and padding
-        if size + grows <= ARCHIVE_CAP_BYTES - 4096:
-            included.append(extra)
-            size += grows
-        else:
-            left.append(extra[1])
-    if left:
-        (staging / "left_out.txt").write_text("over the per-call limit, left on the machine:\n"
-                                              + "\n".join(left) + "\n")
-    blob = build(included)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    if len(blob) <= CHUNK_BYTES:
-        files.append(out / "results.tar")
-        files[0].write_bytes(blob)
-    else:
-        for i in range(0, len(blob), CHUNK_BYTES):
-            path = out / f"results.tar.{i // CHUNK_BYTES:02d}"
-            path.write_bytes(blob[i:i + CHUNK_BYTES])
-            files.append(path)
-    lines = [f"{hashlib.md5(blob).hexdigest()}  results.tar"]
-    lines += [f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.name}" for p in files if p.name != "results.tar"]
-    (out / "results.md5").write_text("\n".join(lines) + "\n")
-    return files + [out / "results.md5"]
-
 
 def prepare_data(root: Path, store: Path, env: dict[str, str], log: Path, hard_end: float,
                  window: dict[str, Any] | None = None) -> Path:
-    """Join the carried archive (atomically) and prepare the arrays with the download stage under the window's
-    `data.*` params; again only when those differ from the last preparation's. Returns the archive."""
+    """Join the carried archive (atomically) and prepare the arrays with dvc.yaml's download stage under the
+    window's `data.*` params; again only when those differ from the last preparation's. Returns the archive."""
     import yaml
 
-    archive = join(store, root / "data" / "raw" / CIFAR_NAME)
-    params = root / "params-data.yaml"
-    write_params(window or {"coefficients": "published"}, root, archive, "published", params)
-    wanted = yaml.safe_load(params.read_text())["data"]
+    archive = transfer.join(store, root / "data" / "raw" / MIRROR_NAME)
+    params_file = root / "params-data.yaml"
+    write_params(window or {"coefficients": "published"}, root, archive, "published", params_file)
+    params = yaml.safe_load(params_file.read_text())
+    wanted = params["data"]
     record = root / "data" / "prepared-with.json"
     if (root / "data" / "cifar100" / "meta.json").is_file() and record.is_file() \
             and json.loads(record.read_text()) == wanted:
         return archive
-    command = ["python3", "stages/download.py", "--params", params.name]
+    command = (*dvc_stages(root, params)["download"].command, "--params", params_file.name)
     if run_stage(command, cwd=root, env=env, log=log, hard_end=hard_end):
         raise RecipeError(f"the download stage failed; see {log.name}")
     record.write_text(json.dumps(wanted) + "\n")
@@ -433,6 +487,10 @@ def hardware(root: Path) -> str:
 
 def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s: float, only: list[str]) -> int:
     """Run a window's jobs within `limit_s` seconds from now, then pack everything into `out`. Returns 0, 75 or 1."""
+    import yaml
+
+    from effnet.train import RESUME_EXIT_STATUS
+
     start = time.time()
     window = load_window(window_path)
     reserve = window.get("reserve_s", {})
@@ -444,6 +502,8 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
     status: dict[str, Any] = {"window": window["name"], "limit_s": limit_s,
                               "started": time.strftime("%FT%TZ", time.gmtime(start)), "jobs": {}}
     commands = [f"# window {window['name']}: python3 scripts/gpu.py run {window_path} --limit-s {limit_s:g}"]
+    jobs: list[Job] = []
+    ran: list[Stage] = []  # the stages started in this call: their committed outputs come home
     exit_status = 0
     interrupted = []
 
@@ -464,37 +524,26 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         write_params(window, root, archive, scaling, params_file)
         shutil.copyfile(params_file, staging / "params-gpu.yaml")
         (staging / "hardware.txt").write_text(hardware(root))
-        if window.get("bench"):
-            for name, command in (("bench_loader", ["python3", "benchmarks/bench_loader.py", "--device", "cuda",
-                                                    "--archive", str(archive)]),
-                                  ("bench_train", ["python3", "benchmarks/bench_train.py", "--peak-tflops", "989"])):
-                if only and name not in only:
-                    continue
-                if (done_dir / f"{name}.json").is_file():
-                    print(f"{name}: done in an earlier call, skipped", flush=True)
-                    continue
-                commands.append(" ".join(command))
-                rc = run_stage(command, cwd=root, env=env, log=staging / "logs" / f"{name}.log",
-                               hard_end=hard_end - eval_reserve)
-                status["jobs"][name] = {"status": "done" if rc == 0 else f"failed ({rc})"}
-                if rc == 0:
-                    done_dir.mkdir(parents=True, exist_ok=True)
-                    (done_dir / f"{name}.json").write_text(json.dumps({"job": name, "command": command}) + "\n")
+        params = yaml.safe_load(params_file.read_text())
+        stages = dvc_stages(root, params)
+        benchmarks = [Job(name, (*command, *(("--archive", str(archive)) if name == "bench_loader" else ())),
+                          required=False) for name, command in BENCHMARKS.items()] if window.get("bench") else []
+        jobs = jobs_for(window, stages, params_file.name, coefficients)
 
-        trained, window_jobs = [], []
-        import yaml
-
-        targets = yaml.safe_load(params_file.read_text())["scaling"]["flops_targets"]
-        for job in jobs_for(window, "params-gpu.yaml", coefficients, targets):
-            window_jobs.append(job)
+        for job in benchmarks + jobs:
             if only and job.name not in only and (job.model or "") not in only:
                 continue
-            wanted = job_settings(job, root, params_file, coefficients)
+            settings = job_settings(job, params, params_file, coefficients, stages, done_dir)
+            wanted = job_fingerprint(job, settings, root)
             if is_done(job, root, done_dir, wanted):
                 print(f"{job.name}: finished earlier with the same settings, skipped", flush=True)
                 status["jobs"][job.name] = {"status": "done earlier"}
                 continue
-            waiting = [n for n in job.needs if not (done_dir / f"{n.replace(':', '_')}.json").is_file()]
+            earlier = read_record(done_dir, job.name)
+            if earlier is not None:
+                changed = "code (its script's imports)" if earlier.get("settings") == settings else "settings"
+                print(f"{job.name}: finished earlier with other {changed}: runs again", flush=True)
+            waiting = waiting_for(job, jobs, stages, done_dir)
             if waiting:
                 status["jobs"][job.name] = {"status": f"not started: needs {', '.join(waiting)} first"}
                 exit_status = exit_status or RESUME_EXIT_STATUS
@@ -504,17 +553,20 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                 exit_status = RESUME_EXIT_STATUS
                 continue
             commands.append(" ".join(job.command))
+            if job.stage is not None:
+                ran.append(job.stage)
             began = time.time()
-            rc = run_stage(job.command, cwd=root, env=env, log=staging / "logs" / f"{job.name.replace(':', '_')}.log",
+            rc = run_stage(job.command, cwd=root, env=env, log=staging / "logs" / f"{file_stem(job.name)}.log",
                            hard_end=hard_end - eval_reserve)
-            entry = {"exit": rc, "seconds": round(time.time() - began, 1)}
+            entry: dict[str, Any] = {"exit": rc, "seconds": round(time.time() - began, 1)}
             if rc == 0:
                 entry["status"] = "done"
                 done_dir.mkdir(parents=True, exist_ok=True)
-                (done_dir / f"{job.name.replace(':', '_')}.json").write_text(json.dumps(
-                    {"job": job.name, "command": job.command, "settings": wanted,
+                record_path(done_dir, job.name).write_text(json.dumps(
+                    {"job": job.name, "command": list(job.command), "settings": settings, "fingerprint": wanted,
                      "finished": time.strftime("%FT%TZ", time.gmtime())}, indent=2) + "\n")
-                trained.append(job)
+            elif not job.required:
+                entry["status"] = f"failed ({rc}): see its log"
             elif rc in (RESUME_EXIT_STATUS, -9):
                 entry["status"] = "resume: run the same call again"
                 exit_status = RESUME_EXIT_STATUS
@@ -526,19 +578,20 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         # each model's own evaluate stage (its metrics JSON and per-image predictions), then the table: every model
         # of the window whose weights are newer than its record (trained in this call, or in a call that was lost
         # after its training finished), then collect
-        unevaluated = [job.model for job in window_jobs if job.model and needs_evaluation(root, job.model)]
+        unevaluated = [job.model for job in jobs if job.model and needs_evaluation(root, job.model)]
         if unevaluated and window.get("evaluate", True):
-            evaluations = [["python3", "stages/evaluate.py", "--model", model, "--params", "params-gpu.yaml"]
-                           for model in unevaluated]
+            evaluations = [writer(f"metrics/models/{model}.json", stages) for model in unevaluated]
             failed = 0
-            for command in evaluations + [["python3", "stages/collect.py", "--params", "params-gpu.yaml"]]:
+            for stage in [s for s in evaluations if s is not None] + [stages["collect"]]:
+                command = (*stage.command, "--params", params_file.name)
                 commands.append(" ".join(command))
+                ran.append(stage)
                 failed = failed or run_stage(command, cwd=root, env=env, log=staging / "logs" / "evaluate.log",
                                              hard_end=hard_end)
             status["jobs"]["evaluate"] = {"exit": failed, "status": "done" if failed == 0 else "failed: see its log"}
             if failed:
                 exit_status = exit_status or 1
-    except RecipeError as error:
+    except (RecipeError, TransferError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         status["error"] = str(error)
         exit_status = 1
@@ -549,7 +602,7 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # packing is short and must finish
         status["seconds"] = round(time.time() - start, 1)
         status["exit"] = exit_status
-        files = collect_and_pack(window, root, staging, out, status, commands)
+        files = collect_and_pack(jobs, ran, root, staging, out, status, commands)
         print(f"packed {', '.join(p.name for p in files)} in {out} "
               f"({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)"
               f" after {time.time() - start:.0f} s; exit {exit_status}", flush=True)
@@ -557,50 +610,42 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
     return exit_status
 
 
-def collect_and_pack(window: dict[str, Any], root: Path, staging: Path, out: Path, status: dict[str, Any],
+def collect_and_pack(jobs: list[Job], ran: list[Stage], root: Path, staging: Path, out: Path, status: dict[str, Any],
                      commands: list[str]) -> list[Path]:
-    """Copy the results of this machine into `staging` and pack them (see `pack`)."""
+    """Copy this call's results into `staging` and pack them (`effnet.transfer.pack`): the committed outputs of the
+    stages it started (the repository copy also holds the committed files of earlier runs), the done records,
+    unfinished checkpoints, then the weights of the models it trained in bf16."""
+    outputs = sorted({o for stage in ran for o in stage.committed if (root / o).exists()})
+    status["outputs"] = outputs  # what `unpack` puts in place
     (staging / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     (staging / "commands.txt").write_text("\n".join(commands) + "\n")
-    ran = {name for name, job in status["jobs"].items() if "exit" in job}  # started in this call
-    # only what this call's jobs wrote: the repository copy also holds the committed files of earlier runs
-    outputs = ["gpu/done"]
-    if any(name.startswith("evaluate") or name == "collect" for name in ran):
-        outputs += ["metrics/models", "metrics/models.csv", "predictions"]
-    if "search" in ran:
-        outputs += ["metrics/search.json", "plots/search.csv"]
-    for rel in outputs:
+    for rel in ["gpu/done", *outputs]:
         source = root / rel
         if source.is_dir():
             shutil.copytree(source, staging / rel, dirs_exist_ok=True)
         elif source.is_file():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, staging / rel)
-    models = [m for m in window.get("models") or []]
-    for model in models:
-        if f"train:{model}" in ran and (root / "dvclive" / model).is_dir():
-            shutil.copytree(root / "dvclive" / model, staging / "dvclive" / model, dirs_exist_ok=True)
-    if any(name.startswith("scale") for name in ran) and (root / "dvclive" / "scaling").is_dir():
-        shutil.copytree(root / "dvclive" / "scaling", staging / "dvclive" / "scaling", dirs_exist_ok=True)
+    models = [job for job in jobs if job.model]
     extras: list[tuple[Path, str]] = []
     weights_dir = Path(tempfile.mkdtemp(prefix="gpu-weights-"))
     try:
-        for model in models:  # unfinished runs first (a lost machine then costs only the unfinished epoch), small first
-            checkpoint = root / "checkpoints" / model / "last.pt"
-            if checkpoint.is_file() and not (root / "models" / model / "model.pt").is_file():
-                extras.append((checkpoint, f"checkpoints/{model}/last.pt"))
+        for job in models:  # unfinished runs first (a lost machine then costs only the unfinished epoch), small first
+            checkpoint = root / "checkpoints" / job.model / "last.pt"
+            if checkpoint.is_file() and not (root / "models" / job.model / "model.pt").is_file():
+                extras.append((checkpoint, f"checkpoints/{job.model}/last.pt"))
         weights = []
-        for model in models:  # trained in this call: an earlier call's archive brought the others home
-            model_pt = root / "models" / model / "model.pt"
-            if model_pt.is_file() and status["jobs"].get(f"train:{model}", {}).get("status") == "done":
+        for job in models:  # trained in this call: an earlier call's archive brought the others home
+            model_pt = root / "models" / job.model / "model.pt"
+            if model_pt.is_file() and status["jobs"].get(job.name, {}).get("status") == "done":
                 try:
-                    target = weights_dir / f"{model}.ema-bf16.pt"
+                    target = weights_dir / f"{job.model}.ema-bf16.pt"
                     bf16_weights(model_pt, target)
                     weights.append((target, f"weights/{target.name}"))
                 except Exception as error:  # the archive must still be written
-                    (staging / "logs" / f"weights_{model}.txt").write_text(f"bf16 copy failed: {error}\n")
+                    (staging / "logs" / f"weights_{job.model}.txt").write_text(f"bf16 copy failed: {error}\n")
         extras = sorted(extras, key=lambda e: e[0].stat().st_size) + sorted(weights, key=lambda e: e[0].stat().st_size)
-        return pack(staging, out, extras=extras)
+        return transfer.pack(staging, out, extras=extras)
     finally:
         shutil.rmtree(weights_dir, ignore_errors=True)
 
@@ -629,43 +674,36 @@ def merge_table(new: Path, table: Path) -> list[str]:
     table.parent.mkdir(parents=True, exist_ok=True)
     tmp = table.with_name(f".{table.name}.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows.values())
+        table_writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        table_writer.writeheader()
+        table_writer.writerows(rows.values())
     os.replace(tmp, table)
     return kept
+
+
+CALL_RECORDS = ("status.json", "commands.txt", "hardware.txt", "params-gpu.yaml", "left_out.txt", "logs",
+                "metrics/models.csv")  # kept under gpu/<window>/<call's start>/
 
 
 def unpack(sources: list[Path], root: Path) -> list[str]:
     """Join and check a call's archive, then copy its results into `root`; returns the paths to commit.
 
-    metrics/models/*.json, predictions/, dvclive/<model>/, metrics/search.json and
-    plots/search.csv go where the DVC stages write them; the rest (status, commands,
-    hardware, logs, benchmark output, the call's models.csv) under gpu/<window>/<call's start>/;
-    weights to models/<model>/ema-bf16.pt (ignored by git: too large).
+    The stages' committed outputs (status.json's `outputs`: metrics/models/*.json, predictions/,
+    dvclive/<model>/, metrics/search.json, ...) and gpu/done/ go where the DVC stages write them,
+    metrics/models.csv merged into the table; the call's records (status, commands, hardware,
+    logs, its models.csv) under gpu/<window>/<call's start>/; weights to models/<model>/ema-bf16.pt
+    (ignored by git: too large) and unfinished checkpoints to checkpoints/.
     """
-    files = sorted(p for s in sources for p in (sorted(s.iterdir()) if s.is_dir() else [s]))
-    md5_file = next((p for p in files if p.name == "results.md5"), None)
-    chunks = [p for p in files if p.name.startswith("results.tar")]
-    if md5_file is None or not chunks:
-        raise RecipeError(f"no results.md5 and results.tar[.NN] among {[str(s) for s in sources]}")
-    expected = md5_file.read_text().split()[0]
-    blob = b"".join(p.read_bytes() for p in chunks)
-    if hashlib.md5(blob).hexdigest() != expected:
-        raise RecipeError(f"the archive's md5 differs from results.md5 ({len(chunks)} chunk(s)): a chunk is missing "
-                          "or damaged; fetch the call's files again")
     written = []
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
-        tar.extractall(tmp, filter="data")
-        results = Path(tmp) / "results"
+    with tempfile.TemporaryDirectory() as tmp:
+        results = transfer.extract(sources, Path(tmp))
         status = json.loads((results / "status.json").read_text())
         # one folder per call, so that every call's status and logs are kept
         window_dir = Path("gpu") / status["window"] / status["started"].replace("-", "").replace(":", "")
-        for rel in ("metrics/models", "predictions", "dvclive", "metrics/search.json", "plots/search.csv", "gpu/done"):
-            source = results / rel
-            if not source.exists():
+        for rel in ["gpu/done", *status.get("outputs", [])]:
+            source, target = results / rel, root / rel
+            if rel == "metrics/models.csv" or not source.exists():
                 continue
-            target = root / rel
             if source.is_dir():
                 shutil.copytree(source, target, dirs_exist_ok=True)
             else:
@@ -673,8 +711,7 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
                 shutil.copyfile(source, target)
             written.append(rel)
         (root / window_dir).mkdir(parents=True, exist_ok=True)
-        for name in ("status.json", "commands.txt", "hardware.txt", "params-gpu.yaml", "left_out.txt", "logs",
-                     "metrics/models.csv"):
+        for name in CALL_RECORDS:
             source = results / name
             if source.is_dir():
                 shutil.copytree(source, root / window_dir / name, dirs_exist_ok=True)
@@ -707,24 +744,25 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    store = Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry"))  # outside the repository copy
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="here: split the data into carry parts that fit with the tree")
     p.add_argument("--archive", type=Path, default=Path(os.environ.get("CIFAR100_ARCHIVE",
-                                                                       ROOT.parent / "shared/data" / CIFAR_NAME)))
+                                                                       ROOT.parent / "shared/data" / MIRROR_NAME)))
     p.add_argument("--carry", type=Path, default=ROOT / ".carry")
     p.add_argument("--margin-mib", type=float, default=6.0, help="room under the carry limit left for the tree to grow")
     p = sub.add_parser("stash", help="device: keep a carried part outside the repository copy")
     p.add_argument("part", type=Path)
-    p.add_argument("--store", type=Path, default=Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry")))
+    p.add_argument("--store", type=Path, default=store)
     p = sub.add_parser("data", help="device: join the carried parts and prepare the arrays (download stage)")
     p.add_argument("window", type=Path, nargs="?", help="the window whose data.* params to use (default params.yaml's)")
-    p.add_argument("--store", type=Path, default=Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry")))
+    p.add_argument("--store", type=Path, default=store)
     p = sub.add_parser("run", help="device: run a window's jobs, then pack the results into $OUT")
     p.add_argument("window", type=Path)
     p.add_argument("--limit-s", type=float, default=540.0, help="seconds for the whole call (under timeout_s)")
-    p.add_argument("--only", nargs="*", default=[], help="jobs or models of the window to run")
-    p.add_argument("--store", type=Path, default=Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry")))
+    p.add_argument("--only", nargs="*", default=[], help="jobs (stages) or models of the window to run")
+    p.add_argument("--store", type=Path, default=store)
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/gpu-out")))
     p = sub.add_parser("unpack", help="here: check and unpack a call's archive into the repository")
     p.add_argument("sources", type=Path, nargs="+", help="the call's files (or their folder)")
@@ -732,8 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
-            tree = tree_bytes()
-            largest = int((CARRY_LIMIT_MIB - args.margin_mib) * 2**20) - tree
+            tree = transfer.tree_bytes(ROOT)
+            largest = int(transfer.CALL_LIMIT_BYTES - args.margin_mib * 2**20) - tree
             if not args.archive.is_file():
                 raise RecipeError(f"{args.archive}: no such file; pass --archive with the CIFAR-100 mirror")
             size = args.archive.stat().st_size
@@ -742,24 +780,22 @@ def main(argv: list[str] | None = None) -> int:
             if subprocess.run(["git", "check-ignore", "-q", str(args.carry / "part1")], cwd=ROOT).returncode != 0:
                 raise RecipeError(f"{args.carry} is not ignored by git: it would travel with every call; "
                                   "keep it under the repository's ignored /.carry/")
-            folders = prepare(args.archive, args.carry, part_bytes=part_bytes)
+            folders = transfer.split(args.archive, args.carry, part_bytes=part_bytes, expected_md5=MIRROR_ARCHIVE_MD5)
             print(f"tree {tree / 2**20:.2f} MiB (git ls-files plus untracked, unignored files); "
-                  f"{len(folders)} parts of "
-                  f"at most {part_bytes / 2**20:.2f} MiB; each call carries at most "
-                  f"{(tree + part_bytes) / 2**20:.2f} MiB of the {CARRY_LIMIT_MIB} MiB allowed:")
+                  f"{len(folders)} parts of at most {part_bytes / 2**20:.2f} MiB; each call carries at most "
+                  f"{(tree + part_bytes) / 2**20:.2f} MiB of the {transfer.CALL_LIMIT_BYTES / 2**20:g} MiB allowed:")
             for folder in folders:
                 size = sum(f.stat().st_size for f in folder.iterdir())
                 print(f"  {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}: "
-                      f"{size / 2**20:.2f} MiB, "
-                      f"with the tree {(size + tree) / 2**20:.2f} MiB")
+                      f"{size / 2**20:.2f} MiB, with the tree {(size + tree) / 2**20:.2f} MiB")
         elif args.command == "stash":
-            copied = stash(args.part, args.store)
+            copied = transfer.stash(args.part, args.store)
             print(f"stashed {', '.join(copied) or 'nothing'} in {args.store}")
         elif args.command == "data":
             window = load_window(args.window) if args.window else None
             archive = prepare_data(ROOT, args.store, dict(os.environ), ROOT / "data" / "download.log",
                                    time.time() + 540, window)
-            print(f"{archive}: joined, md5 {CIFAR_MD5} checked; arrays in data/cifar100")
+            print(f"{archive}: joined, md5 checked against its manifest; arrays in data/cifar100")
         elif args.command == "run":
             # the driver itself must not start before the repository's root is the working directory
             os.chdir(ROOT)
@@ -768,23 +804,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "unpack":
             for rel in unpack(args.sources, args.repo):
                 print(rel)
-    except RecipeError as error:
+    except (RecipeError, TransferError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def _with_package() -> None:
-    """Re-run this script with the tree's `effnet` importable where the package is not installed.
-
-    The bare GPU machine gets a copy of the tree, not an installed package; PYTHONPATH (not
-    `sys.path`) so that the stage scripts this starts import the same `effnet`.
-    """
-    if importlib.util.find_spec("effnet") is None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
 if __name__ == "__main__":
-    _with_package()
     sys.exit(main())
