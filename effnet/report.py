@@ -214,7 +214,11 @@ def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
         + f", validation split {data.seed}, CAM images {params.cam.seed}.",
     ]
     reduced = _reduced(params)
-    if reduced:
+    full_data = t.train_per_class == 0 and sc.train_per_class == 0 and ev.images_per_class == 0
+    if reduced and full_data:  # every image, few epochs: the small study
+        lines.append(f"- **A reduced scale** ({', '.join(reduced)}, on every training and test image): the models "
+                     "compare at this budget, far from convergence.")
+    elif reduced:
         lines.append(f"- **A reduced budget** ({', '.join(reduced)}): these numbers show that the pipeline runs end to "
                      "end, not how the models compare.")
     return lines
@@ -235,11 +239,26 @@ def _reduced(params: Params) -> list[str]:
         (f"{_count(sc.epochs, 'scaling-study epoch')}", sc.epochs < 10)) if small]
 
 
-def run_summary(params: Params, models: list[dict[str, Any]]) -> str:
-    """One paragraph on which run the README's results come from: device, budget, caveat (its date is in git)."""
-    t, net = params.train, params.network
+def run_summary(params: Params, models: list[dict[str, Any]], chains: Sequence[dict[str, Any]] = ()) -> str:
+    """One paragraph on which run the README's results come from: device, budget, caveat (its date is in git).
+
+    With `chains` (metrics/chains/*.json) the run is the small study, named as such with its code commits."""
+    t, net, sc = params.train, params.network, params.scaling
     devices = _devices(models)
     reduced = _reduced(params)
+    if chains:
+        commits = sorted({str(c.get("commit", ""))[:10] for c in chains if c.get("exit_status") == 0})
+        images = sorted({int(r["test/images"]) for r in models if finite(r.get("test/images"))})
+        return (f"**This run: the small study** ([docs/small.md](docs/small.md), `scripts/small.yaml`): B0 at "
+                f"{net.base_resolution}x{net.base_resolution}; Figure 1's models trained {_count(t.epochs, 'epoch')} "
+                f"({_count(t.seeds, 'seed')} each), the scaling study {_count(sc.epochs, 'epoch')} "
+                f"({_count(sc.seeds, 'seed')} each), on "
+                f"{_per_class(t.train_per_class, 'all 45,000 training images')}; tested on "
+                f"{'/'.join(f'{n:,}' for n in images) or 'no'} test images; trained and evaluated on "
+                f"{', '.join(devices) or 'an unknown device'}, code commit{'s' if len(commits) != 1 else ''} "
+                f"{', '.join(f'`{c}`' for c in commits) or '–'}. A reduced scale (the paper: ImageNet at 224-600 px "
+                "for about 350 epochs): the models compare at this budget, far from convergence; models not trained "
+                "yet say so.")
     return (f"**This run**: evaluated on {', '.join(devices) or 'an unknown device'}; B0 at "
             f"{net.base_resolution}x{net.base_resolution}, the B0-B7 and baseline matrix trained "
             f"{_count(t.epochs, 'epoch')} on {_per_class(t.train_per_class, 'all 450 training images per class')}."
@@ -292,6 +311,10 @@ def search_scope(search: dict[str, Any], measured: dict[str, Any] | None = None)
 def _search(search: dict[str, Any], candidates: list[dict[str, Any]], params: Params,
             measured: dict[str, Any] | None = None) -> str:
     out = ["## The compound coefficients (paper Section 3.3, step 1)"]
+    if params.network.efficientnet_scaling == "published":
+        return "\n\n".join(out + ["This run takes B1-B7 from the paper's published table "
+                                   "(`network.efficientnet_scaling: published`) and runs no search; a "
+                                   "`metrics/search.json` beside it is not this run's."])
     if not search:
         return "\n\n".join(out + ["No search result (`metrics/search.json`) yet."])
     paper = search.get("paper") if isinstance(search.get("paper"), dict) else {}
@@ -631,9 +654,9 @@ def _figures(plots_dir: Path, report_dir: Path) -> str:
 
 
 def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_name: str = "REPORT.md",
-                  run: str = "") -> str:
+                  run: str = "", published: bool = False) -> str:
     """The README's results: B0-B7, the baselines and the phi model, with the paper's ImageNet top-1 beside;
-    `run` (see `run_summary`) first when given."""
+    `run` (see `run_summary`) first when given; `published`: B1-B7 are the paper's table, no search decided them."""
     by_name = {r["model"]: r for r in models}
     rows = []
     for entry in study.matrix() + (study.phi_model(),):
@@ -653,6 +676,8 @@ def results_block(models: list[dict[str, Any]], search: dict[str, Any], report_n
     if search.get("decision") == "paper":  # the search could not beat the paper's point: say so, not "searched"
         coefficients = (f"Coefficients: the paper's ({', '.join(f'{c:g}' for c in PAPER_COEFFICIENTS)}); the search "
                         "found no network that beats them (see the report). ")
+    if published:
+        coefficients = "B1-B7 are the paper's published table (`network.efficientnet_scaling: published`): no search. "
     ema = any(r.get("has_ema") is True for r in models)
     weights = "the EMA weights" if ema or not models else "the raw weights (this run kept no EMA)"
     return ((f"{run}\n\n" if run else "") +
@@ -680,7 +705,8 @@ def build_report(params: Params, *, models_table: Path, search_json: Path, searc
         "# EfficientNet compound scaling on CIFAR-100: report",
         "_Generated by `stages/report.py` from `metrics/`, `plots/` and `params.yaml`; do not edit by hand._",
         _how(params, models, commit, host or host_description(), now),
-        "## Summary\n\n" + results_block(models, search),
+        "## Summary\n\n" + results_block(models, search,
+                                         published=params.network.efficientnet_scaling == "published"),
         _search(search, candidates, params, _read_json(Path(search_json).with_name("search_targets.json"))),
         _results(models),
         _paper(models),
@@ -755,6 +781,9 @@ def run_params(source: Path, defaults: Path = Path("params.yaml")) -> Params:
             for key, value in entry.items():
                 _set(recorded, key, value)
         _overlay(raw, recorded)
+        targets, cam = raw["scaling"]["flops_targets"], raw["cam"]
+        if "cam" not in recorded and cam["flops_target"] not in targets:  # no cam stage ran: the run's own target
+            cam["flops_target"] = targets[0]
     return params_from_dict(raw)
 
 
@@ -785,6 +814,8 @@ def run_block(files: RunFiles) -> str:
 
 def search_block(files: RunFiles) -> str:
     """Every candidate of the committed search (plots/search.csv), best validation top-1 first."""
+    if files.params.network.efficientnet_scaling == "published":
+        return "This run takes B1-B7 from the paper's published table and runs no search."
     ranked = sorted(files.candidates, key=lambda c: -c["val_top1"] if finite(c.get("val_top1")) else math.inf)
     if not ranked:
         return "No search candidates (`plots/search.csv`) committed."
@@ -957,7 +988,9 @@ def chains_block(files: RunFiles) -> str:
 
 
 GENERATORS = {
-    "results": lambda files: results_block(files.models, files.search, run=run_summary(files.params, files.models)),
+    "results": lambda files: results_block(files.models, files.search, run=run_summary(files.params, files.models,
+                                                                                      files.chains),
+                                           published=files.params.network.efficientnet_scaling == "published"),
     "run": run_block,
     "search": search_block,
     "scaling": scaling_block,

@@ -32,9 +32,24 @@ dirty=$(git status --porcelain --untracked-files=no -- effnet stages study.yaml 
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ); start_s=$(date +%s)
 echo "chain $name: ${*} at commit ${commit:0:12}; the clock's estimate ${estimate} s" >&2
+lock_state() {  # the dvc.lock entries of this chain's stages: unchanged after the run means DVC trained nothing
+  python - "$@" <<'PY'
+import hashlib, sys, yaml
+try:
+    stages = (yaml.safe_load(open("dvc.lock")) or {}).get("stages", {})
+except OSError:
+    stages = {}
+print(hashlib.md5(repr([stages.get(s) for s in sys.argv[1:] if not s.startswith("-")]).encode()).hexdigest())
+PY
+}
+before=$(lock_state "$@")
 status=0
 bash scripts/exp.sh "$profile" "$@" || status=$?
 end_s=$(date +%s)
+if [ "$status" -eq 0 ] && [ "$(lock_state "$@")" = "$before" ] && [ -f "$record" ]; then
+  echo "chain $name: every stage was up to date (DVC ran nothing); $record kept" >&2
+  exit 0
+fi
 python - "$record" <<PY
 import json, sys
 json.dump({"chain": "$name", "stages": [s for s in "${*}".split() if not s.startswith("-")], "commit": "$commit", "code_changed_since_commit": $dirty > 0,

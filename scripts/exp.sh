@@ -3,8 +3,8 @@
 #
 # Every `key: value` line of OVERRIDES.yaml becomes `dvc exp run -S key=value`, so the run goes
 # through the same stage code as `dvc repro`, and `dvc exp show` lists it. Used by
-# scripts/smoke.sh (scripts/smoke.yaml, with --temp) and for the committed CPU run
-# (scripts/cpu_real.yaml, in the workspace).
+# scripts/smoke.sh (scripts/smoke.yaml, with --temp) and by the small study's chains
+# (scripts/chain.sh with scripts/small.yaml, in the workspace).
 #
 # Exit status: 0, 75 when a trainer stopped at its time budget (rerun to resume), else dvc's.
 #

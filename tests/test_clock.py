@@ -68,7 +68,7 @@ def test_default_run_on_a_cpu_says_days_and_what_to_run_instead() -> None:
     total_days = sum(j.b0_images for j in clock.budget(params)) / 60.0 / clock.DAY
     assert total_days > 30  # months on two cores, not hours
     assert (lines[-1].startswith("warning:") and "bash scripts/smoke.sh" in lines[-1]
-            and "scripts/cpu_real.yaml" in lines[-1])
+            and "bash scripts/small.sh" in lines[-1])
     assert "Going on" in lines[-1]  # it warns, it does not refuse
     gpu = clock.report(params, "cuda: H100 x1", 1 / 60.0, is_cpu=False)
     assert not any(line.startswith("warning:") for line in gpu)
@@ -76,12 +76,17 @@ def test_default_run_on_a_cpu_says_days_and_what_to_run_instead() -> None:
 
 def test_smoke_and_cpu_budgets_are_not_days() -> None:
     """The budgets the warning points to are the short ones (at the same timed rate of B0 at their resolution)."""
-    for overrides in ("smoke.yaml", "cpu_real.yaml"):
-        params = _params(ROOT / "scripts" / overrides)
-        # B0's cost per image scales with its pixels: 60 images/s at 32 px
-        seconds = (params.network.base_resolution / 32) ** 2 / 60.0
-        lines = clock.report(params, "cpu (2 threads)", seconds, is_cpu=True)
-        assert not any(line.startswith("warning:") for line in lines), overrides
+    params = _params(ROOT / "scripts" / "smoke.yaml")
+    # B0's cost per image scales with its pixels: 60 images/s at 32 px
+    seconds = (params.network.base_resolution / 32) ** 2 / 60.0
+    lines = clock.report(params, "cpu (2 threads)", seconds, is_cpu=True)
+    assert not any(line.startswith("warning:") for line in lines)
+    # the small study is its chains (study.yaml small_study), not the whole pipeline under its params
+    small = _params(ROOT / "scripts" / "small.yaml")
+    lines = clock.chain_lines(small, "cpu (2 threads)", 1 / 245.0, exponent=0.9, baseline_costs={"resnet50": 2.0})
+    chains = clock.study.small_study_chains(small)
+    assert len(lines) == len(chains) + 2 and all(f"chain {c.name} " in "\n".join(lines) for c in chains)
+    assert "the small study" in lines[-1] and "days" not in lines[-1]  # hours at B0's 245 images/s at 16 px
 
 
 def test_stage_budgets_change_only_with_their_own_budget() -> None:

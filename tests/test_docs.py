@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,9 @@ def test_the_stage_fills_the_readme_and_the_docs_beside_it(tmp_path: Path) -> No
 
 
 def test_the_search_and_scaling_blocks_compute_what_they_say() -> None:
-    params = read_run_files(ROOT).params  # the committed run's: 10 validation images per class, 100 classes
+    committed = read_run_files(ROOT).params  # the small study's: published B1-B7, no search
+    params = replace(committed, network=replace(committed.network, efficientnet_scaling="searched"),
+                     data=replace(committed.data, val_per_class=10))  # a run with a search: 1,000 validation images
     candidates = [{"alpha": 1.0, "beta": 1.1, "gamma": 1.3, "val_top1": 0.1, "flops_ratio": 2.5, "train_time_s": 60,
                    "paper": False, "chosen": False},
                   {"alpha": 1.2, "beta": 1.1, "gamma": 1.15, "val_top1": 0.3, "flops_ratio": 3.0, "train_time_s": 60,
@@ -181,5 +184,6 @@ def test_the_search_and_scaling_blocks_compute_what_they_say() -> None:
     assert "the grid spans 20.0 points" in search
     rows = [line for line in search.splitlines() if line.startswith("| 1.")]
     assert rows[0].startswith("| 1.2 | 1.1 | 1.15 |") and rows[0].endswith("| chosen paper |")  # best first
+    assert GENERATORS["search"](replace(files, params=committed)).endswith("runs no search.")
     scaling = GENERATORS["scaling"](files)
     assert "| 2x | depth | 1.750 |" in scaling and "| 2.050 |" in scaling  # FLOPs over the baseline's

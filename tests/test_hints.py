@@ -92,7 +92,14 @@ def test_the_extractor_finds_the_known_hints() -> None:
 
 @pytest.mark.parametrize(("where", "command"), hints())
 def test_hint_is_a_valid_dvc_command(where: str, command: str) -> None:
-    _dvc_parse(command)
+    # prose that names an option ("as `dvc exp run -S` sets it") ends at the option: it must take a value there
+    _dvc_parse(f"{command} {FIELD}=1" if command.split()[-1].startswith("-") else command)
+
+
+def test_a_named_option_must_exist_on_its_command() -> None:
+    _dvc_parse(f"dvc exp run -S {FIELD}=1")
+    with pytest.raises(AssertionError, match="dvc rejects"):
+        _dvc_parse(f"dvc repro -S {FIELD}=1")  # what `dvc repro -S` would have named: repro has no -S
 
 
 def test_the_parser_rejects_a_wrong_hint() -> None:

@@ -46,10 +46,10 @@ def apply_overrides(params: dict, overrides: dict) -> dict:
     return params
 
 
-def run(cmd: list[str], cwd: Path) -> str:
+def run(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci",
-           "GIT_COMMITTER_EMAIL": "ci@example.com"}
+           "GIT_COMMITTER_EMAIL": "ci@example.com", **(extra_env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}"
@@ -131,3 +131,18 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
 
     # 5. nothing left to run
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
+
+    # 6. one chain of the small study as scripts/chain.sh runs it (a profile that retrains B0): its record says what
+    # ran at which commit, beside the clock's estimate; scripts/small.sh then finds it up to date and keeps its record
+    (repo / "chain.yaml").write_text("train.epochs: 2\n")
+    data = yaml.safe_load((repo / "params.yaml").read_text())["data"]
+    env = {"SMALL_PROFILE": "chain.yaml", "CIFAR100_ARCHIVE": data["url"], "CIFAR100_MD5": data["md5"]}
+    stages = ["download", "plan", "train@efficientnet_b0", "evaluate@efficientnet_b0"]
+    output = run(["bash", "scripts/chain.sh", "efficientnet_b0", "-s", *stages], repo, env)
+    assert {"train@efficientnet_b0", "evaluate@efficientnet_b0"} <= stages_run(output)
+    record = json.loads((repo / "metrics/chains/efficientnet_b0.json").read_text())
+    assert record["exit_status"] == 0 and record["stages"] == stages and record["wall_s"] > 0
+    assert record["commit"] == run(["git", "rev-parse", "HEAD"], repo).strip() and record["estimate_s"] > 0
+    output = run(["bash", "scripts/small.sh", "efficientnet_b0"], repo, env)
+    assert "chain efficientnet_b0: every stage was up to date" in output and "Running stage" not in output
+    assert json.loads((repo / "metrics/chains/efficientnet_b0.json").read_text()) == record

@@ -229,10 +229,16 @@ def test_stage(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
+# The table of an earlier CPU run of every model (11 matrix models, phi, 13 scaling models, nearly all at 1%): a run
+# with every figure's models, kept as test data when the committed run became the small study, whose models arrive
+# chain by chain.
+FULL_TABLE = Path(__file__).resolve().parent / "data" / "cpu_run_models.csv"
+
+
 def _committed_run(root: Path) -> None:
-    """The committed run's tables (11 matrix models, phi, 13 scaling models, nearly all at 1%) under `root`."""
+    """An earlier full run's tables (11 matrix models, phi, 13 scaling models, nearly all at 1%) under `root`."""
     write_results(root)  # the search, cam and dvclive fixtures
-    (root / "metrics" / "models.csv").write_text((ROOT / "metrics" / "models.csv").read_text())
+    (root / "metrics" / "models.csv").write_text((FULL_TABLE).read_text())
 
 
 def _crowded(root: Path) -> None:
@@ -386,7 +392,7 @@ def test_labels_say_what_was_scored(tmp_path: Path) -> None:
     write_results(tmp_path)
     rows = read_table(tmp_path / "metrics" / "models.csv")
     assert plots.scored(rows) == plots.Scored("EMA weights", "200 validation images", "200 test images")
-    committed = read_table(ROOT / "metrics" / "models.csv")
+    committed = read_table(FULL_TABLE)
     what = plots.scored(committed)
     assert what.weights == "raw weights, no EMA" and what.val_images == "200 validation images"
     full = [dict(r, **{"val/images": 5000, "test/images": 10000}) for r in rows]
@@ -411,7 +417,7 @@ def test_summary_metrics_is_small_and_flat(tmp_path: Path) -> None:
     summary = plots.summary_metrics(read_table(tmp_path / "metrics" / "models.csv"))
     assert list(summary) == [f"B{i}" for i in range(8)] + ["ResNet-50", "ResNet-152", "DenseNet-201", "phi"]  # by size
     assert summary["B0"] == pytest.approx(50.0) and summary["B7"] == pytest.approx(64.0) and summary["phi"] == 52.0
-    committed = plots.summary_metrics(read_table(ROOT / "metrics" / "models.csv"))
+    committed = plots.summary_metrics(read_table(FULL_TABLE))
     assert committed["DenseNet-201"] == 6.0 and len(committed) == 12  # the committed run: B0-B7, 3 baselines, phi
 
 
@@ -423,7 +429,7 @@ def test_summary_fits_160_columns_in_dvc(tmp_path: Path) -> None:
                                            "HOME": str(tmp_path)})
     run("git", "init", "-q")
     run(str(dvc), "init", "-q")
-    make_plots(models_table=ROOT / "metrics" / "models.csv", search_table=tmp_path / "none.csv",
+    make_plots(models_table=FULL_TABLE, search_table=tmp_path / "none.csv",
                cam_table=tmp_path / "none.csv", dvclive_dir=tmp_path / "none", out_dir=tmp_path / "plots",
                log=lambda *_: None, summary=tmp_path / "metrics" / "summary.json")
     (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/summary.json\n")

@@ -286,3 +286,32 @@ def test_the_readme_s_search_scope_table_is_the_measurement_and_marks_the_search
     assert lines[0].startswith("| 2x | 13 of 14 | 8 | 4 | 9 | placed |")  # sorted by target
     assert lines[1].startswith("| 4x (searched) | 13 of 14 | 13 | 10 | 2 | cannot be placed |")
     assert "No measurement" in search_scope_table({}, None)
+
+
+def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path) -> None:
+    from effnet.config import load_params
+    from effnet.report import chains_block, cpu_bench_block, results_block, run_summary, tradeoff_block
+
+    project(tmp_path, plots=False)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    small = load_params(ROOT / "params.yaml", ROOT / "scripts" / "small.yaml")
+    files = replace(read_run_files(tmp_path), params=small)
+    record = {"chain": "efficientnet_b0", "stages": ["download", "plan", "train@efficientnet_b0",
+                                                     "evaluate@efficientnet_b0"], "commit": "b09b896b54430ee6",
+              "code_changed_since_commit": False, "estimate_s": 2000, "wall_s": 2400, "exit_status": 0,
+              "load_before": 0.1, "load_after": 1.9}
+    files = replace(files, chains=(record,))
+    table = chains_block(files)
+    assert "| efficientnet_b0 | `b09b896b54` | 33.3 min | 40.0 min | 1.20 | 0.1 / 1.9 | finished |" in table
+    assert "| scaling-baseline | – | – | – | – | – | not run yet |" in table  # the rest of small_study, in order
+    assert table.index("efficientnet_b0") < table.index("scaling-baseline") < table.index("resnet50")
+    summary = run_summary(small, files.models, files.chains)
+    assert summary.startswith("**This run: the small study**") and "`b09b896b54`" in summary
+    assert "10 epochs (1 seed each), the scaling study 3 epochs (2 seeds each)" in summary
+    block = results_block(files.models, {"alpha": 1.4, "beta": 1.0, "gamma": 1.1}, published=True)
+    assert "paper's published table" in block and "Searched coefficients" not in block
+    assert "No CPU benchmark committed" in cpu_bench_block(files) and "No trade-off" in tradeoff_block(files)
+    report = build_report(small, models_table=tmp_path / "metrics" / "models.csv", search_json=tmp_path / "none.json",
+                          search_table=tmp_path / "none.csv", cam_json=tmp_path / "none.json",
+                          plots_dir=tmp_path / "plots", report_dir=tmp_path, commit="abc", host="here", now="now")
+    assert "runs no search" in report and "**A reduced scale** (10 training epochs, 3 scaling-study epochs" in report
