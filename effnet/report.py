@@ -199,8 +199,9 @@ def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
         f"the model at `model.phi` = {params.model.phi:g}.",
         f"- **Training budget**: the B0-B7 and baseline matrix {_count(t.epochs, 'epoch')} on "
         f"{_per_class(t.train_per_class, 'all 450 training images per class')}; "
-        f"the search {_count(s.epochs, 'epoch')} per candidate "
-        f"on {_per_class(s.train_per_class, 'all images')}; the scaling study {_count(sc.epochs, 'epoch')} on "
+        + ("no search (B1-B7 from the published table)" if net.efficientnet_scaling == "published" else
+           f"the search {_count(s.epochs, 'epoch')} per candidate on {_per_class(s.train_per_class, 'all images')}")
+        + f"; the scaling study {_count(sc.epochs, 'epoch')} on "
         f"{_per_class(sc.train_per_class, 'all images')}. The paper trains ImageNet for about 350 epochs.",
         f"- **Recipe**: {t.optimizer.upper()} (momentum {t.momentum:g}), lr {t.lr:g} per 256 images at batch "
         f"{t.batch_size}, {t.warmup_epochs:g} warmup epochs then cosine, weight decay {t.weight_decay:g}, "
@@ -979,6 +980,8 @@ def chains_block(files: RunFiles) -> str:
         ratio = f"{wall / estimate:.2f}" if finite(estimate) and finite(wall) and estimate > 0 else "–"
         status = {0: "finished", 75: "stopped at its deadline (resumes)"}.get(c.get("exit_status"),
                                                                             f"failed ({c.get('exit_status')})")
+        if len(c.get("part_wall_s", [])) > 1:  # resumed after a deadline: `took` is the sum of the parts
+            status += f" in {len(c['part_wall_s'])} parts"
         rows.append([name, f"`{str(c.get('commit', ''))[:10]}`" + (" + edits" if c.get("code_changed_since_commit")
                                                                   else ""),
                      _duration(estimate), _duration(wall), ratio, f"{c.get('load_before', '–')} / "

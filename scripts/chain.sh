@@ -6,7 +6,8 @@
 # workspace; DVC runs what the stages need first) and writes metrics/chains/NAME.json: the code commit it ran, the
 # stages, the clock's estimate of them on this machine (python -m effnet.clock --stages, timed just before), the
 # start, end and wall seconds, the exit status, and the load average before and after. A chain stopped by
-# EFFNET_DEADLINE exits 75 with its checkpoints kept; the same command resumes it. Detached, as the small study runs:
+# EFFNET_DEADLINE exits 75 with its checkpoints kept; the same command resumes it, and the record then keeps the first
+# part's estimate and start and sums the parts' wall seconds (part_wall_s). Detached, as the small study runs:
 #   EFFNET_DEADLINE=$(date -d '+2 hours' +%s) setsid nohup bash scripts/chain.sh b0 scale_b0 ... > chain.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,11 +53,20 @@ if [ "$status" -eq 0 ] && [ "$(lock_state "$@")" = "$before" ] && [ -f "$record"
 fi
 python - "$record" <<PY
 import json, sys
-json.dump({"chain": "$name", "stages": [s for s in "${*}".split() if not s.startswith("-")], "commit": "$commit", "code_changed_since_commit": $dirty > 0,
-           "profile": "$profile", "estimate_s": $estimate, "started": "$started",
-           "finished": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "wall_s": $end_s - $start_s, "exit_status": $status,
-           "load_before": $load_before, "load_after": $(cut -d' ' -f1 /proc/loadavg)},
-          open(sys.argv[1], "w"), indent=2)
+record = {"chain": "$name", "stages": [s for s in "${*}".split() if not s.startswith("-")], "commit": "$commit",
+          "code_changed_since_commit": $dirty > 0, "profile": "$profile", "estimate_s": $estimate, "started": "$started",
+          "finished": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "wall_s": $end_s - $start_s, "exit_status": $status,
+          "load_before": $load_before, "load_after": $(cut -d' ' -f1 /proc/loadavg)}
+try:  # a chain resumed after its deadline (exit 75) at the same commit: one record, its parts' times summed
+    before = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    before = {}
+same = all(before.get(k) == record[k] for k in ("stages", "commit", "code_changed_since_commit", "profile"))
+if before.get("exit_status") == 75 and same:
+    parts = before.get("part_wall_s", [before["wall_s"]]) + [record["wall_s"]]
+    record.update(estimate_s=before["estimate_s"], started=before["started"], load_before=before["load_before"],
+                  wall_s=sum(parts), part_wall_s=parts)
+json.dump(record, open(sys.argv[1], "w"), indent=2)
 open(sys.argv[1], "a").write("\n")
 PY
 echo "chain $name: exit $status after $((end_s - start_s)) s (estimate ${estimate} s): $record" >&2

@@ -132,17 +132,26 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
     # 5. nothing left to run
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo)
 
-    # 6. one chain of the small study as scripts/chain.sh runs it (a profile that retrains B0): its record says what
-    # ran at which commit, beside the clock's estimate; scripts/small.sh then finds it up to date and keeps its record
+    # 6. one chain of the small study as scripts/chain.sh runs it (a profile that retrains B0), resuming a first part
+    # that stopped at its deadline: its record says what ran at which commit, beside the clock's estimate of the first
+    # part, and sums the parts' times; scripts/small.sh then finds it up to date and keeps its record
     (repo / "chain.yaml").write_text("train.epochs: 2\n")
     data = yaml.safe_load((repo / "params.yaml").read_text())["data"]
     env = {"SMALL_PROFILE": "chain.yaml", "CIFAR100_ARCHIVE": data["url"], "CIFAR100_MD5": data["md5"]}
     stages = ["download", "plan", "train@efficientnet_b0", "evaluate@efficientnet_b0"]
+    commit = run(["git", "rev-parse", "HEAD"], repo).strip()
+    first = {"chain": "efficientnet_b0", "stages": stages, "commit": commit, "code_changed_since_commit": False,
+             "profile": "chain.yaml", "estimate_s": 7, "started": "2026-01-01T00:00:00Z", "wall_s": 1000,
+             "exit_status": 75, "load_before": 0.5}
+    (repo / "metrics/chains").mkdir(parents=True, exist_ok=True)
+    (repo / "metrics/chains/efficientnet_b0.json").write_text(json.dumps(first))
     output = run(["bash", "scripts/chain.sh", "efficientnet_b0", "-s", *stages], repo, env)
     assert {"train@efficientnet_b0", "evaluate@efficientnet_b0"} <= stages_run(output)
     record = json.loads((repo / "metrics/chains/efficientnet_b0.json").read_text())
-    assert record["exit_status"] == 0 and record["stages"] == stages and record["wall_s"] > 0
-    assert record["commit"] == run(["git", "rev-parse", "HEAD"], repo).strip() and record["estimate_s"] > 0
+    assert record["exit_status"] == 0 and record["stages"] == stages and record["commit"] == commit
+    assert record["estimate_s"] == 7 and record["started"] == first["started"] and record["load_before"] == 0.5
+    assert len(record["part_wall_s"]) == 2 and record["part_wall_s"][0] == 1000 and record["part_wall_s"][1] > 0
+    assert record["wall_s"] == sum(record["part_wall_s"])
     output = run(["bash", "scripts/small.sh", "efficientnet_b0"], repo, env)
     assert "chain efficientnet_b0: every stage was up to date" in output and "Running stage" not in output
     assert json.loads((repo / "metrics/chains/efficientnet_b0.json").read_text()) == record

@@ -300,9 +300,11 @@ def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path)
                                                      "evaluate@efficientnet_b0"], "commit": "b09b896b54430ee6",
               "code_changed_since_commit": False, "estimate_s": 2000, "wall_s": 2400, "exit_status": 0,
               "load_before": 0.1, "load_after": 1.9}
-    files = replace(files, chains=(record,))
+    resumed = dict(record, chain="resnet50", wall_s=3000, part_wall_s=[1000, 2000])  # stopped once at its deadline
+    files = replace(files, chains=(record, resumed))
     table = chains_block(files)
     assert "| efficientnet_b0 | `b09b896b54` | 33.3 min | 40.0 min | 1.20 | 0.1 / 1.9 | finished |" in table
+    assert "| resnet50 | `b09b896b54` | 33.3 min | 50.0 min | 1.50 | 0.1 / 1.9 | finished in 2 parts |" in table
     assert "| scaling-baseline | – | – | – | – | – | not run yet |" in table  # the rest of small_study, in order
     assert table.index("efficientnet_b0") < table.index("scaling-baseline") < table.index("resnet50")
     summary = run_summary(small, files.models, files.chains)
@@ -315,3 +317,5 @@ def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path)
                           search_table=tmp_path / "none.csv", cam_json=tmp_path / "none.json",
                           plots_dir=tmp_path / "plots", report_dir=tmp_path, commit="abc", host="here", now="now")
     assert "runs no search" in report and "**A reduced scale** (10 training epochs, 3 scaling-study epochs" in report
+    assert "no search (B1-B7 from the published table); the scaling study 3 epochs" in report
+    assert "per candidate" not in report
