@@ -986,8 +986,16 @@ def chains_block(files: RunFiles) -> str:
                                                                   else ""),
                      _duration(estimate), _duration(wall), ratio, f"{c.get('load_before', '–')} / "
                      f"{c.get('load_after', '–')}", status])
-    return table(["chain", "code commit", "clock's estimate", "took", "took / estimate", "load before / after",
+    finished = [records[n] for n in names if n in records and records[n].get("exit_status") == 0
+                and finite(records[n].get("estimate_s")) and finite(records[n].get("wall_s"))]
+    text = table(["chain", "code commit", "clock's estimate", "took", "took / estimate", "load before / after",
                   "status"], rows, "llrrrrl")
+    if finished:
+        estimate, wall = sum(c["estimate_s"] for c in finished), sum(c["wall_s"] for c in finished)
+        text += (f"\n\nFinished chains ({len(finished)}), summed: {_duration(wall)} against the clock's "
+                 f"{_duration(estimate)} (took / estimate {wall / estimate:.2f}); "
+                 f"{len(names) - len(finished)} of {len(names)} to run or finish.")
+    return text
 
 
 GENERATORS = {

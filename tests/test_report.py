@@ -305,6 +305,7 @@ def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path)
     table = chains_block(files)
     assert "| efficientnet_b0 | `b09b896b54` | 33.3 min | 40.0 min | 1.20 | 0.1 / 1.9 | finished |" in table
     assert "| resnet50 | `b09b896b54` | 33.3 min | 50.0 min | 1.50 | 0.1 / 1.9 | finished in 2 parts |" in table
+    assert "Finished chains (2), summed: 1.5 h against the clock's 1.1 h (took / estimate 1.35); 8 of 10" in table
     assert "| scaling-baseline | – | – | – | – | – | not run yet |" in table  # the rest of small_study, in order
     assert table.index("efficientnet_b0") < table.index("scaling-baseline") < table.index("resnet50")
     summary = run_summary(small, files.models, files.chains)
