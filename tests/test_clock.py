@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from effnet import clock
-from effnet.config import Params, load_params, params_from_dict
+from effnet.config import Params, apply_overrides, load_params, params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,13 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _params(overrides: Path | None = None, **changes: dict) -> Params:
     """params.yaml, with a scripts/*.yaml override file applied as `dvc exp run -S` would, then section changes."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in (yaml.safe_load(overrides.read_text()) if overrides else {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    params = params_from_dict(raw)
+    params = params_from_dict(apply_overrides(raw, yaml.safe_load(overrides.read_text()) if overrides else {}))
     for section, fields in changes.items():
         params = dataclasses.replace(params, **{section: dataclasses.replace(getattr(params, section), **fields)})
     return params

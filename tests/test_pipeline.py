@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from effnet.config import apply_overrides
 from effnet.synthetic import write_synthetic_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,18 +33,6 @@ def _project_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     return [f for f in out.splitlines() if (ROOT / f).is_file()]
-
-
-def apply_overrides(params: dict, overrides: dict) -> dict:
-    """Set dotted keys (`train.epochs`) as `dvc exp run -S` would."""
-    for key, value in overrides.items():
-        node = params
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        assert leaf in node, f"scripts/smoke.yaml sets {key}, which params.yaml does not have"
-        node[leaf] = value
-    return params
 
 
 def run(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:
