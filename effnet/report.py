@@ -741,6 +741,7 @@ class RunFiles:
     cpu_bench: dict[str, Any] | None = None  # benchmarks/bench_cpu.json (benchmarks/bench_cpu.py --json)
     tradeoff: dict[str, Any] | None = None  # benchmarks/small_tradeoff.json (scripts/small_tradeoff.py)
     chains: tuple[dict[str, Any], ...] = ()  # metrics/chains/*.json (scripts/chain.sh), by name
+    cuts: dict[str, Any] | None = None  # benchmarks/small_cuts.json (scripts/small_cuts.py)
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -805,6 +806,7 @@ def read_run_files(root: Path, *, run: Path | None = None, defaults: Path | None
                     search_targets=_read_json(root / "metrics" / "search_targets.json") or None,
                     cpu_bench=_read_json(root / "benchmarks" / "bench_cpu.json") or None,
                     tradeoff=_read_json(root / "benchmarks" / "small_tradeoff.json") or None,
+                    cuts=_read_json(root / "benchmarks" / "small_cuts.json") or None,
                     chains=tuple(_read_json(p) for p in sorted((root / "metrics" / "chains").glob("*.json"))))
 
 
@@ -962,6 +964,21 @@ def tradeoff_block(files: RunFiles) -> str:
                      "test top-1", "test (EMA)"], rows, "lrrrrrrrr"))
 
 
+def cuts_block(files: RunFiles) -> str:
+    """What the small study leaves out, each part with the clock's estimate (benchmarks/small_cuts.json), beside the
+    estimate of the chains it runs."""
+    record = files.cuts or {}
+    if not record.get("cuts"):
+        return "No estimate of the cut parts (`python scripts/small_cuts.py`)."
+    study = sum(c["estimate_s"] for c in record.get("chains", []))
+    rows = [[r["cut"], ", ".join(f"`{s}`" for s in r["stages"]), _duration(r["estimate_s"]),
+             f"{r['estimate_s'] / study:.2f}" if study > 0 else "–"] for r in record["cuts"]]
+    return (f"The clock's estimates (not measurements) on {record['device']}, B0 timed at "
+            f"{record['b0_images_per_s']:,.0f} images/s, time growing as FLOPs^{record['cost_exponent']:.2f} "
+            f"(CPU figures only). The chains the small study runs: {_duration(study)} in all.\n\n"
+            + table(["cut", "stage", "estimate here", "x the small study"], rows, "llrr"))
+
+
 def chains_block(files: RunFiles) -> str:
     """The small study's chains in order (study.yaml `small_study` under the run's params), each with its record
     (metrics/chains/<name>.json: code commit, the clock's estimate, the time taken) or 'not run yet'."""
@@ -1012,6 +1029,7 @@ GENERATORS = {
     "cpu-bench": cpu_bench_block,
     "small-tradeoff": tradeoff_block,
     "chains": chains_block,
+    "small-cuts": cuts_block,
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from effnet import clock
+from effnet import clock, study
 from effnet.config import Params, apply_overrides, load_params, params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +213,21 @@ def test_baselines_cost_their_timing_not_flops_to_a_power() -> None:
     by_name = {j.name: j for j in clock.budget(params, 0.5, {"resnet50": 2.0})}
     assert by_name["resnet50"].cost == pytest.approx(2.0 * params.train.seeds)  # the timed ratio as it is
     assert by_name["resnet152"].cost == pytest.approx(clock.RELATIVE_COST["resnet152"] * params.train.seeds)
+
+
+def test_the_small_studys_cuts_are_the_training_stages_its_chains_do_not_run_and_the_search() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("small_cuts", ROOT / "scripts" / "small_cuts.py")
+    small_cuts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(small_cuts)
+    params = _params(ROOT / "scripts" / "small.yaml")
+    rows = {r["cut"]: r for r in small_cuts.cut_rows(params, 1e-3, 0.5, {"resnet152": 5.0})}
+    run = {stage for chain in study.small_study_chains(params) for stage in chain.stages}
+    assert "efficientnet_b3" in rows and "resnet152" in rows and "efficientnet_b0" not in rows
+    assert not ({s for r in rows.values() for s in r["stages"]} - {"search"}) & run
+    assert rows["resnet152"]["estimate_s"] == pytest.approx(
+        clock.stages_estimate(params, ["train_baseline@resnet152"], 1e-3, 0.5, {"resnet152": 5.0}))
+    full, reduced = (r for name, r in rows.items() if name.startswith("search"))
+    assert full["candidates"] == reduced["candidates"] == clock.search_candidates(params)
+    assert reduced["estimate_s"] < full["estimate_s"]  # the scaling study's epochs and seeds, below the search's

@@ -290,7 +290,7 @@ def test_the_readme_s_search_scope_table_is_the_measurement_and_marks_the_search
 
 def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path) -> None:
     from effnet.config import load_params
-    from effnet.report import chains_block, cpu_bench_block, results_block, run_summary, tradeoff_block
+    from effnet.report import chains_block, cpu_bench_block, cuts_block, results_block, run_summary, tradeoff_block
 
     project(tmp_path, plots=False)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
@@ -314,6 +314,13 @@ def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path)
     block = results_block(files.models, {"alpha": 1.4, "beta": 1.0, "gamma": 1.1}, published=True)
     assert "paper's published table" in block and "Searched coefficients" not in block
     assert "No CPU benchmark committed" in cpu_bench_block(files) and "No trade-off" in tradeoff_block(files)
+    assert "No estimate of the cut parts" in cuts_block(files)
+    cuts = {"device": "cpu", "b0_images_per_s": 245.0, "cost_exponent": 0.5,
+            "chains": [{"chain": "efficientnet_b0", "stages": ["train@efficientnet_b0"], "estimate_s": 3600}],
+            "cuts": [{"cut": "efficientnet_b3", "stages": ["train@efficientnet_b3"], "estimate_s": 7200}]}
+    text = cuts_block(replace(files, cuts=cuts))
+    assert "B0 timed at 245 images/s, time growing as FLOPs^0.50" in text and "runs: 1.0 h in all" in text
+    assert "| efficientnet_b3 | `train@efficientnet_b3` | 2.0 h | 2.00 |" in text
     report = build_report(small, models_table=tmp_path / "metrics" / "models.csv", search_json=tmp_path / "none.json",
                           search_table=tmp_path / "none.csv", cam_json=tmp_path / "none.json",
                           plots_dir=tmp_path / "plots", report_dir=tmp_path, commit="abc", host="here", now="now")
