@@ -742,6 +742,7 @@ class RunFiles:
     tradeoff: dict[str, Any] | None = None  # benchmarks/small_tradeoff.json (scripts/small_tradeoff.py)
     chains: tuple[dict[str, Any], ...] = ()  # metrics/chains/*.json (scripts/chain.sh), by name
     cuts: dict[str, Any] | None = None  # benchmarks/small_cuts.json (scripts/small_cuts.py)
+    cpu_parity: tuple[dict[str, Any], ...] = ()  # benchmarks/bench_cpu_parity*.json: longer bf16 parity checks
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -799,14 +800,16 @@ def read_run_files(root: Path, *, run: Path | None = None, defaults: Path | None
     windows = tuple((p.relative_to(root).as_posix(), yaml.safe_load(p.read_text()) or {})
                     for p in sorted(root.glob(GPU_WINDOWS)))
     models = read_table(models_table or root / "metrics" / "models.csv")
+    bench = root / "benchmarks"
     return RunFiles(params=run_params(run or root / "dvc.lock", defaults or root / "params.yaml"),
                     models=[r for r in models if r.get("model")],
                     search=_read_json(search_json or root / "metrics" / "search.json"),
                     candidates=read_table(search_table or root / "plots" / "search.csv"), windows=windows,
                     search_targets=_read_json(root / "metrics" / "search_targets.json") or None,
-                    cpu_bench=_read_json(root / "benchmarks" / "bench_cpu.json") or None,
-                    tradeoff=_read_json(root / "benchmarks" / "small_tradeoff.json") or None,
-                    cuts=_read_json(root / "benchmarks" / "small_cuts.json") or None,
+                    cpu_bench=_read_json(bench / "bench_cpu.json") or None,
+                    tradeoff=_read_json(bench / "small_tradeoff.json") or None,
+                    cuts=_read_json(bench / "small_cuts.json") or None,
+                    cpu_parity=tuple(_read_json(p) for p in sorted(bench.glob("bench_cpu_parity*.json"))),
                     chains=tuple(_read_json(p) for p in sorted((root / "metrics" / "chains").glob("*.json"))))
 
 
@@ -940,9 +943,12 @@ def cpu_bench_block(files: RunFiles) -> str:
     for i in range(len(rows) - 1, 0, -1):  # the network once, on its first row
         if rows[i][0] == rows[i - 1][0]:
             rows[i][0] = ""
+    checks = [(bench, "")] + [(extra, f" (`{extra['command']}`, load {extra['load_average_at_start']} at its start)")
+                              for extra in files.cpu_parity]
     parity = [f"- {network}: over {p['steps']} steps on {p['batches']} batches, bf16's losses differ from fp32's "
               f"(same initial weights) by {p['bf16_vs_fp32']:.4f} a step on average, another fp32 seed's by "
-              f"{p['seed_vs_seed']:.4f}" for network, p in (bench.get("parity") or {}).items()]
+              f"{p['seed_vs_seed']:.4f}{where}"
+              for run, where in checks for network, p in (run.get("parity") or {}).items()]
     head = (f"`{bench['command']}`: torch {bench['torch']}, CPU {bench['cpu']}, load average "
             f"{bench['load_average_at_start']} at the start; batch {bench['batch_size']}, the median of "
             f"{bench['steps']} steps after {bench['warmup_steps']} warm-up steps (CPU figures only).")

@@ -315,6 +315,15 @@ def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path)
     assert "paper's published table" in block and "Searched coefficients" not in block
     assert "No CPU benchmark committed" in cpu_bench_block(files) and "No trade-off" in tradeoff_block(files)
     assert "No estimate of the cut parts" in cuts_block(files)
+    bench = {"command": "bench", "torch": "2", "cpu": "x", "load_average_at_start": 0.1, "batch_size": 128, "steps": 6,
+             "warmup_steps": 2, "rows": [{"network": "resnet50", "setup": "plain", "ms_per_step": 900.0,
+                                          "images_per_s": 142.0, "vs_plain": 1.0}],
+             "parity": {"resnet50": {"steps": 8, "batches": "real", "bf16_vs_fp32": 0.05, "seed_vs_seed": 0.04}}}
+    longer = dict(bench, command="longer", load_average_at_start=0.2,
+                  parity={"resnet50": {"steps": 40, "batches": "real", "bf16_vs_fp32": 0.03, "seed_vs_seed": 0.06}})
+    text = cpu_bench_block(replace(files, cpu_bench=bench, cpu_parity=(longer,)))
+    assert "- resnet50: over 8 steps on real batches, bf16's losses differ from fp32's" in text
+    assert "over 40 steps" in text and "another fp32 seed's by 0.0600 (`longer`, load 0.2 at its start)" in text
     cuts = {"device": "cpu", "b0_images_per_s": 245.0, "cost_exponent": 0.5,
             "chains": [{"chain": "efficientnet_b0", "stages": ["train@efficientnet_b0"], "estimate_s": 3600}],
             "cuts": [{"cut": "efficientnet_b3", "stages": ["train@efficientnet_b3"], "estimate_s": 7200}]}
