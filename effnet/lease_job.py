@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 Clock = Callable[[], float]
+MAX_GROWTH = 4.0  # a benchmark row's time against the last one's, at most (B4 -> B5 about 2x on the CPU here)
 
 
 def read_deadline(path: Path) -> float:
@@ -70,13 +71,14 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
 
     Before each row the deadline is read again, and the row is not started (nor any after it)
     when the time left is under `reserve_s` (the work that must still follow) plus the row's
-    estimate: its own `estimate_s`, or the longest row measured so far when that is longer
-    (later rows are the larger models). A row that raises is recorded with its error and the
+    estimate: its own `estimate_s`, or the longest row measured so far times the growth of the
+    last row over the one before (at most `MAX_GROWTH`), when that is longer: later rows are
+    the larger models, each several times the last. A row that raises is recorded with its error and the
     benchmark goes on. `out` holds {"rows": [...], "stopped": null or why, ...header}.
     """
     record: dict[str, Any] = {**(header or {}), "rows": [], "skipped": [], "stopped": None}
     write_json_atomic(out, record)
-    longest = 0.0
+    longest, growth, last = 0.0, 1.0, None
     for row in rows:
         if record["stopped"] is not None:
             record["skipped"].append(row.name)
@@ -85,10 +87,10 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
             record["skipped"].append(row.name)
             continue
         left = time_left(deadline_file, clock)
-        needed = reserve_s + max(row.estimate_s, longest)
-        if left < needed:
+        estimate = max(row.estimate_s, longest * growth)
+        if left < reserve_s + estimate:
             record["stopped"] = (f"before {row.name}: {left:.0f} s left, under the {reserve_s:.0f} s reserved for "
-                                 f"the rest of the job plus this row's {max(row.estimate_s, longest):.0f} s")
+                                 f"the rest of the job plus this row's estimated {estimate:.0f} s")
             record["skipped"].append(row.name)
             write_json_atomic(out, record)
             continue
@@ -99,6 +101,9 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
             figures = {"name": row.name, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
                        if str(error) else type(error).__name__}
         figures["wall_s"] = round(clock() - began, 3)
+        if last and figures["wall_s"] > 0:
+            growth = min(MAX_GROWTH, max(1.0, figures["wall_s"] / last))
+        last = figures["wall_s"] or None
         longest = max(longest, figures["wall_s"])
         record["rows"].append(figures)
         write_json_atomic(out, record)

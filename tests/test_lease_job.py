@@ -54,8 +54,8 @@ def test_the_benchmark_stops_inside_its_limit_and_keeps_every_finished_row(tmp_p
     deadline = tmp_path / "deadline"
     deadline.write_text(f"{clock.now + 100:.0f}\n")
     out = tmp_path / "bench.json"
-    record = run_rows(_rows(clock, [10, 20, 20, 20, 20, 20]), out, deadline_file=deadline, reserve_s=40, clock=clock)
-    # 100 s, 40 reserved: rows of 10, 20, 20 end at 50 s; the next needs 20 + 40 > the 50 left
+    record = run_rows(_rows(clock, [20, 20, 20, 20, 20, 20]), out, deadline_file=deadline, reserve_s=40, clock=clock)
+    # 100 s, 40 reserved: three rows of 20 end at 60 s; the next needs 20 + 40 > the 40 left
     assert [r["name"] for r in record["rows"]] == ["row0", "row1", "row2"]
     assert record["skipped"] == ["row3", "row4", "row5"] and "before row3" in record["stopped"]
     assert clock.now <= read_deadline(deadline) - 40
@@ -68,6 +68,17 @@ def test_the_benchmark_stops_inside_its_limit_and_keeps_every_finished_row(tmp_p
     moved = Row("mover", 0.0, lambda: (deadline.write_text(f"{clock.now + 1000:.0f}\n"), {})[1])
     record = run_rows([moved, *rows], out, deadline_file=deadline, reserve_s=40, clock=clock)
     assert record["stopped"] is None and len(record["rows"]) == 5
+
+
+def test_rows_that_grow_are_stopped_before_one_would_overrun(tmp_path):
+    clock = FakeClock()
+    deadline = tmp_path / "deadline"
+    deadline.write_text(f"{clock.now + 30:.0f}\n")
+    # each row 3x the last: after 1 + 3 (4 s), 26 s left would hold "the longest" (3 s) but not 3 x 3 = 9 ... until
+    # 1 + 3 + 9 = 13 s, 17 left, under the next row's estimate of 27
+    record = run_rows(_rows(clock, [1, 3, 9, 27]), tmp_path / "b.json", deadline_file=deadline, reserve_s=0,
+                      clock=clock)
+    assert [r["name"] for r in record["rows"]] == ["row0", "row1", "row2"] and clock.now <= read_deadline(deadline)
 
 
 def test_a_failing_row_is_recorded_and_optional_rows_are_skipped_when_asked(tmp_path):
