@@ -212,3 +212,37 @@ def test_the_clock_labels_measured_and_estimated_gpu_figures(tmp_path):
     b0 = next(j for j in effnet_clock.budget(params) if j.name == "efficientnet_b0")
     assert effnet_clock.duration(b0.b0_images / 1000.0) in by_model["efficientnet_b0"]
     assert effnet_clock.main(["--gpu", "--lease-bench", str(tmp_path / "bench.json")], out=lambda s: None) == 0
+
+
+def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_deadline(tmp_path, monkeypatch):
+    """scripts/lease_job.py's phase 2 with gpu.py's run_window replaced by a recorder: the window it writes."""
+    import time
+    from types import SimpleNamespace
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("lease_job_script", ROOT / "scripts" / "lease_job.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    calls = []
+
+    def run_window(window_path, **kwargs):
+        calls.append((yaml.safe_load(Path(window_path).read_text()), kwargs))
+        return 0
+
+    monkeypatch.setattr(job, "load_script", lambda path, name: SimpleNamespace(run_window=run_window))
+    (tmp_path / "ready.json").write_text("{}")
+    (tmp_path / "deadline").write_text(f"{int(time.time()) + 400}\n")
+    args = SimpleNamespace(ready=tmp_path / "ready.json", deadline_file=tmp_path / "deadline", reserve_s=60.0,
+                           stage_start_s=20.0, pack_s=30.0, stop_s=30.0, lease_dir=tmp_path, store=tmp_path / "store")
+    bench = {"rows": [{"kind": "train", "model": "efficientnet_b0", "images_per_s": 20_000.0},
+                      {"kind": "train", "model": "resnet50", "images_per_s": 10_000.0}]}
+    record: dict = {}
+    assert job.train_and_evaluate(args, bench, record) == 0
+    (window, kwargs), = calls
+    plan = record["plan"]
+    assert window["models"] == ["efficientnet_b0", "resnet50"] and kwargs["prepared"] is True
+    assert window["params"]["train.epochs"] == plan["epochs"] >= 1 and plan["fits"]
+    # training, then the evaluation the window reserves, the packing and the trainer's stop: inside the 400 s
+    assert plan["training_s"] + plan["evaluate_s"] + 30 + 30 + 20 <= plan["time_left_s"]
+    assert 0 < kwargs["limit_s"] <= 400
