@@ -138,7 +138,7 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
     import yaml
 
     from effnet import clock as effnet_clock
-    from effnet.config import load_params
+    from effnet.config import load_params, params_from_dict
     from effnet.lease_job import choose_epochs, time_left, train_rates, wait_for, write_json_atomic
 
     if not wait_for(args.ready, deadline_file=args.deadline_file, reserve_s=args.reserve_s):
@@ -149,7 +149,17 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
         if args.deadline_file.stat().st_mtime >= ready_at:
             break
         time.sleep(1)
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     params = load_params(ROOT / "params.yaml")
+    if overrides:  # as the window will apply them (gpu.py write_params), so that the epochs fit what runs
+        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+        for key, value in overrides.items():
+            node = raw
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        params = params_from_dict(raw)
     data, train = params.data, params.train
     val = effnet_clock.CLASSES * data.val_per_class
     final = (effnet_clock.CLASSES * params.evaluate.images_per_class * 2 if params.evaluate.images_per_class
@@ -173,7 +183,7 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
         f"(about {plan.expected_s:.0f} s of training, {evaluate_s:.0f} s of evaluation; fits: {plan.fits})")
     window = {"name": "lease", "coefficients": "published", "models": models,
               "reserve_s": {"pack": args.pack_s, "evaluate": round(evaluate_s)},
-              "params": {"train.epochs": plan.epochs},
+              "params": {**overrides, "train.epochs": plan.epochs},
               "estimates": {m: [round(s, 1), round(s, 1)] for m, s in plan.per_epoch_s.items()}}
     window_path = args.lease_dir / "window.yaml"
     window_path.write_text(yaml.safe_dump(window, sort_keys=False))
@@ -203,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack-s", type=float, default=30.0, help="the run's own packing into out/")
     parser.add_argument("--stop-s", type=float, default=30.0, help="a trainer's stop after its deadline")
     parser.add_argument("--bench-only", action="store_true", help="phase 1 only")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dotted params override of the training window (the CPU dry run's smaller profile; "
+                             "a lease runs params.yaml as it is)")
     args = parser.parse_args(argv)
     args.lease_dir = args.lease_dir or args.deadline_file.parent
     args.lease_dir.mkdir(parents=True, exist_ok=True)

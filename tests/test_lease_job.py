@@ -234,7 +234,8 @@ def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_de
     (tmp_path / "ready.json").write_text("{}")
     (tmp_path / "deadline").write_text(f"{int(time.time()) + 400}\n")
     args = SimpleNamespace(ready=tmp_path / "ready.json", deadline_file=tmp_path / "deadline", reserve_s=60.0,
-                           stage_start_s=20.0, pack_s=30.0, stop_s=30.0, lease_dir=tmp_path, store=tmp_path / "store")
+                           stage_start_s=20.0, pack_s=30.0, stop_s=30.0, lease_dir=tmp_path, store=tmp_path / "store",
+                           set=["train.train_per_class=20"])
     bench = {"rows": [{"kind": "train", "model": "efficientnet_b0", "images_per_s": 20_000.0},
                       {"kind": "train", "model": "resnet50", "images_per_s": 10_000.0}]}
     record: dict = {}
@@ -243,6 +244,7 @@ def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_de
     plan = record["plan"]
     assert window["models"] == ["efficientnet_b0", "resnet50"] and kwargs["prepared"] is True
     assert window["params"]["train.epochs"] == plan["epochs"] >= 1 and plan["fits"]
+    assert window["params"]["train.train_per_class"] == 20 and plan["epochs"] == 100  # 2,000 images: the most fit
     # training, then the evaluation the window reserves, the packing and the trainer's stop: inside the 400 s
     assert plan["training_s"] + plan["evaluate_s"] + 30 + 30 + 20 <= plan["time_left_s"]
     assert 0 < kwargs["limit_s"] <= 400
