@@ -510,6 +510,7 @@ def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | N
                  "outputs": [o for o in outputs if o != "gpu/done"],
                  "note": "the lease job left no archive of its run (cut before it packed): outputs from the tree"},
                 indent=2) + "\n")
+        (staging / "left_out.txt").unlink(missing_ok=True)  # the run's own packing's: written again if need be
         (staging / "lease").mkdir(exist_ok=True)
         for name in LEASE_RECORDS:
             if (lease_dir / name).is_file():

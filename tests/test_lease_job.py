@@ -248,3 +248,30 @@ def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_de
     # training, then the evaluation the window reserves, the packing and the trainer's stop: inside the 400 s
     assert plan["training_s"] + plan["evaluate_s"] + 30 + 30 + 20 <= plan["time_left_s"]
     assert 0 < kwargs["limit_s"] <= 400
+
+
+def test_pack_lease_brings_a_real_unfinished_checkpoint_home_in_bf16(tmp_path):
+    import torch
+
+    from effnet.checkpoint import load_checkpoint, save_checkpoint
+    from effnet.config import TrainConfig
+    from effnet.models import ModelSpec
+
+    root, lease = tmp_path / "root", tmp_path / "lease"
+    lease.mkdir()
+    model = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 64)).sum().backward()
+    optimizer.step()
+    spec = ModelSpec(name="tiny", arch="efficientnet", resolution=16, width=0.25, depth=0.34, dropout=0.1)
+    checkpoint = root / "checkpoints" / "efficientnet_b0" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    save_checkpoint(checkpoint, spec, TrainConfig(), epoch=1, history=[], train_time_s=1.0,
+                    objects={"model": model, "ema": None, "optimizer": optimizer, "scheduler": None, "scaler": None})
+    gpu.pack_lease(root, lease, tmp_path / "out")
+    here = tmp_path / "here"
+    gpu.unpack([tmp_path / "out"], here)
+    small = load_checkpoint(here / "checkpoints" / "efficientnet_b0" / "last.pt")
+    assert small["epoch"] == 1 and small["model"]["weight"].dtype == torch.bfloat16
+    assert torch.equal(small["model"]["weight"], model.weight.detach().to(torch.bfloat16))
+    assert gpu.bf16_resume_record(here, "efficientnet_b0")["fp32_bytes"] == checkpoint.stat().st_size
