@@ -6,6 +6,7 @@ limit, and bring every result home in one archive per call. docs/gpu.md has the 
     device:  python3 scripts/gpu.py stash .carry/partN            (one call per part, back to back)
     device:  python3 scripts/gpu.py data [WINDOW]                 (join the parts, prepare the arrays)
     device:  python3 scripts/gpu.py run scripts/gpu_window1.yaml [--limit-s 540] [--only JOB ...]
+    device:  python3 scripts/gpu.py pack-lease --out $OUT         (a lease's last call: docs/lease.md)
     here:    python scripts/gpu.py unpack DIR | FILE...           (then commit what it lists)
 
 A window file names stages of dvc.yaml (`search`, `scale@depth-3`, `evaluate@scaling/baseline`; a matrix stage's
