@@ -413,6 +413,14 @@ def load_lease_bench(path: Path = LEASE_BENCH) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def lease_rates(bench: dict[str, Any], variant: str = "recipe") -> dict[str, float]:
+    """{model: training images/s} of a lease benchmark's rows of `variant` (effnet.lease_job.run_rows's file, written
+    by scripts/lease_job.py), rows with an error left out."""
+    return {row["model"]: float(row["images_per_s"]) for row in bench.get("rows", [])
+            if row.get("kind") == "train" and row.get("variant", "recipe") == variant and "error" not in row
+            and row.get("images_per_s")}
+
+
 def gpu_lines(params: Params, bench: dict[str, Any] | None, source: Path = LEASE_BENCH) -> list[str]:
     """The run in params.yaml on a lease's GPU, each figure labelled: from a rate the lease measured, or estimated.
 
@@ -424,9 +432,7 @@ def gpu_lines(params: Params, bench: dict[str, Any] | None, source: Path = LEASE
     synthetic data at its batch size, and the stage starts (`STAGE_START_S`) and validation
     passes are counted as on the CPU, so even a "measured rate" line is an estimate of a run.
     """
-    from effnet.lease_job import train_rates
-
-    rates = train_rates(bench or {})
+    rates = lease_rates(bench or {})
     b0 = rates.get("efficientnet_b0")
     if b0 is None:
         return [f"clock (GPU): no lease benchmark with B0 at {source}: no GPU figure is measured; "

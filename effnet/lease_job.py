@@ -111,13 +111,6 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
     return record
 
 
-def train_rates(bench: dict[str, Any], variant: str = "recipe") -> dict[str, float]:
-    """{model: training images/s} of a benchmark record's rows of `variant` (rows with an error left out)."""
-    return {row["model"]: float(row["images_per_s"]) for row in bench.get("rows", [])
-            if row.get("kind") == "train" and row.get("variant", "recipe") == variant and "error" not in row
-            and row.get("images_per_s")}
-
-
 @dataclass(frozen=True)
 class EpochPlan:
     """The epochs chosen for the lease's training runs, with the figures they come from (all seconds)."""

@@ -139,7 +139,7 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
 
     from effnet import clock as effnet_clock
     from effnet.config import load_params, params_from_dict
-    from effnet.lease_job import choose_epochs, time_left, train_rates, wait_for, write_json_atomic
+    from effnet.lease_job import choose_epochs, time_left, wait_for, write_json_atomic
 
     if not wait_for(args.ready, deadline_file=args.deadline_file, reserve_s=args.reserve_s):
         record["phase2"] = f"{args.ready} never came, with under {args.reserve_s:.0f} s left: nothing trained"
@@ -164,7 +164,7 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
     val = effnet_clock.CLASSES * data.val_per_class
     final = (effnet_clock.CLASSES * params.evaluate.images_per_class * 2 if params.evaluate.images_per_class
              else val + effnet_clock.TEST_IMAGES)
-    rates = train_rates(bench_record)
+    rates = effnet_clock.lease_rates(bench_record)
     models = list(MUST_MODELS)
     evaluate_s = (3 * args.stage_start_s  # two evaluate stages and collect
                   + sum(effnet_clock.EVAL_COST * final / rates[m] for m in models if rates.get(m)))

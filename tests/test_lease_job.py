@@ -14,7 +14,7 @@ import pytest
 from effnet import clock as effnet_clock
 from effnet import transfer
 from effnet.config import load_params
-from effnet.lease_job import Row, choose_epochs, read_deadline, run_rows, time_left, train_rates, wait_for
+from effnet.lease_job import Row, choose_epochs, read_deadline, run_rows, time_left, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,12 +121,12 @@ def test_epochs_chosen_from_the_rates_end_before_the_deadline():
         choose_epochs({"efficientnet_b0": 1.0}, list(rates), time_left_s=400.0, **figures)
 
 
-def test_train_rates_reads_only_the_recipe_rows_without_errors():
+def test_the_clock_reads_only_the_recipe_rows_without_errors_as_rates():
     bench = {"rows": [{"kind": "matmul", "tflops": 700.0},
                       {"kind": "train", "model": "efficientnet_b0", "variant": "recipe", "images_per_s": 9000.0},
                       {"kind": "train", "model": "efficientnet_b0", "variant": "compile", "images_per_s": 12000.0},
                       {"kind": "train", "model": "resnet50", "variant": "recipe", "error": "OOM"}]}
-    assert train_rates(bench) == {"efficientnet_b0": 9000.0}
+    assert effnet_clock.lease_rates(bench) == {"efficientnet_b0": 9000.0}
 
 
 def _lease_tree(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
