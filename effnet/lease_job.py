@@ -66,7 +66,8 @@ class Row:
 
 
 def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: float, clock: Clock = time.time,
-             header: dict[str, Any] | None = None, skip_optional: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+             header: dict[str, Any] | None = None, skip_optional: Callable[[], bool] = lambda: False,
+             log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Measure `rows` in order, each written to `out` as soon as it is done; returns what was written.
 
     Before each row the deadline is read again, and the row is not started (nor any after it)
@@ -74,7 +75,7 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
     estimate: its own `estimate_s`, or the longest row measured so far times the growth of the
     last row over the one before (at most `MAX_GROWTH`), when that is longer: later rows are
     the larger models, each several times the last. A row that raises is recorded with its error and the
-    benchmark goes on. `out` holds {"rows": [...], "stopped": null or why, ...header}.
+    benchmark goes on; `log` gets a line per row. `out` holds {"rows": [...], "stopped": null or why, ...header}.
     """
     record: dict[str, Any] = {**(header or {}), "rows": [], "skipped": [], "stopped": None}
     write_json_atomic(out, record)
@@ -93,6 +94,7 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
                                  f"the rest of the job plus this row's estimated {estimate:.0f} s")
             record["skipped"].append(row.name)
             write_json_atomic(out, record)
+            log(f"stopped {record['stopped']}")
             continue
         began = clock()
         try:
@@ -107,6 +109,8 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
         longest = max(longest, figures["wall_s"])
         record["rows"].append(figures)
         write_json_atomic(out, record)
+        log(f"{row.name}: {figures['wall_s']:.1f} s, {left - figures['wall_s']:.0f} s left"
+            + (f" ({figures['error']})" if "error" in figures else ""))
     write_json_atomic(out, record)  # the rows skipped after the stop too
     return record
 

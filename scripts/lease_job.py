@@ -128,7 +128,7 @@ def benchmark(args, clock=time.time) -> dict:
                   "note": "measured on the lease's machine; every other figure of the plan is an estimate"}
         return run_rows(rows, args.lease_dir / "bench.json", deadline_file=args.deadline_file,
                         reserve_s=args.reserve_s, clock=clock, header=header,
-                        skip_optional=lambda: args.ready.exists())
+                        skip_optional=lambda: args.ready.exists(), log=say)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
