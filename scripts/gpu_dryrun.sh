@@ -79,7 +79,7 @@ if [ "$MODE" = lease ]; then
   rm -rf "$DEV" "$DEV.root" && mkdir -p "$DEV" "$LDIR" "$STORE"
   LEASE_START=$(date +%s); RETURNED=""; JOBPID=""
   left() { echo $(( LEASE_S - ($(date +%s) - LEASE_START) )); }
-  # lease_call NAME CARRY PACK_S COMMAND(with JOB/WORK placeholders): one device call under the plan's rules
+  # lease_call NAME CARRY PACK_S COMMAND(with @JOB@/@WORK@ placeholders): one device call under the plan's rules
   lease_call() {
     local name=$1 carry=$2 pack=$3 command=$4 cold="" budget fig timeout job work bytes rc=0 cut
     if [ -n "$RETURNED" ] && [ $(( $(date +%s) - RETURNED )) -gt "$RELEASE_S" ]; then
@@ -99,8 +99,10 @@ if [ "$MODE" = lease ]; then
     bytes=$( (git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null;
               [ -n "$carry" ] && find "$carry" -type f -exec stat -c %s {} +) | awk '{s+=$1} END {print s+0}')
     [ "$bytes" -le $(( LIMIT_MIB * 1048576 )) ] || { echo "error: call $name carries $bytes bytes, over ${LIMIT_MIB} MiB" >&2; exit 1; }
-    command=${command//JOB/$job}; command=${command//WORK/$work}
-    cut=$(left); [ "$cut" -lt "$timeout" ] && timeout=$cut   # the lease's end cuts the call
+    command=${command//@JOB@/$job}; command=${command//@WORK@/$work}
+    cut=$(left)
+    [ "$cut" -ge 1 ] || { echo "call $name: the lease is over: no call"; return 0; }
+    [ "$cut" -lt "$timeout" ] && timeout=$cut   # the lease's end cuts the call
     rm -rf "$WORK/out/$name" && mkdir -p "$WORK/out/$name"
     say "call $name: budget $budget s, timeout_s $timeout, $(( bytes / 1048576 )) MiB carried: $command"
     (cd "$DEV" && PATH="$VENV/bin:$PATH" OUT="$WORK/out/$name" EFFNET_CARRY_STORE="$STORE" EFFNET_LEASE_DIR="$LDIR" \
@@ -114,10 +116,10 @@ if [ "$MODE" = lease ]; then
   # the job's phase 1 on the CPU: tiny batches and steps; --set gives the training a CPU-sized profile
   JOBARGS="--deadline-file $LDIR/deadline --store $STORE --batch-size 8 --warmup-steps 1 --steps 2 --reserve-s 90"
   JOBARGS="$JOBARGS --stage-start-s 15 --set $LEASE_SET"
-  lease_call first .carry/data/part1 25 "PYTHONPATH=. python3 scripts/carry.py stash .carry/data/part1 || exit 1; echo \$(( \$(date +%s) + JOB )) > $LDIR/deadline; PYTHONPATH=. setsid nohup python3 scripts/lease_job.py $JOBARGS > $LDIR/job.log 2>&1 < /dev/null & echo \$! > $LDIR/job.pid; sleep 2; cat $LDIR/job.log"
+  lease_call first .carry/data/part1 25 "PYTHONPATH=. python3 scripts/carry.py stash .carry/data/part1 || exit 1; echo \$(( \$(date +%s) + @JOB@ )) > $LDIR/deadline; PYTHONPATH=. setsid nohup python3 scripts/lease_job.py $JOBARGS > $LDIR/job.log 2>&1 < /dev/null & echo \$! > $LDIR/job.pid; sleep 2; cat $LDIR/job.log"
   JOBPID=$(cat "$LDIR/job.pid" 2>/dev/null || true)
-  lease_call second .carry/data/part2 25 "echo \$(( \$(date +%s) + JOB )) > $LDIR/deadline; PYTHONPATH=. python3 scripts/carry.py stash .carry/data/part2 && PYTHONPATH=. python3 scripts/carry.py prepare; tail -5 $LDIR/job.log"
-  lease_call last "" 25 "end=\$(( \$(date +%s) + WORK )); while [ ! -f $LDIR/done ] && [ \$(date +%s) -lt \$end ]; do sleep 5; done; cat $LDIR/done || true; python3 scripts/gpu.py pack-lease --out \$OUT"
+  lease_call second .carry/data/part2 25 "echo \$(( \$(date +%s) + @JOB@ )) > $LDIR/deadline; PYTHONPATH=. python3 scripts/carry.py stash .carry/data/part2 && PYTHONPATH=. python3 scripts/carry.py prepare; tail -5 $LDIR/job.log"
+  lease_call last "" 25 "end=\$(( \$(date +%s) + @WORK@ )); while [ ! -f $LDIR/done ] && [ \$(date +%s) -lt \$end ]; do sleep 5; done; cat $LDIR/done || true; python3 scripts/gpu.py pack-lease --out \$OUT"
   [ -n "$JOBPID" ] && kill -- -"$JOBPID" 2>/dev/null || true   # give_back: the machine and its job go
   say "lease: $(( $(date +%s) - LEASE_START )) s of $LEASE_S used"
   files=$(ls "$WORK/out/last" 2>/dev/null | wc -l)
