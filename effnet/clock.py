@@ -1,6 +1,7 @@
 """A clock before work starts: what the run in params.yaml will cost on this device.
 
     python -m effnet.clock [--params params.yaml] [--overrides scripts/small.yaml] [--steps 3] [--stages STAGE ...]
+    python -m effnet.clock --gpu [--lease-bench benchmarks/bench_lease.json]   # a lease's measured GPU rates
 
 The estimate multiplies two things:
 
@@ -397,6 +398,76 @@ def load_timing(path: Path, device: str, base_resolution: int) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
+# `scripts/gpu.py unpack` copies a lease's benchmark (the lease job's bench.json, docs/lease.md) here
+LEASE_BENCH = Path("benchmarks/bench_lease.json")
+
+
+def load_lease_bench(path: Path = LEASE_BENCH) -> dict[str, Any] | None:
+    """A lease's benchmark record, or None when there is none (or it is unreadable)."""
+    import json
+
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def lease_rates(bench: dict[str, Any], variant: str = "recipe") -> dict[str, float]:
+    """{model: training images/s} of a lease benchmark's rows of `variant` (effnet.lease_job.run_rows's file, written
+    by scripts/lease_job.py), rows with an error left out."""
+    return {row["model"]: float(row["images_per_s"]) for row in bench.get("rows", [])
+            if row.get("kind") == "train" and row.get("variant", "recipe") == variant and "error" not in row
+            and row.get("images_per_s")}
+
+
+def gpu_lines(params: Params, bench: dict[str, Any] | None, source: Path = LEASE_BENCH) -> list[str]:
+    """The run in params.yaml on a lease's GPU, each figure labelled: from a rate the lease measured, or estimated.
+
+    A matrix model with a row of its own in the lease's benchmark costs its training images at
+    its measured rate ("measured rate"); every other network (the search's candidates, the phi
+    model, the scaling study, a matrix model without a row) costs its FLOPs ratio to B0 at B0's
+    measured rate, time following FLOPs ("estimated"). Without a lease benchmark, or without B0
+    in it, there is no GPU figure at all: the lines say so. The rates come from the benchmark's
+    synthetic data at its batch size, and the stage starts (`STAGE_START_S`) and validation
+    passes are counted as on the CPU, so even a "measured rate" line is an estimate of a run.
+    """
+    rates = lease_rates(bench or {})
+    b0 = rates.get("efficientnet_b0")
+    if b0 is None:
+        return [f"clock (GPU): no lease benchmark with B0 at {source}: no GPU figure is measured; "
+                "the GPU times of docs/lease.md and the windows are estimates"]
+    baselines = {m.name: b0 / rates[m.name] for m in study.matrix() if m.is_baseline and m.name in rates}
+    jobs = budget(params, 1.0, baselines)
+    seconds_per_b0_image = 1 / b0
+    lines = [f"clock (GPU): {bench.get('device', '?')}, from the lease benchmark {source} "
+             f"({bench.get('data', '?')} data, batch {bench.get('batch_size', '?')}): B0 trains at {b0:,.0f} images/s "
+             "(measured); lines marked 'estimated' scale B0's rate by FLOPs"]
+    measured_s = estimated_s = 0.0
+    others: dict[str, list[float]] = {}
+    for job in jobs:
+        seconds = job.b0_images * seconds_per_b0_image
+        if job.stage in ("train", "train_baseline") and job.name in rates:
+            if job.stage == "train":  # its own rate, in place of its FLOPs ratio
+                seconds *= (b0 / rates[job.name]) / RELATIVE_COST[job.name]
+            measured_s += seconds
+            lines.append(f"  {job.name:<20} {job.epochs} epochs  ~ {duration(seconds):>12}  measured rate "
+                         f"({rates[job.name]:,.0f} images/s)")
+        elif job.stage in ("train", "train_baseline"):
+            estimated_s += seconds
+            lines.append(f"  {job.name:<20} {job.epochs} epochs  ~ {duration(seconds):>12}  estimated "
+                         "(no row in the lease benchmark)")
+        else:
+            estimated_s += seconds
+            others.setdefault(job.stage, []).append(seconds)
+    for stage, members in others.items():
+        lines.append(f"  {stage:<20} {len(members)} networks  ~ {duration(sum(members)):>12}  estimated "
+                     "(FLOPs ratio at B0's measured rate)")
+    lines.append(f"  images alone: {duration(measured_s)} from measured rates, {duration(estimated_s)} estimated; "
+                 f"stage starts ({STAGE_START_S:.0f} s each, the CPU's) not counted: an estimate")
+    return lines
+
+
 def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -405,6 +476,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
     parser.add_argument("--model-line", metavar="MODEL", help="only the line a matrix model's training starts with")
     parser.add_argument("--chains", action="store_true",
                         help="the estimate of each chain of the small study (study.yaml small_study) and of all")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the run on a lease's GPU, from its benchmark (--lease-bench), without timing here")
+    parser.add_argument("--lease-bench", type=Path, default=LEASE_BENCH)
     parser.add_argument("--stages", nargs="+", metavar="STAGE",
                         help="only the estimate, in seconds, of these training stages and their evaluation (a chain)")
     args = parser.parse_args(argv)
@@ -415,6 +489,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
         return 1
     if args.model_line:
         out(matrix_model_line(args.model_line, params))
+        return 0
+    if args.gpu:
+        for line in gpu_lines(params, load_lease_bench(args.lease_bench), args.lease_bench):
+            out(line)
         return 0
     device, torch_device = describe_device()
     seconds = time_b0(params, torch_device, steps=args.steps)

@@ -6,6 +6,7 @@ limit, and bring every result home in one archive per call. docs/gpu.md has the 
     device:  python3 scripts/gpu.py stash .carry/partN            (one call per part, back to back)
     device:  python3 scripts/gpu.py data [WINDOW]                 (join the parts, prepare the arrays)
     device:  python3 scripts/gpu.py run scripts/gpu_window1.yaml [--limit-s 540] [--only JOB ...]
+    device:  python3 scripts/gpu.py pack-lease --out $OUT         (a lease's last call: docs/lease.md)
     here:    python scripts/gpu.py unpack DIR | FILE...           (then commit what it lists)
 
 A window file names stages of dvc.yaml (`search`, `scale@depth-3`, `evaluate@scaling/baseline`; a matrix stage's
@@ -447,6 +448,120 @@ def bf16_weights(model_pt: Path, target: Path) -> None:
                 "metrics": payload["metrics"], "train_config": payload["train_config"]}, target)
 
 
+BF16_RECORD = "last.pt.bf16.json"  # beside a checkpoint shrunk to bf16 for the way home: its run resumes rounded
+
+
+def bf16_resume_record(root: Path, model: str | None) -> dict[str, Any] | None:
+    """The record beside `model`'s checkpoint that it was shrunk to bf16 (`pack_lease`), if the run resumes from one."""
+    if model is None:
+        return None
+    path = root / "checkpoints" / model / BF16_RECORD
+    if not (path.is_file() and (root / "checkpoints" / model / "last.pt").is_file()):
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {"note": f"{path.name} unreadable; the checkpoint was shrunk to bf16"}
+
+
+LEASE_RECORDS = ("bench.json", "job.json", "job.log", "window.yaml")  # of the lease job's folder, packed under lease/
+# without a run's archive: what the stages wrote since the job started
+LEASE_OUTPUTS = ("metrics/models.csv", "metrics/models", "dvclive", "predictions", "gpu/done")
+MAX_FILES = 8  # the device tool returns at most 8 files a call
+FILE_LIMIT_BYTES = 16 * 2**20  # each at most 16 MiB
+
+
+def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | None = None) -> list[Path]:
+    """The last call's packing: the lease job's results as `results.tar[.NN]` and `results.md5` in `out`.
+
+    The job's `run` archive (`lease_dir/out`, which `unpack` reads) is checked and unpacked
+    into the staging; without one (the job was cut before it packed) its committed outputs are
+    taken from the tree (`LEASE_OUTPUTS`) under a status that says so. The job's records go
+    under `lease/` (the benchmark JSON, its log, its plan). The checkpoint of each unfinished
+    run (a checkpoint, no weights) is written again in bf16 (`shrink_checkpoint`), with a
+    `BF16_RECORD` beside it that the resumed run's status and done record carry; these and
+    the weights go in as space allows, smallest first (`transfer.pack`'s cap). At most
+    `MAX_FILES` files of at most `FILE_LIMIT_BYTES` each, or a RecipeError.
+    """
+    from effnet.checkpoint import shrink_checkpoint
+
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-lease-"))
+    try:
+        run_out = lease_dir / "out"
+        if (run_out / "results.md5").is_file():
+            staging = transfer.extract([run_out], scratch / "run")
+        else:
+            staging = scratch / "results"
+            staging.mkdir()
+            try:  # the tree's committed files (an earlier run's) predate the job: they stay behind
+                since = float(json.loads((lease_dir / "job.json").read_text())["started"])
+            except (OSError, ValueError, KeyError, TypeError):
+                since = 0.0
+            outputs = []
+            for rel in LEASE_OUTPUTS:
+                source = root / rel
+                for path in sorted(source.rglob("*")) if source.is_dir() else [source] if source.is_file() else []:
+                    if path.is_file() and path.stat().st_mtime >= since:
+                        target = staging / path.relative_to(root)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(path, target)
+                        outputs.append(str(path.relative_to(root)))
+            (staging / "status.json").write_text(json.dumps(
+                {"window": "lease", "started": time.strftime("%FT%TZ", time.gmtime()), "jobs": {},
+                 "outputs": [o for o in outputs if o != "gpu/done"],
+                 "note": "the lease job left no archive of its run (cut before it packed): outputs from the tree"},
+                indent=2) + "\n")
+        (staging / "left_out.txt").unlink(missing_ok=True)  # the run's own packing's: written again if need be
+        (staging / "lease").mkdir(exist_ok=True)
+        for name in LEASE_RECORDS:
+            if (lease_dir / name).is_file():
+                shutil.copyfile(lease_dir / name, staging / "lease" / name)
+        extras_dir = scratch / "extras"
+        extras_dir.mkdir()
+        weights: list[tuple[Path, str]] = []
+        for folder in ("weights", "checkpoints"):  # out of the staging: they go in as extras, under the cap
+            if (staging / folder).is_dir():
+                for path in sorted((staging / folder).rglob("*.pt")):
+                    if folder == "weights":
+                        moved = extras_dir / "weights" / path.name
+                        moved.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.move(path, moved)
+                        weights.append((moved, f"weights/{path.name}"))
+                shutil.rmtree(staging / folder)
+        checkpoints: list[tuple[Path, str]] = []
+        names = models if models is not None else sorted(p.name for p in (root / "checkpoints").glob("*")
+                                                         if p.is_dir()) if (root / "checkpoints").is_dir() else []
+        for model in names:
+            checkpoint = root / "checkpoints" / model / "last.pt"
+            if not checkpoint.is_file() or (root / "models" / model / "model.pt").is_file():
+                continue
+            small = extras_dir / "checkpoints" / model / "last.pt"
+            small.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                size = shrink_checkpoint(checkpoint, small)
+            except Exception as error:  # the results must still be packed
+                (staging / "lease" / f"shrink_{model}.txt").write_text(f"bf16 copy failed: {error}\n")
+                continue
+            record = small.with_name(BF16_RECORD)
+            record.write_text(json.dumps({"model": model, "dtype": "bfloat16", "fp32_bytes": checkpoint.stat().st_size,
+                                          "bf16_bytes": size, "shrunk": time.strftime("%FT%TZ", time.gmtime()),
+                                          "note": "checkpoint rounded to bf16 once for the way home "
+                                                  "(effnet.checkpoint.shrink_checkpoint): the resumed run is not "
+                                                  "bit-for-bit the uninterrupted one"}, indent=2) + "\n")
+            checkpoints.append((small, f"checkpoints/{model}/last.pt"))
+        extras = []
+        for small, name in sorted(checkpoints, key=lambda e: e[0].stat().st_size):
+            extras += [(small, name), (small.with_name(BF16_RECORD), f"{Path(name).parent}/{BF16_RECORD}")]
+        extras += sorted(weights, key=lambda e: e[0].stat().st_size)
+        files = transfer.pack(staging, out, extras=extras)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    too_large = [p.name for p in files if p.stat().st_size > FILE_LIMIT_BYTES]
+    if len(files) > MAX_FILES or too_large:
+        raise RecipeError(f"packed {len(files)} files (at most {MAX_FILES}), over 16 MiB: {too_large or 'none'}")
+    return files
+
+
 
 def prepare_data(root: Path, store: Path, env: dict[str, str], log: Path, hard_end: float,
                  window: dict[str, Any] | None = None) -> Path:
@@ -485,8 +600,13 @@ def hardware(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s: float, only: list[str]) -> int:
-    """Run a window's jobs within `limit_s` seconds from now, then pack everything into `out`. Returns 0, 75 or 1."""
+def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s: float, only: list[str],
+               prepared: bool = False) -> int:
+    """Run a window's jobs within `limit_s` seconds from now, then pack everything into `out`. Returns 0, 75 or 1.
+
+    `prepared`: data/cifar100 is already written (a lease's `scripts/carry.py prepare`, which leaves
+    data/ready.json): no archive is joined and the download stage does not run.
+    """
     import yaml
 
     from effnet.train import RESUME_EXIT_STATUS
@@ -519,7 +639,13 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         scaling, coefficients, said = coefficients_for(window, root)
         print(said, flush=True)
         status["coefficients"] = said
-        archive = prepare_data(root, store, env, staging / "logs" / "download.log", hard_end, window)
+        if prepared:
+            if not (root / "data" / "cifar100" / "meta.json").is_file():
+                raise RecipeError("prepared data asked for, but data/cifar100/meta.json is missing: "
+                                  "run scripts/carry.py prepare first")
+            archive = store / MIRROR_NAME  # never read: the download stage does not run
+        else:
+            archive = prepare_data(root, store, env, staging / "logs" / "download.log", hard_end, window)
         params_file = root / "params-gpu.yaml"
         write_params(window, root, archive, scaling, params_file)
         shutil.copyfile(params_file, staging / "params-gpu.yaml")
@@ -556,15 +682,19 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
             if job.stage is not None:
                 ran.append(job.stage)
             began = time.time()
+            resumed = bf16_resume_record(root, job.model)  # read before the run: a finished run removes its checkpoint
             rc = run_stage(job.command, cwd=root, env=env, log=staging / "logs" / f"{file_stem(job.name)}.log",
                            hard_end=hard_end - eval_reserve)
             entry: dict[str, Any] = {"exit": rc, "seconds": round(time.time() - began, 1)}
+            if resumed is not None:
+                entry["resumed_from_bf16"] = resumed
             if rc == 0:
                 entry["status"] = "done"
                 done_dir.mkdir(parents=True, exist_ok=True)
                 record_path(done_dir, job.name).write_text(json.dumps(
                     {"job": job.name, "command": list(job.command), "settings": settings, "fingerprint": wanted,
-                     "finished": time.strftime("%FT%TZ", time.gmtime())}, indent=2) + "\n")
+                     "finished": time.strftime("%FT%TZ", time.gmtime()),
+                     **({"resumed_from_bf16": resumed} if resumed is not None else {})}, indent=2) + "\n")
             elif not job.required:
                 entry["status"] = f"failed ({rc}): see its log"
             elif rc in (RESUME_EXIT_STATUS, -9):
@@ -682,7 +812,7 @@ def merge_table(new: Path, table: Path) -> list[str]:
 
 
 CALL_RECORDS = ("status.json", "commands.txt", "hardware.txt", "params-gpu.yaml", "left_out.txt", "logs",
-                "metrics/models.csv")  # kept under gpu/<window>/<call's start>/
+                "metrics/models.csv", "lease")  # kept under gpu/<window>/<call's start>/
 
 
 def unpack(sources: list[Path], root: Path) -> list[str]:
@@ -731,6 +861,16 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
             target = root / "checkpoints" / checkpoint.parent.name / "last.pt"  # carry it to resume on a fresh machine
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(checkpoint, target)
+            record = checkpoint.with_name(BF16_RECORD)  # it resumes from bf16: its result must say so
+            if record.is_file():
+                shutil.copyfile(record, target.with_name(BF16_RECORD))
+            else:
+                target.with_name(BF16_RECORD).unlink(missing_ok=True)
+        if (results / "lease" / "bench.json").is_file():  # the clock's measured GPU rates (effnet.clock.LEASE_BENCH)
+            target = root / "benchmarks" / "bench_lease.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(results / "lease" / "bench.json", target)
+            written.append("benchmarks/bench_lease.json")
         for w in sorted((results / "weights").glob("*.ema-bf16.pt")) if (results / "weights").is_dir() else []:
             target = root / "models" / w.name.removesuffix(".ema-bf16.pt") / "ema-bf16.pt"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -764,6 +904,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=[], help="jobs (stages) or models of the window to run")
     p.add_argument("--store", type=Path, default=store)
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/gpu-out")))
+    p = sub.add_parser("pack-lease", help="device: pack a lease job's results into at most 8 files (docs/lease.md)")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/gpu-out")))
+    p.add_argument("--lease-dir", type=Path, default=Path(os.environ.get("EFFNET_LEASE_DIR", "/root/lease")))
     p = sub.add_parser("unpack", help="here: check and unpack a call's archive into the repository")
     p.add_argument("sources", type=Path, nargs="+", help="the call's files (or their folder)")
     p.add_argument("--repo", type=Path, default=ROOT)
@@ -801,6 +944,10 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(ROOT)
             return run_window(args.window, root=ROOT, out=args.out, store=args.store, limit_s=args.limit_s,
                               only=args.only)
+        elif args.command == "pack-lease":
+            files = pack_lease(ROOT, args.lease_dir, args.out)
+            print(f"packed {', '.join(p.name for p in files)} in {args.out} "
+                  f"({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)")
         elif args.command == "unpack":
             for rel in unpack(args.sources, args.repo):
                 print(rel)

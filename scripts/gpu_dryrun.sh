@@ -2,6 +2,17 @@
 # The whole GPU recipe on this CPU, under the GPU machine's versions (not in CI; ~5-10 minutes on 2 cores):
 #
 #   CIFAR100_ARCHIVE=/path/to/cifar-100-python.tar.gz bash scripts/gpu_dryrun.sh [WORKDIR]
+#   bash scripts/gpu_dryrun.sh --lease [WORKDIR]     # the 15-minute lease's three calls (docs/lease.md)
+#
+# --lease: after step 1, the plan of docs/lease.md instead of steps 2-6, against an emulated lease of
+# LEASE_S (default 1200: the CPU's epochs are slow; not yet run, so sized by estimate) seconds of device time: a start delay (START_S, default 20) before the first call, the
+# carry limit (tree + carried path <= 64 MiB, checked per call), the machine gone when a call follows the last one
+# more than RELEASE_S (30) after it returned (the setsid job with it), each call's timeout_s from
+# scripts/lease.py with the budget left, a call cut by the end of the lease bringing nothing back, and a lease
+# that ends mid-training (the CPU profile of LEASE_SET, 20 images a class by default, against a budget that
+# holds about one epoch). Needs the carried parts (`python scripts/carry.py encode`, .carry/data/part1, part2).
+# Then pack-lease's files (at most 8 of 16 MiB) unpacked into a scratch clone, the benchmark in
+# benchmarks/bench_lease.json there, and `python -m effnet.clock --gpu` read from it.
 #
 # 1. A Python 3.12 virtual environment with torch 2.11.0 and torchvision 0.26.0 from PyPI and only packages
 #    the GPU image has (numpy, pyyaml, tqdm, pandas, matplotlib, pillow): no dvc, dvclive, fvcore or
@@ -17,6 +28,8 @@
 #    branch there, as a GPU session would; then `dvc metrics show`, `dvc plots show` and the report stage
 #    run on that commit with the project's own environment (which has dvc), on a machine without weights.
 set -euo pipefail
+MODE=window
+if [ "${1:-}" = --lease ]; then MODE=lease; shift; fi
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 PY312=${PY312:-/root/.pyenv/versions/3.12.1/bin/python3.12}
@@ -27,7 +40,7 @@ WINDOW=scripts/gpu_dryrun.yaml
 HERE_PYTHON=${HERE_PYTHON:-python}   # the project's environment (dvc, dvclive) for the steps "here"
 mkdir -p "$WORK"
 say() { printf '\n=== %s\n' "$*"; }
-[ -f "$ARCHIVE" ] || { echo "error: no CIFAR-100 archive at $ARCHIVE; set CIFAR100_ARCHIVE" >&2; exit 2; }
+[ "$MODE" = lease ] || [ -f "$ARCHIVE" ] || { echo "error: no CIFAR-100 archive at $ARCHIVE; set CIFAR100_ARCHIVE" >&2; exit 2; }
 
 say "1. the GPU machine's Python: $VENV"
 if [ ! -x "$VENV/bin/python3" ]; then
@@ -46,10 +59,6 @@ print("python", platform.python_version(), "torch", torch.__version__, "torchvis
 PY
 )  # from / : the repository's dvclive/ folder would pass for a namespace package
 
-say "2. here: carry parts"
-"$VENV/bin/python3" scripts/gpu.py prepare --archive "$ARCHIVE"
-nparts=$(ls -d .carry/part* | wc -l)
-
 # send DEVICE [CARRY]: the tree as the tool sends it, plus one carried path (replacing it there)
 send() {
   local device=$1 carry=${2:-}
@@ -57,6 +66,80 @@ send() {
   git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$device"
   if [ -n "$carry" ]; then rm -rf "${device:?}/$carry"; mkdir -p "$device/$(dirname "$carry")"; cp -r "$carry" "$device/$carry"; fi
 }
+# ---------------------------------------------------------------------------------------------------------
+# --lease: the three calls of docs/lease.md on an emulated lease
+# ---------------------------------------------------------------------------------------------------------
+if [ "$MODE" = lease ]; then
+  LEASE_S=${LEASE_S:-1200}; START_S=${START_S:-20}; RELEASE_S=${RELEASE_S:-30}; LIMIT_MIB=64
+  LEASE_SET=${LEASE_SET:-train.train_per_class=20}
+  DEV=$WORK/lease-device; LDIR=$DEV.root/lease; STORE=$DEV.root/carry-data
+  for part in .carry/data/part1 .carry/data/part2; do
+    [ -d "$part" ] || { echo "error: no $part; run: python scripts/carry.py encode" >&2; exit 2; }
+  done
+  rm -rf "$DEV" "$DEV.root" && mkdir -p "$DEV" "$LDIR" "$STORE"
+  LEASE_START=$(date +%s); RETURNED=""; JOBPID=""
+  left() { echo $(( LEASE_S - ($(date +%s) - LEASE_START) )); }
+  # lease_call NAME CARRY PACK_S COMMAND(with @JOB@/@WORK@ placeholders): one device call under the plan's rules
+  lease_call() {
+    local name=$1 carry=$2 pack=$3 command=$4 cold="" budget fig timeout job work bytes rc=0 cut
+    if [ -n "$RETURNED" ] && [ $(( $(date +%s) - RETURNED )) -gt "$RELEASE_S" ]; then
+      echo "call $name: more than ${RELEASE_S} s after the last call returned: the machine is gone, and its job"
+      [ -n "$JOBPID" ] && kill -- -"$JOBPID" 2>/dev/null || true
+      rm -rf "$DEV" "$DEV.root" && mkdir -p "$DEV" "$LDIR" "$STORE"; RETURNED=""
+    fi
+    [ -z "$RETURNED" ] && cold=--cold
+    budget=$(left)
+    fig=$("$VENV/bin/python3" scripts/lease.py --budget-left "$budget" $cold --pack-s "$pack" --start-s "$START_S") \
+      || { echo "call $name: refused by scripts/lease.py (budget $budget s)"; return 3; }
+    timeout=$(echo "$fig" | "$VENV/bin/python3" -c "import json,sys; print(json.load(sys.stdin)['timeout_s'])")
+    job=$(echo "$fig" | "$VENV/bin/python3" -c "import json,sys; print(json.load(sys.stdin)['job_work_s'])")
+    work=$(echo "$fig" | "$VENV/bin/python3" -c "import json,sys; print(json.load(sys.stdin)['work_s'])")
+    [ -n "$cold" ] && { echo "call $name: a machine starts (${START_S} s)"; sleep "$START_S"; }
+    send "$DEV" "$carry"
+    bytes=$( (git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null;
+              [ -n "$carry" ] && find "$carry" -type f -exec stat -c %s {} +) | awk '{s+=$1} END {print s+0}')
+    [ "$bytes" -le $(( LIMIT_MIB * 1048576 )) ] || { echo "error: call $name carries $bytes bytes, over ${LIMIT_MIB} MiB" >&2; exit 1; }
+    command=${command//@JOB@/$job}; command=${command//@WORK@/$work}
+    cut=$(left)
+    [ "$cut" -ge 1 ] || { echo "call $name: the lease is over: no call"; return 0; }
+    [ "$cut" -lt "$timeout" ] && timeout=$cut   # the lease's end cuts the call
+    rm -rf "$WORK/out/$name" && mkdir -p "$WORK/out/$name"
+    say "call $name: budget $budget s, timeout_s $timeout, $(( bytes / 1048576 )) MiB carried: $command"
+    (cd "$DEV" && PATH="$VENV/bin:$PATH" OUT="$WORK/out/$name" EFFNET_CARRY_STORE="$STORE" EFFNET_LEASE_DIR="$LDIR" \
+       OMP_NUM_THREADS=1 timeout -s KILL "$timeout" bash -c "$command") > "$WORK/out/$name.log" 2>&1 || rc=$?
+    if [ "$(left)" -le 0 ]; then echo "call $name: cut by the end of the lease: nothing comes back"; rm -rf "$WORK/out/$name"; fi
+    RETURNED=$(date +%s)
+    tail -n 5 "$WORK/out/$name.log"
+    echo "call $name: exit $rc; came back: $(ls "$WORK/out/$name" 2>/dev/null | tr '\n' ' ')"
+  }
+  say "lease: $LEASE_S s of device time, start $START_S s, release $RELEASE_S s, profile $LEASE_SET"
+  # the job's phase 1 on the CPU: tiny batches and steps; --set gives the training a CPU-sized profile
+  JOBARGS="--deadline-file $LDIR/deadline --store $STORE --batch-size 8 --warmup-steps 1 --steps 2 --reserve-s 90"
+  JOBARGS="$JOBARGS --stage-start-s 15 --set $LEASE_SET"
+  lease_call first .carry/data/part1 25 "PYTHONPATH=. python3 scripts/carry.py stash .carry/data/part1 || exit 1; echo \$(( \$(date +%s) + @JOB@ )) > $LDIR/deadline; PYTHONPATH=. setsid nohup python3 scripts/lease_job.py $JOBARGS > $LDIR/job.log 2>&1 < /dev/null & echo \$! > $LDIR/job.pid; sleep 2; cat $LDIR/job.log"
+  JOBPID=$(cat "$LDIR/job.pid" 2>/dev/null || true)
+  lease_call second .carry/data/part2 25 "echo \$(( \$(date +%s) + @JOB@ )) > $LDIR/deadline; PYTHONPATH=. python3 scripts/carry.py stash .carry/data/part2 && PYTHONPATH=. python3 scripts/carry.py prepare; tail -5 $LDIR/job.log"
+  lease_call last "" 25 "end=\$(( \$(date +%s) + @WORK@ )); while [ ! -f $LDIR/done ] && [ \$(date +%s) -lt \$end ]; do sleep 5; done; cat $LDIR/done || true; python3 scripts/gpu.py pack-lease --out \$OUT"
+  [ -n "$JOBPID" ] && kill -- -"$JOBPID" 2>/dev/null || true   # give_back: the machine and its job go
+  say "lease: $(( $(date +%s) - LEASE_START )) s of $LEASE_S used"
+  files=$(ls "$WORK/out/last" 2>/dev/null | wc -l)
+  [ "$files" -ge 2 ] && [ "$files" -le 8 ] || { echo "error: the last call brought $files files back" >&2; exit 1; }
+  big=$(find "$WORK/out/last" -type f -size +16M | wc -l)
+  [ "$big" = 0 ] || { echo "error: a returned file is over 16 MiB" >&2; exit 1; }
+  SCRATCH=$WORK/scratch-lease
+  rm -rf "$SCRATCH" && git clone -q "$REPO" "$SCRATCH"
+  "$VENV/bin/python3" scripts/gpu.py unpack "$WORK/out/last" --repo "$SCRATCH" | sed 's/^/  unpacked: /'
+  [ -f "$SCRATCH/benchmarks/bench_lease.json" ] || { echo "error: no benchmark came back" >&2; exit 1; }
+  (cd "$SCRATCH" && PYTHONPATH=. "$VENV/bin/python3" -m effnet.clock --gpu)
+  ls "$SCRATCH"/checkpoints/*/last.pt.bf16.json 2>/dev/null | sed 's/^/  resumes from bf16: /' || true
+  say "lease dry run passed: $WORK"
+  exit 0
+fi
+
+say "2. here: carry parts"
+"$VENV/bin/python3" scripts/gpu.py prepare --archive "$ARCHIVE"
+nparts=$(ls -d .carry/part* | wc -l)
+
 # call NAME DEVICE TIMEOUT_S COMMAND: run on the emulated device with $OUT fresh; killed (SIGKILL) at TIMEOUT_S
 call() {
   local name=$1 device=$2 limit=$3 command=$4 rc=0

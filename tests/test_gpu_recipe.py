@@ -361,3 +361,30 @@ def test_a_stage_waits_for_the_window_stage_that_writes_what_it_reads(tmp_path, 
     assert len(ran) == 3 and ran[0][:4] == ("python3", "stages/train_scaling.py", "--strategy", "depth")
     assert ran[1][:5] == ("python3", "-m", "stages.evaluate", "--model", "scaling/depth_3x")
     assert ran[2][:3] == ("python3", "-m", "stages.collect")
+
+
+def test_a_lease_runs_on_prepared_data_and_a_run_resumed_from_bf16_says_so(tmp_path, monkeypatch):
+    """`run_window(prepared=True)` (the lease job: data/cifar100 written by scripts/carry.py prepare) joins nothing and
+    runs no download stage; a checkpoint that came home in bf16 (pack-lease's record beside it) is named in the
+    resumed run's status and done record."""
+    root, _ = _fake_repo(tmp_path)
+    window = _window(tmp_path / "window.yaml", models=["efficientnet_b0"], params={"train.epochs": 3})
+    (root / "checkpoints" / "efficientnet_b0").mkdir(parents=True)
+    (root / "checkpoints" / "efficientnet_b0" / "last.pt").write_bytes(b"bf16")
+    (root / "checkpoints" / "efficientnet_b0" / gpu.BF16_RECORD).write_text('{"dtype": "bfloat16"}')
+    ran = []
+    monkeypatch.setattr(gpu, "run_stage", _recorder(ran))
+    monkeypatch.setattr(gpu, "hardware", lambda root: "a test machine\n")
+    out = tmp_path / "out"
+    assert gpu.run_window(window, root=root, out=out, store=tmp_path / "no-store", limit_s=300, only=[],
+                          prepared=True) == 0
+    assert not [c for c in ran if "stages.download" in c] and _trained(ran) == ["efficientnet_b0"]
+    record = json.loads((root / "gpu" / "done" / "train@efficientnet_b0.json").read_text())
+    assert record["resumed_from_bf16"] == {"dtype": "bfloat16"}
+    gpu.unpack([out], tmp_path / "here")
+    status = json.loads(next((tmp_path / "here" / "gpu" / "w1").glob("*/status.json")).read_text())
+    assert status["jobs"]["train@efficientnet_b0"]["resumed_from_bf16"] == {"dtype": "bfloat16"}
+
+    (root / "data" / "cifar100" / "meta.json").unlink()
+    assert gpu.run_window(window, root=root, out=tmp_path / "out2", store=tmp_path / "no-store", limit_s=300,
+                          only=[], prepared=True) == 1
