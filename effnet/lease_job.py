@@ -19,14 +19,14 @@ measurements and `scripts/gpu.py`'s way of running dvc.yaml's stages without dvc
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from effnet.io import write_json
 
 Clock = Callable[[], float]
 MAX_GROWTH = 4.0  # a benchmark row's time against the last one's, at most (B4 -> B5 about 2x on the CPU here)
@@ -44,15 +44,6 @@ def read_deadline(path: Path) -> float:
 def time_left(path: Path, clock: Clock = time.time) -> float:
     """Seconds until the deadline in `path`, read now (a later call may have moved it)."""
     return read_deadline(path) - clock()
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """`payload` as JSON at `path`, replacing it in one step: a reader (or a cut) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -78,7 +69,7 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
     benchmark goes on; `log` gets a line per row. `out` holds {"rows": [...], "stopped": null or why, ...header}.
     """
     record: dict[str, Any] = {**(header or {}), "rows": [], "skipped": [], "stopped": None}
-    write_json_atomic(out, record)
+    write_json(out, record)
     longest, growth, last = 0.0, 1.0, None
     for row in rows:
         if record["stopped"] is not None:
@@ -93,7 +84,7 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
             record["stopped"] = (f"before {row.name}: {left:.0f} s left, under the {reserve_s:.0f} s reserved for "
                                  f"the rest of the job plus this row's estimated {estimate:.0f} s")
             record["skipped"].append(row.name)
-            write_json_atomic(out, record)
+            write_json(out, record)
             log(f"stopped {record['stopped']}")
             continue
         began = clock()
@@ -108,10 +99,10 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
         last = figures["wall_s"] or None
         longest = max(longest, figures["wall_s"])
         record["rows"].append(figures)
-        write_json_atomic(out, record)
+        write_json(out, record)
         log(f"{row.name}: {figures['wall_s']:.1f} s, {left - figures['wall_s']:.0f} s left"
             + (f" ({figures['error']})" if "error" in figures else ""))
-    write_json_atomic(out, record)  # the rows skipped after the stop too
+    write_json(out, record)  # the rows skipped after the stop too
     return record
 
 

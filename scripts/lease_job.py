@@ -139,7 +139,8 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
 
     from effnet import clock as effnet_clock
     from effnet.config import load_params, params_from_dict
-    from effnet.lease_job import choose_epochs, time_left, wait_for, write_json_atomic
+    from effnet.io import write_json
+    from effnet.lease_job import choose_epochs, time_left, wait_for
 
     if not wait_for(args.ready, deadline_file=args.deadline_file, reserve_s=args.reserve_s):
         record["phase2"] = f"{args.ready} never came, with under {args.reserve_s:.0f} s left: nothing trained"
@@ -178,7 +179,7 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
                       "training_s": plan.expected_s, "evaluate_s": evaluate_s, "time_left_s": left,
                       "rates": {m: rates[m] for m in models},
                       "note": "per-epoch times from the benchmark's rates (synthetic data, its batch): estimates"}
-    write_json_atomic(args.lease_dir / "job.json", record)
+    write_json(args.lease_dir / "job.json", record)
     say(f"phase 2: {left:.0f} s left; {plan.epochs} epochs of {', '.join(models)} "
         f"(about {plan.expected_s:.0f} s of training, {evaluate_s:.0f} s of evaluation; fits: {plan.fits})")
     window = {"name": "lease", "coefficients": "published", "models": models,
@@ -194,7 +195,7 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from effnet import clock as effnet_clock
-    from effnet.lease_job import write_json_atomic
+    from effnet.io import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deadline-file", type=Path, required=True, help="seconds since the epoch; re-read often")
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args.lease_dir.mkdir(parents=True, exist_ok=True)
     (args.lease_dir / "done").unlink(missing_ok=True)
     record: dict = {"started": time.time(), "argv": sys.argv[1:]}
-    write_json_atomic(args.lease_dir / "job.json", record)
+    write_json(args.lease_dir / "job.json", record)
     status = 1
     try:
         bench_record = benchmark(args)
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
     finally:
         record.update(exit=status, finished=time.time())
-        write_json_atomic(args.lease_dir / "job.json", record)
-        write_json_atomic(args.lease_dir / "done", {"exit": status, "finished": record["finished"]})
+        write_json(args.lease_dir / "job.json", record)
+        write_json(args.lease_dir / "done", {"exit": status, "finished": record["finished"]})
         say(f"done, exit {status}")
     return status
 
