@@ -271,6 +271,13 @@ HEADER = (f"{'model':16s} {'res':>4s} {'batch':>5s} {'images/s':>10s} {'ms/step'
           f"{'TFLOP/s':>8s} {'of peak':>7s} {'of mm':>7s} {'mem GiB':>7s}  set-up")
 
 
+def fast_cuda() -> None:
+    """cuDNN autotuning and TF32 matmuls and convolutions: how the benchmark (and the lease job) run on a GPU."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -299,9 +306,7 @@ def main() -> int:
     args.steps = args.steps or (50 if cuda else 5)
     device = torch.device(args.device)
     if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        fast_cuda()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_train-"))
     try:

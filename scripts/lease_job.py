@@ -79,9 +79,7 @@ def benchmark(args, clock=time.time) -> dict:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        bench.fast_cuda()
     scratch = Path(tempfile.mkdtemp(prefix="lease-bench-"))
     try:
         archive = scratch / "cifar-100-python.tar.gz"
@@ -138,7 +136,7 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
     import yaml
 
     from effnet import clock as effnet_clock
-    from effnet.config import load_params, params_from_dict
+    from effnet.config import apply_overrides, params_from_dict
     from effnet.io import write_json
     from effnet.lease_job import choose_epochs, time_left, wait_for
 
@@ -151,16 +149,8 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
             break
         time.sleep(1)
     overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
-    params = load_params(ROOT / "params.yaml")
-    if overrides:  # as the window will apply them (gpu.py write_params), so that the epochs fit what runs
-        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-        for key, value in overrides.items():
-            node = raw
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        params = params_from_dict(raw)
+    # as the window will apply them (gpu.py write_params), so that the epochs fit what runs
+    params = params_from_dict(apply_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides))
     data, train = params.data, params.train
     val = effnet_clock.CLASSES * data.val_per_class
     final = (effnet_clock.CLASSES * params.evaluate.images_per_class * 2 if params.evaluate.images_per_class

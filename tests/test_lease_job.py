@@ -6,10 +6,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from test_gpu_recipe import gpu  # scripts/gpu.py, loaded once for both test files
 
 from effnet import clock as effnet_clock
 from effnet import transfer
@@ -19,15 +19,6 @@ from effnet.lease_job import Row, choose_epochs, read_deadline, run_rows, time_l
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("gpu_recipe_lease", ROOT / "scripts" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu = _load_recipe()
 
 
 class FakeClock:
