@@ -31,6 +31,9 @@ fi
 commit=$(git rev-parse HEAD)
 dirty=$(git status --porcelain --untracked-files=no -- effnet stages study.yaml dvc.yaml | wc -l)
 load_before=$(cut -d' ' -f1 /proc/loadavg)
+# The processor: chains of one study may run on different machines, and the clock's estimate is of this one.
+cpu=$(python -c "import os; from effnet.report import cpu_name; from effnet.train import cpu_has_bf16; \
+print(f'{cpu_name()} ({os.cpu_count()} cores' + (', native bf16)' if cpu_has_bf16() else ', no native bf16)'))")
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ); start_s=$(date +%s)
 echo "chain $name: ${*} at commit ${commit:0:12}; the clock's estimate ${estimate} s" >&2
 lock_state() {  # the dvc.lock entries of this chain's stages: unchanged after the run means DVC trained nothing
@@ -54,7 +57,7 @@ fi
 python - "$record" <<PY
 import json, sys
 record = {"chain": "$name", "stages": [s for s in "${*}".split() if not s.startswith("-")], "commit": "$commit",
-          "code_changed_since_commit": $dirty > 0, "profile": "$profile", "estimate_s": $estimate, "started": "$started",
+          "code_changed_since_commit": $dirty > 0, "profile": "$profile", "cpu": "$cpu", "estimate_s": $estimate, "started": "$started",
           "finished": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "wall_s": $end_s - $start_s, "exit_status": $status,
           "load_before": $load_before, "load_after": $(cut -d' ' -f1 /proc/loadavg)}
 try:  # a chain resumed after its deadline (exit 75) at the same commit: one record, its parts' times summed
