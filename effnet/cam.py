@@ -7,6 +7,13 @@ on CIFAR-100 test images from the trained weights of the scaling study
 t = `cam.flops_target`), one figure per CAM method, through the `grad-cam` package: its
 methods, targeting the true class (`ClassifierOutputTarget`) at `last_conv_stage(model)`.
 
+Two steps, so that no step needs the weights of more than one model: `draw_model_maps` (stage
+`cam_maps`, in each scaling model's own chain, right after its evaluation) draws one model's maps
+and scores their faithfulness into a small committed file, `cams/scaling/<model>.npz`;
+`run_cam` (stage `cam`) assembles the figures and the table from those files alone. Weights do
+not outlive the machine that trained them here (they stay in its DVC cache), and the study's
+chains run on different machines and days.
+
 The paper judges the maps by eye. We add a measure of their quality the paper does not
 have: faithfulness, i.e. does the network's confidence in the true class fall when the
 pixels a map calls relevant are removed, and stay when the irrelevant ones are? The
@@ -28,6 +35,7 @@ rest of `effnet` runs without them.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable, Collection
@@ -42,11 +50,11 @@ from torch import nn
 
 from effnet.config import CamConfig
 from effnet.data import DeviceLoader, load_meta, load_split
-from effnet.evaluate import find_models, scaling_role
-from effnet.io import write_csv, write_json
+from effnet.evaluate import scaling_role
+from effnet.io import write_atomic, write_csv, write_json
 from effnet.models import last_conv_stage
 from effnet.plots import pyplot, save_figure
-from effnet.study import SCALING_BASELINE, strategy, strategy_names
+from effnet.study import SCALING_BASELINE, scaling_role_of, strategy, strategy_names
 from effnet.weights import load_weights, read_weights
 
 METHOD_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
@@ -186,25 +194,46 @@ def figure_strategies() -> tuple[str, ...]:
     return (SCALING_BASELINE.name,) + strategy_names()
 
 
-def scaling_models(models_dir: Path, run: Collection[str] | None = None) -> list[ScalingModel]:
-    """The scaling study's weights files, baseline first, then by strategy and target.
+def scaling_model(path: Path, model: str) -> ScalingModel | None:
+    """The scaling-study model `model` ('scaling/depth_4x') of the weights file `path`; None if it is not one."""
+    payload = read_weights(path)
+    role = scaling_role(model, payload)
+    if role is None:
+        return None
+    matched = payload.get("matched") if isinstance(payload.get("matched"), dict) else {}
+    return ScalingModel(model.rsplit("/", 1)[-1], Path(path), role[0], role[1],
+                        float(matched.get("flops_ratio", role[1])))
 
-    `run`: the names of the run's models (`effnet.study.study_models`); weights of an earlier
-    run that no stage declares any more (another `scaling.flops_targets`) are left out.
-    """
-    found = []
-    for item in find_models(models_dir):
-        if item.group != "scaling" or (run is not None and item.model not in run):
-            continue
-        payload = read_weights(item.path)
-        role = scaling_role(item.model, payload)
-        if role is None:
-            continue
-        matched = payload.get("matched") if isinstance(payload.get("matched"), dict) else {}
-        found.append(ScalingModel(item.model.rsplit("/", 1)[-1], item.path, role[0], role[1],
-                                  float(matched.get("flops_ratio", role[1]))))
-    order = {s: i for i, s in enumerate(figure_strategies())}
-    return sorted(found, key=lambda m: (order.get(m.strategy, len(order)), m.target, m.model))
+
+def maps_stage(model: str) -> str | None:
+    """dvc.yaml's stage that draws the maps of `model` ('scaling/baseline' -> cam_maps_b0, 'scaling/depth_4x' ->
+    cam_maps@depth-4), or None for a model outside the scaling study: what a chain runs after its evaluate stage."""
+    role = scaling_role_of(model) if model.startswith("scaling/") else None
+    if role is None:
+        return None
+    return "cam_maps_b0" if role[0] == SCALING_BASELINE.name else f"cam_maps@{role[0]}-{role[1]:g}"
+
+
+@dataclass(frozen=True)
+class CamImages:
+    """The test images every model's maps are drawn on: the figure's rows and the faithfulness set (`cam:`)."""
+
+    figure_indices: np.ndarray
+    faithfulness_indices: np.ndarray
+    figure: torch.Tensor  # (rows, 3, 32, 32), normalised
+    faithful: torch.Tensor  # (cam.faithfulness_images, 3, 32, 32), normalised
+    figure_labels: np.ndarray
+    faithful_labels: np.ndarray
+
+
+def cam_images(data_dir: Path, cfg: CamConfig, device: torch.device | str = "cpu") -> CamImages:
+    """The seeded figure rows and faithfulness images of `cfg` from the test split of `data_dir`."""
+    meta, test = load_meta(data_dir), load_split(data_dir, "test")
+    fig_idx = figure_indices(test.fine_labels, cfg.figure_images, cfg.seed)
+    faith_idx = faithfulness_indices(len(test), cfg.faithfulness_images, cfg.seed)
+    return CamImages(fig_idx, faith_idx, normalised_images(test.images[fig_idx], meta["mean"], meta["std"], device),
+                     normalised_images(test.images[faith_idx], meta["mean"], meta["std"], device),
+                     test.fine_labels[fig_idx], test.fine_labels[faith_idx])
 
 
 @dataclass
@@ -216,62 +245,127 @@ class Panel:
     probabilities: np.ndarray | None = None  # (rows, classes)
 
 
-def run_cam(models_dir: Path, data_dir: Path, cfg: CamConfig, *, cam_dir: Path, metrics_path: Path, table_path: Path,
-            device: torch.device | str = "cpu", batch_size: int = 64, log: Callable[[str], Any] = print,
-            run: Collection[str] | None = None) -> dict[str, Any]:
-    """Figure 7 per method (`cam_dir/<method>.png`), faithfulness per model and method (`metrics_path`, `table_path`).
+@dataclass
+class ModelMaps:
+    """One model's share of Figure 7 and of the faithfulness table: what `cams/<model>.npz` holds.
 
-    `run`: the names of the run's models (`effnet.study.study_models`); weights below
-    `models_dir` of no model of the run are left out. Without scaling-study models the
-    figures say so and the table has a header only.
-    Returns the metrics written to `metrics_path`.
+    `cam_maps` writes it from the weights (`draw_model_maps`) in the model's own chain, so that
+    the `cam` stage assembles the figure from small committed files, without any weights.
+    """
+
+    model: ScalingModel
+    title: str  # the column's title in the figure
+    entry: dict[str, Any]  # metrics/cam.json's entry: strategy, target, top-1, confidence, faithfulness per method
+    figure_indices: np.ndarray
+    faithfulness_indices: np.ndarray
+    maps: dict[str, np.ndarray]  # method -> (rows, 32, 32) in [0, 1] for the figure's images
+    probabilities: np.ndarray  # (rows, classes) for the figure's images
+
+
+def draw_model_maps(m: ScalingModel, images: CamImages, cfg: CamConfig, *, device: torch.device | str = "cpu",
+                    batch_size: int = 64) -> ModelMaps:
+    """The maps of `cfg.methods` on the figure's images and the faithfulness of each method (and the random floor)
+    on the faithfulness images, from the trained (EMA) weights of `m`."""
+    model = load_cam_model(m.path, device)
+    probabilities = predict_probabilities(model, images.faithful, batch_size)
+    labels = images.faithful_labels
+    entry: dict[str, Any] = {
+        "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio, "images": len(labels),
+        "top1": float((probabilities.argmax(1).numpy() == labels).mean()),
+        "confidence": float(probabilities[np.arange(len(labels)), labels].mean()),
+    }
+    for method in (*cfg.methods, REFERENCE_METHOD):
+        np.random.seed(cfg.seed)  # RandomCAM draws from numpy's global generator
+        cams = compute_cams(model, images.faithful, labels, method, batch_size)
+        entry[method] = faithfulness(model, images.faithful, labels, cams, seed=cfg.seed, batch_size=batch_size)
+    maps = {method: compute_cams(model, images.figure, images.figure_labels, method, batch_size)
+            for method in cfg.methods}
+    return ModelMaps(m, _column_title(m, model.resolution), entry, images.figure_indices,
+                     images.faithfulness_indices, maps, predict_probabilities(model, images.figure, batch_size).numpy())
+
+
+def save_model_maps(path: Path, maps: ModelMaps) -> None:
+    """Write `maps` as a compressed .npz (a few KB): the arrays, and the rest as one JSON string."""
+    m = maps.model
+    record = {"model": m.model, "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio,
+              "title": maps.title, "entry": maps.entry, "methods": list(maps.maps)}
+    arrays = {f"maps_{i}": a.astype(np.float16) for i, a in enumerate(maps.maps.values())}
+    write_atomic(Path(path), lambda tmp: np.savez_compressed(
+        tmp, record=np.array(json.dumps(record)), figure_indices=maps.figure_indices,
+        faithfulness_indices=maps.faithfulness_indices, probabilities=maps.probabilities.astype(np.float32),
+        **arrays))
+
+
+def load_model_maps(path: Path) -> ModelMaps:
+    """Read a file of `save_model_maps`; one that is not one raises ValueError naming it and the fix."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            record = json.loads(str(f["record"]))
+            arrays = {key: f[key] for key in f.files}
+        maps = {method: arrays[f"maps_{i}"].astype(np.float32) for i, method in enumerate(record["methods"])}
+        model = ScalingModel(record["model"], Path(path), record["strategy"], float(record["target"]),
+                             float(record["flops_ratio"]))
+        return ModelMaps(model, record["title"], record["entry"], arrays["figure_indices"],
+                         arrays["faithfulness_indices"], maps, arrays["probabilities"])
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a maps file of the cam_maps stage ({e}); draw it again with "
+                         f"`dvc repro` of its cam_maps stage") from e
+
+
+def check_maps(maps: ModelMaps, images: CamImages, cfg: CamConfig) -> None:
+    """ValueError unless `maps` were drawn on the images and with the methods `cfg` asks for now."""
+    same = (np.array_equal(maps.figure_indices, images.figure_indices)
+            and np.array_equal(maps.faithfulness_indices, images.faithfulness_indices))
+    missing = [method for method in cfg.methods if method not in maps.maps]
+    if not same or missing:
+        what = f"methods {', '.join(missing)} missing" if missing else "other images (cam.seed or image counts)"
+        raise ValueError(f"{maps.model.path}: drawn with {what} than params.yaml `cam:` asks for; draw it again "
+                         f"with `dvc repro` of its cam_maps stage")
+
+
+def run_cam(maps_dir: Path, data_dir: Path, cfg: CamConfig, *, cam_dir: Path, metrics_path: Path, table_path: Path,
+            log: Callable[[str], Any] = print, run: Collection[str] | None = None) -> dict[str, Any]:
+    """Figure 7 per method (`cam_dir/<method>.png`), faithfulness per model and method (`metrics_path`, `table_path`)
+    from the maps files `maps_dir/scaling/<model>.npz` (`save_model_maps`), baseline first, then by strategy and target.
+
+    `run`: the names of the run's models (`effnet.study.study_models`); files of no model of the
+    run (an earlier run's targets) are left out. A model without a file is drawn as missing;
+    without any the table has a header only. Returns the metrics written to `metrics_path`.
     """
     meta = load_meta(data_dir)
     names = meta["fine_label_names"]
     test = load_split(data_dir, "test")
-    models = scaling_models(models_dir, run)
-    fig_idx = figure_indices(test.fine_labels, cfg.figure_images, cfg.seed)
-    faith_idx = faithfulness_indices(len(test), cfg.faithfulness_images, cfg.seed)
-    fig_images = normalised_images(test.images[fig_idx], meta["mean"], meta["std"], device)
-    faith_images = normalised_images(test.images[faith_idx], meta["mean"], meta["std"], device)
-    fig_labels, faith_labels = test.fine_labels[fig_idx], test.fine_labels[faith_idx]
+    images = cam_images(data_dir, cfg)
+    found = []
+    for path in sorted(Path(maps_dir).glob("scaling/*.npz")):
+        if run is None or f"scaling/{path.stem}" in run:
+            found.append(load_model_maps(path))
+            check_maps(found[-1], images, cfg)
+    order = {s: i for i, s in enumerate(figure_strategies())}
+    found.sort(key=lambda f: (order.get(f.model.strategy, len(order)), f.model.target, f.model.model))
 
-    columns = {s: None for s in figure_strategies()}  # strategy -> the model drawn in the figure
-    for m in models:
-        if m.strategy == "baseline" or math.isclose(m.target, cfg.flops_target):
-            columns[m.strategy] = m
     panels: dict[str, dict[str, Panel]] = {method: {} for method in cfg.methods}
     metrics: dict[str, Any] = {}
     rows = []
-    for m in models:
-        model = load_cam_model(m.path, device)
-        probabilities = predict_probabilities(model, faith_images, batch_size)
-        entry: dict[str, Any] = {
-            "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio, "images": len(faith_idx),
-            "top1": float((probabilities.argmax(1).numpy() == faith_labels).mean()),
-            "confidence": float(probabilities[np.arange(len(faith_labels)), faith_labels].mean()),
-        }
+    for f in found:
+        m = f.model
+        if m.strategy == "baseline" or math.isclose(m.target, cfg.flops_target):
+            for method in cfg.methods:
+                panels[method][m.strategy] = Panel(f.title, f.maps[method], f.probabilities)
+        entry = f.entry
+        metrics[m.model] = entry
         for method in (*cfg.methods, REFERENCE_METHOD):
-            np.random.seed(cfg.seed)  # RandomCAM draws from numpy's global generator
-            cams = compute_cams(model, faith_images, faith_labels, method, batch_size)
-            entry[method] = faithfulness(model, faith_images, faith_labels, cams, seed=cfg.seed, batch_size=batch_size)
             rows.append({"model": m.model, "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio,
                          "method": method, **entry[method], "top1": entry["top1"], "confidence": entry["confidence"],
-                         "images": len(faith_idx), "label": f"{m.model} {method}"})
-            if columns.get(m.strategy) is m and method in panels:
-                panels[method][m.strategy] = Panel(
-                    _column_title(m, model.resolution), compute_cams(model, fig_images, fig_labels, method, batch_size),
-                    predict_probabilities(model, fig_images, batch_size).numpy())
-        metrics[m.model] = entry
+                         "images": entry["images"], "label": f"{m.model} {method}"})
         log(f"{m.model}: faithful-image top-1 {entry['top1']:.3f}; ROAD combined " + ", ".join(
             f"{method} {entry[method]['road_combined']:+.4f}" for method in (*cfg.methods, REFERENCE_METHOD)))
-        del model
 
     cam_dir = Path(cam_dir)
     cam_dir.mkdir(parents=True, exist_ok=True)
     for method in cfg.methods:
-        draw_figure(cam_dir / f"{method}.png", method, test.images[fig_idx], fig_labels, names, panels[method],
-                    cfg.flops_target)
+        draw_figure(cam_dir / f"{method}.png", method, test.images[images.figure_indices], images.figure_labels,
+                    names, panels[method], cfg.flops_target)
     write_json(metrics_path, metrics)
     write_csv(table_path, rows, TABLE_COLUMNS)
     return metrics
@@ -311,7 +405,7 @@ def draw_figure(path: Path, method: str, images: np.ndarray, labels: np.ndarray,
             ax = axes[r, c]
             panel = panels.get(name)
             if panel is None:
-                ax.text(0.5, 0.5, "not trained", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                ax.text(0.5, 0.5, "no maps", ha="center", va="center", fontsize=8, transform=ax.transAxes)
                 if r == 0:
                     ax.set_title(f"{strategy(name).title}\n(missing)", fontsize=8)
                 continue

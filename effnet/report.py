@@ -987,7 +987,8 @@ def cuts_block(files: RunFiles) -> str:
 
 def chains_block(files: RunFiles) -> str:
     """The small study's chains in order (study.yaml `small_study` under the run's params), each with its record
-    (metrics/chains/<name>.json: code commit, the clock's estimate, the time taken) or 'not run yet'."""
+    (metrics/chains/<name>.json: code commit, processor, the clock's estimate there, the time taken) or
+    'not run yet'."""
     from effnet.study import small_study_chains
 
     records = {c.get("chain"): c for c in files.chains}
@@ -997,7 +998,7 @@ def chains_block(files: RunFiles) -> str:
     for name in names:
         c = records.get(name)
         if c is None:
-            rows.append([name, "–", "–", "–", "–", "–", "not run yet"])
+            rows.append([name, "–", "–", "–", "–", "–", "–", "not run yet"])
             continue
         estimate, wall = c.get("estimate_s"), c.get("wall_s")
         ratio = f"{wall / estimate:.2f}" if finite(estimate) and finite(wall) and estimate > 0 else "–"
@@ -1007,12 +1008,12 @@ def chains_block(files: RunFiles) -> str:
             status += f" in {len(c['part_wall_s'])} parts"
         rows.append([name, f"`{str(c.get('commit', ''))[:10]}`" + (" + edits" if c.get("code_changed_since_commit")
                                                                   else ""),
-                     _duration(estimate), _duration(wall), ratio, f"{c.get('load_before', '–')} / "
-                     f"{c.get('load_after', '–')}", status])
+                     c.get("cpu", "not recorded"), _duration(estimate), _duration(wall), ratio,
+                     f"{c.get('load_before', '–')} / {c.get('load_after', '–')}", status])
     finished = [records[n] for n in names if n in records and records[n].get("exit_status") == 0
                 and finite(records[n].get("estimate_s")) and finite(records[n].get("wall_s"))]
-    text = table(["chain", "code commit", "clock's estimate", "took", "took / estimate", "load before / after",
-                  "status"], rows, "llrrrrl")
+    text = table(["chain", "code commit", "CPU", "clock's estimate", "took", "took / estimate", "load before / after",
+                  "status"], rows, "lllrrrrl")
     if finished:
         estimate, wall = sum(c["estimate_s"] for c in finished), sum(c["wall_s"] for c in finished)
         text += (f"\n\nFinished chains ({len(finished)}), summed: {_duration(wall)} against the clock's "

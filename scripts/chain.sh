@@ -22,7 +22,7 @@ mkdir -p metrics/chains
 record="metrics/chains/$name.json"
 training=()  # the training stages of the arguments (options such as -s/--single-item go to dvc exp run)
 for stage in "$@"; do
-  case "$stage" in -*|evaluate*|collect|cam|plots|report|download|plan) ;; *) training+=("$stage") ;; esac
+  case "$stage" in -*|evaluate*|collect|cam|cam_maps*|plots|report|download|plan) ;; *) training+=("$stage") ;; esac
 done
 estimate=null
 if [ ${#training[@]} -gt 0 ]; then

@@ -1,14 +1,14 @@
 """DVC stage `cam`: Grad-CAM maps of the scaling study (paper Figure 7) and their faithfulness.
 
-    python stages/cam.py [--params params.yaml] [--data data/cifar100] [--models models]
+    python stages/cam.py [--params params.yaml] [--data data/cifar100] [--maps cams]
         [--figures plots/cam] [--metrics metrics/cam.json] [--table plots/cam_faithfulness.csv]
 
-Reads `cam:` from params.yaml. For every model of the scaling study (models/scaling/*) and
-every method of `cam.methods` (plus a random map as the floor), the faithfulness of the
-maps on `cam.faithfulness_images` seeded test images goes to `--metrics` (per model, per
-method) and `--table`; the figure of B0 against the models at `cam.flops_target` x its
-FLOPs goes to `--figures/<method>.png`, one per method. Maps come from the trained (EMA)
-weights. Runs on the first CUDA device when there is one.
+Assembles what the `cam_maps` stages drew, one small file per model of the scaling study
+(`--maps/scaling/<model>.npz`), without any weights: for every model and every method of
+`cam.methods` (plus a random map as the floor), the faithfulness of its maps on
+`cam.faithfulness_images` seeded test images goes to `--metrics` (per model, per method) and
+`--table`; the figure of B0 against the models at `cam.flops_target` x its FLOPs goes to
+`--figures/<method>.png`, one per method, a model without maps drawn as missing.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from effnet import cli
 from effnet.cam import run_cam
 from effnet.config import Params
@@ -26,11 +24,10 @@ from effnet.study import study_models
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = run_cam(args.models, args.data, params.cam, cam_dir=args.figures, metrics_path=args.metrics,
-                      table_path=args.table, device=device, run=[m.name for m in study_models(params)])
+    metrics = run_cam(args.maps, args.data, params.cam, cam_dir=args.figures, metrics_path=args.metrics,
+                      table_path=args.table, run=[m.name for m in study_models(params)])
     if not metrics:
-        print(f"note: no scaling-study models below {args.models}/scaling: empty figures, a table without rows")
+        print(f"note: no maps of the scaling study below {args.maps}/scaling: empty figures, a table without rows")
     print(f"wrote {args.figures}/<method>.png for {', '.join(params.cam.methods)}, {args.metrics} and {args.table}")
     return 0
 
@@ -38,7 +35,7 @@ def run(args: argparse.Namespace, params: Params) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
-    parser.add_argument("--models", default="models", type=Path, help="the scaling study lies in <models>/scaling")
+    parser.add_argument("--maps", default="cams", type=Path, help="the cam_maps stages' files: <maps>/scaling/*.npz")
     parser.add_argument("--figures", default="plots/cam", type=Path, help="directory of <method>.png")
     parser.add_argument("--metrics", default="metrics/cam.json", type=Path)
     parser.add_argument("--table", default="plots/cam_faithfulness.csv", type=Path)

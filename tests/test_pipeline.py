@@ -80,7 +80,8 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
                  "models/resnet152/model.pt",
                  "models/efficientnet_phi/model.pt", "models/scaling/compound_2x/model.pt", "metrics/models.csv",
                  "metrics/models/efficientnet_b7.json", "predictions/efficientnet_b7.npz",
-                 "predictions/scaling/compound_2x.npz", "REPORT.md"]:
+                 "predictions/scaling/compound_2x.npz", "cams/scaling/compound_2x.npz", "plots/cam/gradcam.png",
+                 "REPORT.md"]:
         assert (repo / path).is_file(), path
     # the search's decision with its reason, and the report's corrected comparisons
     search = json.loads((repo / "metrics/search.json").read_text())
@@ -141,6 +142,12 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
     assert record["estimate_s"] == 7 and record["started"] == first["started"] and record["load_before"] == 0.5
     assert len(record["part_wall_s"]) == 2 and record["part_wall_s"][0] == 1000 and record["part_wall_s"][1] > 0
     assert record["wall_s"] == sum(record["part_wall_s"])
+    assert record["cpu"].endswith(("native bf16)", "no native bf16)"))  # the machine: chains run on several
     output = run(["bash", "scripts/small.sh", "efficientnet_b0"], repo, env)
     assert "chain efficientnet_b0: every stage was up to date" in output and "Running stage" not in output
     assert json.loads((repo / "metrics/chains/efficientnet_b0.json").read_text()) == record
+    # a chain of the scaling study ends with its model's Grad-CAM maps, drawn while its weights exist
+    output = run(["bash", "scripts/small.sh", "scaling-baseline"], repo, env)
+    assert "Running stage" not in output
+    assert json.loads((repo / "metrics/chains/scaling-baseline.json").read_text())["stages"] == [
+        "download", "plan", "scale_b0", "evaluate@scaling/baseline", "cam_maps_b0"]

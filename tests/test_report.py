@@ -300,13 +300,16 @@ def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path)
                                                      "evaluate@efficientnet_b0"], "commit": "b09b896b54430ee6",
               "code_changed_since_commit": False, "estimate_s": 2000, "wall_s": 2400, "exit_status": 0,
               "load_before": 0.1, "load_after": 1.9}
-    resumed = dict(record, chain="resnet50", wall_s=3000, part_wall_s=[1000, 2000])  # stopped once at its deadline
+    resumed = dict(record, chain="resnet50", wall_s=3000, part_wall_s=[1000, 2000],
+                   cpu="AMD EPYC (2 cores, no native bf16)")  # stopped once at its deadline
     files = replace(files, chains=(record, resumed))
     table = chains_block(files)
-    assert "| efficientnet_b0 | `b09b896b54` | 33.3 min | 40.0 min | 1.20 | 0.1 / 1.9 | finished |" in table
-    assert "| resnet50 | `b09b896b54` | 33.3 min | 50.0 min | 1.50 | 0.1 / 1.9 | finished in 2 parts |" in table
+    assert ("| efficientnet_b0 | `b09b896b54` | not recorded | 33.3 min | 40.0 min | 1.20 | 0.1 / 1.9 | finished |"
+            in table)  # the records before chain.sh named the processor
+    assert ("| resnet50 | `b09b896b54` | AMD EPYC (2 cores, no native bf16) | 33.3 min | 50.0 min | 1.50 | 0.1 / 1.9 "
+            "| finished in 2 parts |") in table
     assert "Finished chains (2), summed: 1.5 h against the clock's 1.1 h (took / estimate 1.35); 8 of 10" in table
-    assert "| scaling-baseline | – | – | – | – | – | not run yet |" in table  # the rest of small_study, in order
+    assert "| scaling-baseline | – | – | – | – | – | – | not run yet |" in table  # the rest of small_study, in order
     assert table.index("efficientnet_b0") < table.index("scaling-baseline") < table.index("resnet50")
     summary = run_summary(small, files.models, files.chains)
     assert summary.startswith("**This run: the small study**") and "`b09b896b54`" in summary

@@ -16,6 +16,7 @@ from test_plots import _model_row
 from test_report import project, report
 
 from effnet import scaling, study
+from effnet.cam import maps_stage
 from effnet.config import PAPER_COEFFICIENTS, NetworkConfig, Params, params_from_dict
 from effnet.models import ModelSpec, build_model, last_conv_stage, published_spec, spec_for_name
 from effnet.plots import make_plots, read_table
@@ -45,6 +46,7 @@ def test_dvc_yaml_trains_and_evaluates_exactly_the_study() -> None:
     stages = dvc_stages()
     assert dvc_outputs(stages, "models/") == names
     assert dvc_outputs(stages, "predictions/", ".npz") == names
+    assert dvc_outputs(stages, "cams/", ".npz") == {n for n in names if n.startswith("scaling/")}  # Grad-CAM maps
     assert {n.removeprefix("train@") for n in stages if n.startswith("train@")} == {m.name for m in study.EFFICIENTNETS}
     assert {n.split("@")[1] for n in stages if n.startswith("train_baseline@")} == {m.name for m in study.BASELINES}
     targets = [f"{t:g}" for t in params.scaling.flops_targets]
@@ -151,6 +153,7 @@ def test_a_new_strategy_and_baseline_reach_dvc_yaml(tmp_path: Path) -> None:
     targets = [f"{t:g}" for t in yaml.safe_load((ROOT / "params.yaml").read_text())["scaling"]["flops_targets"]]
     assert {"train_baseline@vgg11", "evaluate@vgg11"} <= set(stages)
     assert {f"scale@stretch-{t}" for t in targets} | {f"evaluate_scale@stretch-{t}" for t in targets} <= set(stages)
+    assert {f"cam_maps@stretch-{t}" for t in targets} <= set(stages)
     assert "--strategy stretch --target" in stages[f"scale@stretch-{targets[0]}"].cmd
     assert "metrics/search.json" not in {str(d.def_path) for d in stages[f"scale@stretch-{targets[0]}"].deps}
     assert dvc_outputs(stages, "models/") == dvc_outputs(dvc_stages(), "models/") | {
@@ -233,6 +236,8 @@ def test_the_small_study_is_chains_of_dvc_stages_in_priority_order():
     for chain in chains:  # each chain is a training stage and its evaluate stage, both in dvc.yaml
         assert set(chain.stages) <= listed, chain
         assert chain.stages[1].startswith("evaluate")
+        maps = maps_stage(chain.model)  # scripts/small.sh ends a scaling model's chain with its Grad-CAM maps
+        assert (maps in listed) if chain.model.startswith("scaling/") else maps is None, chain
     names = [c.name for c in chains]
     assert names[0] == "efficientnet_b0" and names[1] == "scaling-baseline"  # B0 first: the study's first result
     scaled = [c for c in chains if c.model.startswith("scaling/") and c.model != "scaling/baseline"]
