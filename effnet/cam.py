@@ -51,9 +51,9 @@ from torch import nn
 from effnet.config import CamConfig
 from effnet.data import DeviceLoader, load_meta, load_split
 from effnet.evaluate import scaling_role
+from effnet.figures import pyplot, save_figure
 from effnet.io import write_atomic, write_csv, write_json
 from effnet.models import last_conv_stage
-from effnet.plots import pyplot, save_figure
 from effnet.study import SCALING_BASELINE, scaling_role_of, strategy, strategy_names
 from effnet.weights import load_weights, read_weights
 

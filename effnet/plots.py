@@ -1,7 +1,8 @@
 """The paper's figures on CIFAR-100, as DVC data plots (CSV) and static PNGs.
 
 - Figure 1: test top-1 against parameters and against FLOPs; EfficientNet B0-B7 as a line,
-  the baselines and the model at `model.phi` as points (`accuracy_vs_params`, `accuracy_vs_flops`).
+  the baselines and the model at `model.phi` as points (`accuracy_vs_params`, `accuracy_vs_flops`),
+  each with its 95% interval from its per-image predictions (`accuracy_intervals`).
 - Validation against test top-1 of every model (`val_vs_test`): whether choosing on the
   validation split would have chosen the same as the test split.
 - The coefficient search's landscape (`search.png`, from the search stage's `plots/search.csv`).
@@ -50,11 +51,12 @@ from typing import Any
 import numpy as np
 
 from effnet import study
-from effnet.io import write_atomic, write_csv, write_json
+from effnet.figures import pyplot, save_figure
+from effnet.io import write_csv, write_json
 
 ACCURACY = "test/top1_ema"  # what the figures show
-FIGURE1_COLUMNS = ("model", "label", "family", "params_m", "flops_g", "test_top1", "efficientnet", "baseline",
-                   "efficientnet_phi")
+FIGURE1_COLUMNS = ("model", "label", "family", "params_m", "flops_g", "test_top1", "test_top1_low", "test_top1_high",
+                   "efficientnet", "baseline", "efficientnet_phi")
 VAL_TEST_COLUMNS = ("model", "label", "group", "val_top1", "test_top1", "matrix", "phi", "scaling")
 TRAINING_CURVES_COLUMNS = ("model", "epoch", "val_top1", "val_top1_ema", "train_loss")
 # DVCLive metric -> column of training_curves.csv, and whether it is a fraction shown in percent
@@ -96,15 +98,40 @@ def label(row: dict[str, Any]) -> str:
 def scaling_columns() -> tuple[str, ...]:
     """Columns of plots/scaling.csv: one accuracy column per strategy of the study, for `dvc plots`."""
     return ("strategy", "model", "target", "flops_g", "flops_ratio", "params_m", "depth_multiplier",
-            "width_multiplier", "resolution_px", "test_top1", *study.strategy_names())
+            "width_multiplier", "resolution_px", "test_top1", "test_top1_low", "test_top1_high",
+            *study.strategy_names())
 
 
 def _percent(value: Any) -> float | str:
     return round(100.0 * value, 4) if finite(value) else ""
 
 
-def figure1_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of Figure 1: EfficientNet B0-B7 (by parameters), the baselines, the phi model."""
+def accuracy_intervals(models: Sequence[dict[str, Any]],
+                       predictions_dir: Path | None) -> dict[str, tuple[float, float]]:
+    """{model: (low, high)}: the 95% interval of each model's test top-1 (%, the EMA weights as `ACCURACY`)
+    from its per-image predictions, by the two-level bootstrap over test images and seeds
+    (`effnet.stats.accuracy_interval`).
+
+    Models without a predictions file (`predictions/<model>.npz`) have none; with one seed the interval covers the
+    test images only.
+    """
+    from effnet.results import load_predictions, predictions_path
+    from effnet.stats import accuracy_interval
+
+    out = {}
+    for row in models:
+        path = predictions_path(predictions_dir, str(row["model"])) if predictions_dir is not None else None
+        if path is not None and path.is_file():
+            low, high = accuracy_interval(load_predictions(path).correct(ema=True))
+            out[str(row["model"])] = (round(100.0 * low, 4), round(100.0 * high, 4))
+    return out
+
+
+def figure1_rows(models: Sequence[dict[str, Any]],
+                 intervals: dict[str, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
+    """Rows of Figure 1: EfficientNet B0-B7 (by parameters), the baselines, the phi model; with each model's
+    interval of test top-1 (`accuracy_intervals`) where `intervals` has one, else empty cells."""
+    intervals = intervals or {}
     rows = []
     for row in models:
         if row.get("group") == "matrix":
@@ -115,8 +142,10 @@ def figure1_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             continue
         accuracy = _percent(row.get(ACCURACY))
+        low, high = intervals.get(str(row["model"]), ("", ""))
         rows.append({"model": row["model"], "label": label(row), "family": family,
                      "params_m": row["params"] / 1e6, "flops_g": row["flops"] / 1e9, "test_top1": accuracy,
+                     "test_top1_low": low, "test_top1_high": high,
                      **{f: (accuracy if f == family else "")
                         for f in ("efficientnet", "baseline", "efficientnet_phi")}})
     order = {"efficientnet": 0, "baseline": 1, "efficientnet_phi": 2}
@@ -152,11 +181,14 @@ def val_vs_test_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def scaling_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Figure 3 / 8: per strategy, the baseline B0 then its scaled models by FLOPs.
+def scaling_rows(models: Sequence[dict[str, Any]],
+                 intervals: dict[str, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
+    """Figure 3 / 8: per strategy, the baseline B0 then its scaled models by FLOPs, with each model's interval of
+    test top-1 where `intervals` (`accuracy_intervals`) has one.
 
     The baseline row is repeated in every strategy, so that each line starts there.
     """
+    intervals = intervals or {}
     scaled = [r for r in models if r.get("group") == "scaling"]
     baseline = next((r for r in scaled if r.get("strategy") == "baseline"), None)
     base_flops = baseline["flops"] if baseline else None
@@ -173,6 +205,8 @@ def scaling_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                          "params_m": row["params"] / 1e6, "depth_multiplier": row.get("depth", ""),
                          "width_multiplier": row.get("width", ""), "resolution_px": row.get("resolution", ""),
                          "test_top1": accuracy,
+                         **dict(zip(("test_top1_low", "test_top1_high"), intervals.get(str(row["model"]), ("", "")),
+                                    strict=True)),
                          **{s: (accuracy if s == strategy else "") for s in strategies}})
     return rows
 
@@ -264,24 +298,6 @@ def scored(models: Sequence[dict[str, Any]]) -> Scored:
 # --------------------------------------------------------------------------------------
 # drawing
 # --------------------------------------------------------------------------------------
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (imported here, not at module level)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
-    """Save a matplotlib figure atomically (temporary file in the same directory, then rename) and close it."""
-    try:
-        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
-    finally:
-        pyplot().close(fig)
 
 
 def placeholder(path: Path, title: str, message: str) -> None:
@@ -443,13 +459,18 @@ def plot_figure1(rows: Sequence[dict[str, Any]], x: str, path: Path, what: Score
         if points:
             ax.scatter([r[x] for r in points], [r["test_top1"] for r in points], marker=marker, s=70, color=color,
                        label=name, zorder=3)
+    barred = [r for r in rows if finite(r["test_top1"]) and finite(r.get("test_top1_low"))
+              and finite(r.get("test_top1_high"))]
+    for r in barred:
+        ax.vlines(r[x], r["test_top1_low"], r["test_top1_high"], color=colors[r["family"]], lw=1.2, zorder=2)
     ax.set_xscale("log")
     _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("parameters (millions, log scale)" if x == "params_m"
                   else "FLOPs (billions of multiply-adds, log scale)")
     ax.set_ylabel(f"CIFAR-100 test top-1 (%), {what.weights}")
+    bars = ("\nbars: 95% bootstrap interval over the test images and seeds" if barred else "")
     ax.set_title(f"Model size vs. accuracy (cf. paper Figure 1{'' if x == 'params_m' else ', FLOPs'})\n"
-                 f"test top-1 on {what.test_images}", fontsize=10)
+                 f"test top-1 on {what.test_images}{bars}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(**LEGEND_OUTSIDE)
     _pad_limits(ax, log_x=True)
@@ -495,20 +516,37 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scor
     plt = pyplot()
     fig, (ax, side) = plt.subplots(1, 2, figsize=(11.5, 5.2), gridspec_kw=dict(width_ratios=(1.5, 1.0)))
     base = next((r for r in rows if str(r["model"]).endswith("baseline")), None)
-    for strategy in study.strategy_names():
+    strategies = study.strategy_names()
+    barred = base_barred = False
+    for i, strategy in enumerate(strategies):
         line = [r for r in rows if r["strategy"] == strategy and finite(r["test_top1"]) and finite(r["flops_ratio"])]
-        if line:
-            ax.plot([r["flops_ratio"] for r in line], [r["test_top1"] for r in line], "-",
-                    marker=study.strategy(strategy).marker, color=study.strategy(strategy).colour,
-                    lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
-                    label="compound scaling" if strategy == "compound" else f"scale {strategy}")
+        if not line:
+            continue
+        colour = study.strategy(strategy).colour
+        ax.plot([r["flops_ratio"] for r in line], [r["test_top1"] for r in line], "-",
+                marker=study.strategy(strategy).marker, color=colour,
+                lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
+                label="compound scaling" if strategy == "compound" else f"scale {strategy}")
+        # each model's interval, its bar moved sideways by a few percent per strategy so that the bars of models of
+        # about the same FLOPs stay apart (B0's once, unmoved)
+        dodge = 2.0 ** (0.06 * (i - (len(strategies) - 1) / 2))
+        for r in line:
+            is_base = base is not None and r["model"] == base["model"]
+            if not (finite(r.get("test_top1_low")) and finite(r.get("test_top1_high"))) or (is_base and base_barred):
+                continue
+            base_barred = base_barred or is_base
+            ax.vlines(r["flops_ratio"] * (1.0 if is_base else dodge), r["test_top1_low"], r["test_top1_high"],
+                      color="black" if is_base else colour, lw=1.2, zorder=2)
+            barred = True
     ax.set_xscale("log", base=2)
     targets = sorted({float(r["target"]) for r in rows if finite(r["target"])} | {1.0})
     ax.set_xticks(targets, [f"{t:g}x" + (" (B0)" if t == 1.0 else "") for t in targets])
     ax.minorticks_off()
     ax.set_xlabel("FLOPs relative to B0 (log scale)")
     ax.set_ylabel(f"CIFAR-100 test top-1 (%), {what.weights}")
-    ax.set_title("Scaling B0 by one dimension vs. compound\n(cf. paper Figures 3 and 8)", fontsize=10)
+    ax.set_title("Scaling B0 by one dimension vs. compound\n(cf. paper Figures 3 and 8)"
+                 + ("; bars: 95% bootstrap interval\nover the test images and seeds, moved apart sideways" if barred
+                    else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=8, borderaxespad=0.0)
 
@@ -672,9 +710,10 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
 
 
 def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvclive_dir: Path, out_dir: Path,
-               log: Callable[[str], Any] = print, summary: Path | None = None) -> dict[str, Path]:
+               log: Callable[[str], Any] = print, summary: Path | None = None,
+               predictions_dir: Path | None = None) -> dict[str, Path]:
     """Write every CSV and PNG of the plots stage into `out_dir`, and `summary_metrics` to `summary`;
-    return {name: path}.
+    return {name: path}. Figure 1's intervals come from the per-image predictions in `predictions_dir`.
 
     Inputs that are missing or empty give a header-only CSV and a placeholder PNG, with a
     note through `log`.
@@ -700,7 +739,8 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
     if summary is not None:
         write_json(summary, summary_metrics(models))
         written[Path(summary).name] = Path(summary)
-    figure1 = figure1_rows(models)
+    intervals = accuracy_intervals(models, predictions_dir)
+    figure1 = figure1_rows(models, intervals)
     no_matrix = f"no matrix or phi models in {models_table}"
     emit("accuracy_vs_params", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "params_m", p, what),
          no_matrix)
@@ -708,7 +748,7 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
     val_test = val_vs_test_rows(models)
     emit("val_vs_test", val_test, VAL_TEST_COLUMNS, lambda p: plot_val_vs_test(val_test, p, what),
          f"no models in {models_table}")
-    scaling = scaling_rows(models)
+    scaling = scaling_rows(models, intervals)
     emit("scaling", scaling, scaling_columns(), lambda p: plot_scaling(scaling, p, what),
          f"no scaling-study models in {models_table}")
     candidates = [r for r in read_table(search_table) if finite(r.get("val_top1"))]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import itertools
 import json
 import math
 import platform
@@ -484,7 +485,10 @@ def comparisons(models: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(what is compared, model A, model B) for every paired comparison the report draws:
 
     - at each FLOPs target of the scaling study, compound scaling (A) against depth, width and
-      resolution scaling (B);
+      resolution scaling (B), then each scaled model (A) against the unscaled B0 of the study (B):
+      does scaling that dimension pay at all (the paper's Figure 3);
+    - each EfficientNet of the matrix (A) against the next smaller one of the run (B): B1
+      against B0, B2 against B1 (or B0 where B1 is not in the run), the steps of Figure 1's line;
     - each EfficientNet of the run (B0-B7, the phi model) (A) against the baseline nearest to it
       in FLOPs and the one nearest in parameters (B; one comparison when it is the same), nearest
       on a log scale.
@@ -492,13 +496,18 @@ def comparisons(models: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     out = []
     scaled = [r for r in models if r.get("group") == "scaling" and finite(r.get("target"))]
     strategies = study.strategy_names()
+    unscaled = next((r["model"] for r in scaled if r.get("strategy") == study.SCALING_BASELINE.name), None)
     for target in sorted({float(r["target"]) for r in scaled if r.get("strategy") in strategies}):
         at = {r["strategy"]: r["model"] for r in scaled if abs(float(r["target"]) - target) < 1e-9}
         if "compound" in at:
             out += [(f"{target:g}x FLOPs", at["compound"], at[s]) for s in strategies if s != "compound" and s in at]
+        if unscaled is not None:
+            out += [(f"{target:g}x FLOPs against unscaled", at[s], unscaled) for s in strategies if s in at]
     baseline_names = {m.name for m in study.matrix() if m.is_baseline}
     effnet_names = {m.name for m in study.matrix() if not m.is_baseline}
     baselines = [r for r in models if r["model"] in baseline_names]
+    line = [r["model"] for r in _order(models) if r["model"] in effnet_names]  # B0-B7 of the run, in order
+    out += [("next smaller EfficientNet", a, b) for b, a in itertools.pairwise(line)]
     effnets = [r for r in _order(models) if r["model"] in effnet_names or r.get("group") == "phi"]
     for r in effnets:
         nearest: dict[str, list[str]] = {}
@@ -585,8 +594,9 @@ def _paired(models: list[dict[str, Any]], predictions_dir: Path | None) -> str:
                f"**{NOT_DISTINGUISHABLE}**. \"detectable\" is the half-width of the corrected interval: the smallest "
                "difference (points) this run could have told from 0 in that comparison. McNemar's test is not used: "
                "with several seeds per model it would test one network of each and ignore the seed-to-seed noise. "
-               "Compared: compound scaling against each single dimension at each FLOPs target, and each EfficientNet "
-               "against the baseline nearest to it in FLOPs and in parameters."
+               "Compared: compound scaling against each single dimension at each FLOPs target, each scaled model "
+               "against the unscaled B0 of the scaling study, each EfficientNet against the next smaller one of the "
+               "run, and each EfficientNet against the baseline nearest to it in FLOPs and in parameters."
                + (f" {len(one_seed)} of the comparisons have one seed per model: their intervals cover the test "
                   "images only, not the seed-to-seed variation (set `train.seeds`, `scaling.seeds` >= 3)."
                   if one_seed else ""))

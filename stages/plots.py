@@ -2,9 +2,10 @@
 
     python stages/plots.py [--params params.yaml] [--models-table metrics/models.csv]
         [--search-table plots/search.csv] [--cam-table plots/cam_faithfulness.csv]
-        [--dvclive dvclive] [--out plots] [--summary metrics/summary.json]
+        [--dvclive dvclive] [--predictions predictions] [--out plots] [--summary metrics/summary.json]
 
-Writes to `--out`: accuracy_vs_params.csv/.png and accuracy_vs_flops.csv/.png (Figure 1),
+Writes to `--out`: accuracy_vs_params.csv/.png and accuracy_vs_flops.csv/.png (Figure 1, with each
+model's 95% interval of test top-1 from its per-image predictions in `--predictions`),
 val_vs_test.csv/.png, scaling.csv/.png (Figures 3 and 8), search.png, training_curves.png
 and cam_faithfulness.png; and `--summary`, the test top-1 of each model of the matrix
 and the phi model as one flat metrics file. A missing input gives a note, a header-only CSV and a placeholder
@@ -24,7 +25,8 @@ from effnet.plots import make_plots
 
 def run(args: argparse.Namespace, params: Params) -> int:  # no key is read, but a bad params.yaml stops the stage
     written = make_plots(models_table=args.models_table, search_table=args.search_table, cam_table=args.cam_table,
-                         dvclive_dir=args.dvclive, out_dir=args.out, summary=args.summary)
+                         dvclive_dir=args.dvclive, out_dir=args.out, summary=args.summary,
+                         predictions_dir=args.predictions)
     print(f"wrote {', '.join(str(p) for p in written.values())}")
     return 0
 
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's table")
     parser.add_argument("--cam-table", default="plots/cam_faithfulness.csv", type=Path, help="the cam stage's table")
     parser.add_argument("--dvclive", default="dvclive", type=Path, help="DVCLive directories of the training runs")
+    parser.add_argument("--predictions", default="predictions", type=Path,
+                        help="the evaluate stages' per-image predictions: Figure 1's intervals")
     parser.add_argument("--out", default="plots", type=Path)
     parser.add_argument("--summary", default="metrics/summary.json", type=Path,
                         help="test top-1 per model in a few columns, for dvc metrics show / dvc exp show")

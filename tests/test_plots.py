@@ -137,6 +137,42 @@ def test_every_figure_has_its_series(tmp_path: Path) -> None:
         assert all(r[strategy] == r["test_top1"] for r in line)
 
 
+def test_figures_draw_each_models_interval_from_its_predictions(tmp_path: Path, drawn: dict) -> None:
+    """Per-image predictions (2 seeds, 100 and 110 of 200 images right) give B0's bar in Figure 1 and depth_2x's in
+    the scaling figure; models without any have none."""
+    import numpy as np
+
+    from effnet.results import Predictions, save_predictions
+    from effnet.stats import accuracy_interval
+
+    write_results(tmp_path)
+    labels = np.arange(200) % 100
+    top1 = np.stack([np.where(np.arange(200) < 100, labels, (labels + 1) % 100),
+                     np.where(np.arange(200) >= 90, labels, (labels + 1) % 100)])  # 100 and 110 of 200 right
+    for model in ("efficientnet_b0", "scaling/depth_2x"):
+        save_predictions(tmp_path / "predictions" / f"{model}.npz",
+                         Predictions(top1=top1, top1_ema=top1, labels=labels, test_set="t", has_ema=True))
+    make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
+               out_dir=tmp_path / "plots", log=pytest.fail, predictions_dir=tmp_path / "predictions")
+    low, high = accuracy_interval(top1 == labels)
+    rows = {r["model"]: r for r in _csv(tmp_path / "plots" / "accuracy_vs_flops.csv")}
+    b0 = rows.pop("efficientnet_b0")
+    assert (float(b0["test_top1_low"]), float(b0["test_top1_high"])) == pytest.approx((100 * low, 100 * high))
+    assert 40 < 100 * low < 52.5 < 100 * high < 65  # around the predictions' 52.5%, seeds and images resampled
+    assert all(r["test_top1_low"] == r["test_top1_high"] == "" for r in rows.values())
+    scaling = _csv(tmp_path / "plots" / "scaling.csv")
+    depth = [r for r in scaling if r["model"] == "scaling/depth_2x"]
+    assert [(float(r["test_top1_low"]), float(r["test_top1_high"])) for r in depth] == [
+        pytest.approx((100 * low, 100 * high))]
+    assert all(r["test_top1_low"] == "" for r in scaling if r["model"] != "scaling/depth_2x")
+    for name in ("accuracy_vs_flops", "scaling"):
+        figure = drawn[name]
+        bars = [c for c in figure.axes[0].collections if type(c).__name__ == "LineCollection"]
+        assert len(bars) == 1 and "bars: 95% bootstrap interval" in figure.axes[0].get_title(), name
+        assert _overlaps(figure) == [], name
+
+
 def test_missing_inputs_give_placeholders_and_header_only_csvs(tmp_path: Path) -> None:
     notes = []
     make_plots(models_table=tmp_path / "none.csv", search_table=tmp_path / "none.csv", cam_table=tmp_path / "none.csv",

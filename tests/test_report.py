@@ -207,7 +207,8 @@ def test_readme_block_names_the_papers_coefficients_when_the_search_took_them() 
 
 
 def test_comparisons_drawn() -> None:
-    """Compound against each single dimension per target; each EfficientNet against its nearest baselines."""
+    """Compound against each single dimension per target, each scaled model against the unscaled B0; each
+    EfficientNet against the next smaller one of the run and against its nearest baselines."""
     models = [{"model": "scaling/compound_2x", "group": "scaling", "strategy": "compound", "target": 2.0},
               {"model": "scaling/depth_2x", "group": "scaling", "strategy": "depth", "target": 2.0},
               # no compound at 4x
@@ -221,6 +222,11 @@ def test_comparisons_drawn() -> None:
               {"model": "resnet152", "group": "matrix", "params": 60e6, "flops": 11e9}]
     assert comparisons(models) == [
         ("2x FLOPs", "scaling/compound_2x", "scaling/depth_2x"),
+        ("2x FLOPs against unscaled", "scaling/depth_2x", "scaling/baseline"),
+        ("2x FLOPs against unscaled", "scaling/compound_2x", "scaling/baseline"),
+        ("4x FLOPs against unscaled", "scaling/width_4x", "scaling/baseline"),  # drawn without a compound model
+        ("next smaller EfficientNet", "efficientnet_b4", "efficientnet_b0"),  # B1-B3 not in the run
+        ("next smaller EfficientNet", "efficientnet_b7", "efficientnet_b4"),
         ("nearest in FLOPs", "efficientnet_b0", "resnet50"),
         ("nearest in parameters", "efficientnet_b0", "densenet201"),
         ("nearest in FLOPs", "efficientnet_b4", "resnet50"),  # 4.1 B is nearer 4.15 B than 4.3 B is
