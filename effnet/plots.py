@@ -686,6 +686,10 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
                 if len(line) > (1 if baseline else 0):
                     ax.plot([r["flops_ratio"] for r in line], [r[key] for r in line], "o-",
                             color=study.strategy(strategy).colour, label=strategy)
+            b0 = [r for r in baseline if r["method"] == method]
+            if b0:  # B0 itself, where every line starts: drawn even before any scaled model has its maps
+                ax.scatter([r["flops_ratio"] for r in b0], [r[key] for r in b0], marker="o", color="black",
+                           label="B0", zorder=3)
             floor = [r for r in rows if r["method"] == reference]
             if floor:
                 ax.scatter([r["flops_ratio"] for r in floor], [r[key] for r in floor], marker="x", color="tab:gray",

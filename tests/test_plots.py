@@ -173,6 +173,21 @@ def test_figures_draw_each_models_interval_from_its_predictions(tmp_path: Path, 
         assert _overlaps(figure) == [], name
 
 
+def test_the_faithfulness_figure_shows_b0_before_any_scaled_model(tmp_path: Path, drawn: dict) -> None:
+    """Only B0's maps drawn yet (the first chain of the scaling study): each panel still shows B0's value."""
+    write_results(tmp_path)
+    table = tmp_path / "plots" / "cam_faithfulness.csv"
+    write_csv(table, [r for r in read_table(table) if r["strategy"] == "baseline"], CAM_COLUMNS)
+    make_plots(models_table=tmp_path / "metrics" / "models.csv", search_table=tmp_path / "plots" / "search.csv",
+               cam_table=table, dvclive_dir=tmp_path / "dvclive", out_dir=tmp_path / "plots", log=pytest.fail)
+    panels = drawn["cam_faithfulness"].axes
+    assert len(panels) == 4  # 2 methods x 2 measures
+    for ax in panels:
+        points = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+        assert points["B0"] in ([[1.0, 0.05]], [[1.0, 0.01]])  # road_combined or the confidence change
+        assert points["random map"] in ([[1.0, 0.0]], [[1.0, 0.01]])
+
+
 def test_missing_inputs_give_placeholders_and_header_only_csvs(tmp_path: Path) -> None:
     notes = []
     make_plots(models_table=tmp_path / "none.csv", search_table=tmp_path / "none.csv", cam_table=tmp_path / "none.csv",
