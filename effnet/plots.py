@@ -517,7 +517,9 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scor
     fig, (ax, side) = plt.subplots(1, 2, figsize=(11.5, 5.2), gridspec_kw=dict(width_ratios=(1.5, 1.0)))
     base = next((r for r in rows if str(r["model"]).endswith("baseline")), None)
     strategies = study.strategy_names()
-    barred = base_barred = False
+    bars = [r for r in rows if finite(r.get("test_top1_low")) and finite(r.get("test_top1_high"))]
+    if base is not None and base in bars:  # B0 starts every line: its bar once, unmoved
+        ax.vlines(base["flops_ratio"], base["test_top1_low"], base["test_top1_high"], color="black", lw=1.2, zorder=2)
     for i, strategy in enumerate(strategies):
         line = [r for r in rows if r["strategy"] == strategy and finite(r["test_top1"]) and finite(r["flops_ratio"])]
         if not line:
@@ -527,17 +529,13 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scor
                 marker=study.strategy(strategy).marker, color=colour,
                 lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
                 label="compound scaling" if strategy == "compound" else f"scale {strategy}")
-        # each model's interval, its bar moved sideways by a few percent per strategy so that the bars of models of
-        # about the same FLOPs stay apart (B0's once, unmoved)
+        # each scaled model's interval, its bar moved sideways by a few percent per strategy so that the bars of
+        # models of about the same FLOPs stay apart
         dodge = 2.0 ** (0.06 * (i - (len(strategies) - 1) / 2))
         for r in line:
-            is_base = base is not None and r["model"] == base["model"]
-            if not (finite(r.get("test_top1_low")) and finite(r.get("test_top1_high"))) or (is_base and base_barred):
-                continue
-            base_barred = base_barred or is_base
-            ax.vlines(r["flops_ratio"] * (1.0 if is_base else dodge), r["test_top1_low"], r["test_top1_high"],
-                      color="black" if is_base else colour, lw=1.2, zorder=2)
-            barred = True
+            if (base is None or r["model"] != base["model"]) and r in bars:
+                ax.vlines(r["flops_ratio"] * dodge, r["test_top1_low"], r["test_top1_high"], color=colour, lw=1.2,
+                          zorder=2)
     ax.set_xscale("log", base=2)
     targets = sorted({float(r["target"]) for r in rows if finite(r["target"])} | {1.0})
     ax.set_xticks(targets, [f"{t:g}x" + (" (B0)" if t == 1.0 else "") for t in targets])
@@ -545,7 +543,7 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scor
     ax.set_xlabel("FLOPs relative to B0 (log scale)")
     ax.set_ylabel(f"CIFAR-100 test top-1 (%), {what.weights}")
     ax.set_title("Scaling B0 by one dimension vs. compound\n(cf. paper Figures 3 and 8)"
-                 + ("; bars: 95% bootstrap interval\nover the test images and seeds, moved apart sideways" if barred
+                 + ("; bars: 95% bootstrap interval\nover the test images and seeds, moved apart sideways" if bars
                     else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=8, borderaxespad=0.0)
@@ -717,7 +715,8 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
                log: Callable[[str], Any] = print, summary: Path | None = None,
                predictions_dir: Path | None = None) -> dict[str, Path]:
     """Write every CSV and PNG of the plots stage into `out_dir`, and `summary_metrics` to `summary`;
-    return {name: path}. Figure 1's intervals come from the per-image predictions in `predictions_dir`.
+    return {name: path}. The intervals of Figure 1 and the scaling figure come from the per-image predictions in
+    `predictions_dir`.
 
     Inputs that are missing or empty give a header-only CSV and a placeholder PNG, with a
     note through `log`.
