@@ -89,7 +89,8 @@ if [ "$MODE" = lease ]; then
     fi
     [ -z "$RETURNED" ] && cold=--cold
     budget=$(left)
-    fig=$("$VENV/bin/python3" scripts/lease.py --budget-left "$budget" $cold --pack-s "$pack" --start-s "$START_S") \
+    # the figures are computed here, as in a real lease (the device's Python has no installed effnet)
+    fig=$("$HERE_PYTHON" scripts/lease.py --budget-left "$budget" $cold --pack-s "$pack" --start-s "$START_S") \
       || { echo "call $name: refused by scripts/lease.py (budget $budget s)"; return 3; }
     timeout=$(echo "$fig" | "$VENV/bin/python3" -c "import json,sys; print(json.load(sys.stdin)['timeout_s'])")
     job=$(echo "$fig" | "$VENV/bin/python3" -c "import json,sys; print(json.load(sys.stdin)['job_work_s'])")
