@@ -38,6 +38,7 @@ def load_script(path: Path, name: str) -> ModuleType:
     """A script of the tree as a module (benchmarks/ and scripts/ are not packages)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass looks its module up there (scripts/gpu.py's do)
     spec.loader.exec_module(module)
     return module
 

@@ -241,6 +241,19 @@ def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_de
     assert 0 < kwargs["limit_s"] <= 400
 
 
+def test_the_job_loads_the_real_window_recipe_a_script_with_dataclasses(monkeypatch):
+    """Phase 2 loads scripts/gpu.py by path; unregistered in sys.modules, its dataclasses failed at import."""
+    import sys
+
+    spec = importlib.util.spec_from_file_location("lease_job_script", ROOT / "scripts" / "lease_job.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    monkeypatch.delitem(sys.modules, "gpu_recipe_loaded_by_the_job", raising=False)
+    recipe = job.load_script(ROOT / "scripts" / "gpu.py", "gpu_recipe_loaded_by_the_job")
+    assert callable(recipe.run_window) and sys.modules["gpu_recipe_loaded_by_the_job"] is recipe
+    monkeypatch.delitem(sys.modules, "gpu_recipe_loaded_by_the_job")
+
+
 def test_pack_lease_brings_a_real_unfinished_checkpoint_home_in_bf16(tmp_path):
     import torch
 
