@@ -98,7 +98,7 @@ if [ "$MODE" = lease ]; then
     [ -n "$cold" ] && { echo "call $name: a machine starts (${START_S} s)"; sleep "$START_S"; }
     send "$DEV" "$carry"
     bytes=$( (git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null;
-              [ -n "$carry" ] && find "$carry" -type f -exec stat -c %s {} +) | awk '{s+=$1} END {print s+0}')
+              { [ -z "$carry" ] || find "$carry" -type f -exec stat -c %s {} +; }) | awk '{s+=$1} END {print s+0}')
     [ "$bytes" -le $(( LIMIT_MIB * 1048576 )) ] || { echo "error: call $name carries $bytes bytes, over ${LIMIT_MIB} MiB" >&2; exit 1; }
     command=${command//@JOB@/$job}; command=${command//@WORK@/$work}
     cut=$(left)
