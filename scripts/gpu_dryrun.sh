@@ -116,7 +116,8 @@ if [ "$MODE" = lease ]; then
   say "lease: $LEASE_S s of device time, start $START_S s, release $RELEASE_S s, profile $LEASE_SET"
   # the job's phase 1 on the CPU: tiny batches and steps; --set gives the training a CPU-sized profile
   JOBARGS="--deadline-file $LDIR/deadline --store $STORE --batch-size 8 --warmup-steps 1 --steps 2 --reserve-s 90"
-  JOBARGS="$JOBARGS --stage-start-s 15 --set $LEASE_SET"
+  JOBARGS="$JOBARGS --stage-start-s 15"
+  for item in $LEASE_SET; do JOBARGS="$JOBARGS --set $item"; done   # LEASE_SET: KEY=VALUE items, space-separated
   lease_call first .carry/data/part1 25 "PYTHONPATH=. python3 scripts/carry.py stash .carry/data/part1 || exit 1; echo \$(( \$(date +%s) + @JOB@ )) > $LDIR/deadline; PYTHONPATH=. setsid nohup python3 scripts/lease_job.py $JOBARGS > $LDIR/job.log 2>&1 < /dev/null & echo \$! > $LDIR/job.pid; sleep 2; cat $LDIR/job.log"
   JOBPID=$(cat "$LDIR/job.pid" 2>/dev/null || true)
   lease_call second .carry/data/part2 25 "echo \$(( \$(date +%s) + @JOB@ )) > $LDIR/deadline; PYTHONPATH=. python3 scripts/carry.py stash .carry/data/part2 && PYTHONPATH=. python3 scripts/carry.py prepare; tail -5 $LDIR/job.log"
