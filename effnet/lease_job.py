@@ -123,21 +123,25 @@ class EpochPlan:
 
 def choose_epochs(rates: dict[str, float], models: list[str], *, time_left_s: float, train_images: int,
                   val_images: int, val_passes: int, final_images: int, eval_cost: float, stage_start_s: float,
-                  stages: int, stop_s: float, max_epochs: int) -> EpochPlan:
+                  stages: int, stop_s: float, max_epochs: int, seeds: int = 1) -> EpochPlan:
     """The same number of epochs for every model of `models`, run one after another, the most that end in time.
 
     Each model's epoch costs `train_images` / its rate plus its validation passes
     (`val_images` x `val_passes` x `eval_cost`, evaluation being forward only); besides them
     come `stages` stage starts of `stage_start_s` each and every model's final evaluation of
-    `final_images`. The epochs are at most `max_epochs` (params.yaml's) and at least 1; when
-    even 1 does not fit, `fits` is False and the trainer's deadline stops it resumably. A model
-    without a measured rate is an error: the plan would be a guess.
+    `final_images`. Each model trains and is evaluated `seeds` times (`train.seeds`), one seed
+    after another: its epoch and final evaluation count that many times. The epochs are at most
+    `max_epochs` (params.yaml's) and at least 1; when even 1 does not fit, `fits` is False and
+    the trainer's deadline stops it resumably. A model without a measured rate is an error: the
+    plan would be a guess.
     """
     missing = [m for m in models if not rates.get(m)]
     if missing:
         raise ValueError(f"no measured training rate for {', '.join(missing)}: the benchmark must time them first")
-    per_epoch = {m: (train_images + eval_cost * val_images * val_passes) / rates[m] for m in models}
-    fixed = stage_start_s * stages + sum(eval_cost * final_images / rates[m] for m in models)
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, not {seeds}")
+    per_epoch = {m: seeds * (train_images + eval_cost * val_images * val_passes) / rates[m] for m in models}
+    fixed = stage_start_s * stages + sum(seeds * eval_cost * final_images / rates[m] for m in models)
     available = time_left_s - stop_s
     epochs = math.floor((available - fixed) / sum(per_epoch.values()))
     fits = epochs >= 1

@@ -158,14 +158,14 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
              else val + effnet_clock.TEST_IMAGES)
     rates = effnet_clock.lease_rates(bench_record)
     models = list(MUST_MODELS)
-    evaluate_s = (3 * args.stage_start_s  # two evaluate stages and collect
-                  + sum(effnet_clock.EVAL_COST * final / rates[m] for m in models if rates.get(m)))
+    evaluate_s = (3 * args.stage_start_s  # two evaluate stages and collect; each evaluates every seed
+                  + sum(train.seeds * effnet_clock.EVAL_COST * final / rates[m] for m in models if rates.get(m)))
     left = time_left(args.deadline_file)
     plan = choose_epochs(rates, models, time_left_s=left - args.pack_s - evaluate_s - 20,
                          train_images=effnet_clock._train_images(train.train_per_class, data.val_per_class),
                          val_images=val, val_passes=2 if train.ema_decay > 0 else 1, final_images=0,
                          eval_cost=effnet_clock.EVAL_COST, stage_start_s=args.stage_start_s, stages=len(models),
-                         stop_s=args.stop_s, max_epochs=train.epochs)
+                         stop_s=args.stop_s, max_epochs=train.epochs, seeds=train.seeds)
     record["plan"] = {"epochs": plan.epochs, "fits": plan.fits, "per_epoch_s": plan.per_epoch_s,
                       "training_s": plan.expected_s, "evaluate_s": evaluate_s, "time_left_s": left,
                       "rates": {m: rates[m] for m in models},

@@ -112,6 +112,21 @@ def test_epochs_chosen_from_the_rates_end_before_the_deadline():
         choose_epochs({"efficientnet_b0": 1.0}, list(rates), time_left_s=400.0, **figures)
 
 
+def test_every_seed_of_each_model_is_planned_for_since_the_window_trains_them_one_after_another():
+    """train.seeds = 3 (params.yaml): each model trains and is evaluated three times; a plan that counted one
+    seed (the first --lease dry run) left ResNet-50 cut in its first seed and B0 never evaluated."""
+    figures = dict(train_images=45_000, val_images=5_000, val_passes=2, final_images=15_000, eval_cost=1 / 3,
+                   stage_start_s=20.0, stages=5, stop_s=30.0, max_epochs=100)
+    rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
+    one = choose_epochs(rates, list(rates), time_left_s=600.0, **figures)
+    three = choose_epochs(rates, list(rates), time_left_s=600.0, seeds=3, **figures)
+    assert three.per_epoch_s == pytest.approx({m: 3 * s for m, s in one.per_epoch_s.items()})
+    assert three.fixed_s - 5 * 20.0 == pytest.approx(3 * (one.fixed_s - 5 * 20.0))
+    assert three.fits and three.epochs < one.epochs and three.expected_s <= 600.0 - 30.0
+    with pytest.raises(ValueError, match="seeds must be at least 1"):
+        choose_epochs(rates, list(rates), time_left_s=600.0, seeds=0, **figures)
+
+
 def test_the_clock_reads_only_the_recipe_rows_without_errors_as_rates():
     bench = {"rows": [{"kind": "matmul", "tflops": 700.0},
                       {"kind": "train", "model": "efficientnet_b0", "variant": "recipe", "images_per_s": 9000.0},
@@ -235,7 +250,7 @@ def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_de
     plan = record["plan"]
     assert window["models"] == ["efficientnet_b0", "resnet50"] and kwargs["prepared"] is True
     assert window["params"]["train.epochs"] == plan["epochs"] >= 1 and plan["fits"]
-    assert window["params"]["train.train_per_class"] == 20 and plan["epochs"] == 100  # 2,000 images: the most fit
+    assert window["params"]["train.train_per_class"] == 20 and plan["epochs"] == 90  # 2,000 images, 3 seeds each
     # training, then the evaluation the window reserves, the packing and the trainer's stop: inside the 400 s
     assert plan["training_s"] + plan["evaluate_s"] + 30 + 30 + 20 <= plan["time_left_s"]
     assert 0 < kwargs["limit_s"] <= 400
