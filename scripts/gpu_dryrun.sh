@@ -5,12 +5,13 @@
 #   bash scripts/gpu_dryrun.sh --lease [WORKDIR]     # the 15-minute lease's three calls (docs/lease.md)
 #
 # --lease: after step 1, the plan of docs/lease.md instead of steps 2-6, against an emulated lease of
-# LEASE_S (default 1200: the CPU's epochs are slow; not yet run, so sized by estimate) seconds of device time: a start delay (START_S, default 20) before the first call, the
-# carry limit (tree + carried path <= 64 MiB, checked per call), the machine gone when a call follows the last one
-# more than RELEASE_S (30) after it returned (the setsid job with it), each call's timeout_s from
+# LEASE_S (default 1200: the CPU's epochs are slow; docs/lease.md says what its runs found) seconds of device
+# time: a start delay (START_S, default 20) before the first call, the carry limit (tree + carried path
+# <= 64 MiB, checked per call), the machine gone when a call follows the last one more than RELEASE_S (30)
+# after it returned (the setsid job with it), each call's timeout_s from
 # scripts/lease.py with the budget left, a call cut by the end of the lease bringing nothing back, and a lease
-# that ends mid-training (the CPU profile of LEASE_SET, 20 images a class by default, against a budget that
-# holds about one epoch). Needs the carried parts (`python scripts/carry.py encode`, .carry/data/part1, part2).
+# that may end mid-training (LEASE_SET: the CPU profile, 20 images a class by default, with which this CPU
+# fits no epoch; docs/lease.md gives a LEASE_SET that trains both models). Needs the carried parts (`python scripts/carry.py encode`, .carry/data/part1, part2).
 # Then pack-lease's files (at most 8 of 16 MiB) unpacked into a scratch clone, the benchmark in
 # benchmarks/bench_lease.json there, and `python -m effnet.clock --gpu` read from it.
 #
