@@ -11,7 +11,8 @@
 # after it returned (the setsid job with it), each call's timeout_s from
 # scripts/lease.py with the budget left, a call cut by the end of the lease bringing nothing back, and a lease
 # that may end mid-training (LEASE_SET: the CPU profile, 20 images a class by default, with which this CPU
-# fits no epoch; docs/lease.md gives a LEASE_SET that trains both models). Needs the carried parts (`python scripts/carry.py encode`, .carry/data/part1, part2).
+# fits no epoch; docs/lease.md gives a LEASE_SET that trains both models). Needs the carried parts
+# (`python scripts/carry.py encode`, .carry/data/part1, part2).
 # Then pack-lease's files (at most 8 of 16 MiB) unpacked into a scratch clone, the benchmark in
 # benchmarks/bench_lease.json there, and `python -m effnet.clock --gpu` read from it.
 #

@@ -114,7 +114,7 @@ def test_epochs_chosen_from_the_rates_end_before_the_deadline():
 
 def test_every_seed_of_each_model_is_planned_for_since_the_window_trains_them_one_after_another():
     """train.seeds = 3 (params.yaml): each model trains and is evaluated three times; a plan that counted one
-    seed (the first --lease dry run) left ResNet-50 cut in its first seed and B0 never evaluated."""
+    seed (found by a --lease dry run) left ResNet-50 cut in its first seed and B0 never evaluated."""
     figures = dict(train_images=45_000, val_images=5_000, val_passes=2, final_images=15_000, eval_cost=1 / 3,
                    stage_start_s=20.0, stages=5, stop_s=30.0, max_epochs=100)
     rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
