@@ -21,6 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 
+def _lease_job_script():
+    """scripts/lease_job.py, loaded from its path (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location("lease_job_script", ROOT / "scripts" / "lease_job.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job
+
+
 class FakeClock:
     """A clock that moves only when a row 'runs'."""
 
@@ -227,9 +235,7 @@ def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_de
 
     import yaml
 
-    spec = importlib.util.spec_from_file_location("lease_job_script", ROOT / "scripts" / "lease_job.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    job = _lease_job_script()
     calls = []
 
     def run_window(window_path, **kwargs):
@@ -256,17 +262,16 @@ def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_de
     assert 0 < kwargs["limit_s"] <= 400
 
 
-def test_the_job_loads_the_real_window_recipe_a_script_with_dataclasses(monkeypatch):
+def test_the_job_loads_the_real_window_recipe_a_script_with_dataclasses():
     """Phase 2 loads scripts/gpu.py by path; unregistered in sys.modules, its dataclasses failed at import."""
     import sys
 
-    spec = importlib.util.spec_from_file_location("lease_job_script", ROOT / "scripts" / "lease_job.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    monkeypatch.delitem(sys.modules, "gpu_recipe_loaded_by_the_job", raising=False)
-    recipe = job.load_script(ROOT / "scripts" / "gpu.py", "gpu_recipe_loaded_by_the_job")
-    assert callable(recipe.run_window) and sys.modules["gpu_recipe_loaded_by_the_job"] is recipe
-    monkeypatch.delitem(sys.modules, "gpu_recipe_loaded_by_the_job")
+    job = _lease_job_script()
+    try:
+        recipe = job.load_script(ROOT / "scripts" / "gpu.py", "gpu_recipe_loaded_by_the_job")
+        assert callable(recipe.run_window) and sys.modules["gpu_recipe_loaded_by_the_job"] is recipe
+    finally:
+        sys.modules.pop("gpu_recipe_loaded_by_the_job", None)
 
 
 def test_pack_lease_brings_a_real_unfinished_checkpoint_home_in_bf16(tmp_path):
