@@ -123,10 +123,18 @@ def job_work_s(budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_s
     long as each follows the last within `costs.release_s` (else the machine, and the job, are gone).
     The last call recomputes this from the budget read before it (`call_budget(...).work_s`),
     which already counts the true start and transfers.
+
+    The last call is also held to the per-call limit: it can wait at most `costs.per_call_s -
+    pack_s - stop_s` after its command starts, and it starts no earlier than this command. So the
+    job's time is capped there too: a longer lease (a budget above about 920 s with the default
+    costs) would otherwise give the job a deadline past the end of the last call's wait, and the
+    packing would stop it mid-work. The cap loses at most the calls in between (their transfers and
+    commands) of the job's time, and only when it binds.
     """
     pack_s, stop_s = _seconds(pack_s, "pack_s"), _seconds(stop_s, "stop_s")
     left = lease_left_at_command(budget_left_s, warm=warm, costs=costs)
-    work = math.floor(left - costs.transfer_out_s - costs.release_s - costs.margin_s - pack_s - stop_s)
+    work = math.floor(min(left - costs.transfer_out_s - costs.release_s - costs.margin_s,
+                          float(costs.per_call_s)) - pack_s - stop_s)
     if work < 1:
         raise LeaseError(f"{budget_left_s:.0f} s of device time left leave no time for a background job; "
                          "do not start it")

@@ -83,6 +83,21 @@ def test_the_background_job_ends_before_the_last_call_must_pack():
     assert first.timeout_s <= 600
 
 
+def test_a_long_lease_caps_the_job_at_what_the_last_call_can_wait_for():
+    """Found by the --lease dry run (LEASE_S=1200): the job's deadline came from the lease left, but the last call,
+    held to the per-call limit, stopped waiting about six minutes before it and packing stopped the job."""
+    for budget_left in (1200.0, 3600.0):
+        job = job_work_s(budget_left, warm=False, pack_s=25, stop_s=5, costs=COSTS)
+        assert job == 600 - 25 - 5
+        # the last call starts no earlier than this command; however soon it follows, its wait covers the job
+        for last_start in (0.0, 40.0, 200.0):
+            last = call_budget(budget_left - 150 - last_start, warm=True, pack_s=25, stop_s=5, costs=COSTS)
+            assert last.capped and job <= last_start + last.work_s
+    # under the real 900 s lease the lease, not the per-call limit, sets the job's deadline: nothing changes
+    assert job_work_s(900, warm=False, pack_s=20, costs=COSTS) == 900 - 100 - 30 - 20 - 30 - 120 - 20
+    assert job_work_s(900, warm=False, pack_s=20, costs=LeaseCosts(per_call_s=300)) == 300 - 20
+
+
 def test_the_deadline_is_an_offset_on_the_machines_own_clock():
     budget = call_budget(700, warm=True, pack_s=20, costs=COSTS)
     line = budget.deadline_shell()
