@@ -1,4 +1,5 @@
-"""The benchmarks' failure paths: no CUDA for --device cuda, out-of-memory in the trainer benchmark."""
+"""The benchmarks: their failure paths (no CUDA for --device cuda, out of memory in the trainer benchmark),
+bf16 parity, and the evaluation benchmark on a tiny network."""
 
 from __future__ import annotations
 
@@ -68,3 +69,23 @@ def test_cpu_benchmark_parity_tells_bf16_from_a_path_that_trains_differently(mon
     monkeypatch.setattr(bench, "losses", skewed)
     skew = bench.parity(spec, data)
     assert skew["bf16_vs_fp32"] == pytest.approx(1.0) and skew["bf16_vs_fp32"] > skew["seed_vs_seed"]
+
+
+def test_eval_benchmark_times_the_stage_path_and_shows_which_variants_change_the_results(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """bench_eval: the reference row is the stage's own path; fp32 channels_last agrees with it to float rounding,
+    and the agreement columns see bf16's different probabilities (no data: random images)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # bench_eval imports bench_cpu, as when run as a script
+    bench = _load("bench_eval")
+    out = tmp_path / "eval.json"
+    assert bench.main(["--models", "b0", "--resolution", "8", "--images", "40", "--batch-sizes", "16",
+                       "--repeats", "1", "--threads", "1", "--data", str(tmp_path / "none"), "--json", str(out)]) == 0
+    rows = {row["setup"]: row for row in __import__("json").loads(out.read_text())["rows"]}
+    assert list(rows) == ["fp32 NCHW, batch 500 (the stage today)", "fp32 NCHW, batch 16",
+                          "fp32 channels_last, batch 16", "bf16 channels_last, batch 16"]
+    reference = rows["fp32 NCHW, batch 500 (the stage today)"]
+    assert reference["vs_reference"] == 1.0 and reference["max_prob_diff"] == 0.0 and reference["same_top1"] == 1.0
+    assert all(row["images_per_s"] > 0 for row in rows.values())
+    fp32_last, bf16 = rows["fp32 channels_last, batch 16"], rows["bf16 channels_last, batch 16"]
+    assert fp32_last["max_prob_diff"] < 1e-4 < bf16["max_prob_diff"]
+    assert "40 random images" in capsys.readouterr().out
