@@ -623,7 +623,8 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                               "started": time.strftime("%FT%TZ", time.gmtime(start)), "jobs": {}}
     commands = [f"# window {window['name']}: python3 scripts/gpu.py run {window_path} --limit-s {limit_s:g}"]
     jobs: list[Job] = []
-    ran: list[Stage] = []  # the stages started in this call: their committed outputs come home
+    ran: list[Stage] = []  # the stages that finished (exit 0) in this call: their committed outputs come home (a
+    # stage cut or failed leaves the tree's committed files of an earlier run, or a mix, which are not results)
     exit_status = 0
     interrupted = []
 
@@ -679,8 +680,6 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                 exit_status = RESUME_EXIT_STATUS
                 continue
             commands.append(" ".join(job.command))
-            if job.stage is not None:
-                ran.append(job.stage)
             began = time.time()
             resumed = bf16_resume_record(root, job.model)  # read before the run: a finished run removes its checkpoint
             rc = run_stage(job.command, cwd=root, env=env, log=staging / "logs" / f"{file_stem(job.name)}.log",
@@ -690,6 +689,8 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                 entry["resumed_from_bf16"] = resumed
             if rc == 0:
                 entry["status"] = "done"
+                if job.stage is not None:
+                    ran.append(job.stage)
                 done_dir.mkdir(parents=True, exist_ok=True)
                 record_path(done_dir, job.name).write_text(json.dumps(
                     {"job": job.name, "command": list(job.command), "settings": settings, "fingerprint": wanted,
@@ -713,11 +714,14 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
             evaluations = [writer(f"metrics/models/{model}.json", stages) for model in unevaluated]
             failed = 0
             for stage in [s for s in evaluations if s is not None] + [stages["collect"]]:
+                if failed:  # one failed or cut: the rest are not started
+                    break
                 command = (*stage.command, "--params", params_file.name)
                 commands.append(" ".join(command))
-                ran.append(stage)
-                failed = failed or run_stage(command, cwd=root, env=env, log=staging / "logs" / "evaluate.log",
-                                             hard_end=hard_end)
+                failed = run_stage(command, cwd=root, env=env, log=staging / "logs" / "evaluate.log",
+                                   hard_end=hard_end)
+                if failed == 0:
+                    ran.append(stage)
             status["jobs"]["evaluate"] = {"exit": failed, "status": "done" if failed == 0 else "failed: see its log"}
             if failed:
                 exit_status = exit_status or 1

@@ -14,7 +14,9 @@
 # fits no epoch; docs/lease.md gives a LEASE_SET that trains both models). Needs the carried parts
 # (`python scripts/carry.py encode`, .carry/data/part1, part2).
 # Then pack-lease's files (at most 8 of 16 MiB) unpacked into a scratch clone, the benchmark in
-# benchmarks/bench_lease.json there, and `python -m effnet.clock --gpu` read from it.
+# benchmarks/bench_lease.json there, and `python -m effnet.clock --gpu` read from it; when a model was
+# evaluated inside the lease, the clone committed and read back as in step 4 (dvc metrics show must read
+# each unpacked model's metrics, then dvc plots show and the report).
 #
 # 1. A Python 3.12 virtual environment with torch 2.11.0 and torchvision 0.26.0 from PyPI and only packages
 #    the GPU image has (numpy, pyyaml, tqdm, pandas, matplotlib, pillow): no dvc, dvclive, fvcore or
@@ -67,6 +69,32 @@ send() {
   mkdir -p "$device"
   git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$device"
   if [ -n "$carry" ]; then rm -rf "${device:?}/$carry"; mkdir -p "$device/$(dirname "$carry")"; cp -r "$carry" "$device/$carry"; fi
+}
+# read_back SCRATCH WHAT: commit what was unpacked into the scratch clone on a scratch branch, as a GPU session
+# would, then `dvc metrics show`, `dvc plots show` and the report on that commit with the project's own
+# environment (which has dvc), on a machine without weights
+read_back() {
+  local scratch=$1 what=$2 unpacked
+  git -C "$scratch" checkout -q -b gpu-dryrun
+  git -C "$scratch" add -A
+  git -C "$scratch" -c user.name=dryrun -c user.email=dryrun@localhost commit -q -m "GPU dry run: $what (CPU emulation)"
+  git -C "$scratch" show --stat --format='%h %s' HEAD | tail -n 25
+  # the models whose metrics this commit brought (the clone holds the committed small study's as well)
+  unpacked=$(git -C "$scratch" diff --name-only HEAD~1 HEAD -- 'metrics/models/*.json')
+  [ -n "$unpacked" ] || { echo "error: the unpacked commit brings no metrics/models/*.json" >&2; exit 1; }
+  (cd "$scratch" && dvc metrics show --json | "$HERE_PYTHON" -c "
+import json, sys
+unpacked, shown = set(sys.argv[1].split()), set()
+for rev in json.load(sys.stdin).values():
+    for path, entry in rev['data'].items():
+        if path in unpacked and 'data' in entry:
+            d = entry['data']
+            shown.add(path)
+            print(f'dvc metrics show: {path}: test/top1 {d[\"test/top1\"]}, device {d[\"device\"]}, epochs {d[\"epochs\"]}')
+assert shown == unpacked, f'dvc metrics show does not read {sorted(unpacked - shown)}'
+" "$unpacked")
+  (cd "$scratch" && dvc plots show --out "$WORK/dvc_plots" >/dev/null && echo "dvc plots show: $WORK/dvc_plots/index.html")
+  (cd "$scratch" && "$HERE_PYTHON" stages/report.py --out "$WORK/REPORT.md" && echo "report: $(grep -c . "$WORK/REPORT.md") lines")
 }
 # ---------------------------------------------------------------------------------------------------------
 # --lease: the three calls of docs/lease.md on an emulated lease
@@ -136,6 +164,11 @@ if [ "$MODE" = lease ]; then
   [ -f "$SCRATCH/benchmarks/bench_lease.json" ] || { echo "error: no benchmark came back" >&2; exit 1; }
   (cd "$SCRATCH" && PYTHONPATH=. "$VENV/bin/python3" -m effnet.clock --gpu)
   ls "$SCRATCH"/checkpoints/*/last.pt.bf16.json 2>/dev/null | sed 's/^/  resumes from bf16: /' || true
+  if [ -n "$(git -C "$SCRATCH" status --porcelain -- 'metrics/models/*.json')" ]; then
+    read_back "$SCRATCH" "lease of $LEASE_S s"
+  else
+    echo "no model was evaluated inside the lease: nothing for dvc metrics show or the report to read"
+  fi
   say "lease dry run passed: $WORK"
   exit 0
 fi
@@ -211,21 +244,8 @@ PY
 say "6. unpack into a scratch clone, commit, and read it back with DVC"
 SCRATCH=$WORK/scratch
 rm -rf "$SCRATCH" && git clone -q "$REPO" "$SCRATCH"
-git -C "$SCRATCH" checkout -q -b gpu-dryrun
 for name in train1 train2 again; do
   "$VENV/bin/python3" scripts/gpu.py unpack "$WORK/out/$name" --repo "$SCRATCH" | sed "s/^/  $name: /"
 done
-git -C "$SCRATCH" add -A
-git -C "$SCRATCH" -c user.name=dryrun -c user.email=dryrun@localhost commit -q -m "GPU dry run: window $WINDOW (CPU emulation)"
-git -C "$SCRATCH" show --stat --format='%h %s' HEAD | tail -n 25
-(cd "$SCRATCH" && dvc metrics show --json | "$HERE_PYTHON" -c "
-import json, sys
-for rev in json.load(sys.stdin).values():
-    for path, entry in rev['data'].items():
-        if path.startswith('metrics/models/') and 'data' in entry:
-            d = entry['data']
-            print(f'dvc metrics show: {path}: test/top1 {d[\"test/top1\"]}, device {d[\"device\"]}, epochs {d[\"epochs\"]}')
-")
-(cd "$SCRATCH" && dvc plots show --out "$WORK/dvc_plots" >/dev/null && echo "dvc plots show: $WORK/dvc_plots/index.html")
-(cd "$SCRATCH" && "$HERE_PYTHON" stages/report.py --out "$WORK/REPORT.md" && grep -c . "$WORK/REPORT.md")
+read_back "$SCRATCH" "window $WINDOW"
 say "dry run passed: $WORK"

@@ -193,6 +193,37 @@ def test_a_stage_out_of_time_makes_the_call_say_resume_and_still_pack(tmp_path, 
     assert status["jobs"]["train@efficientnet_b0"]["status"].startswith("resume") and status["exit"] == 75
 
 
+def test_only_stages_that_finished_send_their_outputs_home_not_the_trees_earlier_files(tmp_path, monkeypatch):
+    """Found by the --lease dry run: B0's evaluation cut at the hard limit sent home the tree's committed
+    metrics/models/efficientnet_b0.json of an earlier CPU run as this call's result, and a training cut mid-run its
+    mix of old and new curves. Now a cut training, a cut evaluation and the collect after it send nothing."""
+    root, store = _fake_repo(tmp_path)
+    earlier = {"dvclive/resnet50/metrics.json": '{"run": "earlier"}',
+               "metrics/models/efficientnet_b0.json": '{"run": "earlier"}', "metrics/models.csv": "model\nearlier\n"}
+    for rel, text in earlier.items():  # what the tree sent to the machine holds: the committed files of a CPU run
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    window = _window(tmp_path / "window.yaml", models=["efficientnet_b0", "resnet50"])
+    ran = []
+    record = _recorder(ran, rc={"resnet50": 75})
+
+    def runner(command, **kw):  # B0 trains; its evaluation is killed at the hard limit
+        return -9 if "stages.evaluate" in command else record(command, **kw)
+
+    monkeypatch.setattr(gpu, "run_stage", runner)
+    monkeypatch.setattr(gpu, "hardware", lambda root: "a test machine\n")
+    out = tmp_path / "out"
+    assert gpu.run_window(window, root=root, out=out, store=store, limit_s=300, only=[]) == 75
+    here = tmp_path / "here"
+    written = gpu.unpack([out], here)
+    status = json.loads(next((here / "gpu" / "w1").glob("*/status.json")).read_text())
+    assert status["outputs"] == ["dvclive/efficientnet_b0"]  # the one stage that finished
+    assert "dvclive/efficientnet_b0" in written and not (here / "dvclive" / "resnet50").exists()
+    assert not (here / "metrics" / "models").exists()  # not the earlier run's B0 metrics
+    assert status["jobs"]["evaluate"]["status"].startswith("failed")
+    assert not [c for c in ran if "stages.collect" in c]  # not started after a cut evaluation
+
+
 def test_a_window_naming_an_unknown_stage_fails_in_one_line_that_names_it(tmp_path, monkeypatch, capsys):
     root, store = _fake_repo(tmp_path)
     window = _window(tmp_path / "window.yaml", stages=["search", "scale@depth-4"],
