@@ -747,7 +747,7 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
 def collect_and_pack(jobs: list[Job], ran: list[Stage], root: Path, staging: Path, out: Path, status: dict[str, Any],
                      commands: list[str]) -> list[Path]:
     """Copy this call's results into `staging` and pack them (`effnet.transfer.pack`): the committed outputs of the
-    stages it started (the repository copy also holds the committed files of earlier runs), the done records,
+    stages that finished in it (the repository copy also holds the committed files of earlier runs), the done records,
     unfinished checkpoints, then the weights of the models it trained in bf16."""
     outputs = sorted({o for stage in ran for o in stage.committed if (root / o).exists()})
     status["outputs"] = outputs  # what `unpack` puts in place
