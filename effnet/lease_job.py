@@ -121,6 +121,13 @@ class EpochPlan:
         return self.fixed_s + self.epochs * sum(self.per_epoch_s.values())
 
 
+def final_evaluation_s(rates: dict[str, float], models: list[str], *, final_images: int, eval_cost: float,
+                       seeds: int = 1) -> float:
+    """Seconds of the models' final evaluations: each of `seeds` runs of each model evaluates `final_images`
+    forward only (`eval_cost` of a training image each) at its measured training rate."""
+    return sum(seeds * eval_cost * final_images / rates[m] for m in models)
+
+
 def choose_epochs(rates: dict[str, float], models: list[str], *, time_left_s: float, train_images: int,
                   val_images: int, val_passes: int, final_images: int, eval_cost: float, stage_start_s: float,
                   stages: int, stop_s: float, max_epochs: int, seeds: int = 1) -> EpochPlan:
@@ -141,7 +148,8 @@ def choose_epochs(rates: dict[str, float], models: list[str], *, time_left_s: fl
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, not {seeds}")
     per_epoch = {m: seeds * (train_images + eval_cost * val_images * val_passes) / rates[m] for m in models}
-    fixed = stage_start_s * stages + sum(seeds * eval_cost * final_images / rates[m] for m in models)
+    fixed = stage_start_s * stages + final_evaluation_s(rates, models, final_images=final_images,
+                                                       eval_cost=eval_cost, seeds=seeds)
     available = time_left_s - stop_s
     epochs = math.floor((available - fixed) / sum(per_epoch.values()))
     fits = epochs >= 1

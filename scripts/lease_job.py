@@ -139,7 +139,7 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
     from effnet import clock as effnet_clock
     from effnet.config import apply_overrides, params_from_dict
     from effnet.io import write_json
-    from effnet.lease_job import choose_epochs, time_left, wait_for
+    from effnet.lease_job import choose_epochs, final_evaluation_s, time_left, wait_for
 
     if not wait_for(args.ready, deadline_file=args.deadline_file, reserve_s=args.reserve_s):
         record["phase2"] = f"{args.ready} never came, with under {args.reserve_s:.0f} s left: nothing trained"
@@ -158,8 +158,10 @@ def train_and_evaluate(args, bench_record: dict, record: dict) -> int:
              else val + effnet_clock.TEST_IMAGES)
     rates = effnet_clock.lease_rates(bench_record)
     models = list(MUST_MODELS)
+    measured = [m for m in models if rates.get(m)]  # choose_epochs names any model without a rate
     evaluate_s = (3 * args.stage_start_s  # two evaluate stages and collect; each evaluates every seed
-                  + sum(train.seeds * effnet_clock.EVAL_COST * final / rates[m] for m in models if rates.get(m)))
+                  + final_evaluation_s(rates, measured, final_images=final, eval_cost=effnet_clock.EVAL_COST,
+                                       seeds=train.seeds))
     left = time_left(args.deadline_file)
     plan = choose_epochs(rates, models, time_left_s=left - args.pack_s - evaluate_s - 20,
                          train_images=effnet_clock._train_images(train.train_per_class, data.val_per_class),

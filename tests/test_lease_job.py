@@ -14,7 +14,7 @@ from test_gpu_recipe import gpu  # scripts/gpu.py, loaded once for both test fil
 from effnet import clock as effnet_clock
 from effnet import transfer
 from effnet.config import load_params
-from effnet.lease_job import Row, choose_epochs, read_deadline, run_rows, time_left, wait_for
+from effnet.lease_job import Row, choose_epochs, final_evaluation_s, read_deadline, run_rows, time_left, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,6 +133,18 @@ def test_every_seed_of_each_model_is_planned_for_since_the_window_trains_them_on
     assert three.fits and three.epochs < one.epochs and three.expected_s <= 600.0 - 30.0
     with pytest.raises(ValueError, match="seeds must be at least 1"):
         choose_epochs(rates, list(rates), time_left_s=600.0, seeds=0, **figures)
+
+
+def test_the_final_evaluation_is_costed_once_for_the_plan_and_the_windows_reserve():
+    """choose_epochs's fixed time and scripts/lease_job.py's evaluation reserve use one formula: 3 seeds of
+    15,000 images at a third of a training image each are 15,000 training images' worth per model."""
+    rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
+    cost = final_evaluation_s(rates, list(rates), final_images=15_000, eval_cost=1 / 3, seeds=3)
+    assert cost == pytest.approx(15_000 / 9_000 + 15_000 / 6_000)
+    plan = choose_epochs(rates, list(rates), time_left_s=600.0, train_images=45_000, val_images=5_000, val_passes=2,
+                         final_images=15_000, eval_cost=1 / 3, stage_start_s=20.0, stages=5, stop_s=30.0,
+                         max_epochs=100, seeds=3)
+    assert plan.fixed_s == pytest.approx(5 * 20.0 + cost)
 
 
 def test_the_clock_reads_only_the_recipe_rows_without_errors_as_rates():
