@@ -39,33 +39,36 @@ import numpy as np
 import torch
 from bench_cpu import spec_of
 
-from effnet.data import DataError, DeviceLoader, load_meta, load_split
-from effnet.evaluate import predict
+from effnet.data import DataError, DeviceLoader, load_meta
+from effnet.evaluate import load_eval_data, predict
 from effnet.models import ModelSpec, build_model, count_flops
 
 REFERENCE_BATCH = 500  # params.yaml's evaluate.batch_size: the stage's path today
 
 
 def eval_images(data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray, tuple, tuple, str]:
-    """(uint8 images, labels, mean, std, origin): the first `count` val images of `data_dir`, else random ones."""
+    """(uint8 images, labels, mean, std, origin): `count` val images of `data_dir` as the evaluate stage loads
+    them (its seeded per-class subset, `count` / 100 a class, rounded up; then the first `count`), else random."""
     try:
-        split, meta = load_split(data_dir, "val"), load_meta(data_dir)
-        return split.images[:count], split.fine_labels[:count], tuple(meta["mean"]), tuple(meta["std"]), "real val"
-    except DataError:
+        load_meta(data_dir)
+    except DataError:  # no prepared data: random images (a count too large for the val split is an error below)
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
         return images, rng.integers(0, 100, size=count), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "random"
+    data = load_eval_data(data_dir, images_per_class=-(-count // 100))
+    val = data.splits["val"]
+    return val.images[:count], val.fine_labels[:count], data.mean, data.std, "real val"
 
 
 def timed(model: torch.nn.Module, spec: ModelSpec, data, *, batch: int, channels_last: bool, bf16: bool,
           repeats: int) -> tuple[float, torch.Tensor]:
     """(median seconds of one `predict` over the images, its probabilities)."""
     images, labels, mean, std, _ = data
+    loader = DeviceLoader(images, labels, batch_size=batch, train=False, mean=mean, std=std,
+                          resolution=spec.resolution, channels_last=channels_last)  # re-iterable: one per row
     probs = None
     times = []
     for i in range(repeats + 1):  # the first run pays for allocations and kernel selection
-        loader = DeviceLoader(images, labels, batch_size=batch, train=False, mean=mean, std=std,
-                              resolution=spec.resolution, channels_last=channels_last)
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             probs = predict(model, loader)[0]

@@ -89,3 +89,21 @@ def test_eval_benchmark_times_the_stage_path_and_shows_which_variants_change_the
     fp32_last, bf16 = rows["fp32 channels_last, batch 16"], rows["bf16 channels_last, batch 16"]
     assert fp32_last["max_prob_diff"] < 1e-4 < bf16["max_prob_diff"]
     assert "40 random images" in capsys.readouterr().out
+
+
+def test_eval_benchmark_reads_the_val_images_the_evaluate_stage_reads(prepared_data_dir, monkeypatch):
+    """bench_eval's real images are the stage's seeded per-class subset (load_eval_data), with its normalisation;
+    more than the val split holds is an error naming the shortfall, not a silent switch to random images."""
+    import numpy as np
+
+    from effnet.evaluate import load_eval_data
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bench = _load("bench_eval")
+    images, labels, mean, std, origin = bench.eval_images(prepared_data_dir, 150)
+    stage = load_eval_data(prepared_data_dir, images_per_class=2)  # 150 images: 2 a class, the first 150 kept
+    assert origin == "real val" and len(labels) == 150 and (mean, std) == (stage.mean, stage.std)
+    np.testing.assert_array_equal(images, stage.splits["val"].images[:150])
+    np.testing.assert_array_equal(labels, stage.splits["val"].fine_labels[:150])
+    with pytest.raises(bench.DataError, match="has only 2"):
+        bench.eval_images(prepared_data_dir, 300)
