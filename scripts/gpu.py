@@ -471,12 +471,24 @@ MAX_FILES = 8  # the device tool returns at most 8 files a call
 FILE_LIMIT_BYTES = 16 * 2**20  # each at most 16 MiB
 
 
+def trained_since(root: Path, curve: Path, since: float) -> bool:
+    """Whether the run whose dvclive folder holds `curve` (dvclive/<model>/...) finished its training at or after
+    `since`: its weights, models/<model>/model.pt, were written then."""
+    rel = curve.relative_to(root / "dvclive")
+    for folder in rel.parents:
+        weights = root / "models" / folder / "model.pt"
+        if folder != Path(".") and weights.is_file():
+            return weights.stat().st_mtime >= since
+    return False
+
+
 def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | None = None) -> list[Path]:
     """The last call's packing: the lease job's results as `results.tar[.NN]` and `results.md5` in `out`.
 
     The job's `run` archive (`lease_dir/out`, which `unpack` reads) is checked and unpacked
     into the staging; without one (the job was cut before it packed) its committed outputs are
-    taken from the tree (`LEASE_OUTPUTS`) under a status that says so. The job's records go
+    taken from the tree (`LEASE_OUTPUTS`, written since the job started; the curves only of runs whose training
+    finished) under a status that says so. The job's records go
     under `lease/` (the benchmark JSON, its log, its plan). The checkpoint of each unfinished
     run (a checkpoint, no weights) is written again in bf16 (`shrink_checkpoint`), with a
     `BF16_RECORD` beside it that the resumed run's status and done record carry; these and
@@ -497,10 +509,13 @@ def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | N
                 since = float(json.loads((lease_dir / "job.json").read_text())["started"])
             except (OSError, ValueError, KeyError, TypeError):
                 since = 0.0
-            outputs = []
+            outputs, partial = [], set()
             for rel in LEASE_OUTPUTS:
                 source = root / rel
                 for path in sorted(source.rglob("*")) if source.is_dir() else [source] if source.is_file() else []:
+                    if rel == "dvclive" and path.is_file() and not trained_since(root, path, since):
+                        partial.add(str(path.parent.relative_to(root)))  # a cut run's curves: its checkpoint holds
+                        continue  # its history, and the resumed run writes them again
                     if path.is_file() and path.stat().st_mtime >= since:
                         target = staging / path.relative_to(root)
                         target.parent.mkdir(parents=True, exist_ok=True)
@@ -509,7 +524,8 @@ def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | N
             (staging / "status.json").write_text(json.dumps(
                 {"window": "lease", "started": time.strftime("%FT%TZ", time.gmtime()), "jobs": {},
                  "outputs": [o for o in outputs if o != "gpu/done"],
-                 "note": "the lease job left no archive of its run (cut before it packed): outputs from the tree"},
+                 "note": "the lease job left no archive of its run (cut before it packed): outputs from the tree",
+                 "left_behind": sorted(partial)},
                 indent=2) + "\n")
         (staging / "left_out.txt").unlink(missing_ok=True)  # the run's own packing's: written again if need be
         (staging / "lease").mkdir(exist_ok=True)
@@ -722,9 +738,15 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                                    hard_end=hard_end)
                 if failed == 0:
                     ran.append(stage)
-            status["jobs"]["evaluate"] = {"exit": failed, "status": "done" if failed == 0 else "failed: see its log"}
-            if failed:
-                exit_status = exit_status or 1
+            if failed == -9:  # cut at the hard limit: the same call again evaluates what is left
+                status["jobs"]["evaluate"] = {"exit": failed, "status": "resume: cut at the hard time limit, "
+                                                                        "run the same call again"}
+                exit_status = exit_status or RESUME_EXIT_STATUS
+            else:
+                status["jobs"]["evaluate"] = {"exit": failed,
+                                              "status": "done" if failed == 0 else "failed: see its log"}
+                if failed:
+                    exit_status = exit_status or 1
     except (RecipeError, TransferError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         status["error"] = str(error)

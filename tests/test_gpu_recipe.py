@@ -220,8 +220,29 @@ def test_only_stages_that_finished_send_their_outputs_home_not_the_trees_earlier
     assert status["outputs"] == ["dvclive/efficientnet_b0"]  # the one stage that finished
     assert "dvclive/efficientnet_b0" in written and not (here / "dvclive" / "resnet50").exists()
     assert not (here / "metrics" / "models").exists()  # not the earlier run's B0 metrics
-    assert status["jobs"]["evaluate"]["status"].startswith("failed")
+    assert status["jobs"]["evaluate"]["status"].startswith("resume: cut at the hard time limit")
     assert not [c for c in ran if "stages.collect" in c]  # not started after a cut evaluation
+
+
+def test_an_evaluation_cut_at_the_hard_limit_says_resume_and_one_that_fails_says_failed(tmp_path, monkeypatch):
+    """A cut evaluation (-9) is resumable: the same call again evaluates the models whose weights are newer than
+    their records, so the call's exit is 75 as for a cut training; an evaluation that fails on its own is 1."""
+    window = _window(tmp_path / "window.yaml", models=["efficientnet_b0"])
+    monkeypatch.setattr(gpu, "hardware", lambda root: "a test machine\n")
+    for rc, exit_status, said in ((-9, 75, "resume: cut"), (1, 1, "failed: see its log")):
+        root, store = _fake_repo(tmp_path / str(rc))
+        ran = []
+        record = _recorder(ran)
+        monkeypatch.setattr(gpu, "run_stage",
+                            lambda command, rc=rc, record=record, **kw:
+                            rc if "stages.evaluate" in command else record(command, **kw))
+        out = tmp_path / str(rc) / "out"
+        assert gpu.run_window(window, root=root, out=out, store=store, limit_s=300, only=[]) == exit_status
+        here = tmp_path / str(rc) / "here"
+        gpu.unpack([out], here)
+        status = json.loads(next((here / "gpu" / "w1").glob("*/status.json")).read_text())
+        assert status["jobs"]["evaluate"]["status"].startswith(said) and status["exit"] == exit_status
+        assert gpu.needs_evaluation(root, "efficientnet_b0")  # the weights still await their record
 
 
 def test_a_window_naming_an_unknown_stage_fails_in_one_line_that_names_it(tmp_path, monkeypatch, capsys):

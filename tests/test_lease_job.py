@@ -205,6 +205,8 @@ def test_pack_lease_fits_the_calls_limits_and_round_trips_with_its_md5s(tmp_path
 
 
 def test_pack_lease_without_a_run_archive_takes_the_jobs_outputs_from_the_tree(tmp_path, monkeypatch):
+    """What the stages wrote since the job started, less the curves of a training that was cut (a mix of old and
+    new files; the checkpoint that comes home holds its history)."""
     root, lease = _lease_tree(tmp_path, monkeypatch)
     for path in (lease / "out").iterdir():
         path.unlink()
@@ -213,12 +215,17 @@ def test_pack_lease_without_a_run_archive_takes_the_jobs_outputs_from_the_tree(t
     old.write_text("{}")
     os.utime(old, (1.0, 1.0))
     (lease / "job.json").write_text(json.dumps({"started": 100.0}))
-    (root / "dvclive" / "efficientnet_b0" / "metrics.json").write_text("{}")
+    (root / "dvclive" / "efficientnet_b0" / "metrics.json").write_text("{}")  # B0's training was cut: no weights
+    (root / "dvclive" / "resnet50").mkdir(parents=True)  # ResNet-50's finished (models/resnet50/model.pt)
+    (root / "dvclive" / "resnet50" / "metrics.json").write_text("{}")
     gpu.pack_lease(root, lease, tmp_path / "out")
     here = tmp_path / "here"
     written = gpu.unpack([tmp_path / "out"], here)
-    assert "dvclive/efficientnet_b0/metrics.json" in written
-    assert not (here / "dvclive" / "efficientnet_b0" / "old.json").exists()
+    assert "dvclive/resnet50/metrics.json" in written
+    assert not (here / "dvclive" / "efficientnet_b0").exists()  # neither the cut run's curves nor the old file
+    status = json.loads(next((here / "gpu" / "lease").glob("*/status.json")).read_text())
+    assert status["left_behind"] == ["dvclive/efficientnet_b0"]
+    assert (here / "checkpoints" / "efficientnet_b0" / "last.pt").is_file()  # the cut run resumes from this
 
 
 def test_the_clock_labels_measured_and_estimated_gpu_figures(tmp_path):
