@@ -65,8 +65,13 @@ def spec_of(name: str, resolution: int, target: float) -> ModelSpec:
 
 def batches(spec: ModelSpec, batch: int, count: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
-    return [(torch.randn(batch, 3, spec.resolution, spec.resolution, generator=g),
-             torch.randint(0, spec.num_classes, (batch,), generator=g)) for _ in range(count)]
+    return [
+        (
+            torch.randn(batch, 3, spec.resolution, spec.resolution, generator=g),
+            torch.randint(0, spec.num_classes, (batch,), generator=g),
+        )
+        for _ in range(count)
+    ]
 
 
 def real_batches(data_dir, spec: ModelSpec, batch: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -85,8 +90,14 @@ def losses(spec: ModelSpec, data, *, bf16: bool, seed: int) -> list[float]:
     """Training losses of this trainer's step over `data`, from `seed`'s weights, no dropout or drop-path."""
     spec = dataclasses.replace(spec, dropout=0.0, drop_path_rate=0.0)
     cfg = TrainConfig(batch_size=len(data[0][1]), seed=seed, warmup_epochs=0.0)
-    state = make_train_state(spec, cfg, device=torch.device("cpu"), total_steps=10 * len(data), warmup_steps=0,
-                             amp_dtype=torch.bfloat16 if bf16 else None)
+    state = make_train_state(
+        spec,
+        cfg,
+        device=torch.device("cpu"),
+        total_steps=10 * len(data),
+        warmup_steps=0,
+        amp_dtype=torch.bfloat16 if bf16 else None,
+    )
     state.model.train()
     return [float(state.step(images, labels, i)[0]) for i, (images, labels) in enumerate(data)]
 
@@ -95,8 +106,12 @@ def parity(spec: ModelSpec, data) -> dict[str, float]:
     """Mean |loss difference| per step of bf16 against fp32 (same seed) and of another fp32 seed against fp32."""
     fp32, bf16, other = (losses(spec, data, bf16=b, seed=s) for b, s in ((False, 0), (True, 0), (False, 1)))
     mean = lambda a, b: statistics.fmean(abs(x - y) for x, y in zip(a, b, strict=True))  # noqa: E731
-    return {"bf16_vs_fp32": mean(bf16, fp32), "seed_vs_seed": mean(other, fp32), "fp32_last": fp32[-1],
-            "bf16_last": bf16[-1]}
+    return {
+        "bf16_vs_fp32": mean(bf16, fp32),
+        "seed_vs_seed": mean(other, fp32),
+        "fp32_last": fp32[-1],
+        "bf16_last": bf16[-1],
+    }
 
 
 def median_step_s(step, data, warmup: int, steps: int) -> float:
@@ -128,8 +143,14 @@ def plain(spec: ModelSpec, data, args) -> float:
 
 def ours(spec: ModelSpec, data, args, *, bf16: bool, channels_last: bool, compile: bool = False) -> float:
     cfg = TrainConfig(batch_size=args.batch_size, channels_last=channels_last, compile=compile)
-    state = make_train_state(spec, cfg, device=torch.device("cpu"), total_steps=10**6, warmup_steps=0,
-                             amp_dtype=torch.bfloat16 if bf16 else None)
+    state = make_train_state(
+        spec,
+        cfg,
+        device=torch.device("cpu"),
+        total_steps=10**6,
+        warmup_steps=0,
+        amp_dtype=torch.bfloat16 if bf16 else None,
+    )
     state.model.train()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     data = [(images.contiguous(memory_format=layout), labels) for images, labels in data]
@@ -152,9 +173,15 @@ CURRENT: dict[str, str] = {}
 
 def row(name: str, label: str, seconds: float, batch: int, reference: float | None) -> None:
     ratio = f"{reference / seconds:7.2f}x" if reference else "   1.00x"
-    ROWS.append({"network": CURRENT.get("network"), "setup": label, "ms_per_step": round(1000 * seconds, 1),
-                 "images_per_s": round(batch / seconds, 1), "vs_plain": round(reference / seconds, 3) if reference
-                 else 1.0})
+    ROWS.append(
+        {
+            "network": CURRENT.get("network"),
+            "setup": label,
+            "ms_per_step": round(1000 * seconds, 1),
+            "images_per_s": round(batch / seconds, 1),
+            "vs_plain": round(reference / seconds, 3) if reference else 1.0,
+        }
+    )
     print(f"{name:4s} {label:58s} {1000 * seconds:9.1f} {batch / seconds:10,.1f} {ratio}", flush=True)
 
 
@@ -191,9 +218,12 @@ def bench(name: str, args) -> None:
         p = parity(spec, data)
         verdict = "trains like fp32" if p["bf16_vs_fp32"] <= p["seed_vs_seed"] else "DIFFERS from fp32"
         PARITY[what] = {"steps": args.parity, "batches": origin, **p}
-        print(f"{'':4s} parity over {args.parity} steps on {origin} batches: mean |loss bf16 - fp32| "
-              f"{p['bf16_vs_fp32']:.4f}, another seed {p['seed_vs_seed']:.4f}; last loss fp32 {p['fp32_last']:.3f}, "
-              f"bf16 {p['bf16_last']:.3f}: {verdict}", flush=True)
+        print(
+            f"{'':4s} parity over {args.parity} steps on {origin} batches: mean |loss bf16 - fp32| "
+            f"{p['bf16_vs_fp32']:.4f}, another seed {p['seed_vs_seed']:.4f}; last loss fp32 {p['fp32_last']:.3f}, "
+            f"bf16 {p['bf16_last']:.3f}: {verdict}",
+            flush=True,
+        )
     if args.processes_check:
         pair = two_processes(name, best_label, args)
         row("", f"{best_label}, 2 processes x 1 thread (sum)", args.batch_size / pair, args.batch_size, reference)
@@ -201,9 +231,24 @@ def bench(name: str, args) -> None:
 
 def two_processes(name: str, label: str, args) -> float:
     """Images/s summed over two 1-thread processes timing `label` at once (returns the batch / that rate)."""
-    command = [sys.executable, __file__, "--child", label, "--models", name, "--resolution", str(args.resolution),
-               "--target", str(args.target), "--batch-size", str(args.batch_size), "--warmup-steps",
-               str(args.warmup_steps), "--steps", str(args.steps)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        label,
+        "--models",
+        name,
+        "--resolution",
+        str(args.resolution),
+        "--target",
+        str(args.target),
+        "--batch-size",
+        str(args.batch_size),
+        "--warmup-steps",
+        str(args.warmup_steps),
+        "--steps",
+        str(args.steps),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     rates = [args.batch_size / float(child.communicate()[0].split()[-1]) for child in children]
@@ -214,8 +259,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=16, help="B0's base resolution (the small study's)")
     parser.add_argument("--target", type=float, default=4.0, help="FLOPs multiple of the compound-scaled model")
-    parser.add_argument("--models", nargs="+", default=["b0", "compound", "resnet50"],
-                        help="b0, compound, resnet50, densenet201, resnet152")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["b0", "compound", "resnet50"],
+        help="b0, compound, resnet50, densenet201, resnet152",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=15)
@@ -234,18 +283,32 @@ def main() -> int:
         return 0
     load = os.getloadavg()[0]
     print("command: " + " ".join([os.path.basename(sys.executable), *sys.argv]))
-    print(f"torch {torch.__version__}, CPU {cpu_name()} ({os.cpu_count()} cores); load average {load:.2f} at the start"
-          + ("  (NOT QUIET: figures unreliable)" if load > 0.5 else ""))
-    print(f"batch {args.batch_size}, median of {args.steps} steps after {args.warmup_steps} warm-up; ratio = plain "
-          "loop's seconds per step / this row's (higher is faster)")
+    print(
+        f"torch {torch.__version__}, CPU {cpu_name()} ({os.cpu_count()} cores); load average {load:.2f} at the start"
+        + ("  (NOT QUIET: figures unreliable)" if load > 0.5 else "")
+    )
+    print(
+        f"batch {args.batch_size}, median of {args.steps} steps after {args.warmup_steps} warm-up; ratio = plain "
+        "loop's seconds per step / this row's (higher is faster)"
+    )
     print(f"{'':4s} {'set-up':58s} {'ms/step':>9s} {'images/s':>10s} {'vs plain':>8s}")
     for name in args.models:
         bench(name, args)
     if args.json:
-        write_json(args.json, {"command": "python benchmarks/bench_cpu.py " + " ".join(sys.argv[1:]),
-                               "torch": torch.__version__, "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
-                               "load_average_at_start": round(load, 2), "batch_size": args.batch_size,
-                               "steps": args.steps, "warmup_steps": args.warmup_steps, "rows": ROWS, "parity": PARITY})
+        write_json(
+            args.json,
+            {
+                "command": "python benchmarks/bench_cpu.py " + " ".join(sys.argv[1:]),
+                "torch": torch.__version__,
+                "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
+                "load_average_at_start": round(load, 2),
+                "batch_size": args.batch_size,
+                "steps": args.steps,
+                "warmup_steps": args.warmup_steps,
+                "rows": ROWS,
+                "parity": PARITY,
+            },
+        )
     return 0
 
 

@@ -60,12 +60,21 @@ def eval_images(data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray, tup
     return val.images[:count], val.fine_labels[:count], data.mean, data.std, "real val"
 
 
-def timed(model: torch.nn.Module, spec: ModelSpec, data, *, batch: int, channels_last: bool, bf16: bool,
-          repeats: int) -> tuple[float, torch.Tensor]:
+def timed(
+    model: torch.nn.Module, spec: ModelSpec, data, *, batch: int, channels_last: bool, bf16: bool, repeats: int
+) -> tuple[float, torch.Tensor]:
     """(median seconds of one `predict` over the images, its probabilities)."""
     images, labels, mean, std, _ = data
-    loader = DeviceLoader(images, labels, batch_size=batch, train=False, mean=mean, std=std,
-                          resolution=spec.resolution, channels_last=channels_last)  # re-iterable: one per row
+    loader = DeviceLoader(
+        images,
+        labels,
+        batch_size=batch,
+        train=False,
+        mean=mean,
+        std=std,
+        resolution=spec.resolution,
+        channels_last=channels_last,
+    )  # re-iterable: one per row
     probs = None
     times = []
     for i in range(repeats + 1):  # the first run pays for allocations and kernel selection
@@ -86,8 +95,9 @@ def calibrate(model: torch.nn.Module, spec: ModelSpec, data) -> torch.nn.Module:
             module.reset_running_stats()
             module.momentum = None  # a cumulative average over the passes
     model.train()
-    for batch, _ in DeviceLoader(images, labels, batch_size=min(len(labels), 250), train=False, mean=mean, std=std,
-                                 resolution=spec.resolution):
+    for batch, _ in DeviceLoader(
+        images, labels, batch_size=min(len(labels), 250), train=False, mean=mean, std=std, resolution=spec.resolution
+    ):
         model(batch)
     return model.eval()
 
@@ -109,17 +119,25 @@ def bench(name: str, args, data) -> list[dict]:
         variants.append((f"bf16 channels_last, batch {batch}", last, batch, True, True))
     rows, reference, ref_probs = [], None, None
     for label, model, batch, channels_last, bf16 in variants:
-        seconds, probs = timed(model, spec, data, batch=batch, channels_last=channels_last, bf16=bf16,
-                               repeats=args.repeats)
+        seconds, probs = timed(
+            model, spec, data, batch=batch, channels_last=channels_last, bf16=bf16, repeats=args.repeats
+        )
         if reference is None:
             reference, ref_probs = seconds, probs
-        row = {"network": what, "setup": label, "images_per_s": round(count / seconds, 1),
-               "vs_reference": round(reference / seconds, 3),
-               "max_prob_diff": float((probs - ref_probs).abs().max()),
-               "same_top1": float((probs.argmax(1) == ref_probs.argmax(1)).double().mean())}
+        row = {
+            "network": what,
+            "setup": label,
+            "images_per_s": round(count / seconds, 1),
+            "vs_reference": round(reference / seconds, 3),
+            "max_prob_diff": float((probs - ref_probs).abs().max()),
+            "same_top1": float((probs.argmax(1) == ref_probs.argmax(1)).double().mean()),
+        }
         rows.append(row)
-        print(f"    {label:42s} {row['images_per_s']:10,.1f} img/s {row['vs_reference']:7.2f}x   "
-              f"max |dp| {row['max_prob_diff']:.2e}, same top-1 {100 * row['same_top1']:.2f}%", flush=True)
+        print(
+            f"    {label:42s} {row['images_per_s']:10,.1f} img/s {row['vs_reference']:7.2f}x   "
+            f"max |dp| {row['max_prob_diff']:.2e}, same top-1 {100 * row['same_top1']:.2f}%",
+            flush=True,
+        )
     return rows
 
 
@@ -127,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=16, help="B0's base resolution (the small study's)")
     parser.add_argument("--target", type=float, default=4.0, help="FLOPs multiple of the compound-scaled model")
-    parser.add_argument("--models", nargs="+", default=["b0", "compound", "resnet50"],
-                        help="b0, compound, or a baseline (resnet50, densenet201, resnet152)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["b0", "compound", "resnet50"],
+        help="b0, compound, or a baseline (resnet50, densenet201, resnet152)",
+    )
     parser.add_argument("--images", type=int, default=2000, help="val images per run")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 250, 500])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (after one warm-up)")
@@ -143,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, load average {os.getloadavg()[0]:.2f} at the start (CPU figures only)")
     rows = [row for name in args.models for row in bench(name, args, data)]
     if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "images": args.images, "rows": rows},
-                                        indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"torch": torch.__version__, "images": args.images, "rows": rows}, indent=1) + "\n"
+        )
     return 0
 
 

@@ -79,8 +79,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device (torch.cuda.is_available() is False); "
-              "run on the GPU machine, or use --device cpu", file=sys.stderr)
+        print(
+            "error: --device cuda but torch sees no CUDA device (torch.cuda.is_available() is False); "
+            "run on the GPU machine, or use --device cpu",
+            file=sys.stderr,
+        )
         return 2
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_loader-"))
@@ -109,39 +112,70 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
 
     meta, train = load_meta(data), load_split(data, "train")
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
-    reference_set = VerifiedCIFAR100(scratch, train=True, transform=transforms.Compose([
-        transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ]))
+    reference_set = VerifiedCIFAR100(
+        scratch,
+        train=True,
+        transform=transforms.Compose(
+            [
+                transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        ),
+    )
 
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if "cuda" in devices else ""
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"CPU {cpu_name()} ({torch.get_num_threads()} threads){gpu}")
-    print(f"data: {origin}; DeviceLoader on the {len(train):,} images of the train split, "
-          f"reference on torchvision's {len(reference_set):,}")
-    print(f"batch {args.batch_size}, train mode (reflect-pad 4 + random crop, flip), 32x32, "
-          f"1 warm-up + {args.epochs_to_time} timed epoch(s)")
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"CPU {cpu_name()} ({torch.get_num_threads()} threads){gpu}"
+    )
+    print(
+        f"data: {origin}; DeviceLoader on the {len(train):,} images of the train split, "
+        f"reference on torchvision's {len(reference_set):,}"
+    )
+    print(
+        f"batch {args.batch_size}, train mode (reflect-pad 4 + random crop, flip), 32x32, "
+        f"1 warm-up + {args.epochs_to_time} timed epoch(s)"
+    )
     for name in devices:
         device = torch.device(name)
         start = time.perf_counter()
-        ours = DeviceLoader(train.images, train.fine_labels, batch_size=args.batch_size, train=True, device=device,
-                            mean=mean, std=std, crop_padding=4, hflip=True)
+        ours = DeviceLoader(
+            train.images,
+            train.fine_labels,
+            batch_size=args.batch_size,
+            train=True,
+            device=device,
+            mean=mean,
+            std=std,
+            crop_padding=4,
+            hflip=True,
+        )
         setup = time.perf_counter() - start
         seconds, images = time_epochs(ours, args.epochs_to_time, device, ours.set_epoch)
         ours_rate = images / seconds
-        reference = DataLoader(reference_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                               num_workers=args.workers, pin_memory=device.type == "cuda",
-                               persistent_workers=args.workers > 0)
+        reference = DataLoader(
+            reference_set,
+            batch_size=args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=args.workers > 0,
+        )
         ref_seconds, ref_images = time_epochs(reference, args.epochs_to_time, device)
         ref_rate = ref_images / ref_seconds
-        print(f"[{name}] DeviceLoader: {ours_rate:12,.0f} images/s ({images:,} images in {seconds:.2f} s; "
-              f"set-up {setup:.2f} s, once)")
-        print(f"[{name}] torchvision CIFAR100 + PIL, {args.workers} workers: {ref_rate:12,.0f} images/s "
-              f"({ref_images:,} images in {ref_seconds:.2f} s)")
+        print(
+            f"[{name}] DeviceLoader: {ours_rate:12,.0f} images/s ({images:,} images in {seconds:.2f} s; "
+            f"set-up {setup:.2f} s, once)"
+        )
+        print(
+            f"[{name}] torchvision CIFAR100 + PIL, {args.workers} workers: {ref_rate:12,.0f} images/s "
+            f"({ref_images:,} images in {ref_seconds:.2f} s)"
+        )
         print(f"[{name}] ratio: {ours_rate / ref_rate:.1f}x")
     return 0
 

@@ -109,8 +109,18 @@ def timed(step, batches, warmup: int, steps: int, device: torch.device) -> tuple
     return seconds, peak
 
 
-def bench_ours(name: str, train, meta, args, device: torch.device, *, batch_size: int | None = None,
-               channels_last: bool = True, compile_mode: str | None = None, fused: bool = False) -> dict:
+def bench_ours(
+    name: str,
+    train,
+    meta,
+    args,
+    device: torch.device,
+    *,
+    batch_size: int | None = None,
+    channels_last: bool = True,
+    compile_mode: str | None = None,
+    fused: bool = False,
+) -> dict:
     """This trainer's step on `name`; the keyword arguments are the variants of the what-helped table."""
     batch_size = batch_size or args.batch_size
     spec = spec_for_name(name)  # published B0-B7 table, CIFAR regime
@@ -119,15 +129,30 @@ def bench_ours(name: str, train, meta, args, device: torch.device, *, batch_size
     total = args.warmup_steps + args.steps + 1
     state = make_train_state(spec, cfg, device=device, total_steps=total, warmup_steps=0, amp_dtype=amp)
     if fused:  # the same SGD, one fused kernel for all parameters
-        state.optimizer = torch.optim.SGD(parameter_groups(state.model, cfg.weight_decay), lr=scaled_lr(cfg),
-                                          momentum=cfg.momentum, nesterov=True, fused=True)
+        state.optimizer = torch.optim.SGD(
+            parameter_groups(state.model, cfg.weight_decay),
+            lr=scaled_lr(cfg),
+            momentum=cfg.momentum,
+            nesterov=True,
+            fused=True,
+        )
         state.scheduler = make_scheduler(state.optimizer, total, 0)
     if compile_mode is not None:  # "reduce-overhead" replays CUDA graphs of the compiled forward and backward
         state.forward = torch.compile(state.forward, mode=compile_mode)
     state.model.train()
-    loader = DeviceLoader(train.images, train.fine_labels, batch_size=batch_size, train=True, device=device,
-                          mean=tuple(meta["mean"]), std=tuple(meta["std"]), resolution=spec.resolution,
-                          crop_padding=cfg.crop_padding, hflip=cfg.hflip, channels_last=cfg.channels_last)
+    loader = DeviceLoader(
+        train.images,
+        train.fine_labels,
+        batch_size=batch_size,
+        train=True,
+        device=device,
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        resolution=spec.resolution,
+        crop_padding=cfg.crop_padding,
+        hflip=cfg.hflip,
+        channels_last=cfg.channels_last,
+    )
     counter = iter(range(10**9))
 
     def step(images, labels):
@@ -137,8 +162,15 @@ def bench_ours(name: str, train, meta, args, device: torch.device, *, batch_size
     macs = count_flops(build_model(spec), spec.resolution)
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[amp]
     layout = "channels_last" if channels_last else "NCHW"
-    return {"model": name, "setup": f"ours: DeviceLoader, {layout}, {precision}", "resolution": spec.resolution,
-            "seconds": seconds, "peak": peak, "macs": macs, "batch": batch_size}
+    return {
+        "model": name,
+        "setup": f"ours: DeviceLoader, {layout}, {precision}",
+        "resolution": spec.resolution,
+        "seconds": seconds,
+        "peak": peak,
+        "macs": macs,
+        "batch": batch_size,
+    }
 
 
 def bench_fitting(name: str, train, meta, args, device: torch.device, **variant) -> dict:
@@ -184,8 +216,10 @@ def what_helped(models: list[str], train, meta, args, device: torch.device) -> N
             try:
                 row = bench_fitting(name, train, meta, args, device, batch_size=args.batch_size * scale, **variant)
             except Exception as error:  # a variant that fails is a row of the table, not the end of the benchmark
-                print(f"{name:16s} {label:48s} {'failed':>10s} {'':8s} {'':7s}  {type(error).__name__}: "
-                      f"{str(error).splitlines()[0][:80] if str(error) else ''}")
+                print(
+                    f"{name:16s} {label:48s} {'failed':>10s} {'':8s} {'':7s}  {type(error).__name__}: "
+                    f"{str(error).splitlines()[0][:80] if str(error) else ''}"
+                )
                 continue
             finally:
                 if device.type == "cuda":
@@ -223,6 +257,7 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> flo
 
 def bench_reference(name: str, train, meta, args, device: torch.device, *, cifar_network: bool = False) -> dict:
     """The usual loop; `cifar_network` swaps torchvision's ImageNet network for ours (same FLOPs as ours)."""
+
     def network() -> nn.Module:
         return build_model(spec_for_name(name)) if cifar_network else getattr(torchvision.models, name)(num_classes=100)
 
@@ -230,14 +265,27 @@ def bench_reference(name: str, train, meta, args, device: torch.device, *, cifar
     model = network().to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     criterion = nn.CrossEntropyLoss()
-    dataset = ArrayCIFAR100(train.images, train.fine_labels, transforms.Compose([
-        transforms.RandomCrop(32, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(tuple(meta["mean"]), tuple(meta["std"])),
-    ]))
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    dataset = ArrayCIFAR100(
+        train.images,
+        train.fine_labels,
+        transforms.Compose(
+            [
+                transforms.RandomCrop(32, padding=4),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(tuple(meta["mean"]), tuple(meta["std"])),
+            ]
+        ),
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=args.workers > 0,
+    )
 
     def step(images, labels):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -250,8 +298,14 @@ def bench_reference(name: str, train, meta, args, device: torch.device, *, cifar
     seconds, peak = timed(step, endless(loader), args.warmup_steps, args.steps, device)
     macs = count_flops(network(), 32)
     what = f"our CIFAR {name}" if cifar_network else f"torchvision {name}"
-    return {"model": name, "setup": f"{what} + PIL DataLoader ({args.workers} workers), fp32, NCHW",
-            "resolution": 32, "seconds": seconds, "peak": peak, "macs": macs}
+    return {
+        "model": name,
+        "setup": f"{what} + PIL DataLoader ({args.workers} workers), fp32, NCHW",
+        "resolution": 32,
+        "seconds": seconds,
+        "peak": peak,
+        "macs": macs,
+    }
 
 
 def report(row: dict, args) -> float:
@@ -262,13 +316,18 @@ def report(row: dict, args) -> float:
     measured = f"{100 * tflops / args.matmul_tflops:6.2f}%" if args.matmul_tflops else "    n/a"
     peak = f"{row['peak']:7.2f}" if row["peak"] is not None else "    n/a"
     ms_per_step = 1000 * row["seconds"] / args.steps
-    print(f"{row['model']:16s} {row['resolution']:4d} {batch:5d} {rate:10,.1f} {ms_per_step:9.1f} "
-          f"{row['macs'] / 1e9:9.3f} {tflops:8.3f} {share} {measured} {peak}  {row['setup']}", flush=True)
+    print(
+        f"{row['model']:16s} {row['resolution']:4d} {batch:5d} {rate:10,.1f} {ms_per_step:9.1f} "
+        f"{row['macs'] / 1e9:9.3f} {tflops:8.3f} {share} {measured} {peak}  {row['setup']}",
+        flush=True,
+    )
     return rate
 
 
-HEADER = (f"{'model':16s} {'res':>4s} {'batch':>5s} {'images/s':>10s} {'ms/step':>9s} {'GMACs/img':>9s} "
-          f"{'TFLOP/s':>8s} {'of peak':>7s} {'of mm':>7s} {'mem GiB':>7s}  set-up")
+HEADER = (
+    f"{'model':16s} {'res':>4s} {'batch':>5s} {'images/s':>10s} {'ms/step':>9s} {'GMACs/img':>9s} "
+    f"{'TFLOP/s':>8s} {'of peak':>7s} {'of mm':>7s} {'mem GiB':>7s}  set-up"
+)
 
 
 def fast_cuda() -> None:
@@ -286,14 +345,17 @@ def main() -> int:
     parser.add_argument("--warmup-steps", type=int, help="untimed steps first (default: 20 on CUDA, 2 on the CPU)")
     parser.add_argument("--steps", type=int, help="timed steps (default: 50 on CUDA, 5 on the CPU)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="reference DataLoader workers")
-    parser.add_argument("--peak-tflops", type=float,
-                        help="the device's peak, for the share column (H100 dense bf16: 989)")
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the device's peak, for the share column (H100 dense bf16: 989)"
+    )
     parser.add_argument("--sweep", action="store_true", help="also time B0-B7 and the baselines (default on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (train.compile)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too")
-    parser.add_argument("--variants", action="store_true",
-                        help="also the what-helped table (default on CUDA): layout, fused SGD, compile, CUDA graphs, "
-                             "batch")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also the what-helped table (default on CUDA): layout, fused SGD, compile, CUDA graphs, batch",
+    )
     parser.add_argument("--variant-models", nargs="+", default=["efficientnet_b0", "resnet50", "densenet201"])
     parser.add_argument("--synthetic-per-class", type=int, default=100, help="training images per class without --data")
     args = parser.parse_args()
@@ -316,29 +378,42 @@ def main() -> int:
             archive = scratch / "cifar-100-python.tar.gz"
             md5 = write_synthetic_archive(archive, train_per_class=args.synthetic_per_class, test_per_class=1)
             data = scratch / "cifar100"
-            prepare(read_cifar100(archive), data, val_per_class=max(1, args.synthetic_per_class // 10), seed=0,
-                    source_md5=md5)
+            prepare(
+                read_cifar100(archive),
+                data,
+                val_per_class=max(1, args.synthetic_per_class // 10),
+                seed=0,
+                source_md5=md5,
+            )
             origin = f"SYNTHETIC CIFAR-100-format data ({args.data} missing)"
         train, meta = load_split(data, "train"), load_meta(data)
 
         print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
         gpu = f", GPU {torch.cuda.get_device_name(device)}" if cuda else ""
-        print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, CPU {cpu_name()} "
-              f"({os.cpu_count()} cores, {torch.get_num_threads()} torch threads){gpu}")
-        print(f"data: {origin}, {len(train):,} training images; batch {args.batch_size}, "
-              f"{args.warmup_steps} warm-up + {args.steps} timed steps per row")
+        print(
+            f"torch {torch.__version__}, torchvision {torchvision.__version__}, CPU {cpu_name()} "
+            f"({os.cpu_count()} cores, {torch.get_num_threads()} torch threads){gpu}"
+        )
+        print(
+            f"data: {origin}, {len(train):,} training images; batch {args.batch_size}, "
+            f"{args.warmup_steps} warm-up + {args.steps} timed steps per row"
+        )
         args.matmul_tflops = matmul_tflops(device)
         matmul = f"{args.matmul_tflops:.0f} TFLOP/s" if args.matmul_tflops else "n/a (CUDA only)"
-        print(f"peak: datasheet {args.peak_tflops or 'n/a'} TFLOP/s dense bf16 ('of peak'); an 8192-cube bf16 matmul "
-              f"timed now: {matmul} ('of mm')")
+        print(
+            f"peak: datasheet {args.peak_tflops or 'n/a'} TFLOP/s dense bf16 ('of peak'); an 8192-cube bf16 matmul "
+            f"timed now: {matmul} ('of mm')"
+        )
         print("training FLOP/s = 6 x multiply-adds per image x images/s")
         print(HEADER)
         for ours_name, reference_name in (("efficientnet_b0", "efficientnet_b0"), ("resnet50", "resnet50")):
             ours = report(bench_fitting(ours_name, train, meta, args, device), args)
             reference = report(bench_reference(reference_name, train, meta, args, device), args)
             same = report(bench_reference(reference_name, train, meta, args, device, cifar_network=True), args)
-            print(f"{'':16s} ours / torchvision's: {ours / reference:.2f}x images/s; "
-                  f"ours / usual loop on our network: {ours / same:.2f}x images/s")
+            print(
+                f"{'':16s} ours / torchvision's: {ours / reference:.2f}x images/s; "
+                f"ours / usual loop on our network: {ours / same:.2f}x images/s"
+            )
         if args.sweep or cuda:
             print("\nthis trainer on every network of the train matrix (published B0-B7 table, CIFAR regime):")
             print(HEADER)

@@ -31,20 +31,22 @@ STORE = Path(os.environ.get("EFFNET_CARRY_STORE", "/root/carry-data"))  # outsid
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("encode",
-                       help="here: the archive's arrays as WebP sheets in parts that fit a call with the tree")
+    p = sub.add_parser(
+        "encode", help="here: the archive's arrays as WebP sheets in parts that fit a call with the tree"
+    )
     p.add_argument("--archive", type=Path, default=ROOT.parent / "shared" / "data" / MIRROR_NAME)
-    p.add_argument("--md5", default=MIRROR_ARCHIVE_MD5,
-                   help="the archive's md5 (the mirror's by default)")
+    p.add_argument("--md5", default=MIRROR_ARCHIVE_MD5, help="the archive's md5 (the mirror's by default)")
     p.add_argument("--carry", type=Path, default=ROOT / ".carry" / "data", help="an ignored folder of the checkout")
-    p.add_argument("--margin-mib", type=float, default=6.0,
-                   help="room left under the call's limit for the tree to grow")
+    p.add_argument(
+        "--margin-mib", type=float, default=6.0, help="room left under the call's limit for the tree to grow"
+    )
     p.add_argument("--max-parts", type=int, default=2)
     p = sub.add_parser("stash", help="device: check a carried part and keep it outside the repository copy")
     p.add_argument("part", type=Path)
     p.add_argument("--store", type=Path, default=STORE)
-    p = sub.add_parser("prepare",
-                       help="device: decode the stashed parts and write the splits as the download stage does")
+    p = sub.add_parser(
+        "prepare", help="device: decode the stashed parts and write the splits as the download stage does"
+    )
     p.add_argument("--store", type=Path, default=STORE)
     p.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     p.add_argument("--out", type=Path, default=ROOT / "data" / "cifar100")
@@ -60,14 +62,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise CarryError(f"{args.archive}: no such file; pass --archive with the CIFAR-100 mirror")
             got = file_md5(args.archive)
             if got != args.md5:
-                raise CarryError(f"{args.archive}: md5 {got}, expected {args.md5}; "
-                                 "pass the archive's own md5 with --md5")
+                raise CarryError(
+                    f"{args.archive}: md5 {got}, expected {args.md5}; pass the archive's own md5 with --md5"
+                )
             tree = tree_bytes(ROOT)
             part_bytes = int(CALL_LIMIT_BYTES - args.margin_mib * 2**20) - tree
             start = time.perf_counter()
             parts = encode(read_cifar100(args.archive), args.carry, part_bytes=part_bytes, source_md5=got)
-            print(f"encoded in {time.perf_counter() - start:.0f} s; tree {tree / 2**20:.2f} MiB, parts of at most "
-                  f"{part_bytes / 2**20:.2f} MiB:")
+            print(
+                f"encoded in {time.perf_counter() - start:.0f} s; tree {tree / 2**20:.2f} MiB, parts of at most "
+                f"{part_bytes / 2**20:.2f} MiB:"
+            )
             for part in parts:
                 size = sum(f.stat().st_size for f in part.iterdir())
                 print(f"  {part}: {size / 2**20:.2f} MiB, with the tree {(size + tree) / 2**20:.2f} MiB of 64")
@@ -86,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             decoded_s = time.perf_counter() - start
             source_md5 = read_manifest(args.store)["source_md5"]
             prepare(archive, args.out, val_per_class=data.val_per_class, seed=data.seed, source_md5=source_md5)
-            ready = {"source_md5": source_md5, "decode_s": round(decoded_s, 2),
-                     "prepare_s": round(time.perf_counter() - start - decoded_s, 2), "at": time.time()}
+            ready = {
+                "source_md5": source_md5,
+                "decode_s": round(decoded_s, 2),
+                "prepare_s": round(time.perf_counter() - start - decoded_s, 2),
+                "at": time.time(),
+            }
             args.ready.parent.mkdir(parents=True, exist_ok=True)
             tmp = args.ready.with_name(f".{args.ready.name}.tmp")
             tmp.write_text(json.dumps(ready) + "\n")

@@ -82,16 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     changed = updated(document["stages"])
     if args.check:
         if changed:
-            print(f"{args.dvc_yaml}: the code deps of {', '.join(changed)} are not their import closure; "
-                  "run python scripts/dvc_deps.py", file=sys.stderr)
+            print(
+                f"{args.dvc_yaml}: the code deps of {', '.join(changed)} are not their import closure; "
+                "run python scripts/dvc_deps.py",
+                file=sys.stderr,
+            )
             return 1
         print(f"{args.dvc_yaml}: every stage lists its import closure")
         return 0
     if changed:
         with args.dvc_yaml.open("w") as f:
             yaml.dump(document, f)
-    print(f"{args.dvc_yaml}: rewrote the code deps of {', '.join(changed)}" if changed else
-          f"{args.dvc_yaml}: every stage already lists its import closure")
+    print(
+        f"{args.dvc_yaml}: rewrote the code deps of {', '.join(changed)}"
+        if changed
+        else f"{args.dvc_yaml}: every stage already lists its import closure"
+    )
     return 0
 
 

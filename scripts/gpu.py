@@ -72,8 +72,10 @@ DEVICE_VARS = {"launch": "python3"}  # dvc.yaml's launcher there: the stage scri
 # `study: <name>` in a window: these stages (a matrix stage: all its items), the training ones first, each
 # group in the order of its FLOPs targets, so that a call out of time has every strategy at the smaller ones
 STUDIES = {"scaling": (("scale_b0", "scale", "scale_compound"), ("evaluate@scaling/baseline", "evaluate_scale"))}
-BENCHMARKS = {"bench_loader": ("python3", "benchmarks/bench_loader.py", "--device", "cuda"),  # with --archive
-              "bench_train": ("python3", "benchmarks/bench_train.py", "--peak-tflops", "989")}
+BENCHMARKS = {
+    "bench_loader": ("python3", "benchmarks/bench_loader.py", "--device", "cuda"),  # with --archive
+    "bench_train": ("python3", "benchmarks/bench_train.py", "--peak-tflops", "989"),
+}
 WINDOW_KEYS = ("name", "coefficients", "bench", "models", "stages", "params", "evaluate", "reserve_s", "estimates")
 
 
@@ -151,10 +153,14 @@ def dvc_stages(root: Path, params: dict[str, Any]) -> dict[str, Stage]:
             raise RecipeError(f"dvc.yaml stage {group}: `foreach` is not read here; write it as a `matrix`")
         items: list[tuple[dict[str, Any], str]] = [({}, group)]
         if "matrix" in definition:
-            matrix = {key: list(_resolve(values, context, f"dvc.yaml {group}"))  # a mapping: its keys
-                      for key, values in definition["matrix"].items()}
-            items = [(dict(zip(matrix, values, strict=True)), f"{group}@{'-'.join(_text(v) for v in values)}")
-                     for values in itertools.product(*matrix.values())]
+            matrix = {
+                key: list(_resolve(values, context, f"dvc.yaml {group}"))  # a mapping: its keys
+                for key, values in definition["matrix"].items()
+            }
+            items = [
+                (dict(zip(matrix, values, strict=True)), f"{group}@{'-'.join(_text(v) for v in values)}")
+                for values in itertools.product(*matrix.values())
+            ]
         for item, name in items:
             local, where = {**context, "item": item}, f"dvc.yaml {name}"
             command = shlex.split(_resolve(definition["cmd"], local, where))
@@ -169,12 +175,16 @@ def dvc_stages(root: Path, params: dict[str, Any]) -> dict[str, Stage]:
                     if file != "params.yaml":
                         raise RecipeError(f"{where}: params of {file} are not read here, only params.yaml's")
                     keys.extend(names)
-            outs = _paths(_resolve([*(definition.get("outs") or []), *(definition.get("metrics") or [])], local,
-                                   where))
-            stages[name] = Stage(name, tuple(command), tuple(keys),
-                                 tuple(p for p, _ in _paths(_resolve(definition.get("deps") or [], local, where))),
-                                 tuple(p for p, _ in outs), tuple(p for p, o in outs if o.get("cache", True) is False),
-                                 item)
+            outs = _paths(_resolve([*(definition.get("outs") or []), *(definition.get("metrics") or [])], local, where))
+            stages[name] = Stage(
+                name,
+                tuple(command),
+                tuple(keys),
+                tuple(p for p, _ in _paths(_resolve(definition.get("deps") or [], local, where))),
+                tuple(p for p, _ in outs),
+                tuple(p for p, o in outs if o.get("cache", True) is False),
+                item,
+            )
     return stages
 
 
@@ -201,8 +211,11 @@ def _within(a: str, b: str) -> bool:
 
 def upstream(stage: Stage, stages: dict[str, Stage]) -> list[Stage]:
     """The stages that write what `stage` reads (an output inside one of its deps, or a dep inside an output)."""
-    return [s for s in stages.values() if s is not stage
-            and any(_within(o, d) or _within(d, o) for o in s.outs for d in stage.deps)]
+    return [
+        s
+        for s in stages.values()
+        if s is not stage and any(_within(o, d) or _within(d, o) for o in s.outs for d in stage.deps)
+    ]
 
 
 def script_of(command: tuple[str, ...], root: Path) -> Path:
@@ -240,13 +253,18 @@ def load_window(path: Path) -> dict[str, Any]:
     if unknown:
         raise RecipeError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(WINDOW_KEYS)}")
     if "coefficients" not in window:
-        raise RecipeError(f"{path}: say which coefficients B1-B7 use: `coefficients: published`, or the path of a "
-                          "GPU search's JSON (never the committed CPU search by default)")
+        raise RecipeError(
+            f"{path}: say which coefficients B1-B7 use: `coefficients: published`, or the path of a "
+            "GPU search's JSON (never the committed CPU search by default)"
+        )
     for entry in window.get("stages") or []:
-        if not isinstance(entry, str) and not (isinstance(entry, dict) and len(entry) == 1
-                                               and set(entry) <= {"name", "study"}):
-            raise RecipeError(f"{path}: stage entry {entry!r}: a stage of dvc.yaml (`search`, or `name: search`), "
-                              "or `study: scaling`; commands come from dvc.yaml")
+        if not isinstance(entry, str) and not (
+            isinstance(entry, dict) and len(entry) == 1 and set(entry) <= {"name", "study"}
+        ):
+            raise RecipeError(
+                f"{path}: stage entry {entry!r}: a stage of dvc.yaml (`search`, or `name: search`), "
+                "or `study: scaling`; commands come from dvc.yaml"
+            )
     window.setdefault("name", Path(path).stem)
     return window
 
@@ -258,15 +276,28 @@ def coefficients_for(window: dict[str, Any], root: Path) -> tuple[str, Path | No
     choice = window["coefficients"]
     if choice == "published":
         alpha, beta, gamma = PAPER_COEFFICIENTS
-        return "published", None, (f"coefficients: published (alpha {alpha}, beta {beta}, gamma {gamma}; "
-                                   "B1-B7 by the paper's table), not metrics/search.json")
+        return (
+            "published",
+            None,
+            (
+                f"coefficients: published (alpha {alpha}, beta {beta}, gamma {gamma}; "
+                "B1-B7 by the paper's table), not metrics/search.json"
+            ),
+        )
     path = root / str(choice)
     if not path.is_file():
-        raise RecipeError(f"coefficients file {choice} not found; "
-                          "use `coefficients: published` until a GPU search exists")
+        raise RecipeError(
+            f"coefficients file {choice} not found; use `coefficients: published` until a GPU search exists"
+        )
     record = json.loads(path.read_text())
-    return "searched", path, (f"coefficients: searched, from {choice} (alpha {record['alpha']}, beta {record['beta']}, "
-                              f"gamma {record['gamma']})")
+    return (
+        "searched",
+        path,
+        (
+            f"coefficients: searched, from {choice} (alpha {record['alpha']}, beta {record['beta']}, "
+            f"gamma {record['gamma']})"
+        ),
+    )
 
 
 def write_params(window: dict[str, Any], root: Path, archive: Path, scaling: str, target: Path) -> None:
@@ -294,13 +325,18 @@ def study_stages(study: str, stages: dict[str, Stage], where: str) -> list[Stage
     every scaling.flops_targets, as dvc.yaml's matrices have them, then the evaluation of each."""
     if study not in STUDIES:
         raise RecipeError(f"{where}: no study {study!r}; a window expands {', '.join(map(repr, STUDIES))}")
-    return [stage for phase in STUDIES[study]
-            for stage in sorted((s for name in phase for s in select(name, stages, where)),
-                                key=lambda s: float(s.item.get("target", 0)))]
+    return [
+        stage
+        for phase in STUDIES[study]
+        for stage in sorted(
+            (s for name in phase for s in select(name, stages, where)), key=lambda s: float(s.item.get("target", 0))
+        )
+    ]
 
 
-def jobs_for(window: dict[str, Any], stages: dict[str, Stage], params_file: str,
-             coefficients: Path | None) -> list[Job]:
+def jobs_for(
+    window: dict[str, Any], stages: dict[str, Stage], params_file: str, coefficients: Path | None
+) -> list[Job]:
     """The window's jobs: the training stage of each of its models, then its stages (`study:` expanded)."""
     from effnet.study import model_names
 
@@ -309,8 +345,10 @@ def jobs_for(window: dict[str, Any], stages: dict[str, Stage], params_file: str,
     for model in window.get("models") or []:
         stage = writer(f"models/{model}", stages)
         if stage is None or model not in model_names():
-            raise RecipeError(f"{where}: model {model!r}: not a model of the matrix (no stage of dvc.yaml trains it); "
-                              f"the matrix: {', '.join(model_names())}")
+            raise RecipeError(
+                f"{where}: model {model!r}: not a model of the matrix (no stage of dvc.yaml trains it); "
+                f"the matrix: {', '.join(model_names())}"
+            )
         command = (*stage.command, "--params", params_file)
         if coefficients is not None:
             command += ("--coefficients", str(coefficients))
@@ -338,8 +376,14 @@ def read_record(done_dir: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def job_settings(job: Job, params: dict[str, Any], params_file: Path, coefficients: Path | None,
-                 stages: dict[str, Stage], done_dir: Path) -> dict[str, Any]:
+def job_settings(
+    job: Job,
+    params: dict[str, Any],
+    params_file: Path,
+    coefficients: Path | None,
+    stages: dict[str, Stage],
+    done_dir: Path,
+) -> dict[str, Any]:
     """What decides the job's result. A model of the matrix: its spec and recipe. Another stage: its command, the
     params dvc.yaml lists for it, and the fingerprints of the stages (done here) that wrote what it reads."""
     if job.model is not None:
@@ -351,10 +395,16 @@ def job_settings(job: Job, params: dict[str, Any], params_file: Path, coefficien
         return json.loads(json.dumps(settings(model_spec(job.model, loaded, coefficients), loaded.train), default=str))
     if job.stage is None:
         return {"command": list(job.command)}
-    inputs = {s.name: record["fingerprint"] for s in upstream(job.stage, stages)
-              if (record := read_record(done_dir, s.name)) and "fingerprint" in record}
-    return {"command": list(job.command), "params": {k: lookup(params, k, f"{job.name}: params") for k in
-                                                     job.stage.params}, "inputs": inputs}
+    inputs = {
+        s.name: record["fingerprint"]
+        for s in upstream(job.stage, stages)
+        if (record := read_record(done_dir, s.name)) and "fingerprint" in record
+    }
+    return {
+        "command": list(job.command),
+        "params": {k: lookup(params, k, f"{job.name}: params") for k in job.stage.params},
+        "inputs": inputs,
+    }
 
 
 def job_fingerprint(job: Job, settings: dict[str, Any], root: Path) -> str:
@@ -396,8 +446,9 @@ def run_stage(command: Sequence[str], *, cwd: Path, env: dict[str, str], log: Pa
     with open(log, "ab") as sink:
         sink.write(f"$ {' '.join(command)}\n".encode())
         sink.flush()
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         os.set_blocking(process.stdout.fileno(), False)
         try:
             while True:
@@ -444,8 +495,16 @@ def bf16_weights(model_pt: Path, target: Path) -> None:
     payload = torch.load(model_pt, map_location="cpu", weights_only=True)
     state = payload["ema_state_dict"] if payload.get("ema_state_dict") is not None else payload["state_dict"]
     small = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
-    torch.save({"spec": payload["spec"], "state_dict_bf16": small, "ema": payload.get("ema_state_dict") is not None,
-                "metrics": payload["metrics"], "train_config": payload["train_config"]}, target)
+    torch.save(
+        {
+            "spec": payload["spec"],
+            "state_dict_bf16": small,
+            "ema": payload.get("ema_state_dict") is not None,
+            "metrics": payload["metrics"],
+            "train_config": payload["train_config"],
+        },
+        target,
+    )
 
 
 BF16_RECORD = "last.pt.bf16.json"  # beside a checkpoint shrunk to bf16 for the way home: its run resumes rounded
@@ -521,12 +580,21 @@ def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | N
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(path, target)
                         outputs.append(str(path.relative_to(root)))
-            (staging / "status.json").write_text(json.dumps(
-                {"window": "lease", "started": time.strftime("%FT%TZ", time.gmtime()), "jobs": {},
-                 "outputs": [o for o in outputs if o != "gpu/done"],
-                 "note": "the lease job left no archive of its run (cut before it packed): outputs from the tree",
-                 "left_behind": sorted(partial)},
-                indent=2) + "\n")
+            (staging / "status.json").write_text(
+                json.dumps(
+                    {
+                        "window": "lease",
+                        "started": time.strftime("%FT%TZ", time.gmtime()),
+                        "jobs": {},
+                        "outputs": [o for o in outputs if o != "gpu/done"],
+                        "note": "the lease job left no archive of its run (cut before it packed): "
+                        "outputs from the tree",
+                        "left_behind": sorted(partial),
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
         (staging / "left_out.txt").unlink(missing_ok=True)  # the run's own packing's: written again if need be
         (staging / "lease").mkdir(exist_ok=True)
         for name in LEASE_RECORDS:
@@ -545,8 +613,13 @@ def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | N
                         weights.append((moved, f"weights/{path.name}"))
                 shutil.rmtree(staging / folder)
         checkpoints: list[tuple[Path, str]] = []
-        names = models if models is not None else sorted(p.name for p in (root / "checkpoints").glob("*")
-                                                         if p.is_dir()) if (root / "checkpoints").is_dir() else []
+        names = (
+            models
+            if models is not None
+            else sorted(p.name for p in (root / "checkpoints").glob("*") if p.is_dir())
+            if (root / "checkpoints").is_dir()
+            else []
+        )
         for model in names:
             checkpoint = root / "checkpoints" / model / "last.pt"
             if not checkpoint.is_file() or (root / "models" / model / "model.pt").is_file():
@@ -559,11 +632,22 @@ def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | N
                 (staging / "lease" / f"shrink_{model}.txt").write_text(f"bf16 copy failed: {error}\n")
                 continue
             record = small.with_name(BF16_RECORD)
-            record.write_text(json.dumps({"model": model, "dtype": "bfloat16", "fp32_bytes": checkpoint.stat().st_size,
-                                          "bf16_bytes": size, "shrunk": time.strftime("%FT%TZ", time.gmtime()),
-                                          "note": "checkpoint rounded to bf16 once for the way home "
-                                                  "(effnet.checkpoint.shrink_checkpoint): the resumed run is not "
-                                                  "bit-for-bit the uninterrupted one"}, indent=2) + "\n")
+            record.write_text(
+                json.dumps(
+                    {
+                        "model": model,
+                        "dtype": "bfloat16",
+                        "fp32_bytes": checkpoint.stat().st_size,
+                        "bf16_bytes": size,
+                        "shrunk": time.strftime("%FT%TZ", time.gmtime()),
+                        "note": "checkpoint rounded to bf16 once for the way home "
+                        "(effnet.checkpoint.shrink_checkpoint): the resumed run is not "
+                        "bit-for-bit the uninterrupted one",
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
             checkpoints.append((small, f"checkpoints/{model}/last.pt"))
         extras = []
         for small, name in sorted(checkpoints, key=lambda e: e[0].stat().st_size):
@@ -578,9 +662,9 @@ def pack_lease(root: Path, lease_dir: Path, out: Path, models: Sequence[str] | N
     return files
 
 
-
-def prepare_data(root: Path, store: Path, env: dict[str, str], log: Path, hard_end: float,
-                 window: dict[str, Any] | None = None) -> Path:
+def prepare_data(
+    root: Path, store: Path, env: dict[str, str], log: Path, hard_end: float, window: dict[str, Any] | None = None
+) -> Path:
     """Join the carried archive (atomically) and prepare the arrays with dvc.yaml's download stage under the
     window's `data.*` params; again only when those differ from the last preparation's. Returns the archive."""
     import yaml
@@ -591,8 +675,11 @@ def prepare_data(root: Path, store: Path, env: dict[str, str], log: Path, hard_e
     params = yaml.safe_load(params_file.read_text())
     wanted = params["data"]
     record = root / "data" / "prepared-with.json"
-    if (root / "data" / "cifar100" / "meta.json").is_file() and record.is_file() \
-            and json.loads(record.read_text()) == wanted:
+    if (
+        (root / "data" / "cifar100" / "meta.json").is_file()
+        and record.is_file()
+        and json.loads(record.read_text()) == wanted
+    ):
         return archive
     command = (*dvc_stages(root, params)["download"].command, "--params", params_file.name)
     if run_stage(command, cwd=root, env=env, log=log, hard_end=hard_end):
@@ -604,20 +691,29 @@ def prepare_data(root: Path, store: Path, env: dict[str, str], log: Path, hard_e
 def hardware(root: Path) -> str:
     lines = []
     try:
-        lines.append(subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv"],
-                                    capture_output=True, text=True, timeout=30).stdout.strip())
+        lines.append(
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.TimeoutExpired):
         lines.append("nvidia-smi: not found")
-    probe = ("import platform, torch, torchvision; "
-             "print('python', platform.python_version(), 'torch', torch.__version__,"
-             " 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available() and "
-             "torch.cuda.get_device_name(0)); import os; print('cpus', os.cpu_count())")
+    probe = (
+        "import platform, torch, torchvision; "
+        "print('python', platform.python_version(), 'torch', torch.__version__,"
+        " 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available() and "
+        "torch.cuda.get_device_name(0)); import os; print('cpus', os.cpu_count())"
+    )
     lines.append(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root).stdout.strip())
     return "\n".join(lines) + "\n"
 
 
-def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s: float, only: list[str],
-               prepared: bool = False) -> int:
+def run_window(
+    window_path: Path, *, root: Path, out: Path, store: Path, limit_s: float, only: list[str], prepared: bool = False
+) -> int:
     """Run a window's jobs within `limit_s` seconds from now, then pack everything into `out`. Returns 0, 75 or 1.
 
     `prepared`: data/cifar100 is already written (a lease's `scripts/carry.py prepare`, which leaves
@@ -635,8 +731,12 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
     staging = Path(tempfile.mkdtemp(prefix="gpu-results-"))
     (staging / "logs").mkdir()
     done_dir = root / "gpu" / "done"
-    status: dict[str, Any] = {"window": window["name"], "limit_s": limit_s,
-                              "started": time.strftime("%FT%TZ", time.gmtime(start)), "jobs": {}}
+    status: dict[str, Any] = {
+        "window": window["name"],
+        "limit_s": limit_s,
+        "started": time.strftime("%FT%TZ", time.gmtime(start)),
+        "jobs": {},
+    }
     commands = [f"# window {window['name']}: python3 scripts/gpu.py run {window_path} --limit-s {limit_s:g}"]
     jobs: list[Job] = []
     ran: list[Stage] = []  # the stages that finished (exit 0) in this call: their committed outputs come home (a
@@ -658,8 +758,10 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         status["coefficients"] = said
         if prepared:
             if not (root / "data" / "cifar100" / "meta.json").is_file():
-                raise RecipeError("prepared data asked for, but data/cifar100/meta.json is missing: "
-                                  "run scripts/carry.py prepare first")
+                raise RecipeError(
+                    "prepared data asked for, but data/cifar100/meta.json is missing: "
+                    "run scripts/carry.py prepare first"
+                )
             archive = store / MIRROR_NAME  # never read: the download stage does not run
         else:
             archive = prepare_data(root, store, env, staging / "logs" / "download.log", hard_end, window)
@@ -669,8 +771,14 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         (staging / "hardware.txt").write_text(hardware(root))
         params = yaml.safe_load(params_file.read_text())
         stages = dvc_stages(root, params)
-        benchmarks = [Job(name, (*command, *(("--archive", str(archive)) if name == "bench_loader" else ())),
-                          required=False) for name, command in BENCHMARKS.items()] if window.get("bench") else []
+        benchmarks = (
+            [
+                Job(name, (*command, *(("--archive", str(archive)) if name == "bench_loader" else ())), required=False)
+                for name, command in BENCHMARKS.items()
+            ]
+            if window.get("bench")
+            else []
+        )
         jobs = jobs_for(window, stages, params_file.name, coefficients)
 
         for job in benchmarks + jobs:
@@ -698,8 +806,13 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
             commands.append(" ".join(job.command))
             began = time.time()
             resumed = bf16_resume_record(root, job.model)  # read before the run: a finished run removes its checkpoint
-            rc = run_stage(job.command, cwd=root, env=env, log=staging / "logs" / f"{file_stem(job.name)}.log",
-                           hard_end=hard_end - eval_reserve)
+            rc = run_stage(
+                job.command,
+                cwd=root,
+                env=env,
+                log=staging / "logs" / f"{file_stem(job.name)}.log",
+                hard_end=hard_end - eval_reserve,
+            )
             entry: dict[str, Any] = {"exit": rc, "seconds": round(time.time() - began, 1)}
             if resumed is not None:
                 entry["resumed_from_bf16"] = resumed
@@ -708,10 +821,20 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                 if job.stage is not None:
                     ran.append(job.stage)
                 done_dir.mkdir(parents=True, exist_ok=True)
-                record_path(done_dir, job.name).write_text(json.dumps(
-                    {"job": job.name, "command": list(job.command), "settings": settings, "fingerprint": wanted,
-                     "finished": time.strftime("%FT%TZ", time.gmtime()),
-                     **({"resumed_from_bf16": resumed} if resumed is not None else {})}, indent=2) + "\n")
+                record_path(done_dir, job.name).write_text(
+                    json.dumps(
+                        {
+                            "job": job.name,
+                            "command": list(job.command),
+                            "settings": settings,
+                            "fingerprint": wanted,
+                            "finished": time.strftime("%FT%TZ", time.gmtime()),
+                            **({"resumed_from_bf16": resumed} if resumed is not None else {}),
+                        },
+                        indent=2,
+                    )
+                    + "\n"
+                )
             elif not job.required:
                 entry["status"] = f"failed ({rc}): see its log"
             elif rc in (RESUME_EXIT_STATUS, -9):
@@ -734,17 +857,20 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
                     break
                 command = (*stage.command, "--params", params_file.name)
                 commands.append(" ".join(command))
-                failed = run_stage(command, cwd=root, env=env, log=staging / "logs" / "evaluate.log",
-                                   hard_end=hard_end)
+                failed = run_stage(command, cwd=root, env=env, log=staging / "logs" / "evaluate.log", hard_end=hard_end)
                 if failed == 0:
                     ran.append(stage)
             if failed == -9:  # cut at the hard limit: the same call again evaluates what is left
-                status["jobs"]["evaluate"] = {"exit": failed, "status": "resume: cut at the hard time limit, "
-                                                                        "run the same call again"}
+                status["jobs"]["evaluate"] = {
+                    "exit": failed,
+                    "status": "resume: cut at the hard time limit, run the same call again",
+                }
                 exit_status = exit_status or RESUME_EXIT_STATUS
             else:
-                status["jobs"]["evaluate"] = {"exit": failed,
-                                              "status": "done" if failed == 0 else "failed: see its log"}
+                status["jobs"]["evaluate"] = {
+                    "exit": failed,
+                    "status": "done" if failed == 0 else "failed: see its log",
+                }
                 if failed:
                     exit_status = exit_status or 1
     except (RecipeError, TransferError) as error:
@@ -759,15 +885,19 @@ def run_window(window_path: Path, *, root: Path, out: Path, store: Path, limit_s
         status["seconds"] = round(time.time() - start, 1)
         status["exit"] = exit_status
         files = collect_and_pack(jobs, ran, root, staging, out, status, commands)
-        print(f"packed {', '.join(p.name for p in files)} in {out} "
-              f"({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)"
-              f" after {time.time() - start:.0f} s; exit {exit_status}", flush=True)
+        print(
+            f"packed {', '.join(p.name for p in files)} in {out} "
+            f"({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)"
+            f" after {time.time() - start:.0f} s; exit {exit_status}",
+            flush=True,
+        )
         shutil.rmtree(staging, ignore_errors=True)
     return exit_status
 
 
-def collect_and_pack(jobs: list[Job], ran: list[Stage], root: Path, staging: Path, out: Path, status: dict[str, Any],
-                     commands: list[str]) -> list[Path]:
+def collect_and_pack(
+    jobs: list[Job], ran: list[Stage], root: Path, staging: Path, out: Path, status: dict[str, Any], commands: list[str]
+) -> list[Path]:
     """Copy this call's results into `staging` and pack them (`effnet.transfer.pack`): the committed outputs of the
     stages that finished in it (the repository copy also holds the committed files of earlier runs), the done records,
     unfinished checkpoints, then the weights of the models it trained in bf16."""
@@ -837,8 +967,16 @@ def merge_table(new: Path, table: Path) -> list[str]:
     return kept
 
 
-CALL_RECORDS = ("status.json", "commands.txt", "hardware.txt", "params-gpu.yaml", "left_out.txt", "logs",
-                "metrics/models.csv", "lease")  # kept under gpu/<window>/<call's start>/
+CALL_RECORDS = (
+    "status.json",
+    "commands.txt",
+    "hardware.txt",
+    "params-gpu.yaml",
+    "left_out.txt",
+    "logs",
+    "metrics/models.csv",
+    "lease",
+)  # kept under gpu/<window>/<call's start>/
 
 
 def unpack(sources: list[Path], root: Path) -> list[str]:
@@ -880,10 +1018,14 @@ def unpack(sources: list[Path], root: Path) -> list[str]:
             kept = merge_table(results / "metrics" / "models.csv", root / "metrics" / "models.csv")
             written.append("metrics/models.csv")
             if kept:
-                print(f"metrics/models.csv: rows of an earlier run kept beside this call's: {', '.join(kept)} "
-                      "(say which run each row is from before publishing a table)", file=sys.stderr)
-        for checkpoint in (sorted((results / "checkpoints").glob("*/last.pt"))
-                           if (results / "checkpoints").is_dir() else []):
+                print(
+                    f"metrics/models.csv: rows of an earlier run kept beside this call's: {', '.join(kept)} "
+                    "(say which run each row is from before publishing a table)",
+                    file=sys.stderr,
+                )
+        for checkpoint in (
+            sorted((results / "checkpoints").glob("*/last.pt")) if (results / "checkpoints").is_dir() else []
+        ):
             target = root / "checkpoints" / checkpoint.parent.name / "last.pt"  # carry it to resume on a fresh machine
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(checkpoint, target)
@@ -914,8 +1056,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="here: split the data into carry parts that fit with the tree")
-    p.add_argument("--archive", type=Path, default=Path(os.environ.get("CIFAR100_ARCHIVE",
-                                                                       ROOT.parent / "shared/data" / MIRROR_NAME)))
+    p.add_argument(
+        "--archive",
+        type=Path,
+        default=Path(os.environ.get("CIFAR100_ARCHIVE", ROOT.parent / "shared/data" / MIRROR_NAME)),
+    )
     p.add_argument("--carry", type=Path, default=ROOT / ".carry")
     p.add_argument("--margin-mib", type=float, default=6.0, help="room under the carry limit left for the tree to grow")
     p = sub.add_parser("stash", help="device: keep a carried part outside the repository copy")
@@ -947,33 +1092,43 @@ def main(argv: list[str] | None = None) -> int:
             count = -(-size // largest)
             part_bytes = -(-size // count)  # as few parts as fit, of equal size: the most room left in each call
             if subprocess.run(["git", "check-ignore", "-q", str(args.carry / "part1")], cwd=ROOT).returncode != 0:
-                raise RecipeError(f"{args.carry} is not ignored by git: it would travel with every call; "
-                                  "keep it under the repository's ignored /.carry/")
+                raise RecipeError(
+                    f"{args.carry} is not ignored by git: it would travel with every call; "
+                    "keep it under the repository's ignored /.carry/"
+                )
             folders = transfer.split(args.archive, args.carry, part_bytes=part_bytes, expected_md5=MIRROR_ARCHIVE_MD5)
-            print(f"tree {tree / 2**20:.2f} MiB (git ls-files plus untracked, unignored files); "
-                  f"{len(folders)} parts of at most {part_bytes / 2**20:.2f} MiB; each call carries at most "
-                  f"{(tree + part_bytes) / 2**20:.2f} MiB of the {transfer.CALL_LIMIT_BYTES / 2**20:g} MiB allowed:")
+            print(
+                f"tree {tree / 2**20:.2f} MiB (git ls-files plus untracked, unignored files); "
+                f"{len(folders)} parts of at most {part_bytes / 2**20:.2f} MiB; each call carries at most "
+                f"{(tree + part_bytes) / 2**20:.2f} MiB of the {transfer.CALL_LIMIT_BYTES / 2**20:g} MiB allowed:"
+            )
             for folder in folders:
                 size = sum(f.stat().st_size for f in folder.iterdir())
-                print(f"  {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}: "
-                      f"{size / 2**20:.2f} MiB, with the tree {(size + tree) / 2**20:.2f} MiB")
+                print(
+                    f"  {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}: "
+                    f"{size / 2**20:.2f} MiB, with the tree {(size + tree) / 2**20:.2f} MiB"
+                )
         elif args.command == "stash":
             copied = transfer.stash(args.part, args.store)
             print(f"stashed {', '.join(copied) or 'nothing'} in {args.store}")
         elif args.command == "data":
             window = load_window(args.window) if args.window else None
-            archive = prepare_data(ROOT, args.store, dict(os.environ), ROOT / "data" / "download.log",
-                                   time.time() + 540, window)
+            archive = prepare_data(
+                ROOT, args.store, dict(os.environ), ROOT / "data" / "download.log", time.time() + 540, window
+            )
             print(f"{archive}: joined, md5 checked against its manifest; arrays in data/cifar100")
         elif args.command == "run":
             # the driver itself must not start before the repository's root is the working directory
             os.chdir(ROOT)
-            return run_window(args.window, root=ROOT, out=args.out, store=args.store, limit_s=args.limit_s,
-                              only=args.only)
+            return run_window(
+                args.window, root=ROOT, out=args.out, store=args.store, limit_s=args.limit_s, only=args.only
+            )
         elif args.command == "pack-lease":
             files = pack_lease(ROOT, args.lease_dir, args.out)
-            print(f"packed {', '.join(p.name for p in files)} in {args.out} "
-                  f"({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)")
+            print(
+                f"packed {', '.join(p.name for p in files)} in {args.out} "
+                f"({sum(p.stat().st_size for p in files) / 2**20:.1f} MiB)"
+            )
         elif args.command == "unpack":
             for rel in unpack(args.sources, args.repo):
                 print(rel)

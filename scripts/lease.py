@@ -30,16 +30,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     args = parser.parse_args(argv)
     try:
-        costs = LeaseCosts(start_s=args.start_s, transfer_in_s=args.transfer_in_s, transfer_out_s=args.transfer_out_s,
-                           release_s=args.release_s, margin_s=args.margin_s)
+        costs = LeaseCosts(
+            start_s=args.start_s,
+            transfer_in_s=args.transfer_in_s,
+            transfer_out_s=args.transfer_out_s,
+            release_s=args.release_s,
+            margin_s=args.margin_s,
+        )
         call = call_budget(args.budget_left, warm=not args.cold, pack_s=args.pack_s, stop_s=args.stop_s, costs=costs)
         job = job_work_s(args.budget_left, warm=not args.cold, pack_s=args.pack_s, stop_s=args.stop_s, costs=costs)
     except LeaseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(json.dumps({"timeout_s": call.timeout_s, "work_s": call.work_s, "deadline": call.deadline_shell(),
-                      "job_work_s": job, "lease_left_at_command_s": round(call.lease_left_s, 1),
-                      "capped": call.capped}, indent=1))
+    print(
+        json.dumps(
+            {
+                "timeout_s": call.timeout_s,
+                "work_s": call.work_s,
+                "deadline": call.deadline_shell(),
+                "job_work_s": job,
+                "lease_left_at_command_s": round(call.lease_left_s, 1),
+                "capped": call.capped,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

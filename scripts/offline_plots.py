@@ -19,8 +19,11 @@ import json
 import sys
 from pathlib import Path
 
-PACKAGES = (("vega", "build/vega.min.js"), ("vega-lite", "build/vega-lite.min.js"),
-            ("vega-embed", "build/vega-embed.min.js"))
+PACKAGES = (
+    ("vega", "build/vega.min.js"),
+    ("vega-lite", "build/vega-lite.min.js"),
+    ("vega-embed", "build/vega-embed.min.js"),
+)
 PAGE = """<!DOCTYPE html>
 <html>
 <head>
@@ -47,8 +50,9 @@ def package_dir(root: Path, name: str) -> Path:
     """The unpacked package `name` under `root` (DIR/<name>-<version>/package)."""
     found = sorted(p for p in root.glob(f"{name}-[0-9]*/package") if (p / "package.json").is_file())
     if not found:
-        raise SystemExit(f"error: no unpacked {name} under {root}: run `npm pack {name}` there and untar it "
-                         f"into {name}-<version>/")
+        raise SystemExit(
+            f"error: no unpacked {name} under {root}: run `npm pack {name}` there and untar it into {name}-<version>/"
+        )
     return found[-1]
 
 
@@ -59,16 +63,18 @@ def build(root: Path) -> str:
         package = package_dir(root, name)
         meta = json.loads((package / "package.json").read_text())
         if meta.get("license") != "BSD-3-Clause":
-            raise SystemExit(f"error: {name} {meta.get('version')} is licensed {meta.get('license')!r}, "
-                             "not BSD-3-Clause")
+            raise SystemExit(
+                f"error: {name} {meta.get('version')} is licensed {meta.get('license')!r}, not BSD-3-Clause"
+            )
         code = (package / build_file).read_text(encoding="utf8")
         if "</script" in code.lower():  # would end the inline <script> early
             raise SystemExit(f"error: {package / build_file} contains '</script'; it cannot be inlined")
         versions.append(f"{name} {meta['version']}")
         scripts.append(f"    <script>/* {name} {meta['version']} */\n{code}\n    </script>")
     # The placeholders stay for DVC; the page's own braces are doubled for str.format.
-    return PAGE.format(versions=", ".join(versions), inline="\n".join(scripts), refresh_tag="{refresh_tag}",
-                       plot_divs="{plot_divs}")
+    return PAGE.format(
+        versions=", ".join(versions), inline="\n".join(scripts), refresh_tag="{refresh_tag}", plot_divs="{plot_divs}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,17 +41,33 @@ def main(argv: list[str] | None = None) -> int:
         nearest = {s: min(r, key=lambda v: abs(v / target - 1.0)) for s, r in ratios.items()}
         compound = match_flops("compound", target, b0, SCALING_COEFFICIENTS).spec
         built = built_multipliers(compound, b0)
-        row = {"target": target, "nearest": nearest, "compound_built": built,
-               "equal_cost": all(abs(v / target - 1.0) <= tolerance for v in nearest.values()),
-               "compound_changes_all": changes_every_dimension(compound, b0, 1.0 + minimum)}
+        row = {
+            "target": target,
+            "nearest": nearest,
+            "compound_built": built,
+            "equal_cost": all(abs(v / target - 1.0) <= tolerance for v in nearest.values()),
+            "compound_changes_all": changes_every_dimension(compound, b0, 1.0 + minimum),
+        }
         row["usable"] = row["equal_cost"] and row["compound_changes_all"]
         rows.append(row)
-        print(f"{target:g}x: " + ", ".join(f"{s} {v:.3f}x" for s, v in nearest.items())
-              + f"; compound builds depth {built['depth']:.2f}x width {built['width']:.2f}x resolution "
-              f"{built['resolution']:.2f}x; {'usable' if row['usable'] else 'not usable'}", flush=True)
+        print(
+            f"{target:g}x: "
+            + ", ".join(f"{s} {v:.3f}x" for s, v in nearest.items())
+            + f"; compound builds depth {built['depth']:.2f}x width {built['width']:.2f}x resolution "
+            f"{built['resolution']:.2f}x; {'usable' if row['usable'] else 'not usable'}",
+            flush=True,
+        )
     if args.out:
-        write_json(args.out, {"base_resolution": b0.resolution, "tolerance": tolerance, "min_change": minimum,
-                              "overrides": str(args.overrides) if args.overrides else None, "rows": rows})
+        write_json(
+            args.out,
+            {
+                "base_resolution": b0.resolution,
+                "tolerance": tolerance,
+                "min_change": minimum,
+                "overrides": str(args.overrides) if args.overrides else None,
+                "rows": rows,
+            },
+        )
     return 0
 
 

@@ -36,10 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     for target in args.targets:
         row = distinctness(place(candidates, b0, target, params.search.flops_tolerance), target)
         rows.append(row)
-        print(" | ".join(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in DISTINCTNESS_COLUMNS),
-              flush=True)
-    write_json(args.out, {"flops_tolerance": params.search.flops_tolerance,
-                          "base_resolution": params.network.base_resolution, "rows": rows})
+        print(
+            " | ".join(f"{row[k]:g}" if isinstance(row[k], float) else str(row[k]) for k in DISTINCTNESS_COLUMNS),
+            flush=True,
+        )
+    write_json(
+        args.out,
+        {
+            "flops_tolerance": params.search.flops_tolerance,
+            "base_resolution": params.network.base_resolution,
+            "rows": rows,
+        },
+    )
     print(f"-> {args.out}")
     return 0
 

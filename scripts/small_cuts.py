@@ -37,17 +37,29 @@ def cut_rows(params: Params, seconds: float, exponent: float, baselines: dict[st
     for job in clock.budget(params, exponent, baselines):
         stage = clock.dvc_stage(job)
         if job.stage in ("train", "train_baseline") and stage not in run:
-            rows.append({"cut": job.name, "stages": [stage],
-                         "estimate_s": clock.stages_estimate(params, [stage], seconds, exponent, baselines)})
+            rows.append(
+                {
+                    "cut": job.name,
+                    "stages": [stage],
+                    "estimate_s": clock.stages_estimate(params, [stage], seconds, exponent, baselines),
+                }
+            )
     s = params.search
     reduced = {"epochs": params.scaling.epochs, "seeds": params.scaling.seeds}
-    for label, changes in ((f"search ({s.epochs} epochs x {s.seeds} seeds a candidate)", {}),
-                           (f"search, reduced ({reduced['epochs']} epochs x {reduced['seeds']} seeds a candidate)",
-                            reduced)):
+    for label, changes in (
+        (f"search ({s.epochs} epochs x {s.seeds} seeds a candidate)", {}),
+        (f"search, reduced ({reduced['epochs']} epochs x {reduced['seeds']} seeds a candidate)", reduced),
+    ):
         searched = _searched(params, **changes)
-        rows.append({"cut": label, "stages": ["search"], "candidates": clock.search_candidates(searched),
-                     "flops_target": s.flops_target,
-                     "estimate_s": clock.stages_estimate(searched, ["search"], seconds, exponent, baselines)})
+        rows.append(
+            {
+                "cut": label,
+                "stages": ["search"],
+                "candidates": clock.search_candidates(searched),
+                "flops_target": s.flops_target,
+                "estimate_s": clock.stages_estimate(searched, ["search"], seconds, exponent, baselines),
+            }
+        )
     return rows
 
 
@@ -62,12 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     seconds = clock.time_b0(params, torch_device)
     exponent = clock.measure_cost_exponent(params, torch_device, seconds)
     baselines = clock.measure_baseline_costs(params, torch_device, seconds)
-    chains = [{"chain": c.name, "stages": list(c.stages),
-               "estimate_s": clock.stages_estimate(params, [c.stages[0]], seconds, exponent, baselines)}
-              for c in study.small_study_chains(params)]
-    record = {"what": f"the clock's estimates on {device}, profile {args.overrides}", "device": device,
-              "b0_images_per_s": 1 / seconds, "cost_exponent": exponent, "chains": chains,
-              "cuts": cut_rows(params, seconds, exponent, baselines)}
+    chains = [
+        {
+            "chain": c.name,
+            "stages": list(c.stages),
+            "estimate_s": clock.stages_estimate(params, [c.stages[0]], seconds, exponent, baselines),
+        }
+        for c in study.small_study_chains(params)
+    ]
+    record = {
+        "what": f"the clock's estimates on {device}, profile {args.overrides}",
+        "device": device,
+        "b0_images_per_s": 1 / seconds,
+        "cost_exponent": exponent,
+        "chains": chains,
+        "cuts": cut_rows(params, seconds, exponent, baselines),
+    }
     write_json(args.out, record)
     for row in chains + record["cuts"]:
         print(f"{row.get('chain', row.get('cut')):<55} {clock.duration(row['estimate_s']):>10}")

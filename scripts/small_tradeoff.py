@@ -44,8 +44,16 @@ def overridden_params(params_path: Path, profile: Path, resolution: int, epochs:
 
 def test_accuracy(model, data: Path, resolution: int, batch: int) -> tuple[float, float]:
     meta, split = load_meta(data), load_split(data, "test")
-    loader = DeviceLoader(split.images, split.fine_labels, batch_size=batch, train=False, device=torch.device("cpu"),
-                          mean=tuple(meta["mean"]), std=tuple(meta["std"]), resolution=resolution)
+    loader = DeviceLoader(
+        split.images,
+        split.fine_labels,
+        batch_size=batch,
+        train=False,
+        device=torch.device("cpu"),
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        resolution=resolution,
+    )
     return evaluate_accuracy(model, loader)
 
 
@@ -60,12 +68,22 @@ def run(resolution: int, epochs: int, args) -> dict:
     test = test_accuracy(result.model, args.data, spec.resolution, cfg.eval_batch_size)
     test_ema = test_accuracy(result.ema, args.data, spec.resolution, cfg.eval_batch_size) if result.ema else test
     m = result.metrics
-    return {"resolution": resolution, "epochs": epochs, "train_minutes": round(minutes, 2),
-            "minutes_per_epoch": round(minutes / epochs, 2), "images_per_s": round(m["images_per_s"], 1),
-            "val_top1": m["val/top1"], "val_top1_ema": m["val/top1_ema"], "test_top1": test[0],
-            "test_top1_ema": test_ema[0], "test_top5": test[1], "batch_size": cfg.batch_size,
-            "threads": torch.get_num_threads(), "load_average_at_start": round(os.getloadavg()[0], 2),
-            "curve_val_top1": [round(h["val/top1"], 4) for h in result.history]}
+    return {
+        "resolution": resolution,
+        "epochs": epochs,
+        "train_minutes": round(minutes, 2),
+        "minutes_per_epoch": round(minutes / epochs, 2),
+        "images_per_s": round(m["images_per_s"], 1),
+        "val_top1": m["val/top1"],
+        "val_top1_ema": m["val/top1_ema"],
+        "test_top1": test[0],
+        "test_top1_ema": test_ema[0],
+        "test_top5": test[1],
+        "batch_size": cfg.batch_size,
+        "threads": torch.get_num_threads(),
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+        "curve_val_top1": [round(h["val/top1"], 4) for h in result.history],
+    }
 
 
 def main() -> int:
@@ -76,9 +94,15 @@ def main() -> int:
     parser.add_argument("--runs", nargs="+", default=["16:6", "24:3"], help="RESOLUTION:EPOCHS")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/small_tradeoff.json"))
     args = parser.parse_args()
-    record = json.loads(args.out.read_text()) if args.out.exists() else {
-        "what": "B0 (scaling-study spec), one seed, full training split, recipe params.yaml + " + str(args.profile),
-        "device": f"CPU {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}", "runs": []}
+    record = (
+        json.loads(args.out.read_text())
+        if args.out.exists()
+        else {
+            "what": "B0 (scaling-study spec), one seed, full training split, recipe params.yaml + " + str(args.profile),
+            "device": f"CPU {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
+            "runs": [],
+        }
+    )
     for text in args.runs:
         resolution, epochs = (int(part) for part in text.split(":"))
         if any(r["resolution"] == resolution and r["epochs"] == epochs for r in record["runs"]):

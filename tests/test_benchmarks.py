@@ -27,8 +27,12 @@ def _load(name: str):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
 def test_loader_benchmark_on_cuda_without_cuda_exits_non_zero_and_says_why():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_loader.py"), "--device", "cuda"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_loader.py"), "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "no CUDA device" in done.stderr and done.stdout == ""
 
@@ -71,18 +75,42 @@ def test_cpu_benchmark_parity_tells_bf16_from_a_path_that_trains_differently(mon
     assert skew["bf16_vs_fp32"] == pytest.approx(1.0) and skew["bf16_vs_fp32"] > skew["seed_vs_seed"]
 
 
-def test_eval_benchmark_times_the_stage_path_and_shows_which_variants_change_the_results(tmp_path, monkeypatch,
-                                                                                         capsys):
+def test_eval_benchmark_times_the_stage_path_and_shows_which_variants_change_the_results(tmp_path, monkeypatch, capsys):
     """bench_eval: the reference row is the stage's own path; fp32 channels_last agrees with it to float rounding,
     and the agreement columns see bf16's different probabilities (no data: random images)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # bench_eval imports bench_cpu, as when run as a script
     bench = _load("bench_eval")
     out = tmp_path / "eval.json"
-    assert bench.main(["--models", "b0", "--resolution", "8", "--images", "40", "--batch-sizes", "16",
-                       "--repeats", "1", "--threads", "1", "--data", str(tmp_path / "none"), "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--models",
+                "b0",
+                "--resolution",
+                "8",
+                "--images",
+                "40",
+                "--batch-sizes",
+                "16",
+                "--repeats",
+                "1",
+                "--threads",
+                "1",
+                "--data",
+                str(tmp_path / "none"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {row["setup"]: row for row in __import__("json").loads(out.read_text())["rows"]}
-    assert list(rows) == ["fp32 NCHW, batch 500 (the stage today)", "fp32 NCHW, batch 16",
-                          "fp32 channels_last, batch 16", "bf16 channels_last, batch 16"]
+    assert list(rows) == [
+        "fp32 NCHW, batch 500 (the stage today)",
+        "fp32 NCHW, batch 16",
+        "fp32 channels_last, batch 16",
+        "bf16 channels_last, batch 16",
+    ]
     reference = rows["fp32 NCHW, batch 500 (the stage today)"]
     assert reference["vs_reference"] == 1.0 and reference["max_prob_diff"] == 0.0 and reference["same_top1"] == 1.0
     assert all(row["images_per_s"] > 0 for row in rows.values())

@@ -37,8 +37,13 @@ from effnet.data import DeviceLoader, load_meta, load_split
 from effnet.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = (("baseline", None, 32), ("depth_2x", ("depth", 2.0), 32), ("width_2x", ("width", 2.0), 32),
-         ("resolution_2x", ("resolution", 2.0), 44), ("compound_2x", ("compound", 2.0), 36))
+STUDY = (
+    ("baseline", None, 32),
+    ("depth_2x", ("depth", 2.0), 32),
+    ("width_2x", ("width", 2.0), 32),
+    ("resolution_2x", ("resolution", 2.0), 44),
+    ("compound_2x", ("compound", 2.0), 36),
+)
 
 
 def write_study(models: Path, skip: tuple[str, ...] = ()) -> None:
@@ -47,8 +52,12 @@ def write_study(models: Path, skip: tuple[str, ...] = ()) -> None:
         if name in skip:
             continue
         matched = {"strategy": role[0], "target": role[1], "flops_ratio": role[1] * 1.02} if role else None
-        write_weights(models / "scaling" / name / "model.pt", replace(TINY, name=name, resolution=resolution),
-                      seed=seed, extra={"matched": matched} if matched else None)
+        write_weights(
+            models / "scaling" / name / "model.pt",
+            replace(TINY, name=name, resolution=resolution),
+            seed=seed,
+            extra={"matched": matched} if matched else None,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +70,19 @@ def test_images(prepared_data_dir: Path) -> tuple[torch.Tensor, np.ndarray]:
 def test_at_resolution_equals_the_loader_at_the_model_resolution(prepared_data_dir: Path) -> None:
     meta, test = load_meta(prepared_data_dir), load_split(prepared_data_dir, "test")
     model = build_model(replace(TINY, resolution=44)).eval()
-    at_44 = next(iter(DeviceLoader(test.images[:8], test.fine_labels[:8], batch_size=8, train=False, mean=meta["mean"],
-                                   std=meta["std"], resolution=44)))[0]
+    at_44 = next(
+        iter(
+            DeviceLoader(
+                test.images[:8],
+                test.fine_labels[:8],
+                batch_size=8,
+                train=False,
+                mean=meta["mean"],
+                std=meta["std"],
+                resolution=44,
+            )
+        )
+    )[0]
     at_32 = normalised_images(test.images[:8], meta["mean"], meta["std"])
     assert at_32.shape == (8, 3, 32, 32)
     with torch.no_grad():
@@ -84,7 +104,8 @@ def test_image_choice_is_seeded_and_covers_distinct_classes() -> None:
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_maps_have_the_image_size_values_in_0_1_and_follow_the_weights(
-        tmp_path: Path, test_images: tuple[torch.Tensor, np.ndarray], method: str) -> None:
+    tmp_path: Path, test_images: tuple[torch.Tensor, np.ndarray], method: str
+) -> None:
     images, labels = test_images
     spec = replace(TINY, resolution=44)  # a higher-resolution network still gives 32x32 maps
     first = load_cam_model(write_weights(tmp_path / "a.pt", spec, seed=0))
@@ -135,8 +156,12 @@ def test_model_maps_round_trip_and_check_the_params(tmp_path: Path, prepared_dat
     assert drawn.maps["gradcam"].shape == (2, 32, 32) and drawn.probabilities.shape[0] == 2
     save_model_maps(tmp_path / "cams" / "scaling" / "width_2x.npz", drawn)
     read = load_model_maps(tmp_path / "cams" / "scaling" / "width_2x.npz")
-    assert (read.model.model, read.model.strategy, read.title, read.entry) == ("width_2x", "width", drawn.title,
-                                                                               drawn.entry)
+    assert (read.model.model, read.model.strategy, read.title, read.entry) == (
+        "width_2x",
+        "width",
+        drawn.title,
+        drawn.entry,
+    )
     np.testing.assert_allclose(read.maps["gradcam"], drawn.maps["gradcam"], atol=1e-3)  # stored as float16
     np.testing.assert_array_equal(read.figure_indices, images.figure_indices)
     check_maps(read, images, cfg)
@@ -149,14 +174,17 @@ def test_model_maps_round_trip_and_check_the_params(tmp_path: Path, prepared_dat
         load_model_maps(tmp_path / "broken.npz")
 
 
-def test_stages_write_maps_then_figures_metrics_and_table(tmp_path: Path, prepared_data_dir: Path,
-                                                          monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_stages_write_maps_then_figures_metrics_and_table(
+    tmp_path: Path, prepared_data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from stages import cam_maps
 
     write_study(tmp_path / "models", skip=("width_2x",))  # a missing column is drawn as such
-    write_params(tmp_path, cam={"methods": ["gradcam", "gradcam++"], "figure_images": 3,
-                                "faithfulness_images": 6, "flops_target": 2.0}, scaling={"flops_targets": [2.0]})
+    write_params(
+        tmp_path,
+        cam={"methods": ["gradcam", "gradcam++"], "figure_images": 3, "faithfulness_images": 6, "flops_target": 2.0},
+        scaling={"flops_targets": [2.0]},
+    )
     monkeypatch.chdir(tmp_path)
     for name in ("baseline", "depth_2x", "resolution_2x", "compound_2x"):
         assert cam_maps.main(["--model", f"scaling/{name}", "--data", str(prepared_data_dir)]) == 0
@@ -166,11 +194,20 @@ def test_stages_write_maps_then_figures_metrics_and_table(tmp_path: Path, prepar
     assert cam_maps.main(["--model", "efficientnet_b0", "--data", str(prepared_data_dir)]) == 1
     assert "efficientnet_b0 is no model of the scaling study" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "cams" / "scaling").iterdir()) == [
-        "baseline.npz", "compound_2x.npz", "depth_2x.npz", "resolution_2x.npz"]  # nothing half-written
+        "baseline.npz",
+        "compound_2x.npz",
+        "depth_2x.npz",
+        "resolution_2x.npz",
+    ]  # nothing half-written
     (tmp_path / "cams" / "scaling" / "depth_4x.npz").write_bytes(b"")  # an earlier run's target: not read
     shutil.rmtree(tmp_path / "models")  # the cam stage needs no weights
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "cam.py"), "--data", str(prepared_data_dir)],
-                          cwd=tmp_path, capture_output=True, text=True, env=stage_env())
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "cam.py"), "--data", str(prepared_data_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=stage_env(),
+    )
     assert done.returncode == 0, done.stderr
     for method in ("gradcam", "gradcam++"):
         assert (tmp_path / "plots" / "cam" / f"{method}.png").read_bytes()[:4] == b"\x89PNG"
@@ -187,8 +224,13 @@ def test_stages_write_maps_then_figures_metrics_and_table(tmp_path: Path, prepar
 
 def test_stage_without_a_study_still_writes_its_outputs(tmp_path: Path, prepared_data_dir: Path) -> None:
     params = write_params(tmp_path, cam={"methods": ["gradcam"], "figure_images": 2, "faithfulness_images": 4})
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "cam.py"), "--data", str(prepared_data_dir),
-                           "--params", str(params)], cwd=tmp_path, capture_output=True, text=True, env=stage_env())
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "cam.py"), "--data", str(prepared_data_dir), "--params", str(params)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=stage_env(),
+    )
     assert done.returncode == 0, done.stderr
     assert "note: no maps of the scaling study" in done.stdout
     assert (tmp_path / "plots" / "cam" / "gradcam.png").is_file()

@@ -24,11 +24,18 @@ def small_archive(train: int = 37, test: int = 11, seed: int = 0) -> dict:
     def split(n: int) -> dict:
         ramp = np.linspace(0, 200, 32, dtype=np.float64)[None, :, None, None]
         images = (ramp + rng.integers(0, 56, size=(n, 32, 32, 3))).astype(np.uint8)
-        return {"images": images, "fine_labels": rng.integers(0, 100, n).astype(np.int64),
-                "coarse_labels": rng.integers(0, 20, n).astype(np.int64)}
+        return {
+            "images": images,
+            "fine_labels": rng.integers(0, 100, n).astype(np.int64),
+            "coarse_labels": rng.integers(0, 20, n).astype(np.int64),
+        }
 
-    return {"train": split(train), "test": split(test), "fine_label_names": [f"fine{i}" for i in range(100)],
-            "coarse_label_names": [f"coarse{i}" for i in range(20)]}
+    return {
+        "train": split(train),
+        "test": split(test),
+        "fine_label_names": [f"fine{i}" for i in range(100)],
+        "coarse_label_names": [f"coarse{i}" for i in range(20)],
+    }
 
 
 def encode_small(archive: dict, tmp_path: Path, **kwargs) -> list[Path]:
@@ -118,8 +125,9 @@ def test_prepare_from_the_parts_writes_the_download_stages_splits(synthetic_arch
     archive = read_cifar100(path)
     # as the download stage: prepare(read_cifar100(archive), out, val_per_class, seed, source_md5=data.md5)
     by_stage = prepare(archive, tmp_path / "stage", val_per_class=2, seed=0, source_md5=md5)
-    for part in encode(archive, tmp_path / "carry", part_bytes=2**30, source_md5=md5, images_per_sheet=100, cols=10,
-                       method=0):
+    for part in encode(
+        archive, tmp_path / "carry", part_bytes=2**30, source_md5=md5, images_per_sheet=100, cols=10, method=0
+    ):
         stash(part, tmp_path / "store")
     by_parts = prepare(decode(tmp_path / "store"), tmp_path / "parts", val_per_class=2, seed=0, source_md5=md5)
     assert by_parts == by_stage
@@ -148,8 +156,9 @@ def test_the_pinned_md5s_are_the_mirrors_arrays():
 def test_parts_that_claim_the_mirror_must_hold_the_mirrors_arrays(tmp_path):
     """A manifest naming the project's mirror is held to the md5s pinned in the code, not only to its own."""
     archive = small_archive()
-    for part in encode(archive, tmp_path / "carry", part_bytes=2**30, source_md5=carry.MIRROR_ARCHIVE_MD5,
-                       images_per_sheet=8, cols=2):
+    for part in encode(
+        archive, tmp_path / "carry", part_bytes=2**30, source_md5=carry.MIRROR_ARCHIVE_MD5, images_per_sheet=8, cols=2
+    ):
         stash(part, tmp_path / "store")
     with pytest.raises(CarryError, match="differ from the mirror's"):
         decode(tmp_path / "store")
@@ -171,14 +180,24 @@ def test_the_device_commands_stash_then_prepare_and_raise_the_flag_last(syntheti
     script = load_script()
     path, md5 = synthetic_archive
     archive = read_cifar100(path)
-    parts = encode(archive, tmp_path / "carry", part_bytes=2**30, source_md5=md5, images_per_sheet=100, cols=10,
-                   method=0)
+    parts = encode(
+        archive, tmp_path / "carry", part_bytes=2**30, source_md5=md5, images_per_sheet=100, cols=10, method=0
+    )
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["data"].update(val_per_class=2, seed=3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out, ready, store = tmp_path / "data" / "cifar100", tmp_path / "data" / "ready.json", tmp_path / "store"
-    prepare_args = ["prepare", "--store", str(store), "--params", str(tmp_path / "params.yaml"), "--out", str(out),
-                    "--ready", str(ready)]
+    prepare_args = [
+        "prepare",
+        "--store",
+        str(store),
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--out",
+        str(out),
+        "--ready",
+        str(ready),
+    ]
     assert script.main(prepare_args) == 1  # nothing stashed yet: an error, no flag, no splits
     assert "no manifest" in capsys.readouterr().err and not ready.exists() and not out.exists()
     for part in parts:

@@ -14,8 +14,16 @@ from effnet.models import ModelSpec
 from effnet.train import train
 
 TINY = ModelSpec(name="tiny", arch="efficientnet", resolution=16, width=0.25, depth=0.34, dropout=0.1)
-QUICK = TrainConfig(epochs=2, train_per_class=1, batch_size=25, lr=0.4, warmup_epochs=0.5, precision="fp32",
-                    eval_batch_size=100, ema_decay=0.9)
+QUICK = TrainConfig(
+    epochs=2,
+    train_per_class=1,
+    batch_size=25,
+    lr=0.4,
+    warmup_epochs=0.5,
+    precision="fp32",
+    eval_batch_size=100,
+    ema_decay=0.9,
+)
 
 
 def tensors(value, prefix=""):
@@ -40,8 +48,9 @@ def test_a_bf16_checkpoint_is_half_the_size_keeps_integers_and_resumes(prepared_
 
     full, small = load_checkpoint(full_path), load_checkpoint(small_path)
     assert full.keys() == small.keys()
-    assert {k: full[k] for k in full if k not in STATE_KEYS and k != "rng"} == \
-           {k: small[k] for k in small if k not in STATE_KEYS and k != "rng"}
+    assert {k: full[k] for k in full if k not in STATE_KEYS and k != "rng"} == {
+        k: small[k] for k in small if k not in STATE_KEYS and k != "rng"
+    }
     pairs = dict(tensors({k: full[k] for k in (*STATE_KEYS, "rng")}))
     shrunk = dict(tensors({k: small[k] for k in (*STATE_KEYS, "rng")}))
     assert pairs.keys() == shrunk.keys()

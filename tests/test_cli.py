@@ -60,8 +60,9 @@ def test_ctrl_c_before_the_first_checkpoint_does_not_promise_a_resume(tmp_path, 
         raise KeyboardInterrupt
 
     assert stage(run, tmp_path, lock=lambda args: tmp_path / "ck")() == 1
-    assert capsys.readouterr().err == (f"interrupted before anything was saved in {tmp_path / 'ck'} (no epoch had "
-                                       "finished); a rerun starts afresh\n")
+    assert capsys.readouterr().err == (
+        f"interrupted before anything was saved in {tmp_path / 'ck'} (no epoch had finished); a rerun starts afresh\n"
+    )
 
 
 def test_library_errors_are_known_by_name_without_importing_torch_here():
@@ -71,8 +72,9 @@ def test_library_errors_are_known_by_name_without_importing_torch_here():
     assert not cli.expected(RuntimeError("x")) and not cli.expected(KeyError("x"))
 
 
-@pytest.mark.parametrize("module", ["effnet.cli", "effnet.supervise", "stages.plots", "stages.report", "stages.collect",
-                                    "effnet.study"])
+@pytest.mark.parametrize(
+    "module", ["effnet.cli", "effnet.supervise", "stages.plots", "stages.report", "stages.collect", "effnet.study"]
+)
 def test_the_cli_the_launcher_and_the_figures_stage_import_no_torch(module):
     code = f"import sys; import {module}; print('torch' in sys.modules)"  # `stages` from the working directory
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -116,8 +118,9 @@ def test_params_rewritten_while_a_stage_runs_stop_it_with_the_changed_key(tmp_pa
 
 def test_params_rewritten_after_the_stage_wrote_its_outputs_fail_it(tmp_path, capsys):
     params_file = tmp_path / "params.yaml"
-    main = stage(lambda args, params: params_file.write_text(params_file.read_text().replace("lr: 0.2", "lr: 0.1")),
-                 tmp_path)
+    main = stage(
+        lambda args, params: params_file.write_text(params_file.read_text().replace("lr: 0.2", "lr: 0.1")), tmp_path
+    )
     assert main() == 1
     assert "(train.lr: 0.2 -> 0.1)" in capsys.readouterr().err
 
@@ -145,8 +148,11 @@ def test_a_stage_refuses_params_that_another_experiment_wrote(tmp_path):
     try:
         cwd, overrides = cli.experiment_overrides(child)
         assert cwd == tmp_path and overrides == ["model.phi=0.5", "train.lr=0.2", "params.yaml:train.seed=0"]
-        with pytest.raises(cli.ParamsChangedError, match=r"has model.phi = 0.7, but this experiment was started "
-                                                         r"with -S model.phi=0.5: another `dvc exp run`"):
+        with pytest.raises(
+            cli.ParamsChangedError,
+            match=r"has model.phi = 0.7, but this experiment was started "
+            r"with -S model.phi=0.5: another `dvc exp run`",
+        ):
             cli.check_experiment_params(tmp_path / "params.yaml", child)
         (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("phi: 1.5", "phi: 0.5"))
         cli.check_experiment_params(tmp_path / "params.yaml", child)  # its own values: no error

@@ -36,7 +36,12 @@ def test_default_budget() -> None:
     assert len(by_stage["scale"]) == 1 + 4 * 3  # B0, then 4 strategies at 3x, 5x, 7x
     train = by_stage["train"][0]
     assert (train.epochs, train.train_images, train.val_images, train.val_passes, train.test_images) == (
-        100, 45_000, 5_000, 2, 15_000)
+        100,
+        45_000,
+        5_000,
+        2,
+        15_000,
+    )
     assert by_stage["search"][0].test_images == 0  # candidates are not evaluated on test
     # B7: the paper's Table 2 FLOPs over B0's, times train.seeds (3 networks)
     assert by_stage["train"][7].cost == pytest.approx(3 * 37 / 0.39)
@@ -61,8 +66,11 @@ def test_default_run_on_a_cpu_says_days_and_what_to_run_instead() -> None:
     assert "whole run: about" in text and "days" in lines[-2]
     total_days = sum(j.b0_images for j in clock.budget(params)) / 60.0 / clock.DAY
     assert total_days > 30  # months on two cores, not hours
-    assert (lines[-1].startswith("warning:") and "bash scripts/smoke.sh" in lines[-1]
-            and "bash scripts/small.sh" in lines[-1])
+    assert (
+        lines[-1].startswith("warning:")
+        and "bash scripts/smoke.sh" in lines[-1]
+        and "bash scripts/small.sh" in lines[-1]
+    )
     assert "Going on" in lines[-1]  # it warns, it does not refuse
     gpu = clock.report(params, "cuda: H100 x1", 1 / 60.0, is_cpu=False)
     assert not any(line.startswith("warning:") for line in gpu)
@@ -128,8 +136,13 @@ def test_plan_stage_prints_the_clock_and_writes_the_budgets(tmp_path: Path) -> N
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["network"]["base_resolution"] = 8  # a cheaper timing; the budget is the default one
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plan.py"), "--steps", "1"], cwd=tmp_path,
-                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "plan.py"), "--steps", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("clock: device ") and "whole run: about" in done.stdout
     if "cpu" in done.stdout.splitlines()[0]:
@@ -139,8 +152,9 @@ def test_plan_stage_prints_the_clock_and_writes_the_budgets(tmp_path: Path) -> N
     assert json.loads((tmp_path / "plan" / "search.json").read_text())["candidates"] == 14
     assert "seconds_per_b0_image" in json.loads((tmp_path / "plan" / "timing.json").read_text())
     (tmp_path / "params.yaml").write_text("data: {}\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plan.py")], cwd=tmp_path, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "plan.py")], cwd=tmp_path, capture_output=True, text=True
+    )
     assert done.returncode == 1 and done.stderr.startswith("error: ")
 
 
@@ -160,7 +174,7 @@ def test_the_cost_exponent_scales_every_network_but_b0() -> None:
     assert by_name["efficientnet_b0"].cost == 1.0 * seeds
     assert by_name["efficientnet_b7"].cost == pytest.approx((37 / 0.39) ** 0.4 * seeds)  # 6.2x, not 95x
     candidate = next(j for j in measured if j.stage == "search")
-    assert candidate.cost == pytest.approx(params.search.flops_target ** 0.4 * params.search.seeds)
+    assert candidate.cost == pytest.approx(params.search.flops_target**0.4 * params.search.seeds)
     assert [j.name for j in flat] == [j.name for j in measured]
     assert clock.cost_exponent(1.0, 1.85, 4.6) == pytest.approx(math.log(1.85) / math.log(4.6))
     assert clock.cost_exponent(1.0, 10.0, 4.6) == 1.0 and clock.cost_exponent(1.0, 0.9, 4.6) == 0.2  # clipped
@@ -201,10 +215,16 @@ def test_every_training_job_names_its_dvc_stage_and_a_chain_is_estimated_from_it
     params = load_params(ROOT / "params.yaml")
     stages = {clock.dvc_stage(j) for j in clock.budget(params)}
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
-    training = {s for s in listed if s.split("@")[0] in dvc
-                and s.split("@")[0].startswith(("train", "scale", "search"))}
+    listed = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    training = {
+        s for s in listed if s.split("@")[0] in dvc and s.split("@")[0].startswith(("train", "scale", "search"))
+    }
     assert stages == training  # every job is one stage of dvc.yaml, and every training stage one job
     seconds = clock.stages_estimate(params, ["scale_b0"], 1e-3, exponent=0.5)
     b0 = next(j for j in clock.budget(params, 0.5) if j.name == "scaling/baseline")
@@ -234,7 +254,8 @@ def test_the_small_studys_cuts_are_the_training_stages_its_chains_do_not_run_and
     assert "efficientnet_b3" in rows and "resnet152" in rows and "efficientnet_b0" not in rows
     assert not ({s for r in rows.values() for s in r["stages"]} - {"search"}) & run
     assert rows["resnet152"]["estimate_s"] == pytest.approx(
-        clock.stages_estimate(params, ["train_baseline@resnet152"], 1e-3, 0.5, {"resnet152": 5.0}))
+        clock.stages_estimate(params, ["train_baseline@resnet152"], 1e-3, 0.5, {"resnet152": 5.0})
+    )
     full, reduced = (r for name, r in rows.items() if name.startswith("search"))
     assert full["candidates"] == reduced["candidates"] == clock.search_candidates(params)
     assert reduced["estimate_s"] < full["estimate_s"]  # the scaling study's epochs and seeds, below the search's

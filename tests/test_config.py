@@ -12,6 +12,7 @@ from effnet.config import ConfigError, GridAxis, Params, load_params, params_fro
 
 def params_to_dict(params):
     """The inverse of `params_from_dict` (tuples become lists), as params.yaml writes it."""
+
     def convert(value):
         if isinstance(value, dict):
             return {k: convert(v) for k, v in value.items()}
@@ -37,31 +38,34 @@ def test_params_yaml_loads_and_matches_the_library_defaults(raw):
     assert params_from_dict(params_to_dict(params)) == params
 
 
-@pytest.mark.parametrize("path, value, message", [
-    (("train", "epochs"), -1, r"'train.epochs' must be >= 1, got -1"),
-    (("train", "epochs"), 2.5, r"'train.epochs' must be an integer"),
-    (("model", "phi"), -0.5, r"'model.phi' must be in \[0, 12\], got -0.5"),
-    (("model", "phi"), 50, r"'model.phi' must be in \[0, 12\], got 50"),
-    (("model", "phi"), 1000, r"'model.phi' must be in \[0, 12\], got 1000"),
-    (("model", "phi"), "four", r"'model.phi' must be a finite number"),
-    (("train", "optimizer"), "adam", r"'train.optimizer' must be one of sgd, rmsprop"),
-    (("train", "precision"), "fp8", r"'train.precision' must be one of bf16, fp16, fp32"),
-    (("train", "bn_momentum"), 0, r"'train.bn_momentum' must be in \(0, 1\], or null"),
-    (("train", "bn_momentum"), 1.5, r"'train.bn_momentum' must be in \[0, 1\], got 1.5"),
-    (("train", "bn_momentum"), "fast", r"'train.bn_momentum' must be a finite number"),
-    (("network", "regime"), "mnist", r"'network.regime' must be one of cifar, imagenet"),
-    (("data", "val_per_class"), 500, r"'data.val_per_class' must be < 500"),
-    (("data", "val_per_class"), 0, r"'data.val_per_class' must be >= 1"),
-    (("data", "md5"), "abc", r"'data.md5' must be 32 lowercase hex digits"),
-    (("search", "alpha", "min"), 0.9, r"'search.alpha.min' must be >= 1.0"),
-    (("cam", "methods"), ["gradcam", "magic"], r"'cam.methods' must be one of"),
-    (("scaling", "flops_targets"), [], r"'scaling.flops_targets' must list"),
-    (("cam", "flops_target"), 2.0, r"'cam.flops_target' must be one of scaling.flops_targets \(3, 5, 7\), got 2"),
-    (("search", "seeds"), 0, r"'search.seeds' must be >= 1, got 0"),
-    (("scaling", "min_change"), -0.1, r"'scaling.min_change' must be in \[0, 1\]"),
-    (("search", "flops_tolerance"), 1.5, r"'search.flops_tolerance' must be in \[0, 1\]"),
-    (("search", "flops_target"), 1.0, r"'search.flops_target' must be > 1"),
-])
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("train", "epochs"), -1, r"'train.epochs' must be >= 1, got -1"),
+        (("train", "epochs"), 2.5, r"'train.epochs' must be an integer"),
+        (("model", "phi"), -0.5, r"'model.phi' must be in \[0, 12\], got -0.5"),
+        (("model", "phi"), 50, r"'model.phi' must be in \[0, 12\], got 50"),
+        (("model", "phi"), 1000, r"'model.phi' must be in \[0, 12\], got 1000"),
+        (("model", "phi"), "four", r"'model.phi' must be a finite number"),
+        (("train", "optimizer"), "adam", r"'train.optimizer' must be one of sgd, rmsprop"),
+        (("train", "precision"), "fp8", r"'train.precision' must be one of bf16, fp16, fp32"),
+        (("train", "bn_momentum"), 0, r"'train.bn_momentum' must be in \(0, 1\], or null"),
+        (("train", "bn_momentum"), 1.5, r"'train.bn_momentum' must be in \[0, 1\], got 1.5"),
+        (("train", "bn_momentum"), "fast", r"'train.bn_momentum' must be a finite number"),
+        (("network", "regime"), "mnist", r"'network.regime' must be one of cifar, imagenet"),
+        (("data", "val_per_class"), 500, r"'data.val_per_class' must be < 500"),
+        (("data", "val_per_class"), 0, r"'data.val_per_class' must be >= 1"),
+        (("data", "md5"), "abc", r"'data.md5' must be 32 lowercase hex digits"),
+        (("search", "alpha", "min"), 0.9, r"'search.alpha.min' must be >= 1.0"),
+        (("cam", "methods"), ["gradcam", "magic"], r"'cam.methods' must be one of"),
+        (("scaling", "flops_targets"), [], r"'scaling.flops_targets' must list"),
+        (("cam", "flops_target"), 2.0, r"'cam.flops_target' must be one of scaling.flops_targets \(3, 5, 7\), got 2"),
+        (("search", "seeds"), 0, r"'search.seeds' must be >= 1, got 0"),
+        (("scaling", "min_change"), -0.1, r"'scaling.min_change' must be in \[0, 1\]"),
+        (("search", "flops_tolerance"), 1.5, r"'search.flops_tolerance' must be in \[0, 1\]"),
+        (("search", "flops_target"), 1.0, r"'search.flops_target' must be > 1"),
+    ],
+)
 def test_bad_values_are_named(raw, path, value, message):
     bad = copy.deepcopy(raw)
     node = bad

@@ -58,8 +58,9 @@ def test_split_is_seeded_and_stratified():
 @pytest.mark.parametrize("val_per_class", [0, 500, 10])  # 10: the synthetic train set has only 10 per class
 def test_val_per_class_out_of_range(synthetic_archive, tmp_path, val_per_class):
     with pytest.raises(DataError, match="val_per_class"):
-        prepare(read_cifar100(synthetic_archive[0]), tmp_path / "out", val_per_class=val_per_class, seed=0,
-                source_md5="x")
+        prepare(
+            read_cifar100(synthetic_archive[0]), tmp_path / "out", val_per_class=val_per_class, seed=0, source_md5="x"
+        )
     assert not list(tmp_path.glob("out*"))
 
 
@@ -139,11 +140,15 @@ def test_crop_is_a_translation_of_the_padded_image():
     images = _random_images(64)
     padded = F.pad(torch.from_numpy(images).permute(0, 3, 1, 2).float(), (4, 4, 4, 4), mode="reflect")
     loader = _loader(images, np.arange(64), batch_size=64, hflip=False, mean=(0, 0, 0), std=(1, 1, 1))
-    (x, y), = list(loader)
+    ((x, y),) = list(loader)
     offsets = set()
     for out, label in zip(x * 255, y, strict=True):
-        matches = [(dy, dx) for dy in range(9) for dx in range(9)
-                   if torch.allclose(out, padded[label, :, dy:dy + 32, dx:dx + 32], atol=1e-3)]
+        matches = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
+            if torch.allclose(out, padded[label, :, dy : dy + 32, dx : dx + 32], atol=1e-3)
+        ]
         assert len(matches) == 1
         offsets.add(matches[0])
     assert len(offsets) > 20  # offsets do vary from image to image
@@ -153,7 +158,7 @@ def test_flip_is_an_exact_mirror():
     images = _random_images(256)
     source = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     loader = _loader(images, np.arange(256), batch_size=256, crop_padding=0, mean=(0, 0, 0), std=(1, 1, 1))
-    (x, y), = list(loader)
+    ((x, y),) = list(loader)
     x = (x * 255).round()
     same = (x == source[y]).flatten(1).all(1)
     mirrored = (x == source[y].flip(-1)).flatten(1).all(1)
@@ -164,7 +169,7 @@ def test_flip_is_an_exact_mirror():
 def test_cutout_zeroes_one_square_per_image():
     images = np.full((64, 32, 32, 3), 200, dtype=np.uint8)
     loader = _loader(images, np.zeros(64), batch_size=64, crop_padding=0, hflip=False, cutout=8)
-    (x, _), = list(loader)
+    ((x, _),) = list(loader)
     zero = x == 0
     assert torch.equal(zero[:, 0], zero[:, 2])  # the same square in every channel
     area = zero[:, 0].flatten(1).sum(1)
@@ -231,8 +236,9 @@ def test_resize_and_layout(resolution):
 
 def test_normalised_with_training_statistics(prepared_data_dir):
     meta, train = load_meta(prepared_data_dir), load_split(prepared_data_dir, "train")
-    loader = DeviceLoader(train.images, train.fine_labels, batch_size=256, train=False,
-                          mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    loader = DeviceLoader(
+        train.images, train.fine_labels, batch_size=256, train=False, mean=tuple(meta["mean"]), std=tuple(meta["std"])
+    )
     x = torch.cat([x for x, _ in loader]).double()
     torch.testing.assert_close(x.mean((0, 2, 3)), torch.zeros(3, dtype=torch.double), atol=1e-5, rtol=0)
     torch.testing.assert_close(x.std((0, 2, 3), correction=0), torch.ones(3, dtype=torch.double), atol=1e-5, rtol=0)

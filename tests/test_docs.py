@@ -46,8 +46,14 @@ def _slug(heading: str) -> str:
 
 def test_the_front_page_and_the_docs_are_there() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in pages()}
-    assert {"README.md", "docs/findings.md", "docs/operations.md", "docs/gpu.md", "benchmarks/README.md",
-            "vendor/vega/README.md"} <= names
+    assert {
+        "README.md",
+        "docs/findings.md",
+        "docs/operations.md",
+        "docs/gpu.md",
+        "benchmarks/README.md",
+        "vendor/vega/README.md",
+    } <= names
 
 
 def test_readme_is_under_15_kb() -> None:
@@ -67,8 +73,9 @@ def test_generated_blocks_equal_what_the_report_stage_makes_now() -> None:
     for page in pages():
         text = page.read_text()
         found |= {m["name"] for m in BLOCK.finditer(text)}
-        assert fill_blocks(text, files, str(page)) == text, \
+        assert fill_blocks(text, files, str(page)) == text, (
             f"{page.relative_to(ROOT)} is stale: run python stages/report.py --update-readme and commit"
+        )
     assert found == set(GENERATORS)  # every generator is shown somewhere, so none of them goes unchecked
     assert "<!-- results:start -->" in (ROOT / "README.md").read_text()
 
@@ -113,7 +120,8 @@ def test_run_params_are_the_locks_over_the_defaults(tmp_path: Path) -> None:
     (tmp_path / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n"
         "  a:\n    params:\n      params.yaml:\n        train.epochs: 1\n        train.gone_key: 3\n"
-        "  b:\n    params:\n      params.yaml:\n        network:\n          base_resolution: 16\n")
+        "  b:\n    params:\n      params.yaml:\n        network:\n          base_resolution: 16\n"
+    )
     params = run_params(tmp_path / "dvc.lock", tmp_path / "params.yaml")
     defaults = run_params(tmp_path / "missing.lock", tmp_path / "params.yaml")
     assert params.train.epochs == 1 and params.network.base_resolution == 16  # dotted keys and sections
@@ -148,35 +156,74 @@ def test_the_stage_fills_the_readme_and_the_docs_beside_it(tmp_path: Path) -> No
     (tmp_path / "README.md").write_text("<!-- results:start -->\n<!-- results:end -->\n")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "x.md").write_text("# x\n\n<!-- times:start -->\nhand-typed\n<!-- times:end -->\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "| DenseNet-201 |" in (tmp_path / "README.md").read_text()
     docs = (tmp_path / "docs" / "x.md").read_text()
     assert "hand-typed" not in docs and "| B7 |" in docs
     (tmp_path / "docs" / "x.md").write_text("<!-- nonsense:start -->\n<!-- nonsense:end -->\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and "no generator for the block 'nonsense'" in done.stderr
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme", "--run-params",
-                           "gone.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme", "--run-params", "gone.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and "--run-params gone.yaml: no such file" in done.stderr
     (tmp_path / "README.md").write_text("no markers\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "report.py"), "--update-readme"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and "has no <!-- results:start --> ... <!-- results:end --> block" in done.stderr
 
 
 def test_the_search_and_scaling_blocks_compute_what_they_say() -> None:
     committed = read_run_files(ROOT).params  # the small study's: published B1-B7, no search
-    params = replace(committed, network=replace(committed.network, efficientnet_scaling="searched"),
-                     data=replace(committed.data, val_per_class=10))  # a run with a search: 1,000 validation images
-    candidates = [{"alpha": 1.0, "beta": 1.1, "gamma": 1.3, "val_top1": 0.1, "flops_ratio": 2.5, "train_time_s": 60,
-                   "paper": False, "chosen": False},
-                  {"alpha": 1.2, "beta": 1.1, "gamma": 1.15, "val_top1": 0.3, "flops_ratio": 3.0, "train_time_s": 60,
-                   "paper": True, "chosen": True}]
-    models = [{"model": "b0", "group": "scaling", "strategy": "baseline", "flops": 100, "target": ""},
-              {"model": "d2", "group": "scaling", "strategy": "depth", "target": 2.0, "flops": 205, "depth": 1.75}]
+    params = replace(
+        committed,
+        network=replace(committed.network, efficientnet_scaling="searched"),
+        data=replace(committed.data, val_per_class=10),
+    )  # a run with a search: 1,000 validation images
+    candidates = [
+        {
+            "alpha": 1.0,
+            "beta": 1.1,
+            "gamma": 1.3,
+            "val_top1": 0.1,
+            "flops_ratio": 2.5,
+            "train_time_s": 60,
+            "paper": False,
+            "chosen": False,
+        },
+        {
+            "alpha": 1.2,
+            "beta": 1.1,
+            "gamma": 1.15,
+            "val_top1": 0.3,
+            "flops_ratio": 3.0,
+            "train_time_s": 60,
+            "paper": True,
+            "chosen": True,
+        },
+    ]
+    models = [
+        {"model": "b0", "group": "scaling", "strategy": "baseline", "flops": 100, "target": ""},
+        {"model": "d2", "group": "scaling", "strategy": "depth", "target": 2.0, "flops": 205, "depth": 1.75},
+    ]
     files = RunFiles(params=params, models=models, search={}, candidates=candidates)
     search = GENERATORS["search"](files)
     assert search.startswith("2 candidates, at 2.50-3.00x B0's FLOPs, 2.0 min of training in all")

@@ -51,7 +51,8 @@ def test_code_deps_are_the_import_closure(name):
     # effnet/study.py reads the study file: a stage that imports it depends on both
     reads_study = "effnet/study.py" in closure
     assert ("study.yaml" in stage.get("deps", [])) == reads_study, (
-        f"{name}: {'imports effnet/study.py but does not list' if reads_study else 'lists'} study.yaml")
+        f"{name}: {'imports effnet/study.py but does not list' if reads_study else 'lists'} study.yaml"
+    )
 
 
 def test_every_listed_dep_exists():
@@ -61,8 +62,14 @@ def test_every_listed_dep_exists():
 
 
 def _uncached_outputs(stage: dict) -> dict[str, dict]:
-    return {path: flags for kind in ("outs", "metrics") for entry in stage.get(kind, []) if isinstance(entry, dict)
-            for path, flags in entry.items() if isinstance(flags, dict) and flags.get("cache") is False}
+    return {
+        path: flags
+        for kind in ("outs", "metrics")
+        for entry in stage.get(kind, [])
+        if isinstance(entry, dict)
+        for path, flags in entry.items()
+        if isinstance(flags, dict) and flags.get("cache") is False
+    }
 
 
 def test_a_failed_training_stage_leaves_the_committed_small_outputs_in_place():
@@ -87,12 +94,15 @@ def test_dvc_keeps_a_persist_output_when_its_stage_fails(tmp_path):
     (tmp_path / "dvc.yaml").write_text(
         "stages:\n"
         "  kept:\n    cmd: exit 1\n    outs:\n      - kept.txt:\n          cache: false\n          persist: true\n"
-        "  lost:\n    cmd: exit 1\n    outs:\n      - lost.txt:\n          cache: false\n")
+        "  lost:\n    cmd: exit 1\n    outs:\n      - lost.txt:\n          cache: false\n"
+    )
     for name in ("kept", "lost"):
         (tmp_path / f"{name}.txt").write_text("committed\n")
         assert run(*dvc, "repro", name).returncode != 0
     assert (tmp_path / "kept.txt").read_text() == "committed\n"
     assert not (tmp_path / "lost.txt").exists()  # what DVC does without persist: the issue's deleted files
+
+
 def _rewriter():
     """scripts/dvc_deps.py, loaded from its path (scripts/ is no package)."""
     spec = importlib.util.spec_from_file_location("dvc_deps", ROOT / "scripts" / "dvc_deps.py")

@@ -30,16 +30,30 @@ VARIANTS = list(PUBLISHED)
 
 def test_table1_rows_are_unscaled_b0():
     assert [(s.expand_ratio, s.kernel, s.stride, s.out_channels, s.repeats) for s in B0_STAGES] == [
-        (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-        (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    ]
     assert scale_stages(B0_STAGES, 1.0, 1.0) == B0_STAGES
 
 
-@pytest.mark.parametrize("channels, width, expected", [
-    (32, 1.0, 32), (32, 1.1, 32), (320, 1.1, 352), (1280, 1.8, 2304), (16, 1.8, 32), (40, 1.4, 56),
-    (11, 1.0, 16),  # nearest multiple 8 would be 27% below 11: the 90% rule adds a step
-    (3, 1.0, 8),   # never below the divisor
-])
+@pytest.mark.parametrize(
+    "channels, width, expected",
+    [
+        (32, 1.0, 32),
+        (32, 1.1, 32),
+        (320, 1.1, 352),
+        (1280, 1.8, 2304),
+        (16, 1.8, 32),
+        (40, 1.4, 56),
+        (11, 1.0, 16),  # nearest multiple 8 would be 27% below 11: the 90% rule adds a step
+        (3, 1.0, 8),  # never below the divisor
+    ],
+)
 def test_scale_channels_rounds_to_multiple_of_8_never_below_90_percent(channels, width, expected):
     got = scale_channels(channels, width)
     assert got == expected
@@ -170,11 +184,19 @@ def test_compound_rule_at_paper_coefficients():
     assert 1.2 * 1.1**2 * 1.15**2 == pytest.approx(1.92, abs=0.01)
 
 
-@pytest.mark.parametrize("args, name", [
-    ((1.2, 1.1, 1.15, -1.0), "phi"), ((0.9, 1.1, 1.15, 1.0), "alpha"), ((1.2, 0.5, 1.15, 1.0), "beta"),
-    ((1.2, 1.1, 0.99, 1.0), "gamma"), ((1.2, 1.1, 1.15, "2"), "phi"), ((None, 1.1, 1.15, 1.0), "alpha"),
-    ((1.2, 1.1, 1.15, math.nan), "phi"), ((1.2, True, 1.15, 1.0), "beta"),
-])
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        ((1.2, 1.1, 1.15, -1.0), "phi"),
+        ((0.9, 1.1, 1.15, 1.0), "alpha"),
+        ((1.2, 0.5, 1.15, 1.0), "beta"),
+        ((1.2, 1.1, 0.99, 1.0), "gamma"),
+        ((1.2, 1.1, 1.15, "2"), "phi"),
+        ((None, 1.1, 1.15, 1.0), "alpha"),
+        ((1.2, 1.1, 1.15, math.nan), "phi"),
+        ((1.2, True, 1.15, 1.0), "beta"),
+    ],
+)
 def test_compound_rule_rejects_invalid_input_naming_the_value(args, name):
     with pytest.raises(ValueError, match=name):
         compound_scaling(*args)

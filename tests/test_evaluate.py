@@ -80,16 +80,19 @@ def write_weights(path: Path, spec: ModelSpec, *, seed: int = 0, ema: bool = Tru
     model = calibrated(build_model(spec))
     ema_model = calibrated(build_model(spec)) if ema else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "spec": spec.to_dict(),
-        "state_dict": model.state_dict(),
-        "ema_state_dict": ema_model.state_dict() if ema_model is not None else None,
-        "metrics": {"val/top1": 0.01, "val/top1_ema": 0.01},
-        "history": [{"epoch": 1, "val/top1": 0.01}],
-        "train_time_s": 12.5,
-        "train_config": {"epochs": 1, "drop_path_rate": 0.2},
-        **(extra or {}),
-    }, path)
+    torch.save(
+        {
+            "spec": spec.to_dict(),
+            "state_dict": model.state_dict(),
+            "ema_state_dict": ema_model.state_dict() if ema_model is not None else None,
+            "metrics": {"val/top1": 0.01, "val/top1_ema": 0.01},
+            "history": [{"epoch": 1, "val/top1": 0.01}],
+            "train_time_s": 12.5,
+            "train_config": {"epochs": 1, "drop_path_rate": 0.2},
+            **(extra or {}),
+        },
+        path,
+    )
     return path
 
 
@@ -106,17 +109,32 @@ def write_params(root: Path, name: str = "params.yaml", **sections: dict) -> Pat
 
 
 def test_find_models_groups_and_scaling_roles(tmp_path: Path) -> None:
-    for name in ("efficientnet_b0", "efficientnet_b0/seed1", "efficientnet_b0/seed2", "resnet50", "efficientnet_phi",
-                 "scaling/baseline", "scaling/depth_2x", "mine"):
+    for name in (
+        "efficientnet_b0",
+        "efficientnet_b0/seed1",
+        "efficientnet_b0/seed2",
+        "resnet50",
+        "efficientnet_phi",
+        "scaling/baseline",
+        "scaling/depth_2x",
+        "mine",
+    ):
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "model.pt").touch()
     found = {m.model: m for m in find_models(tmp_path)}
     # seed<k>/ below a model is that model's seed k (train.seeds), not a model of its own
     assert {name: m.group for name, m in found.items()} == {
-        "efficientnet_b0": "matrix", "resnet50": "matrix", "efficientnet_phi": "phi", "scaling/baseline": "scaling",
-        "scaling/depth_2x": "scaling", "mine": "other"}
-    assert found["efficientnet_b0"].weights == tuple(tmp_path / p for p in (
-        "efficientnet_b0/model.pt", "efficientnet_b0/seed1/model.pt", "efficientnet_b0/seed2/model.pt"))
+        "efficientnet_b0": "matrix",
+        "resnet50": "matrix",
+        "efficientnet_phi": "phi",
+        "scaling/baseline": "scaling",
+        "scaling/depth_2x": "scaling",
+        "mine": "other",
+    }
+    assert found["efficientnet_b0"].weights == tuple(
+        tmp_path / p
+        for p in ("efficientnet_b0/model.pt", "efficientnet_b0/seed1/model.pt", "efficientnet_b0/seed2/model.pt")
+    )
     assert found["resnet50"].weights == (tmp_path / "resnet50" / "model.pt",)
     assert trained_model(tmp_path, "efficientnet_b0") == found["efficientnet_b0"]
     with pytest.raises(FileNotFoundError, match="train the model first"):
@@ -124,8 +142,10 @@ def test_find_models_groups_and_scaling_roles(tmp_path: Path) -> None:
     assert scaling_role("scaling/depth_2x", {}) == ("depth", 2.0)
     assert scaling_role("scaling/baseline", {}) == ("baseline", 1.0)
     # the weights file's own record wins over the directory name (e.g. 'depth_2.0x' from dvc.yaml's matrix)
-    assert scaling_role("scaling/x",
-                        {"matched": {"strategy": "width", "target": 4.0, "flops_ratio": 4.1}}) == ("width", 4.0)
+    assert scaling_role("scaling/x", {"matched": {"strategy": "width", "target": 4.0, "flops_ratio": 4.1}}) == (
+        "width",
+        4.0,
+    )
 
 
 def test_topk_accuracy() -> None:
@@ -155,8 +175,9 @@ class LeftHalf(nn.Module):
 
 def test_flip_tta_averages_the_mirrored_images(prepared_data_dir: Path) -> None:
     meta, split = load_meta(prepared_data_dir), load_split(prepared_data_dir, "test")
-    loader = DeviceLoader(split.images, split.fine_labels, batch_size=64, train=False, mean=meta["mean"],
-                          std=meta["std"])
+    loader = DeviceLoader(
+        split.images, split.fine_labels, batch_size=64, train=False, mean=meta["mean"], std=meta["std"]
+    )
     model = LeftHalf().eval()
     probs, flipped, labels = predict(model, loader)
     x = torch.cat([images for images, _ in loader])
@@ -175,23 +196,41 @@ def direct_top1(weights: Path, data_dir: Path, *, ema: bool) -> np.ndarray:
     """The predicted class of every test image, computed here directly from the weights file."""
     meta, split = load_meta(data_dir), load_split(data_dir, "test")
     model = load_weights(weights, ema=ema)
-    loader = DeviceLoader(split.images, split.fine_labels, batch_size=64, train=False, mean=meta["mean"],
-                          std=meta["std"],
-                          resolution=model.resolution)
+    loader = DeviceLoader(
+        split.images,
+        split.fine_labels,
+        batch_size=64,
+        train=False,
+        mean=meta["mean"],
+        std=meta["std"],
+        resolution=model.resolution,
+    )
     return torch.cat([model(images).argmax(1) for images, _ in loader]).numpy()
 
 
 def test_evaluate_one_writes_the_record_and_the_predictions(tmp_path: Path, prepared_data_dir: Path) -> None:
     models = tmp_path / "models"
     write_weights(models / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"), seed=0)
-    write_weights(models / "scaling" / "resolution_2x" / "model.pt", replace(TINY, name="resolution_2x", resolution=36),
-                  seed=1, ema=False, extra={"matched": {"strategy": "resolution", "target": 2.0, "flops_ratio": 1.9}})
+    write_weights(
+        models / "scaling" / "resolution_2x" / "model.pt",
+        replace(TINY, name="resolution_2x", resolution=36),
+        seed=1,
+        ema=False,
+        extra={"matched": {"strategy": "resolution", "target": 2.0, "flops_ratio": 1.9}},
+    )
     seen = []
     cfg = EvaluateConfig(batch_size=64, throughput_batches=1, images_per_class=0)
-    rows = [evaluate_one(trained_model(models, name), prepared_data_dir, cfg,
-                         metrics_dir=tmp_path / "metrics" / "models",
-                         predictions_dir=tmp_path / "predictions", log=seen.append)
-            for name in ("efficientnet_b0", "scaling/resolution_2x")]
+    rows = [
+        evaluate_one(
+            trained_model(models, name),
+            prepared_data_dir,
+            cfg,
+            metrics_dir=tmp_path / "metrics" / "models",
+            predictions_dir=tmp_path / "predictions",
+            log=seen.append,
+        )
+        for name in ("efficientnet_b0", "scaling/resolution_2x")
+    ]
     assert len(seen) == 2
 
     test = load_split(prepared_data_dir, "test")
@@ -224,14 +263,22 @@ def test_evaluate_one_writes_the_record_and_the_predictions(tmp_path: Path, prep
 
     b0, scaled = rows
     assert (b0["group"], b0["strategy"], b0["has_ema"]) == ("matrix", "", True)
-    assert (scaled["group"], scaled["strategy"], scaled["target"],
-            scaled["resolution"]) == ("scaling", "resolution", 2.0, 36)
+    assert (scaled["group"], scaled["strategy"], scaled["target"], scaled["resolution"]) == (
+        "scaling",
+        "resolution",
+        2.0,
+        36,
+    )
     assert scaled["test/top1_ema"] == scaled["test/top1"]  # no EMA in the file: the raw weights stand in
     assert not load_predictions(tmp_path / "predictions" / "scaling" / "resolution_2x.npz").has_ema
 
     # the table, from the two records alone
-    collect(tmp_path / "metrics" / "models", tmp_path / "metrics" / "models.csv", [m.name for m in models_at([2])],
-            log=seen.append)
+    collect(
+        tmp_path / "metrics" / "models",
+        tmp_path / "metrics" / "models.csv",
+        [m.name for m in models_at([2])],
+        log=seen.append,
+    )
     with (tmp_path / "metrics" / "models.csv").open() as f:
         table = list(csv.DictReader(f))
     assert [r["model"] for r in table] == ["efficientnet_b0", "scaling/resolution_2x"]
@@ -245,29 +292,50 @@ def test_every_seed_is_evaluated(tmp_path: Path, prepared_data_dir: Path) -> Non
     for seed, path in enumerate(("model.pt", "seed1/model.pt")):
         write_weights(tmp_path / "models" / "efficientnet_b0" / path, spec, seed=seed, ema=False)
     cfg = EvaluateConfig(batch_size=64, throughput_batches=1, images_per_class=0)
-    single = [evaluate_one(replace(trained_model(tmp_path / "models", "efficientnet_b0"), seeds=(weights,)),
-                           prepared_data_dir, cfg, metrics_dir=tmp_path / f"m{k}", predictions_dir=tmp_path / f"p{k}",
-                           log=lambda *_: None)
-              for k, weights in enumerate(trained_model(tmp_path / "models", "efficientnet_b0").weights)]
-    both = evaluate_one(trained_model(tmp_path / "models", "efficientnet_b0"), prepared_data_dir, cfg,
-                        metrics_dir=tmp_path / "m", predictions_dir=tmp_path / "p", log=lambda *_: None)
+    single = [
+        evaluate_one(
+            replace(trained_model(tmp_path / "models", "efficientnet_b0"), seeds=(weights,)),
+            prepared_data_dir,
+            cfg,
+            metrics_dir=tmp_path / f"m{k}",
+            predictions_dir=tmp_path / f"p{k}",
+            log=lambda *_: None,
+        )
+        for k, weights in enumerate(trained_model(tmp_path / "models", "efficientnet_b0").weights)
+    ]
+    both = evaluate_one(
+        trained_model(tmp_path / "models", "efficientnet_b0"),
+        prepared_data_dir,
+        cfg,
+        metrics_dir=tmp_path / "m",
+        predictions_dir=tmp_path / "p",
+        log=lambda *_: None,
+    )
     assert both["seeds"] == 2
     for key in ("val/top1", "test/top1", "test/top5_flip"):
         assert both[key] == pytest.approx((single[0][key] + single[1][key]) / 2)
     predictions = load_predictions(tmp_path / "p" / "efficientnet_b0.npz")
     assert predictions.top1.shape == (2, len(load_split(prepared_data_dir, "test")))
     for k in range(2):
-        np.testing.assert_array_equal(predictions.top1[k],
-                                      load_predictions(tmp_path / f"p{k}" / "efficientnet_b0.npz").top1[0])
+        np.testing.assert_array_equal(
+            predictions.top1[k], load_predictions(tmp_path / f"p{k}" / "efficientnet_b0.npz").top1[0]
+        )
     assert not np.array_equal(predictions.top1[0], predictions.top1[1])  # two different networks
 
 
 def test_images_per_class_evaluates_a_stratified_subset(tmp_path: Path, prepared_data_dir: Path) -> None:
-    write_weights(tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"),
-                  ema=False)
+    write_weights(
+        tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"), ema=False
+    )
     cfg = EvaluateConfig(batch_size=50, throughput_batches=1, images_per_class=1)
-    row = evaluate_one(trained_model(tmp_path / "models", "efficientnet_b0"), prepared_data_dir, cfg,
-                       metrics_dir=tmp_path / "m", predictions_dir=tmp_path / "p", log=lambda *_: None)
+    row = evaluate_one(
+        trained_model(tmp_path / "models", "efficientnet_b0"),
+        prepared_data_dir,
+        cfg,
+        metrics_dir=tmp_path / "m",
+        predictions_dir=tmp_path / "p",
+        log=lambda *_: None,
+    )
     assert row["val/images"] == row["test/images"] == 100
     test = load_eval_data(prepared_data_dir, 1).splits["test"]
     predictions = load_predictions(tmp_path / "p" / "efficientnet_b0.npz")
@@ -281,9 +349,22 @@ def test_images_per_class_evaluates_a_stratified_subset(tmp_path: Path, prepared
 def test_stage_runs_and_rejects_bad_params(tmp_path: Path, prepared_data_dir: Path) -> None:
     write_weights(tmp_path / "models" / "resnet50" / "model.pt", replace(TINY, name="resnet50"), ema=False)
     params = write_params(tmp_path, evaluate={"batch_size": 100, "throughput_batches": 1})
-    args = [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--model", "resnet50", "--params", str(params),
-            "--data", str(prepared_data_dir), "--models", str(tmp_path / "models"),
-            "--metrics", str(tmp_path / "metrics" / "models"), "--predictions", str(tmp_path / "predictions")]
+    args = [
+        sys.executable,
+        str(ROOT / "stages" / "evaluate.py"),
+        "--model",
+        "resnet50",
+        "--params",
+        str(params),
+        "--data",
+        str(prepared_data_dir),
+        "--models",
+        str(tmp_path / "models"),
+        "--metrics",
+        str(tmp_path / "metrics" / "models"),
+        "--predictions",
+        str(tmp_path / "predictions"),
+    ]
     done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=stage_env())
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "metrics" / "models" / "resnet50.json").read_text())["group"] == "matrix"
@@ -291,12 +372,14 @@ def test_stage_runs_and_rejects_bad_params(tmp_path: Path, prepared_data_dir: Pa
     assert (tmp_path / "predictions" / "resnet50.npz").stat().st_size < 2_000  # 200 images: small
 
     bad = write_params(tmp_path, "bad.yaml", evaluate={"batch_sise": 1})
-    done = subprocess.run(args[:5] + [str(bad)] + args[6:], capture_output=True, text=True, cwd=tmp_path,
-                          env=stage_env())
+    done = subprocess.run(
+        args[:5] + [str(bad)] + args[6:], capture_output=True, text=True, cwd=tmp_path, env=stage_env()
+    )
     assert done.returncode == 1 and "error: " in done.stderr and "evaluate.batch_sise" in done.stderr
 
-    done = subprocess.run(args[:3] + ["densenet201"] + args[4:], capture_output=True, text=True, cwd=tmp_path,
-                          env=stage_env())
+    done = subprocess.run(
+        args[:3] + ["densenet201"] + args[4:], capture_output=True, text=True, cwd=tmp_path, env=stage_env()
+    )
     assert done.returncode == 1 and "densenet201/model.pt: no such weights file" in done.stderr
     assert not (tmp_path / "metrics" / "models" / "densenet201.json").exists()
     assert not (tmp_path / "predictions" / "densenet201.npz").exists()
@@ -313,8 +396,13 @@ def test_every_trained_model_has_its_own_evaluate_stage() -> None:
 
     repo = pytest.importorskip("dvc.repo").Repo(str(ROOT))
     stages = list(repo.index.stages)
-    trained = sorted(o.def_path for s in stages if not s.name.startswith("evaluate") for o in s.outs
-                     if o.def_path.startswith("models/"))
+    trained = sorted(
+        o.def_path
+        for s in stages
+        if not s.name.startswith("evaluate")
+        for o in s.outs
+        if o.def_path.startswith("models/")
+    )
     evaluated = []
     for stage in (s for s in stages if s.name.startswith("evaluate")):
         (model_dir,) = [d.def_path for d in stage.deps if d.def_path.startswith(("models", "predictions", "metrics"))]
@@ -331,14 +419,16 @@ def test_every_trained_model_has_its_own_evaluate_stage() -> None:
 
 
 def test_a_read_only_metrics_directory_or_a_full_disk_leaves_both_files_as_they_were(
-        tmp_path: Path, prepared_data_dir: Path, monkeypatch) -> None:
+    tmp_path: Path, prepared_data_dir: Path, monkeypatch
+) -> None:
     import errno
 
     import effnet.evaluate as evaluate_module
     from effnet.io import WriteError
 
-    write_weights(tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"),
-                  ema=False)
+    write_weights(
+        tmp_path / "models" / "efficientnet_b0" / "model.pt", replace(TINY, name="efficientnet_b0"), ema=False
+    )
     cfg = EvaluateConfig(batch_size=50, throughput_batches=1, images_per_class=1)
     metrics, predictions = tmp_path / "metrics", tmp_path / "predictions"
     for path, text in ((metrics / "efficientnet_b0.json", "old"), (predictions / "efficientnet_b0.npz", "old")):
@@ -346,8 +436,14 @@ def test_a_read_only_metrics_directory_or_a_full_disk_leaves_both_files_as_they_
         path.write_text(text)
 
     def run():
-        return evaluate_one(trained_model(tmp_path / "models", "efficientnet_b0"), prepared_data_dir, cfg,
-                            metrics_dir=metrics, predictions_dir=predictions, log=lambda *_: None)
+        return evaluate_one(
+            trained_model(tmp_path / "models", "efficientnet_b0"),
+            prepared_data_dir,
+            cfg,
+            metrics_dir=metrics,
+            predictions_dir=predictions,
+            log=lambda *_: None,
+        )
 
     real_write_bytes, measured = Path.write_bytes, []
 
@@ -357,8 +453,11 @@ def test_a_read_only_metrics_directory_or_a_full_disk_leaves_both_files_as_they_
         return real_write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", read_only)
-    monkeypatch.setattr(evaluate_module, "evaluate_model",
-                        lambda *a, **k: measured.append(1) or (_ for _ in ()).throw(AssertionError("evaluated")))
+    monkeypatch.setattr(
+        evaluate_module,
+        "evaluate_model",
+        lambda *a, **k: measured.append(1) or (_ for _ in ()).throw(AssertionError("evaluated")),
+    )
     with pytest.raises(WriteError, match=f"{metrics} is not writable"):
         run()
     assert not measured  # refused before the evaluation, and before predictions/ was touched
@@ -376,5 +475,7 @@ def test_a_read_only_metrics_directory_or_a_full_disk_leaves_both_files_as_they_
         run()
     monkeypatch.undo()
     assert (metrics / "efficientnet_b0.json").read_text() == (predictions / "efficientnet_b0.npz").read_text() == "old"
-    assert sorted(p.name for d in (metrics, predictions) for p in d.iterdir()) == ["efficientnet_b0.json",
-                                                                                   "efficientnet_b0.npz"]
+    assert sorted(p.name for d in (metrics, predictions) for p in d.iterdir()) == [
+        "efficientnet_b0.json",
+        "efficientnet_b0.npz",
+    ]

@@ -22,8 +22,11 @@ def _log_two_epochs(live):
 
 
 def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*")
-            if p.is_file() and p.suffix in (".tsv", ".json")}
+    return {
+        p.relative_to(root).as_posix(): p.read_text()
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".tsv", ".json")
+    }
 
 
 def _dvclive(directory):  # what the training stages pass as `open_live`
@@ -74,8 +77,12 @@ def test_a_rerun_restores_the_finished_seeds_and_trains_only_the_rest(tmp_path, 
             (directory / name).write_text(f"seed {cfg.seed}")
 
     monkeypatch.setattr(experiment, "_train_and_save_seed", one_seed)
-    where = {"data": tmp_path / "data", "out": tmp_path / "models/tiny", "live_dir": tmp_path / "live/tiny",
-             "checkpoints": tmp_path / "ck/tiny"}
+    where = {
+        "data": tmp_path / "data",
+        "out": tmp_path / "models/tiny",
+        "live_dir": tmp_path / "live/tiny",
+        "checkpoints": tmp_path / "ck/tiny",
+    }
     with pytest.raises(KeyboardInterrupt):
         experiment.train_and_save(spec, cfg, **where)
     assert trained == [0] and (tmp_path / "ck/tiny_seeds/seed0/fingerprint").is_file()

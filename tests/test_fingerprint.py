@@ -18,8 +18,9 @@ def _tree(root: Path) -> None:
 
 def test_closure_follows_imports_at_any_depth_inside_the_repository(tmp_path):
     _tree(tmp_path)
-    closure = [p.relative_to(tmp_path.resolve()).as_posix() for p in import_closure(tmp_path / "pkg" / "a.py",
-                                                                                    root=tmp_path)]
+    closure = [
+        p.relative_to(tmp_path.resolve()).as_posix() for p in import_closure(tmp_path / "pkg" / "a.py", root=tmp_path)
+    ]
     assert closure == ["pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py"]  # os is outside; unused is not imported
 
 
@@ -43,8 +44,13 @@ def test_fingerprint_depends_on_settings_and_code(tmp_path):
 
 def test_the_trainer_closure_is_the_training_code():
     files = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "effnet" / "train.py")}
-    assert {"effnet/train.py", "effnet/models.py", "effnet/efficientnet.py", "effnet/data.py",
-            "effnet/config.py"} <= files
+    assert {
+        "effnet/train.py",
+        "effnet/models.py",
+        "effnet/efficientnet.py",
+        "effnet/data.py",
+        "effnet/config.py",
+    } <= files
     assert not files & {"effnet/plots.py", "effnet/report.py", "effnet/cam.py"}
 
 
@@ -63,16 +69,25 @@ def test_a_change_to_library_code_makes_the_search_retrain(tmp_path):
 
     def search_key() -> str:
         # what stages/search.py computes, with this copy as the repository (fingerprint.ROOT is its parent)
-        code = ("import sys; from pathlib import Path; "
-                "from effnet.fingerprint import fingerprint; "
-                "print(fingerprint({'train': {'lr': 0.1}}, code=[Path(sys.argv[1]) / 'stages/search.py']))")
-        return subprocess.run([sys.executable, "-c", code, str(tree)], cwd=tree, capture_output=True, text=True,
-                              check=True).stdout.strip()  # cwd: the copy's `effnet` comes before the installed one
+        code = (
+            "import sys; from pathlib import Path; "
+            "from effnet.fingerprint import fingerprint; "
+            "print(fingerprint({'train': {'lr': 0.1}}, code=[Path(sys.argv[1]) / 'stages/search.py']))"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code, str(tree)], cwd=tree, capture_output=True, text=True, check=True
+        ).stdout.strip()  # cwd: the copy's `effnet` comes before the installed one
 
     candidates = [Candidate(1.2, 1.1, 1.15), Candidate(1.1, 1.1, 1.2)]
     # two different networks, one candidate each (what effnet.search.place and group_identical give)
-    groups = [[SimpleNamespace(candidate=c, architecture=f"net{i}", phi=1.0, spec=SimpleNamespace(resolution=32),
-                               flops_ratio=2.0)] for i, c in enumerate(candidates)]
+    groups = [
+        [
+            SimpleNamespace(
+                candidate=c, architecture=f"net{i}", phi=1.0, spec=SimpleNamespace(resolution=32), flops_ratio=2.0
+            )
+        ]
+        for i, c in enumerate(candidates)
+    ]
     trained = []
 
     def train_candidate(placed, seed_index):

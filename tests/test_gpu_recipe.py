@@ -68,6 +68,7 @@ def _value(command: tuple[str, ...], flag: str) -> str:
 def _recorder(ran: list[tuple[str, ...]], rc: dict[str, int] | None = None):
     """A stage runner that writes what each stage would (weights, curves, metrics) and records its command; `rc`
     maps a `--model`/`--strategy` value to the exit status to give instead."""
+
     def fake_stage(command, *, cwd, env, log, hard_end):
         ran.append(tuple(command))
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +123,10 @@ def test_finished_models_are_skipped_and_every_call_packs_one_archive(tmp_path, 
     # each trained model through its own evaluate stage, then the table
     assert [_value(c, "--model") for c in ran if "stages.evaluate" in c] == ["efficientnet_b0", "resnet50"]
     assert ran[-1] == ("python3", "-m", "stages.collect", "--params", "params-gpu.yaml")
-    assert sorted(p.name for p in (root / "gpu" / "done").iterdir()) == ["train@efficientnet_b0.json",
-                                                                         "train_baseline@resnet50.json"]
+    assert sorted(p.name for p in (root / "gpu" / "done").iterdir()) == [
+        "train@efficientnet_b0.json",
+        "train_baseline@resnet50.json",
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["results.md5", "results.tar"]
 
     # the next call with the same settings and code retrains nothing
@@ -145,8 +148,13 @@ def test_finished_models_are_skipped_and_every_call_packs_one_archive(tmp_path, 
     status = json.loads((calls[0] / "status.json").read_text())
     assert status["jobs"]["train@efficientnet_b0"]["status"] == "done"
     assert "published" in status["coefficients"]
-    assert {"dvclive/resnet50", "metrics/models/resnet50.json", "predictions/efficientnet_b0.npz",
-            "metrics/models.csv", "gpu/done"} <= set(written)
+    assert {
+        "dvclive/resnet50",
+        "metrics/models/resnet50.json",
+        "predictions/efficientnet_b0.npz",
+        "metrics/models.csv",
+        "gpu/done",
+    } <= set(written)
     assert (here / "dvclive" / "resnet50" / "metrics.json").is_file()
     assert (here / "gpu" / "done" / "train@efficientnet_b0.json").is_file()
     assert "stages/train.py" in (calls[0] / "commands.txt").read_text()
@@ -175,8 +183,9 @@ def test_an_edit_of_the_code_a_job_runs_makes_it_not_done(tmp_path, monkeypatch,
     capsys.readouterr()
     assert gpu.run_window(window, out=tmp_path / "o3", **run) == 0 and _trained(ran) == ["efficientnet_b0", "resnet50"]
     assert "train@efficientnet_b0: finished earlier with other code" in capsys.readouterr().out
-    assert json.loads((root / "gpu" / "done" / "train@efficientnet_b0.json").read_text())["settings"] == \
-        record["settings"]  # same settings, other code
+    assert (
+        json.loads((root / "gpu" / "done" / "train@efficientnet_b0.json").read_text())["settings"] == record["settings"]
+    )  # same settings, other code
 
 
 def test_a_stage_out_of_time_makes_the_call_say_resume_and_still_pack(tmp_path, monkeypatch):
@@ -198,8 +207,11 @@ def test_only_stages_that_finished_send_their_outputs_home_not_the_trees_earlier
     metrics/models/efficientnet_b0.json of an earlier CPU run as this call's result, and a training cut mid-run its
     mix of old and new curves. Now a cut training, a cut evaluation and the collect after it send nothing."""
     root, store = _fake_repo(tmp_path)
-    earlier = {"dvclive/resnet50/metrics.json": '{"run": "earlier"}',
-               "metrics/models/efficientnet_b0.json": '{"run": "earlier"}', "metrics/models.csv": "model\nearlier\n"}
+    earlier = {
+        "dvclive/resnet50/metrics.json": '{"run": "earlier"}',
+        "metrics/models/efficientnet_b0.json": '{"run": "earlier"}',
+        "metrics/models.csv": "model\nearlier\n",
+    }
     for rel, text in earlier.items():  # what the tree sent to the machine holds: the committed files of a CPU run
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -233,9 +245,11 @@ def test_an_evaluation_cut_at_the_hard_limit_says_resume_and_one_that_fails_says
         root, store = _fake_repo(tmp_path / str(rc))
         ran = []
         record = _recorder(ran)
-        monkeypatch.setattr(gpu, "run_stage",
-                            lambda command, rc=rc, record=record, **kw:
-                            rc if "stages.evaluate" in command else record(command, **kw))
+        monkeypatch.setattr(
+            gpu,
+            "run_stage",
+            lambda command, rc=rc, record=record, **kw: rc if "stages.evaluate" in command else record(command, **kw),
+        )
         out = tmp_path / str(rc) / "out"
         assert gpu.run_window(window, root=root, out=out, store=store, limit_s=300, only=[]) == exit_status
         here = tmp_path / str(rc) / "here"
@@ -247,16 +261,18 @@ def test_an_evaluation_cut_at_the_hard_limit_says_resume_and_one_that_fails_says
 
 def test_a_window_naming_an_unknown_stage_fails_in_one_line_that_names_it(tmp_path, monkeypatch, capsys):
     root, store = _fake_repo(tmp_path)
-    window = _window(tmp_path / "window.yaml", stages=["search", "scale@depth-4"],
-                     params={"scaling.flops_targets": [3]})
+    window = _window(
+        tmp_path / "window.yaml", stages=["search", "scale@depth-4"], params={"scaling.flops_targets": [3]}
+    )
     ran = []
     monkeypatch.setattr(gpu, "run_stage", _recorder(ran))
     monkeypatch.setattr(gpu, "hardware", lambda root: "a test machine\n")
     assert gpu.run_window(window, root=root, out=tmp_path / "out", store=store, limit_s=300, only=[]) == 1
     assert all("stages.download" in command for command in ran)  # the data is prepared; nothing of the window ran
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: window w1: no stage 'scale@depth-4' in dvc.yaml; "
-                                                     "did you mean scale@depth-3")
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: window w1: no stage 'scale@depth-4' in dvc.yaml; did you mean scale@depth-3"
+    )
     with pytest.raises(gpu.RecipeError, match="model 'efficientnet_b9': not a model of the matrix"):
         gpu.jobs_for({"name": "w", "models": ["efficientnet_b9"]}, gpu.dvc_stages(ROOT, _params()), "p.yaml", None)
     with pytest.raises(gpu.RecipeError, match="stage entry .*commands come from dvc.yaml"):
@@ -276,8 +292,9 @@ def test_a_chunked_archive_unpacks_into_the_repository_layout(tmp_path):
     (staging / "logs").mkdir(parents=True)
     (staging / "dvclive" / "efficientnet_b0").mkdir(parents=True)
     (staging / "dvclive" / "efficientnet_b0" / "metrics.json").write_text("{}")
-    (staging / "status.json").write_text(json.dumps({"window": "w9", "started": "2026-11-24T07:00:00Z",
-                                                     "outputs": ["dvclive/efficientnet_b0"]}))
+    (staging / "status.json").write_text(
+        json.dumps({"window": "w9", "started": "2026-11-24T07:00:00Z", "outputs": ["dvclive/efficientnet_b0"]})
+    )
     (staging / "logs" / "big.log").write_bytes(os.urandom(10_000))  # incompressible: several chunks
     weight = tmp_path / "efficientnet_b0.ema-bf16.pt"
     weight.write_bytes(os.urandom(3_000))
@@ -285,8 +302,9 @@ def test_a_chunked_archive_unpacks_into_the_repository_layout(tmp_path):
     here = tmp_path / "here"
     written = gpu.unpack([tmp_path / "out"], here)
     assert "dvclive/efficientnet_b0" in written and (here / "dvclive" / "efficientnet_b0" / "metrics.json").is_file()
-    assert next((here / "gpu" / "w9").glob("*/logs/big.log")).read_bytes() == (
-        staging / "logs" / "big.log").read_bytes()
+    assert (
+        next((here / "gpu" / "w9").glob("*/logs/big.log")).read_bytes() == (staging / "logs" / "big.log").read_bytes()
+    )
     assert (here / "models" / "efficientnet_b0" / "ema-bf16.pt").read_bytes() == weight.read_bytes()
 
     (tmp_path / "out" / "results.tar.01").unlink()  # a chunk lost on the way: refused, nothing written
@@ -299,19 +317,25 @@ def test_the_stage_runner_kills_a_stage_at_the_hard_limit_and_leaves_nothing_run
     import time
 
     pid_file = tmp_path / "child.pid"
-    script = f"import os, time, subprocess, sys; " \
-             f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
-             f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    script = (
+        f"import os, time, subprocess, sys; "
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    )
     start = time.time()
-    rc = gpu.run_stage([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ), log=tmp_path / "log",
-                       hard_end=time.time() + 2)
+    rc = gpu.run_stage(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        log=tmp_path / "log",
+        hard_end=time.time() + 2,
+    )
     assert rc == -9 and time.time() - start < 20
     grandchild = int(pid_file.read_text())
     time.sleep(0.2)
     status = Path(f"/proc/{grandchild}/status")  # the whole process group went (a zombie awaiting its reaper is gone)
     assert not status.exists() or "State:\tZ" in status.read_text()
     assert "hard time limit" in (tmp_path / "log").read_text()
-
 
 
 def test_a_model_trained_in_a_lost_call_is_still_evaluated(tmp_path):
@@ -333,11 +357,11 @@ def test_a_model_trained_in_a_lost_call_is_still_evaluated(tmp_path):
     assert not gpu.needs_evaluation(tmp_path, "resnet50")  # evaluated after its training
 
 
-
-
-@pytest.mark.parametrize("path",
-                         sorted((ROOT / "scripts").glob("gpu_window*.yaml")) + [ROOT / "scripts" / "gpu_dryrun.yaml"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "scripts").glob("gpu_window*.yaml")) + [ROOT / "scripts" / "gpu_dryrun.yaml"],
+    ids=lambda p: p.name,
+)
 def test_every_window_file_loads_names_its_coefficients_and_real_stages_and_params(path, tmp_path):
     window = gpu.load_window(path)
     assert window["coefficients"] == "published"  # until a GPU search is committed
@@ -356,17 +380,37 @@ def test_a_window_trains_the_scaling_study_of_the_study_file(tmp_path):
     window = gpu.load_window(ROOT / "scripts" / "gpu_window2.yaml")
     stages = gpu.dvc_stages(ROOT, _params(**{"scaling.flops_targets": [3, 4]}))
     jobs = {job.name: job for job in gpu.jobs_for(window, stages, "p.yaml", None)}
-    trained = [f"{'scale_compound' if s.coefficients else 'scale'}@{s.name}-{t}"
-               for t in (3, 4) for s in study.STRATEGIES]
+    trained = [
+        f"{'scale_compound' if s.coefficients else 'scale'}@{s.name}-{t}" for t in (3, 4) for s in study.STRATEGIES
+    ]
     assert [n for n in jobs if n.startswith("scale")] == ["scale_b0"] + trained
     assert [n for n in jobs if n.startswith("evaluate")] == ["evaluate@scaling/baseline"] + [
-        f"evaluate_scale@{s.name}-{t}" for t in (3, 4) for s in study.STRATEGIES]
+        f"evaluate_scale@{s.name}-{t}" for t in (3, 4) for s in study.STRATEGIES
+    ]
     assert list(jobs)[0] == "search" and list(jobs)[-1] == "collect"
-    assert jobs["scale@width-3"].command == ("python3", "stages/train_scaling.py", "--strategy", "width", "--target",
-                                            "3", "--out", "models/scaling/width_3x", "--live",
-                                            "dvclive/scaling/width_3x", "--params", "p.yaml")
-    assert jobs["evaluate_scale@width-3"].command == ("python3", "-m", "stages.evaluate", "--model", "scaling/width_3x",
-                                                     "--params", "p.yaml")
+    assert jobs["scale@width-3"].command == (
+        "python3",
+        "stages/train_scaling.py",
+        "--strategy",
+        "width",
+        "--target",
+        "3",
+        "--out",
+        "models/scaling/width_3x",
+        "--live",
+        "dvclive/scaling/width_3x",
+        "--params",
+        "p.yaml",
+    )
+    assert jobs["evaluate_scale@width-3"].command == (
+        "python3",
+        "-m",
+        "stages.evaluate",
+        "--model",
+        "scaling/width_3x",
+        "--params",
+        "p.yaml",
+    )
     waits = {name: gpu.waiting_for(job, list(jobs.values()), stages, tmp_path) for name, job in jobs.items()}
     assert waits["scale_compound@compound-4"] == [] and waits["evaluate_scale@width-3"] == ["scale@width-3"]
     assert "search" not in waits["scale_compound@compound-4"] and "evaluate@scaling/baseline" in waits["collect"]
@@ -392,9 +436,12 @@ def test_a_stage_waits_for_the_window_stage_that_writes_what_it_reads(tmp_path, 
     """A scaling model that must resume: its evaluation and the table wait (exit 75), the others go on; the next call
     evaluates it and then runs collect, whose inputs changed."""
     root, store = _fake_repo(tmp_path)
-    window = _window(tmp_path / "window.yaml", stages=["scale@depth-3", "scale@width-3", "evaluate_scale",
-                                                       {"name": "collect"}],
-                     params={"scaling.flops_targets": [3]}, evaluate=False)
+    window = _window(
+        tmp_path / "window.yaml",
+        stages=["scale@depth-3", "scale@width-3", "evaluate_scale", {"name": "collect"}],
+        params={"scaling.flops_targets": [3]},
+        evaluate=False,
+    )
     ran = []
     monkeypatch.setattr(gpu, "run_stage", _recorder(ran, rc={"depth": 75}))
     monkeypatch.setattr(gpu, "hardware", lambda root: "a test machine\n")
@@ -428,8 +475,10 @@ def test_a_lease_runs_on_prepared_data_and_a_run_resumed_from_bf16_says_so(tmp_p
     monkeypatch.setattr(gpu, "run_stage", _recorder(ran))
     monkeypatch.setattr(gpu, "hardware", lambda root: "a test machine\n")
     out = tmp_path / "out"
-    assert gpu.run_window(window, root=root, out=out, store=tmp_path / "no-store", limit_s=300, only=[],
-                          prepared=True) == 0
+    assert (
+        gpu.run_window(window, root=root, out=out, store=tmp_path / "no-store", limit_s=300, only=[], prepared=True)
+        == 0
+    )
     assert not [c for c in ran if "stages.download" in c] and _trained(ran) == ["efficientnet_b0"]
     record = json.loads((root / "gpu" / "done" / "train@efficientnet_b0.json").read_text())
     assert record["resumed_from_bf16"] == {"dtype": "bfloat16"}
@@ -438,5 +487,9 @@ def test_a_lease_runs_on_prepared_data_and_a_run_resumed_from_bf16_says_so(tmp_p
     assert status["jobs"]["train@efficientnet_b0"]["resumed_from_bf16"] == {"dtype": "bfloat16"}
 
     (root / "data" / "cifar100" / "meta.json").unlink()
-    assert gpu.run_window(window, root=root, out=tmp_path / "out2", store=tmp_path / "no-store", limit_s=300,
-                          only=[], prepared=True) == 1
+    assert (
+        gpu.run_window(
+            window, root=root, out=tmp_path / "out2", store=tmp_path / "no-store", limit_s=300, only=[], prepared=True
+        )
+        == 1
+    )

@@ -56,10 +56,15 @@ def hints() -> list[tuple[str, str]]:
     sources = [(p, _python_strings(p)) for d in ("effnet", "stages") for p in sorted((ROOT / d).glob("*.py"))]
     sources += [(p, _comments(p)) for p in sorted((ROOT / "scripts").glob("*")) if p.suffix in (".sh", ".yaml")]
     sources += [(ROOT / "params.yaml", _comments(ROOT / "params.yaml"))]
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("*/README.md")),
-             *sorted(ROOT.glob("vendor/*/README.md"))]
-    found += [(page.relative_to(ROOT).as_posix(), command) for page in pages
-              for command in _readme_commands(page)]  # whole lines, quotes and all
+    pages = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        *sorted(ROOT.glob("*/README.md")),
+        *sorted(ROOT.glob("vendor/*/README.md")),
+    ]
+    found += [
+        (page.relative_to(ROOT).as_posix(), command) for page in pages for command in _readme_commands(page)
+    ]  # whole lines, quotes and all
     for path, texts in sources:
         for text in texts:
             for match in COMMAND.finditer(text):
@@ -80,8 +85,9 @@ def _dvc_parse(command: str) -> None:
 
 def test_the_extractor_finds_the_known_hints() -> None:
     commands = {command for _, command in hints()}
-    mirror = ("dvc exp run -S data.url=../shared/data/cifar-100-python.tar.gz "
-              "-S data.md5=489088aff4823e5bdf2d51ec904dbfdb")
+    mirror = (
+        "dvc exp run -S data.url=../shared/data/cifar-100-python.tar.gz -S data.md5=489088aff4823e5bdf2d51ec904dbfdb"
+    )
     assert mirror in commands  # effnet/download.py's mirror hint
     assert "dvc repro download" in commands  # effnet/data.py
     assert f"dvc exp run -S data.url={FIELD} -S data.md5={FIELD}" in commands  # an f-string hint

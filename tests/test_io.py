@@ -31,7 +31,8 @@ def test_replace_dir_removes_what_a_killed_run_left(tmp_path):
     (tmp_path / f".other.tmp-{dead}").mkdir()  # another output's temporary: not this writer's to judge
     replace_dir(tmp_path / "cifar100", lambda tmp: (tmp / "meta.json").write_text("{}"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["cifar100", f".cifar100.tmp-{live}", f".other.tmp-{dead}"])  # a live writer's temporary is left alone
+        ["cifar100", f".cifar100.tmp-{live}", f".other.tmp-{dead}"]
+    )  # a live writer's temporary is left alone
     assert (tmp_path / "cifar100/meta.json").read_text() == "{}"
 
 
@@ -46,9 +47,16 @@ def test_write_atomic_removes_stale_temporaries_of_its_file(tmp_path):
 def test_lock_dir_refuses_a_second_holder_naming_the_directory_and_pid(tmp_path):
     directory = tmp_path / "checkpoints" / "efficientnet_b0"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from effnet.io import lock_dir\n"
-         f"with lock_dir({str(directory)!r}):\n    print('held', flush=True); time.sleep(60)"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from effnet.io import lock_dir\n"
+            f"with lock_dir({str(directory)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(LockedError, match=rf"{directory} is in use by another trainer \(pid {holder.pid}\)"):
@@ -73,9 +81,12 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_previous_file_stays(tmp
         tmp.write_text("half of it")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(WriteError, match=rf"^{target}: could not be written: no space left on the disk "
-                                         rf"\(df -h {target.parent}\); free some space and rerun "
-                                         r"\(a previous search.json is left as it was\)$"):
+    with pytest.raises(
+        WriteError,
+        match=rf"^{target}: could not be written: no space left on the disk "
+        rf"\(df -h {target.parent}\); free some space and rerun "
+        r"\(a previous search.json is left as it was\)$",
+    ):
         write_atomic(target, full)
     assert target.read_text() == "the previous result\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["search.json"]  # no temporary left
@@ -109,8 +120,9 @@ def test_write_together_replaces_no_file_unless_all_are_written(tmp_path):
         write_together([(first, lambda tmp: tmp.write_text("new predictions")), (second, fail)])
     assert (first.read_text(), second.read_text()) == ("old predictions", "old metrics")  # they still agree
     assert sorted(p.name for d in (first.parent, second.parent) for p in d.iterdir()) == ["b0.json", "b0.npz"]
-    write_together([(first, lambda tmp: tmp.write_text("new predictions")),
-                    (second, lambda tmp: tmp.write_text("new"))])
+    write_together(
+        [(first, lambda tmp: tmp.write_text("new predictions")), (second, lambda tmp: tmp.write_text("new"))]
+    )
     assert (first.read_text(), second.read_text()) == ("new predictions", "new")
 
 
@@ -130,7 +142,10 @@ def test_ensure_writable_names_a_read_only_directory(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
     ensure_writable([tmp_path / "predictions" / "b0.npz"])  # created, writable
-    with pytest.raises(WriteError, match=rf"{read_only}/b0.json: could not be written: {read_only} is not writable; "
-                                         rf"make it writable \(chmod u\+w {read_only}\) and rerun"):
+    with pytest.raises(
+        WriteError,
+        match=rf"{read_only}/b0.json: could not be written: {read_only} is not writable; "
+        rf"make it writable \(chmod u\+w {read_only}\) and rerun",
+    ):
         ensure_writable([tmp_path / "predictions" / "b0.npz", read_only / "b0.json"])
     assert sorted(p.name for p in read_only.iterdir()) == []

@@ -72,16 +72,22 @@ def test_the_library_imports_nothing_of_dvc():
     """effnet runs on the bare GPU machine: DVC and DVCLive belong to the stage scripts."""
     for path in sorted((ROOT / "effnet").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not [n for n in names if n.split(".")[0] in ("dvc", "dvclive")], f"{path.name} imports {names}"
 
 
 def test_stage_scripts_are_stage_scripts_of_at_most_60_lines():
     """stages/ holds one thin script per DVC stage: plumbing shared by several lives in effnet."""
     stages = sorted((ROOT / "stages").glob("*.py"))
-    assert stages and all(len(p.read_text().splitlines()) <= 60 for p in stages), \
-        {p.name: len(p.read_text().splitlines()) for p in stages if len(p.read_text().splitlines()) > 60}
+    assert stages and all(len(p.read_text().splitlines()) <= 60 for p in stages), {
+        p.name: len(p.read_text().splitlines()) for p in stages if len(p.read_text().splitlines()) > 60
+    }
     for path in stages:
         assert "def main(" in path.read_text() and 'if __name__ == "__main__":' in path.read_text(), path.name
 
@@ -89,8 +95,11 @@ def test_stage_scripts_are_stage_scripts_of_at_most_60_lines():
 def test_no_file_edits_sys_path():
     # the package is installed (`-e .` in requirements.txt); a copy of the tree without it (the GPU machine) sets
     # PYTHONPATH instead, so that every process it starts imports the same `effnet`
-    edits = [f"{p.relative_to(ROOT)}:{n}" for folder in ("effnet", "stages", "scripts", "tests", "benchmarks")
-             for p in sorted((ROOT / folder).rglob("*.py"))
-             for n, line in enumerate(p.read_text().splitlines(), start=1)
-             if "sys.path.insert(" in line and "in line" not in line]
+    edits = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for folder in ("effnet", "stages", "scripts", "tests", "benchmarks")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), start=1)
+        if "sys.path.insert(" in line and "in line" not in line
+    ]
     assert not edits, edits

@@ -102,8 +102,12 @@ def test_the_deadline_is_an_offset_on_the_machines_own_clock():
     budget = call_budget(700, warm=True, pack_s=20, costs=COSTS)
     line = budget.deadline_shell()
     assert line == f"EFFNET_DEADLINE=$(( $(date +%s) + {budget.work_s} ))"
-    out = subprocess.run(["bash", "-c", f"now=$(date +%s); {line}; echo $((EFFNET_DEADLINE - now))"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", f"now=$(date +%s); {line}; echo $((EFFNET_DEADLINE - now))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert int(out) in (budget.work_s, budget.work_s + 1)  # the clock may tick between the two reads
 
 
@@ -112,8 +116,9 @@ def test_the_script_prints_the_calls_figures_and_refuses_a_lease_too_short(capsy
     import json
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("lease_script",
-                                                  Path(__file__).resolve().parents[1] / "scripts" / "lease.py")
+    spec = importlib.util.spec_from_file_location(
+        "lease_script", Path(__file__).resolve().parents[1] / "scripts" / "lease.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--budget-left", "900", "--cold", "--start-s", "100", "--pack-s", "20"]) == 0

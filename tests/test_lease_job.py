@@ -19,8 +19,6 @@ from effnet.lease_job import Row, choose_epochs, final_evaluation_s, read_deadli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
-
 def _lease_job_script():
     """scripts/lease_job.py, loaded from its path (scripts/ is no package)."""
     spec = importlib.util.spec_from_file_location("lease_job_script", ROOT / "scripts" / "lease_job.py")
@@ -44,7 +42,9 @@ def _rows(clock: FakeClock, seconds: list[float]) -> list[Row]:
         def run():
             clock.now += s
             return {"kind": "train", "model": f"m{s}", "images_per_s": 100.0}
+
         return run
+
     return [Row(f"row{i}", 5.0, measure(s)) for i, s in enumerate(seconds)]
 
 
@@ -75,8 +75,9 @@ def test_rows_that_grow_are_stopped_before_one_would_overrun(tmp_path):
     deadline.write_text(f"{clock.now + 30:.0f}\n")
     # each row 3x the last: after 1 + 3 (4 s), 26 s left would hold "the longest" (3 s) but not 3 x 3 = 9 ... until
     # 1 + 3 + 9 = 13 s, 17 left, under the next row's estimate of 27
-    record = run_rows(_rows(clock, [1, 3, 9, 27]), tmp_path / "b.json", deadline_file=deadline, reserve_s=0,
-                      clock=clock)
+    record = run_rows(
+        _rows(clock, [1, 3, 9, 27]), tmp_path / "b.json", deadline_file=deadline, reserve_s=0, clock=clock
+    )
     assert [r["name"] for r in record["rows"]] == ["row0", "row1", "row2"] and clock.now <= read_deadline(deadline)
 
 
@@ -89,8 +90,9 @@ def test_a_failing_row_is_recorded_and_optional_rows_are_skipped_when_asked(tmp_
         raise RuntimeError("CUDA out of memory\nmore")
 
     rows = [Row("bad", 1.0, oom), Row("compile", 1.0, lambda: {"x": 1}, optional=True), *_rows(clock, [1])]
-    record = run_rows(rows, tmp_path / "b.json", deadline_file=deadline, reserve_s=0, clock=clock,
-                      skip_optional=lambda: True)
+    record = run_rows(
+        rows, tmp_path / "b.json", deadline_file=deadline, reserve_s=0, clock=clock, skip_optional=lambda: True
+    )
     assert record["rows"][0]["error"] == "RuntimeError: CUDA out of memory"
     assert record["skipped"] == ["compile"] and [r["name"] for r in record["rows"]] == ["bad", "row0"]
 
@@ -103,8 +105,17 @@ def test_a_missing_deadline_file_is_a_deadline_past(tmp_path):
 
 
 def test_epochs_chosen_from_the_rates_end_before_the_deadline():
-    figures = dict(train_images=45_000, val_images=5_000, val_passes=2, final_images=15_000, eval_cost=1 / 3,
-                   stage_start_s=20.0, stages=5, stop_s=30.0, max_epochs=100)
+    figures = dict(
+        train_images=45_000,
+        val_images=5_000,
+        val_passes=2,
+        final_images=15_000,
+        eval_cost=1 / 3,
+        stage_start_s=20.0,
+        stages=5,
+        stop_s=30.0,
+        max_epochs=100,
+    )
     rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
     plan = choose_epochs(rates, list(rates), time_left_s=400.0, **figures)
     assert plan.fits and 1 <= plan.epochs < 100
@@ -123,8 +134,17 @@ def test_epochs_chosen_from_the_rates_end_before_the_deadline():
 def test_every_seed_of_each_model_is_planned_for_since_the_window_trains_them_one_after_another():
     """train.seeds = 3 (params.yaml): each model trains and is evaluated three times; a plan that counted one
     seed (found by a --lease dry run) left ResNet-50 cut in its first seed and B0 never evaluated."""
-    figures = dict(train_images=45_000, val_images=5_000, val_passes=2, final_images=15_000, eval_cost=1 / 3,
-                   stage_start_s=20.0, stages=5, stop_s=30.0, max_epochs=100)
+    figures = dict(
+        train_images=45_000,
+        val_images=5_000,
+        val_passes=2,
+        final_images=15_000,
+        eval_cost=1 / 3,
+        stage_start_s=20.0,
+        stages=5,
+        stop_s=30.0,
+        max_epochs=100,
+    )
     rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
     one = choose_epochs(rates, list(rates), time_left_s=600.0, **figures)
     three = choose_epochs(rates, list(rates), time_left_s=600.0, seeds=3, **figures)
@@ -141,17 +161,33 @@ def test_the_final_evaluation_is_costed_once_for_the_plan_and_the_windows_reserv
     rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
     cost = final_evaluation_s(rates, list(rates), final_images=15_000, eval_cost=1 / 3, seeds=3)
     assert cost == pytest.approx(15_000 / 9_000 + 15_000 / 6_000)
-    plan = choose_epochs(rates, list(rates), time_left_s=600.0, train_images=45_000, val_images=5_000, val_passes=2,
-                         final_images=15_000, eval_cost=1 / 3, stage_start_s=20.0, stages=5, stop_s=30.0,
-                         max_epochs=100, seeds=3)
+    plan = choose_epochs(
+        rates,
+        list(rates),
+        time_left_s=600.0,
+        train_images=45_000,
+        val_images=5_000,
+        val_passes=2,
+        final_images=15_000,
+        eval_cost=1 / 3,
+        stage_start_s=20.0,
+        stages=5,
+        stop_s=30.0,
+        max_epochs=100,
+        seeds=3,
+    )
     assert plan.fixed_s == pytest.approx(5 * 20.0 + cost)
 
 
 def test_the_clock_reads_only_the_recipe_rows_without_errors_as_rates():
-    bench = {"rows": [{"kind": "matmul", "tflops": 700.0},
-                      {"kind": "train", "model": "efficientnet_b0", "variant": "recipe", "images_per_s": 9000.0},
-                      {"kind": "train", "model": "efficientnet_b0", "variant": "compile", "images_per_s": 12000.0},
-                      {"kind": "train", "model": "resnet50", "variant": "recipe", "error": "OOM"}]}
+    bench = {
+        "rows": [
+            {"kind": "matmul", "tflops": 700.0},
+            {"kind": "train", "model": "efficientnet_b0", "variant": "recipe", "images_per_s": 9000.0},
+            {"kind": "train", "model": "efficientnet_b0", "variant": "compile", "images_per_s": 12000.0},
+            {"kind": "train", "model": "resnet50", "variant": "recipe", "error": "OOM"},
+        ]
+    }
     assert effnet_clock.lease_rates(bench) == {"efficientnet_b0": 9000.0}
 
 
@@ -163,8 +199,9 @@ def _lease_tree(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     (staging / "metrics" / "models" / "resnet50.json").write_text('{"test/top1": 0.1}')
     (staging / "checkpoints" / "efficientnet_b0").mkdir(parents=True)
     (staging / "checkpoints" / "efficientnet_b0" / "last.pt").write_bytes(b"fp32")  # replaced by the bf16 copy
-    (staging / "status.json").write_text(json.dumps({"window": "lease", "started": "2026-12-03T18:00:00Z",
-                                                     "outputs": ["metrics/models/resnet50.json"]}))
+    (staging / "status.json").write_text(
+        json.dumps({"window": "lease", "started": "2026-12-03T18:00:00Z", "outputs": ["metrics/models/resnet50.json"]})
+    )
     transfer.pack(staging, lease / "out", extras=[])
     (lease / "bench.json").write_text('{"rows": []}')
     (lease / "job.log").write_text("log\n")
@@ -232,9 +269,15 @@ def test_the_clock_labels_measured_and_estimated_gpu_figures(tmp_path):
     params = load_params(ROOT / "params.yaml")
     lines = effnet_clock.gpu_lines(params, None, tmp_path / "none.json")
     assert len(lines) == 1 and "no GPU figure is measured" in lines[0]
-    bench = {"device": "NVIDIA H200", "data": "synthetic", "batch_size": 256,
-             "rows": [{"kind": "train", "model": "efficientnet_b0", "variant": "recipe", "images_per_s": 1000.0},
-                      {"kind": "train", "model": "resnet50", "variant": "recipe", "images_per_s": 500.0}]}
+    bench = {
+        "device": "NVIDIA H200",
+        "data": "synthetic",
+        "batch_size": 256,
+        "rows": [
+            {"kind": "train", "model": "efficientnet_b0", "variant": "recipe", "images_per_s": 1000.0},
+            {"kind": "train", "model": "resnet50", "variant": "recipe", "images_per_s": 500.0},
+        ],
+    }
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     lines = effnet_clock.gpu_lines(params, effnet_clock.load_lease_bench(tmp_path / "bench.json"))
     by_model = {line.split()[0]: line for line in lines[1:]}
@@ -264,14 +307,26 @@ def test_the_jobs_second_phase_trains_both_models_for_the_epochs_that_fit_the_de
     monkeypatch.setattr(job, "load_script", lambda path, name: SimpleNamespace(run_window=run_window))
     (tmp_path / "ready.json").write_text("{}")
     (tmp_path / "deadline").write_text(f"{int(time.time()) + 400}\n")
-    args = SimpleNamespace(ready=tmp_path / "ready.json", deadline_file=tmp_path / "deadline", reserve_s=60.0,
-                           stage_start_s=20.0, pack_s=30.0, stop_s=30.0, lease_dir=tmp_path, store=tmp_path / "store",
-                           set=["train.train_per_class=20"])
-    bench = {"rows": [{"kind": "train", "model": "efficientnet_b0", "images_per_s": 20_000.0},
-                      {"kind": "train", "model": "resnet50", "images_per_s": 10_000.0}]}
+    args = SimpleNamespace(
+        ready=tmp_path / "ready.json",
+        deadline_file=tmp_path / "deadline",
+        reserve_s=60.0,
+        stage_start_s=20.0,
+        pack_s=30.0,
+        stop_s=30.0,
+        lease_dir=tmp_path,
+        store=tmp_path / "store",
+        set=["train.train_per_class=20"],
+    )
+    bench = {
+        "rows": [
+            {"kind": "train", "model": "efficientnet_b0", "images_per_s": 20_000.0},
+            {"kind": "train", "model": "resnet50", "images_per_s": 10_000.0},
+        ]
+    }
     record: dict = {}
     assert job.train_and_evaluate(args, bench, record) == 0
-    (window, kwargs), = calls
+    ((window, kwargs),) = calls
     plan = record["plan"]
     assert window["models"] == ["efficientnet_b0", "resnet50"] and kwargs["prepared"] is True
     assert window["params"]["train.epochs"] == plan["epochs"] >= 1 and plan["fits"]
@@ -309,8 +364,15 @@ def test_pack_lease_brings_a_real_unfinished_checkpoint_home_in_bf16(tmp_path):
     spec = ModelSpec(name="tiny", arch="efficientnet", resolution=16, width=0.25, depth=0.34, dropout=0.1)
     checkpoint = root / "checkpoints" / "efficientnet_b0" / "last.pt"
     checkpoint.parent.mkdir(parents=True)
-    save_checkpoint(checkpoint, spec, TrainConfig(), epoch=1, history=[], train_time_s=1.0,
-                    objects={"model": model, "ema": None, "optimizer": optimizer, "scheduler": None, "scaler": None})
+    save_checkpoint(
+        checkpoint,
+        spec,
+        TrainConfig(),
+        epoch=1,
+        history=[],
+        train_time_s=1.0,
+        objects={"model": model, "ema": None, "optimizer": optimizer, "scheduler": None, "scaler": None},
+    )
     gpu.pack_lease(root, lease, tmp_path / "out")
     here = tmp_path / "here"
     gpu.unpack([tmp_path / "out"], here)

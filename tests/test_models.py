@@ -92,8 +92,14 @@ def test_last_conv_stage_is_the_last_spatial_layer(name, channels):
 
 def test_flops_count_convolutions_and_linear_layers_only():
     # by hand: conv 8 x (3 x 3 x 3) weights at 4 x 4 outputs + linear 8 x 10; BatchNorm, ReLU, pooling count nothing
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
     model.resolution = 4
     assert count_flops(model) == 8 * 27 * 16 + 8 * 10
     assert model.training  # counting leaves the mode as it was

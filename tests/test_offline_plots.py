@@ -55,6 +55,9 @@ def test_the_check_catches_dvcs_default_cdn_page(tmp_path: Path) -> None:
 
 def test_script_names_the_missing_packages(tmp_path: Path) -> None:
     """scripts/offline_plots.py refuses a directory without the packages (and names them)."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "offline_plots.py"), str(tmp_path),
-                           "--out", str(tmp_path / "t.html")], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "offline_plots.py"), str(tmp_path), "--out", str(tmp_path / "t.html")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode != 0 and "npm pack vega" in done.stderr and not (tmp_path / "t.html").exists()

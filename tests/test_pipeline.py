@@ -30,15 +30,27 @@ pytestmark = pytest.mark.slow
 
 
 def _project_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [f for f in out.splitlines() if (ROOT / f).is_file()]
 
 
 def run(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci",
-           "GIT_COMMITTER_EMAIL": "ci@example.com", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "ci",
+        "GIT_AUTHOR_EMAIL": "ci@example.com",
+        "GIT_COMMITTER_NAME": "ci",
+        "GIT_COMMITTER_EMAIL": "ci@example.com",
+        **(extra_env or {}),
+    }
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}"
@@ -76,12 +88,21 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
     output = run(["dvc", "repro"], repo)
     listed = set(run(["dvc", "stage", "list", "--name-only"], repo).split())
     assert stages_run(output) == listed, f"stages that did not run: {listed - stages_run(output)}"
-    for path in ["metrics/search.json", "plots/search.csv", "models/efficientnet_b7/model.pt",
-                 "models/resnet152/model.pt",
-                 "models/efficientnet_phi/model.pt", "models/scaling/compound_2x/model.pt", "metrics/models.csv",
-                 "metrics/models/efficientnet_b7.json", "predictions/efficientnet_b7.npz",
-                 "predictions/scaling/compound_2x.npz", "cams/scaling/compound_2x.npz", "plots/cam/gradcam.png",
-                 "REPORT.md"]:
+    for path in [
+        "metrics/search.json",
+        "plots/search.csv",
+        "models/efficientnet_b7/model.pt",
+        "models/resnet152/model.pt",
+        "models/efficientnet_phi/model.pt",
+        "models/scaling/compound_2x/model.pt",
+        "metrics/models.csv",
+        "metrics/models/efficientnet_b7.json",
+        "predictions/efficientnet_b7.npz",
+        "predictions/scaling/compound_2x.npz",
+        "cams/scaling/compound_2x.npz",
+        "plots/cam/gradcam.png",
+        "REPORT.md",
+    ]:
         assert (repo / path).is_file(), path
     # the search's decision with its reason, and the report's corrected comparisons
     search = json.loads((repo / "metrics/search.json").read_text())
@@ -98,8 +119,12 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
     output = run(["dvc", "exp", "run", "-n", "phi15", "-S", "model.phi=1.5"], repo)
     ran = stages_run(output)
     assert "train_phi" in ran and "evaluate@efficientnet_phi" in ran
-    assert not any(s.startswith(("train@", "train_baseline@", "scale", "search", "download", "cam", "evaluate_scale"))
-                   or s.startswith("evaluate@") and s != "evaluate@efficientnet_phi" for s in ran), ran
+    assert not any(
+        s.startswith(("train@", "train_baseline@", "scale", "search", "download", "cam", "evaluate_scale"))
+        or s.startswith("evaluate@")
+        and s != "evaluate@efficientnet_phi"
+        for s in ran
+    ), ran
     weights = __import__("torch").load(repo / "models/efficientnet_phi/model.pt", weights_only=True)
     assert weights["spec"]["name"] == "efficientnet_phi1.5"
 
@@ -112,8 +137,12 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
     out_dir = repo.parent / "plots_html"
     run(["dvc", "plots", "diff", "HEAD", "phi15", "-o", str(out_dir)], repo)
     html = (out_dir / "index.html").read_text()
-    titles = [title for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] if isinstance(entry, dict)
-              for title in entry]
+    titles = [
+        title
+        for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
+        if isinstance(entry, dict)
+        for title in entry
+    ]
     assert len(titles) == 8
     for title in titles:  # every declared plot is rendered, under its dvc.yaml title
         assert title.split(" (")[0] in html, title
@@ -130,9 +159,18 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
     env = {"SMALL_PROFILE": "chain.yaml", "CIFAR100_ARCHIVE": data["url"], "CIFAR100_MD5": data["md5"]}
     stages = ["download", "plan", "train@efficientnet_b0", "evaluate@efficientnet_b0"]
     commit = run(["git", "rev-parse", "HEAD"], repo).strip()
-    first = {"chain": "efficientnet_b0", "stages": stages, "commit": commit, "code_changed_since_commit": False,
-             "profile": "chain.yaml", "estimate_s": 7, "started": "2026-01-01T00:00:00Z", "wall_s": 1000,
-             "exit_status": 75, "load_before": 0.5}
+    first = {
+        "chain": "efficientnet_b0",
+        "stages": stages,
+        "commit": commit,
+        "code_changed_since_commit": False,
+        "profile": "chain.yaml",
+        "estimate_s": 7,
+        "started": "2026-01-01T00:00:00Z",
+        "wall_s": 1000,
+        "exit_status": 75,
+        "load_before": 0.5,
+    }
     (repo / "metrics/chains").mkdir(parents=True, exist_ok=True)
     (repo / "metrics/chains/efficientnet_b0.json").write_text(json.dumps(first))
     output = run(["bash", "scripts/chain.sh", "efficientnet_b0", "-s", *stages], repo, env)
@@ -151,4 +189,9 @@ def test_repro_then_phi_experiment_then_plots_diff(project):
     output = run(["bash", "scripts/small.sh", "scaling-baseline"], repo, env)
     assert "Running stage" not in output
     assert json.loads((repo / "metrics/chains/scaling-baseline.json").read_text())["stages"] == [
-        "download", "plan", "scale_b0", "evaluate@scaling/baseline", "cam_maps_b0"]
+        "download",
+        "plan",
+        "scale_b0",
+        "evaluate@scaling/baseline",
+        "cam_maps_b0",
+    ]

@@ -27,8 +27,11 @@ def _lock_of(params_file: Path, stages: list[str], **recorded_changes: object) -
     flat.update({k.replace("__", "."): v for k, v in recorded_changes.items()})
 
     def own(name: str) -> dict:  # as dvc.yaml lists them: model only for train_phi, search only for the search
-        return {k: v for k, v in flat.items() if (not k.startswith("model.") or name == "train_phi")
-                and (not k.startswith("search.") or name == "search")}
+        return {
+            k: v
+            for k, v in flat.items()
+            if (not k.startswith("model.") or name == "train_phi") and (not k.startswith("search.") or name == "search")
+        }
 
     return {"schema": "2.0", "stages": {name: {"cmd": "x", "params": {"params.yaml": own(name)}} for name in stages}}
 
@@ -66,9 +69,10 @@ def test_plan_says_before_training_which_stages_will_train_and_their_cost(tmp_pa
     code.parent.mkdir()
     code.write_text("print('phi')\n")
     recorded = _lock_of(params_file, names)
-    recorded["stages"]["train_phi"]["deps"] = [{"path": "stages/train_phi.py",
-                                                "md5": hashlib.md5(code.read_bytes()).hexdigest()},
-                                               {"path": "data/cifar100", "md5": "0" * 32 + ".dir"}]
+    recorded["stages"]["train_phi"]["deps"] = [
+        {"path": "stages/train_phi.py", "md5": hashlib.md5(code.read_bytes()).hexdigest()},
+        {"path": "data/cifar100", "md5": "0" * 32 + ".dir"},
+    ]
     lock.write_text(yaml.safe_dump(recorded))
     assert preflight.stale_training(lock, params_file, jobs) == {}
     code.write_text("print('phi, edited')\n")

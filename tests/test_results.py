@@ -35,8 +35,9 @@ def test_predictions_round_trip_small_and_identified(tmp_path: Path) -> None:
     labels = rng.integers(0, 100, 10_000)
     images = rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8)
     top1 = rng.integers(0, 100, (1, 10_000))
-    saved = Predictions(top1=top1, top1_ema=top1[:, ::-1].copy(), labels=labels, test_set=images_id(labels, images),
-                        has_ema=True)
+    saved = Predictions(
+        top1=top1, top1_ema=top1[:, ::-1].copy(), labels=labels, test_set=images_id(labels, images), has_ema=True
+    )
     path = predictions_path(tmp_path / "predictions", "scaling/depth_2x")
     assert path == tmp_path / "predictions" / "scaling" / "depth_2x.npz"
     save_predictions(path, saved)
@@ -88,9 +89,15 @@ def test_collect_builds_the_table_of_this_run_from_the_records(tmp_path: Path) -
     metrics = tmp_path / "metrics" / "models"
     old = record("resnet50", "matrix")
     del old["seeds"]  # a record written before train.seeds existed
-    write_records(metrics,
-                  [record("scaling/depth_8x", "scaling", "depth", 8.0), record("efficientnet_b0", "matrix", seeds=3),
-                            old, record("scaling/depth_2x", "scaling", "depth", 2.0)])
+    write_records(
+        metrics,
+        [
+            record("scaling/depth_8x", "scaling", "depth", 8.0),
+            record("efficientnet_b0", "matrix", seeds=3),
+            old,
+            record("scaling/depth_2x", "scaling", "depth", 2.0),
+        ],
+    )
     notes = []
     rows = collect(metrics, tmp_path / "metrics" / "models.csv", names([2.0]), log=notes.append)
     assert [r["model"] for r in rows] == ["efficientnet_b0", "resnet50", "scaling/depth_2x"]
@@ -115,13 +122,16 @@ def test_collect_stage_imports_no_torch(tmp_path: Path) -> None:
     write_records(tmp_path / "metrics" / "models", [record("efficientnet_b0", "matrix")])
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     stage = str(ROOT / "stages" / "collect.py")
-    code = (f"import runpy, sys; sys.argv = ['collect']; collect = runpy.run_path({stage!r}); "
-            "code = collect['main'](); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
+    code = (
+        f"import runpy, sys; sys.argv = ['collect']; collect = runpy.run_path({stage!r}); "
+        "code = collect['main'](); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "metrics" / "models.csv").read_text().splitlines()[1].startswith("efficientnet_b0,")
 
     (tmp_path / "params.yaml").write_text("scaling: {}\n")
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "collect.py")], cwd=tmp_path, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "collect.py")], cwd=tmp_path, capture_output=True, text=True
+    )
     assert done.returncode == 1 and done.stderr.startswith("error: params.yaml")

@@ -106,16 +106,19 @@ def test_every_model_at_a_target_has_the_same_regularisation(b0, target):
     # a smooth stand-in for the FLOPs (the rule does not depend on them), so every target is quick
     nominal = lambda s: int(1e6 * s.depth * s.width**2 * s.resolution**2)  # noqa: E731
     base = dataclasses.replace(b0, drop_path_rate=0.13)
-    specs = [match_flops(strategy, target, base, coefficients=(1.2, 1.1, 1.15), flops_fn=nominal).spec
-             for strategy in STRATEGIES]
+    specs = [
+        match_flops(strategy, target, base, coefficients=(1.2, 1.1, 1.15), flops_fn=nominal).spec
+        for strategy in STRATEGIES
+    ]
     assert {s.dropout for s in specs} == {target_dropout(target)}
     assert {s.drop_path_rate for s in specs} == {0.13}
 
 
 def test_target_dropout_is_the_published_rate_at_log2_target():
     # published B0..B4: 0.2, 0.2, 0.3, 0.3, 0.4; 3x lies at phi = log2(3) = 1.585 between B1 and B2
-    assert [target_dropout(t) for t in (1, 2, 3, 4, 8, 16)] == pytest.approx([0.2, 0.2, 0.2585, 0.3, 0.3, 0.4],
-                                                                          abs=1e-4)
+    assert [target_dropout(t) for t in (1, 2, 3, 4, 8, 16)] == pytest.approx(
+        [0.2, 0.2, 0.2585, 0.3, 0.3, 0.4], abs=1e-4
+    )
     with pytest.raises(ValueError, match=">= 1"):
         target_dropout(0.5)
 

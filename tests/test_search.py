@@ -46,8 +46,9 @@ def test_grid_keeps_only_feasible_points_and_always_the_papers():
 
 
 def test_grid_without_feasible_point_is_an_error():
-    cfg = SearchConfig(alpha=GridAxis(1.0, 1.1, 0.1), beta=GridAxis(1.0, 1.0, 0.1), gamma=GridAxis(1.0, 1.0, 0.1),
-                       tolerance=0.05)
+    cfg = SearchConfig(
+        alpha=GridAxis(1.0, 1.1, 0.1), beta=GridAxis(1.0, 1.0, 0.1), gamma=GridAxis(1.0, 1.0, 0.1), tolerance=0.05
+    )
     with pytest.raises(SearchError, match="no point with .* <= 0.05"):
         grid_candidates(cfg)
 
@@ -57,8 +58,11 @@ def placed():
     """Four grid points and the paper's, placed at 2x B0 (32 px) with a 5% FLOPs tolerance."""
     b0 = spec_for_name("efficientnet_b0")
     grid = SearchConfig(alpha=GridAxis(1.0, 1.2, 0.1), beta=GridAxis(1.1, 1.1, 0.1), gamma=GridAxis(1.2, 1.3, 0.1))
-    candidates = [c for c in grid_candidates(grid) if c.coefficients in
-                  {(1.0, 1.1, 1.3), (1.1, 1.1, 1.2), (1.2, 1.1, 1.2), (1.2, 1.1, 1.15)}]
+    candidates = [
+        c
+        for c in grid_candidates(grid)
+        if c.coefficients in {(1.0, 1.1, 1.3), (1.1, 1.1, 1.2), (1.2, 1.1, 1.2), (1.2, 1.1, 1.15)}
+    ]
     assert len(candidates) == 4
     return b0, place(candidates, b0, 2.0, 0.05)
 
@@ -91,7 +95,11 @@ def test_identical_networks_are_grouped_and_trained_once(placed, tmp_path):
     records = run_search(groups, trainer, tmp_path, "s", seeds=2, log=None)
     # each distinct network trained with both seeds, the identical one never
     assert [(p.candidate.key, k) for p, k in trainer.trained] == [
-        ("a1.1_b1.1_g1.2", 0), ("a1.1_b1.1_g1.2", 1), ("a1.2_b1.1_g1.15", 0), ("a1.2_b1.1_g1.15", 1)]
+        ("a1.1_b1.1_g1.2", 0),
+        ("a1.1_b1.1_g1.2", 1),
+        ("a1.2_b1.1_g1.15", 0),
+        ("a1.2_b1.1_g1.15", 1),
+    ]
     assert all(r["val_correct"].shape == (2, IMAGES) for r in records.values())
     decision = decide(groups, records)
     rows = {(r["alpha"], r["gamma"]): r for r in table_rows(placed, groups, records, decision)}
@@ -114,8 +122,16 @@ def test_distinctness_counts_networks_and_material_differences(placed):
 
 def _fake(key_coefficients, architecture, feasible=True, flops=100):
     c = Candidate(*key_coefficients)
-    return Placed(candidate=c, phi=0.5, spec=spec_for_name("efficientnet_b0"), flops=flops, flops_ratio=2.0,
-                  architecture=architecture, built={"depth": 1.0, "width": 1.0, "resolution": 1.0}, feasible=feasible)
+    return Placed(
+        candidate=c,
+        phi=0.5,
+        spec=spec_for_name("efficientnet_b0"),
+        flops=flops,
+        flops_ratio=2.0,
+        architecture=architecture,
+        built={"depth": 1.0, "width": 1.0, "resolution": 1.0},
+        feasible=feasible,
+    )
 
 
 def _records(accuracies: dict[str, tuple[float, ...]], images: int = IMAGES, nested: bool = True) -> dict[str, dict]:
@@ -134,8 +150,12 @@ def _records(accuracies: dict[str, tuple[float, ...]], images: int = IMAGES, nes
 
 
 def test_choice_among_identical_networks_is_stated_not_identified():
-    placed = [_fake((1.1, 1.1, 1.2), "net-a"), _fake((1.2, 1.1, 1.2), "net-a"), _fake((1.2, 1.1, 1.15), "net-b"),
-              _fake((1.0, 1.1, 1.3), "net-c", feasible=False)]
+    placed = [
+        _fake((1.1, 1.1, 1.2), "net-a"),
+        _fake((1.2, 1.1, 1.2), "net-a"),
+        _fake((1.2, 1.1, 1.15), "net-b"),
+        _fake((1.0, 1.1, 1.3), "net-c", feasible=False),
+    ]
     groups = group_identical(placed)
     records = _records({"net-a": (0.60, 0.61, 0.59), "net-b": (0.50, 0.51, 0.49)})  # 10 points better, 3 seeds
     decision = decide(groups, records)
@@ -157,8 +177,9 @@ def test_no_winner_without_evidence_takes_the_papers_coefficients():
     """A network 0.5 points ahead, within seed and image noise, is not a winner: the paper's point is taken, and why."""
     placed = [_fake((1.4, 1.0, 1.2), "net-a"), _fake((1.2, 1.1, 1.15), "net-b"), _fake((1.0, 1.3, 1.1), "net-c")]
     groups = group_identical(placed)
-    records = _records({"net-a": (0.52, 0.49, 0.51), "net-b": (0.50, 0.51, 0.485), "net-c": (0.40, 0.41, 0.39)},
-                       nested=False)
+    records = _records(
+        {"net-a": (0.52, 0.49, 0.51), "net-b": (0.50, 0.51, 0.485), "net-c": (0.40, 0.41, 0.39)}, nested=False
+    )
     decision = decide(groups, records)
     assert decision.outcome == "paper" and decision.chosen[0].candidate.is_paper
     assert decision.indistinguishable == ["net-b", "net-a"]  # net-c is told apart: worse
@@ -169,11 +190,15 @@ def test_no_winner_without_evidence_takes_the_papers_coefficients():
     assert (result["alpha"], result["beta"], result["gamma"]) == (1.2, 1.1, 1.15) and result["decision"] == "paper"
     assert result["indistinguishable"] == [["a1.2_b1.1_g1.15"], ["a1.4_b1_g1.2"]]
     verdicts = {r["architecture"]: r["verdict"] for r in table_rows(placed, groups, records, decision)}
-    assert verdicts == {"net-a": "not distinguishable from the paper's", "net-b": "paper's network",
-                        "net-c": "worse than the paper's"}
+    assert verdicts == {
+        "net-a": "not distinguishable from the paper's",
+        "net-b": "paper's network",
+        "net-c": "worse than the paper's",
+    }
     # the same 10 points ahead of the paper's as in the test above is a winner here too
-    clear = _records({"net-a": (0.60, 0.59, 0.61), "net-b": (0.50, 0.51, 0.485), "net-c": (0.40, 0.41, 0.39)},
-                     nested=False)
+    clear = _records(
+        {"net-a": (0.60, 0.59, 0.61), "net-b": (0.50, 0.51, 0.485), "net-c": (0.40, 0.41, 0.39)}, nested=False
+    )
     assert decide(groups, clear).outcome == "searched"
 
 
@@ -198,8 +223,12 @@ class FakeTrainer:
             raise KeyboardInterrupt("interrupted")
         self.trained.append((placed, k))
         right = round(placed.candidate.alpha / 10 * IMAGES) + k
-        return {"val_top1": right / IMAGES, "val_correct": [1] * right + [0] * (IMAGES - right), "params": 1,
-                "train_time_s": 0.0}
+        return {
+            "val_top1": right / IMAGES,
+            "val_correct": [1] * right + [0] * (IMAGES - right),
+            "params": 1,
+            "train_time_s": 0.0,
+        }
 
 
 def test_resume_skips_finished_networks_and_prints_progress(tmp_path):

@@ -97,17 +97,32 @@ def test_search_trains_each_network_once_at_matched_flops_without_test(workspace
 def test_phi_and_scaling_stages(workspace):
     Path("metrics").mkdir()
     Path("metrics/search.json").write_text(json.dumps({"alpha": 1.2, "beta": 1.1, "gamma": 1.15}))
-    assert phi_stage.main(["--data", "data", "--out", "models/phi", "--live", "live/phi", "--checkpoints",
-                           "ck/phi"]) == 0
+    assert (
+        phi_stage.main(["--data", "data", "--out", "models/phi", "--live", "live/phi", "--checkpoints", "ck/phi"]) == 0
+    )
     weights = torch.load("models/phi/model.pt", weights_only=True)
     assert weights["spec"]["name"] == "efficientnet_phi1" and weights["spec"]["resolution"] == round(8 * 1.15)
     assert weights["coefficients"] == [1.2, 1.1, 1.15]
     assert not Path("ck/phi").exists()  # checkpoints removed once the weights are saved
     assert Path("live/phi/plots/metrics/val/top1.tsv").is_file()
 
-    assert scaling_stage.main(["--strategy", "width", "--target", "2", "--data", "data", "--out",
-                               "models/scaling/width_2x",
-                               "--live", "live/width_2x"]) == 0
+    assert (
+        scaling_stage.main(
+            [
+                "--strategy",
+                "width",
+                "--target",
+                "2",
+                "--data",
+                "data",
+                "--out",
+                "models/scaling/width_2x",
+                "--live",
+                "live/width_2x",
+            ]
+        )
+        == 0
+    )
     matched = torch.load("models/scaling/width_2x/model.pt", weights_only=True)
     assert matched["spec"]["name"] == "width_2x" and matched["spec"]["width"] > 1 and matched["spec"]["depth"] == 1
     record = matched["matched"]
@@ -116,8 +131,12 @@ def test_phi_and_scaling_stages(workspace):
     assert record["dropout"] == matched["spec"]["dropout"] == target_dropout(2.0)
     assert record["drop_path_rate"] == matched["spec"]["drop_path_rate"] == 0.2  # train.drop_path_rate
 
-    assert scaling_stage.main(["--strategy", "baseline", "--data", "data", "--out", "models/scaling/baseline",
-                               "--live", "live/baseline"]) == 0
+    assert (
+        scaling_stage.main(
+            ["--strategy", "baseline", "--data", "data", "--out", "models/scaling/baseline", "--live", "live/baseline"]
+        )
+        == 0
+    )
     baseline = torch.load("models/scaling/baseline/model.pt", weights_only=True)
     assert baseline["matched"]["flops_ratio"] == 1.0 and baseline["spec"]["dropout"] == target_dropout(1.0)
 
@@ -141,8 +160,9 @@ def test_unreachable_target_is_a_clear_error(workspace, capsys):
     assert not Path("models/r").exists()
 
 
-def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(workspace, prepared_data_dir, monkeypatch,
-                                                                          capsys):
+def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(
+    workspace, prepared_data_dir, monkeypatch, capsys
+):
     """train.seeds = 2: models/<m>/model.pt is seed 0, models/<m>/seed1/model.pt seed 1; after an interruption
     in seed 1 (and DVC's removal of the outputs) seed 0 is restored, not retrained; evaluate then reads both."""
     from effnet import experiment as common
@@ -182,8 +202,10 @@ def test_seeds_train_one_network_each_and_a_rerun_keeps_the_finished_ones(worksp
     assert Path("models/efficientnet_phi/model.pt").read_bytes() == first
     assert Path("live/phi/plots/metrics/val/top1.tsv").is_file()
     assert Path("live/phi/seed1/plots/metrics/val/top1.tsv").is_file()
-    seeds = [torch.load(p, weights_only=True) for p in ("models/efficientnet_phi/model.pt",
-                                                         "models/efficientnet_phi/seed1/model.pt")]
+    seeds = [
+        torch.load(p, weights_only=True)
+        for p in ("models/efficientnet_phi/model.pt", "models/efficientnet_phi/seed1/model.pt")
+    ]
     assert [w["train_config"]["seed"] for w in seeds] == [0, 1]
     assert not torch.equal(seeds[0]["state_dict"]["classifier.1.weight"], seeds[1]["state_dict"]["classifier.1.weight"])
     assert not Path("ck/phi_seeds").exists()  # nothing kept once all seeds are saved

@@ -163,8 +163,9 @@ def norm_quantile(q: float) -> float:
     return low
 
 
-def _simulated_pair(rng: np.random.Generator, images: int, seeds: int, accuracy: tuple[float, float],
-                    seed_sd: float) -> tuple[np.ndarray, np.ndarray]:
+def _simulated_pair(
+    rng: np.random.Generator, images: int, seeds: int, accuracy: tuple[float, float], seed_sd: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Right/wrong flags of two classifiers on the same images, `seeds` networks each.
 
     Image i has an ease z_i ~ N(0, 1) shared by both models; network (model m, seed s) gets

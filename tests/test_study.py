@@ -51,9 +51,11 @@ def test_dvc_yaml_trains_and_evaluates_exactly_the_study() -> None:
     assert {n.split("@")[1] for n in stages if n.startswith("train_baseline@")} == {m.name for m in study.BASELINES}
     targets = [f"{t:g}" for t in params.scaling.flops_targets]
     assert {n for n in stages if n.startswith(("scale@", "scale_compound@"))} == {
-        f"{'scale_compound' if s.coefficients else 'scale'}@{s.name}-{t}" for s in study.STRATEGIES for t in targets}
+        f"{'scale_compound' if s.coefficients else 'scale'}@{s.name}-{t}" for s in study.STRATEGIES for t in targets
+    }
     assert {n for n in stages if n.startswith("evaluate_scale@")} == {
-        f"evaluate_scale@{s}-{t}" for s in study.strategy_names() for t in targets}
+        f"evaluate_scale@{s}-{t}" for s in study.strategy_names() for t in targets
+    }
     # the scaling study never waits for the search: compound scaling uses the paper's coefficients
     for name, stage in stages.items():
         if name.startswith(("scale@", "scale_compound@", "scale_b0")):
@@ -79,8 +81,7 @@ def test_a_broken_study_file_names_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_study_models_follow_params() -> None:
-    params = params_from_dict({**yaml.safe_load((ROOT / "params.yaml").read_text()),
-                               "model": {"phi": 2.5}})
+    params = params_from_dict({**yaml.safe_load((ROOT / "params.yaml").read_text()), "model": {"phi": 2.5}})
     models = study.study_models(params)
     assert [m.name for m in models[:11]] == list(study.model_names())
     phi = next(m for m in models if m.group == "phi")
@@ -105,8 +106,10 @@ def test_searched_or_published_is_decided_once(tmp_path: Path) -> None:
 
 
 # One more baseline (no paper row) and one more single-dimension strategy, each as its one entry of study.yaml.
-FAKE_ENTRIES = {"baselines": "  vgg11: {arch: vgg11_bn, label: VGG-11, colour: tab:blue, cam_layer: features}\n",
-                "one_dimension": "  stretch: {title: stretched, colour: tab:brown, marker: v}\n"}
+FAKE_ENTRIES = {
+    "baselines": "  vgg11: {arch: vgg11_bn, label: VGG-11, colour: tab:blue, cam_layer: features}\n",
+    "one_dimension": "  stretch: {title: stretched, colour: tab:brown, marker: v}\n",
+}
 
 
 def _stretch(base: ModelSpec, multiplier: float, coefficients: Any, name: str | None) -> ModelSpec:
@@ -114,8 +117,9 @@ def _stretch(base: ModelSpec, multiplier: float, coefficients: Any, name: str | 
     return replace(base, name=name or base.name, depth=base.depth * multiplier**0.5, width=base.width * multiplier**0.5)
 
 
-FAKE_SCALING = scaling.Scaling(_stretch, lambda base, target, c: (target ** (2 / 3), 1.0, 1.25 * target ** (2 / 3),
-                                                                  target ** (2 / 3)))
+FAKE_SCALING = scaling.Scaling(
+    _stretch, lambda base, target, c: (target ** (2 / 3), 1.0, 1.25 * target ** (2 / 3), target ** (2 / 3))
+)
 
 
 def extended_study_file(path: Path) -> Path:
@@ -157,7 +161,9 @@ def test_a_new_strategy_and_baseline_reach_dvc_yaml(tmp_path: Path) -> None:
     assert "--strategy stretch --target" in stages[f"scale@stretch-{targets[0]}"].cmd
     assert "metrics/search.json" not in {str(d.def_path) for d in stages[f"scale@stretch-{targets[0]}"].deps}
     assert dvc_outputs(stages, "models/") == dvc_outputs(dvc_stages(), "models/") | {
-        "vgg11", *(f"scaling/stretch_{t}x" for t in targets)}
+        "vgg11",
+        *(f"scaling/stretch_{t}x" for t in targets),
+    }
     # the top-level plots read long tables, which the plots stage fills with whatever models and strategies there are
     # (templates of .dvc/plots/ colour by their model or strategy column): they name none
     plots_yaml = (project / "dvc.yaml").read_text().split("\nplots:\n", 1)[1]
@@ -168,8 +174,9 @@ def test_a_new_strategy_and_baseline_reach_dvc_yaml(tmp_path: Path) -> None:
 def test_a_new_strategy_and_baseline_reach_evaluate_plots_and_report(extended: None, tmp_path: Path) -> None:
     # the run's models (what collect keeps and cam draws) and their groups
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params = params_from_dict({**raw, "scaling": {**raw["scaling"], "flops_targets": [2, 4]},
-                               "cam": {**raw["cam"], "flops_target": 4}})
+    params = params_from_dict(
+        {**raw, "scaling": {**raw["scaling"], "flops_targets": [2, 4]}, "cam": {**raw["cam"], "flops_target": 4}}
+    )
     names = [m.name for m in study.study_models(params)]
     assert "vgg11" in names and "scaling/stretch_2x" in names and "scaling/stretch_4x" in names
     assert study.group_of("vgg11") == "matrix" and study.scaling_role_of("scaling/stretch_4x") == ("stretch", 4.0)
@@ -199,13 +206,21 @@ def test_a_new_strategy_and_baseline_reach_evaluate_plots_and_report(extended: N
     assert {"vgg11", "scaling/stretch_2x", "scaling/stretch_4x"} <= kept and "scaling/stretch_8x" not in kept
 
     # plots: the strategy's column and rows in plots/scaling.csv, the baseline's label in Figure 1
-    make_plots(models_table=table, search_table=tmp_path / "plots" / "search.csv",
-               cam_table=tmp_path / "plots" / "cam_faithfulness.csv", dvclive_dir=tmp_path / "dvclive",
-               out_dir=tmp_path / "plots", log=lambda *_: None)
+    make_plots(
+        models_table=table,
+        search_table=tmp_path / "plots" / "search.csv",
+        cam_table=tmp_path / "plots" / "cam_faithfulness.csv",
+        dvclive_dir=tmp_path / "dvclive",
+        out_dir=tmp_path / "plots",
+        log=lambda *_: None,
+    )
     with (tmp_path / "plots" / "scaling.csv").open() as f:
         scaled = list(csv.DictReader(f))
     assert "stretch" in scaled[0] and {r["model"] for r in scaled if r["strategy"] == "stretch"} == {
-        "scaling/baseline", "scaling/stretch_2x", "scaling/stretch_4x"}
+        "scaling/baseline",
+        "scaling/stretch_2x",
+        "scaling/stretch_4x",
+    }
     figure1 = read_table(tmp_path / "plots" / "accuracy_vs_params.csv")
     assert ("VGG-11", "baseline") in {(r["label"], r["family"]) for r in figure1}
     curves = {r["model"]: r for r in read_table(tmp_path / "plots" / "training_curves.csv")}

@@ -30,9 +30,19 @@ CHECKPOINTS = Path("checkpoints/efficientnet_phi")
 def write_params(path: Path, **overrides: object) -> None:
     """params.yaml with a tiny phi-model run: B0 at 8x8, 200 images, batch 50 (4 steps an epoch)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    values = {"network.base_resolution": 8, "network.efficientnet_scaling": "published", "model.phi": 0.0,
-              "train.epochs": 6, "train.train_per_class": 2, "train.batch_size": 50, "train.warmup_epochs": 0.0,
-              "train.precision": "fp32", "train.eval_batch_size": 200, "train.seeds": 1, **overrides}
+    values = {
+        "network.base_resolution": 8,
+        "network.efficientnet_scaling": "published",
+        "model.phi": 0.0,
+        "train.epochs": 6,
+        "train.train_per_class": 2,
+        "train.batch_size": 50,
+        "train.warmup_epochs": 0.0,
+        "train.precision": "fp32",
+        "train.eval_batch_size": 200,
+        "train.seeds": 1,
+        **overrides,
+    }
     for key, value in values.items():
         *parents, leaf = key.split(".")
         node = params
@@ -56,9 +66,17 @@ def start(args: list[str], cwd: Path, nproc: int = 1, **kwargs) -> subprocess.Po
     SIGINT is reset to its default: a suite started in the background of a non-interactive shell inherits it
     ignored, and Python then never raises KeyboardInterrupt (a terminal's Ctrl-C is never ignored)."""
     env = {**os.environ, "EFFNET_NPROC": str(nproc), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(args, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kwargs,
+    )
 
 
 def wait_until(condition, timeout: float = 120.0, what: str = "condition") -> None:
@@ -74,8 +92,12 @@ def trainers(cwd: Path) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and b"train_phi.py" in (proc / "cmdline").read_bytes() and \
-                    (proc / "cwd").resolve() == cwd.resolve() and pid_alive(int(proc.name)):
+            if (
+                proc.name.isdigit()
+                and b"train_phi.py" in (proc / "cmdline").read_bytes()
+                and (proc / "cwd").resolve() == cwd.resolve()
+                and pid_alive(int(proc.name))
+            ):
                 found.append(int(proc.name))
         except OSError:
             continue
@@ -133,11 +155,13 @@ def test_a_sigkilled_trainer_is_reported_with_model_batch_and_memory(project, np
 def test_the_killed_line_says_what_the_stage_said_it_ran_else_its_command(tmp_path):
     note = tmp_path / "killed.json"
     assert supervise.killed_message("stages/x.py", ["--a", "1"], 0, note) == (
-        "error: stages/x.py --a 1 was killed by SIGKILL; most likely the out-of-memory killer.")
+        "error: stages/x.py --a 1 was killed by SIGKILL; most likely the out-of-memory killer."
+    )
     note.write_text('{"what": "b0 at train.batch_size 8", "hint": "Try 4."}')
     assert supervise.killed_message("stages/x.py", [], 3 * 2**29, note) == (
         "error: b0 at train.batch_size 8 was killed by SIGKILL after holding up to 1.50 GiB of memory; "
-        "most likely the out-of-memory killer. Try 4.")
+        "most likely the out-of-memory killer. Try 4."
+    )
 
 
 def test_a_second_trainer_on_the_same_checkpoints_is_refused(project):
@@ -149,7 +173,8 @@ def test_a_second_trainer_on_the_same_checkpoints_is_refused(project):
     assert second.returncode == 1
     assert err.strip().splitlines() == [
         f"error: {CHECKPOINTS} is in use by another trainer (pid {holder}); wait for it to finish or stop it "
-        f"(kill {holder}), then rerun"]
+        f"(kill {holder}), then rerun"
+    ]
     assert first.poll() is None  # the first trainer goes on undisturbed
     first.communicate(timeout=120)
     assert first.returncode == 0
@@ -180,17 +205,23 @@ def test_a_plain_sigterm_to_dvc_leaves_no_trainer(project):
 
 @pytest.mark.parametrize("writes_resume_line, status", [(True, 75), (False, 255)])
 def test_exp_sh_exits_75_when_a_trainer_stopped_at_its_budget(tmp_path, writes_resume_line, status):
-    body = ('[ -n "$EFFNET_RESUME_FILE" ] && '
-            'printf "checkpoints/efficientnet_b0/last.pt\\t1/3\\n" >> "$EFFNET_RESUME_FILE"'
-            if writes_resume_line else "true")
+    body = (
+        '[ -n "$EFFNET_RESUME_FILE" ] && printf "checkpoints/efficientnet_b0/last.pt\\t1/3\\n" >> "$EFFNET_RESUME_FILE"'
+        if writes_resume_line
+        else "true"
+    )
     fake_dvc(tmp_path / "bin", f"{body}\nexit 255")  # DVC's status for any failed stage
     (tmp_path / "archive.tar.gz").write_bytes(b"")
     (tmp_path / "overrides.yaml").write_text("train.epochs: 3\n")
     path = f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    env = {**os.environ, "PATH": path,
-           "CIFAR100_ARCHIVE": str(tmp_path / "archive.tar.gz"), "CIFAR100_MD5": "0" * 32}
-    done = subprocess.run(["bash", str(ROOT / "scripts/exp.sh"), str(tmp_path / "overrides.yaml")], env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "PATH": path, "CIFAR100_ARCHIVE": str(tmp_path / "archive.tar.gz"), "CIFAR100_MD5": "0" * 32}
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts/exp.sh"), str(tmp_path / "overrides.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == status, done.stderr
     if writes_resume_line:
         assert "run the same command again to resume:\n  checkpoints/efficientnet_b0/last.pt\t1/3" in done.stderr
@@ -198,7 +229,7 @@ def test_exp_sh_exits_75_when_a_trainer_stopped_at_its_budget(tmp_path, writes_r
 
 def test_gpu_count_respects_cuda_visible_devices(monkeypatch, tmp_path):
     smi = tmp_path / "nvidia-smi"
-    smi.write_text("#!/bin/sh\nfor i in 0 1 2 3; do echo \"GPU $i: NVIDIA H100 (UUID: GPU-$i)\"; done\n")
+    smi.write_text('#!/bin/sh\nfor i in 0 1 2 3; do echo "GPU $i: NVIDIA H100 (UUID: GPU-$i)"; done\n')
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path), prepend=os.pathsep)
     monkeypatch.delenv("EFFNET_NPROC", raising=False)
@@ -222,8 +253,9 @@ def dvc_project(root: Path, data: Path) -> Path:
         shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "study.yaml", root / "study.yaml")  # dvc.yaml's `vars:` and a dep of the stage
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": pipeline["vars"],
-                                                   "stages": {"train_phi": pipeline["stages"]["train_phi"]}}))
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump({"vars": pipeline["vars"], "stages": {"train_phi": pipeline["stages"]["train_phi"]}})
+    )
     write_params(root / "params.yaml")
     shutil.copytree(data, root / "data/cifar100")
     (root / "metrics").mkdir()
@@ -241,15 +273,22 @@ TIMING = {"epoch_time_s.tsv", "images_per_s.tsv"}  # wall-clock measurements: di
 def dvc_repro(root: Path, nproc: int) -> subprocess.Popen:
     env_path = f"{BIN}{os.pathsep}{os.environ['PATH']}"  # the stage's `python` is this environment's
     return subprocess.Popen(
-        [str(BIN / "dvc"), "repro", "train_phi"], cwd=root, start_new_session=True, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PATH": env_path, "EFFNET_NPROC": str(nproc), "OMP_NUM_THREADS": "1"})
+        [str(BIN / "dvc"), "repro", "train_phi"],
+        cwd=root,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PATH": env_path, "EFFNET_NPROC": str(nproc), "OMP_NUM_THREADS": "1"},
+    )
 
 
 def curves(root: Path) -> dict[str, list[list[str]]]:
     live = root / "dvclive/efficientnet_phi/plots/metrics"
-    return {p.relative_to(live).as_posix(): [line.split("\t") for line in p.read_text().splitlines()[1:]]
-            for p in sorted(live.rglob("*.tsv"))}
+    return {
+        p.relative_to(live).as_posix(): [line.split("\t") for line in p.read_text().splitlines()[1:]]
+        for p in sorted(live.rglob("*.tsv"))
+    }
 
 
 @pytest.mark.slow

@@ -52,8 +52,16 @@ TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or sh
 
 TINY = ModelSpec(name="tiny", arch="efficientnet", resolution=16, width=0.25, depth=0.34, dropout=0.1)
 # A short recipe for the synthetic data (100 classes, 8 training images each).
-QUICK = TrainConfig(epochs=2, train_per_class=1, batch_size=25, lr=0.4, warmup_epochs=0.5, precision="fp32",
-                    eval_batch_size=100, ema_decay=0.9)
+QUICK = TrainConfig(
+    epochs=2,
+    train_per_class=1,
+    batch_size=25,
+    lr=0.4,
+    warmup_epochs=0.5,
+    precision="fp32",
+    eval_batch_size=100,
+    ema_decay=0.9,
+)
 
 
 def noise_data_dir(path: Path, classes: int, per_class: int, seed: int = 0) -> Path:
@@ -73,8 +81,16 @@ def all_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def save(path: Path, result: TrainResult) -> None:
-    save_weights(path, TINY, QUICK, model=result.model, ema=result.ema, metrics=result.metrics, history=result.history,
-                 train_time_s=result.train_time_s)
+    save_weights(
+        path,
+        TINY,
+        QUICK,
+        model=result.model,
+        ema=result.ema,
+        metrics=result.metrics,
+        history=result.history,
+        train_time_s=result.train_time_s,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -116,8 +132,9 @@ def test_no_weight_decay_on_batchnorm_and_biases():
     assert decay["weight_decay"] == QUICK.weight_decay and no_decay["weight_decay"] == 0.0
     assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"])  # convolution and linear weights
     norm_and_bias = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
-    norm_and_bias |= {id(m.bias) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
-                      and m.bias is not None}
+    norm_and_bias |= {
+        id(m.bias) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None
+    }
     assert {id(p) for p in no_decay["params"]} == norm_and_bias
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
@@ -159,9 +176,20 @@ def test_precision_rule():
 def test_tiny_efficientnet_overfits_a_few_dozen_images(tmp_path):
     data = noise_data_dir(tmp_path / "data", classes=8, per_class=6)  # 48 random images
     spec = replace(TINY, num_classes=8, dropout=0.0)
-    cfg = TrainConfig(epochs=25, batch_size=16, lr=0.8, warmup_epochs=0.0, label_smoothing=0.0, weight_decay=0.0,
-                      ema_decay=0.0, drop_path_rate=0.0, crop_padding=0, hflip=False, precision="fp32",
-                      eval_batch_size=100)
+    cfg = TrainConfig(
+        epochs=25,
+        batch_size=16,
+        lr=0.8,
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
+        weight_decay=0.0,
+        ema_decay=0.0,
+        drop_path_rate=0.0,
+        crop_padding=0,
+        hflip=False,
+        precision="fp32",
+        eval_batch_size=100,
+    )
     result = train(spec, cfg, data, checkpoint_dir=tmp_path / "ck", progress=False)
     first, last = result.history[0], result.history[-1]
     assert last["train/loss"] < 0.2 * first["train/loss"]
@@ -175,8 +203,14 @@ def test_train_logs_every_epoch_reads_no_test_split_and_keeps_the_ema(prepared_d
     original = train_module.load_split
     monkeypatch.setattr(train_module, "load_split", lambda d, s: splits.append(s) or original(d, s))
     logged = []
-    result = train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False,
-                   callback=lambda epoch, metrics: logged.append((epoch, metrics)))
+    result = train(
+        TINY,
+        QUICK,
+        prepared_data_dir,
+        checkpoint_dir=tmp_path / "ck",
+        progress=False,
+        callback=lambda epoch, metrics: logged.append((epoch, metrics)),
+    )
     assert "test" not in splits and set(splits) <= set(SPLITS)
     assert [e for e, _ in logged] == [1, 2]
     assert all(tuple(m) == METRIC_KEYS for _, m in logged)
@@ -192,8 +226,15 @@ def test_train_logs_every_epoch_reads_no_test_split_and_keeps_the_ema(prepared_d
     path = tmp_path / "models" / "model.pt"
     save(path, result)
     payload = read_weights(path)
-    assert set(payload) == {"spec", "state_dict", "ema_state_dict", "metrics", "history", "train_time_s",
-                            "train_config"}
+    assert set(payload) == {
+        "spec",
+        "state_dict",
+        "ema_state_dict",
+        "metrics",
+        "history",
+        "train_time_s",
+        "train_config",
+    }
     assert payload["spec"] == TINY.to_dict() and payload["train_config"]["lr"] == QUICK.lr
     assert all_equal(load_weights(path).state_dict(), {k: v.cpu() for k, v in ema.items()})
     assert all_equal(load_weights(path, ema=False).state_dict(), {k: v.cpu() for k, v in raw.items()})
@@ -201,8 +242,9 @@ def test_train_logs_every_epoch_reads_no_test_split_and_keeps_the_ema(prepared_d
 
 
 def test_ema_disabled_is_none(prepared_data_dir, tmp_path):
-    result = train(TINY, replace(QUICK, epochs=1, ema_decay=0.0), prepared_data_dir, checkpoint_dir=tmp_path / "ck",
-                   progress=False)
+    result = train(
+        TINY, replace(QUICK, epochs=1, ema_decay=0.0), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False
+    )
     assert result.ema is None
     assert result.metrics["val/top1_ema"] == result.metrics["val/top1"]
     save(tmp_path / "model.pt", result)
@@ -221,9 +263,11 @@ def _hooked_build_model(hook):
 
 def test_bf16_autocast_runs_on_the_cpu(prepared_data_dir, tmp_path, monkeypatch):
     dtypes = []
-    monkeypatch.setattr(train_module, "build_model",
-                        _hooked_build_model(
-                            lambda module, inputs, output: dtypes.append(output.dtype) if module.training else None))
+    monkeypatch.setattr(
+        train_module,
+        "build_model",
+        _hooked_build_model(lambda module, inputs, output: dtypes.append(output.dtype) if module.training else None),
+    )
     cfg = replace(QUICK, epochs=1, precision="bf16")
     result = train(TINY, cfg, prepared_data_dir, checkpoint_dir=tmp_path / "bf16", progress=False, cpu_bf16=True)
     assert dtypes and set(dtypes) == {torch.bfloat16}
@@ -233,8 +277,9 @@ def test_bf16_autocast_runs_on_the_cpu(prepared_data_dir, tmp_path, monkeypatch)
     assert set(dtypes) == {torch.float32}
 
 
-def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(prepared_data_dir, tmp_path,
-                                                                                 monkeypatch):
+def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(
+    prepared_data_dir, tmp_path, monkeypatch
+):
     steps = 100 // QUICK.batch_size  # train_per_class 1: 100 images, 4 steps per epoch
     calls = []
 
@@ -278,7 +323,8 @@ def test_finished_checkpoint_is_reused_and_other_settings_start_afresh(prepared_
 
 
 def test_resume_works_when_a_device_map_location_would_put_the_rng_states_on_another_device(
-        prepared_data_dir, tmp_path, monkeypatch):
+    prepared_data_dir, tmp_path, monkeypatch
+):
     """map_location=<device> puts every tensor of a checkpoint, the RNG states too, on that device (on a GPU: CUDA,
     where `.numpy()` fails). Here a torch.load that sends tensors to the "meta" device unless asked for the CPU stands
     in for that: resuming must still work, and finish with the weights of an uninterrupted run."""
@@ -336,7 +382,8 @@ def test_deadline_comes_from_the_environment_and_bad_values_are_named():
 
 
 def test_time_budget_stops_after_an_epoch_with_status_75_and_resuming_ends_as_an_uninterrupted_run(
-        prepared_data_dir, tmp_path, capsys):
+    prepared_data_dir, tmp_path, capsys
+):
     cfg = replace(QUICK, epochs=3)
     whole = train(TINY, cfg, prepared_data_dir, checkpoint_dir=tmp_path / "whole", progress=False, deadline=math.inf)
 
@@ -354,8 +401,9 @@ def test_time_budget_stops_after_an_epoch_with_status_75_and_resuming_ends_as_an
         train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False, deadline=time.time() + 1e-3)
     assert torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
 
-    resumed = train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False,
-                    deadline=time.time() + 3600)
+    resumed = train(
+        TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False, deadline=time.time() + 3600
+    )
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert all_equal(whole.model.state_dict(), resumed.model.state_dict())
     assert all_equal(whole.ema.state_dict(), resumed.ema.state_dict())
@@ -364,7 +412,8 @@ def test_time_budget_stops_after_an_epoch_with_status_75_and_resuming_ends_as_an
 
 
 def test_a_budget_shorter_than_an_epoch_trains_one_then_refuses_instead_of_looping_on_75(
-        prepared_data_dir, tmp_path, monkeypatch):
+    prepared_data_dir, tmp_path, monkeypatch
+):
     cfg = replace(QUICK, epochs=3)
     checkpoints = tmp_path / "ck"
     resume_file = tmp_path / "resume.txt"
@@ -378,9 +427,12 @@ def test_a_budget_shorter_than_an_epoch_trains_one_then_refuses_instead_of_loopi
         train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False)
     assert resume_file.read_text() == f"{checkpoints / CHECKPOINT_NAME}\t1/3\n"  # what a wrapper of dvc reads
     # the rerun knows an epoch cannot fit that budget: one clear error, not another 75 that would never progress
-    with pytest.raises(TrainingError, match=r"time budget \(EFFNET_TIME_BUDGET_S=0.001 s\) is shorter than one epoch "
-                                            r"\(about \d+ s, measured in .*last.pt\), so no rerun would make progress; "
-                                            r"give at least EFFNET_TIME_BUDGET_S=\d+ or unset it"):
+    with pytest.raises(
+        TrainingError,
+        match=r"time budget \(EFFNET_TIME_BUDGET_S=0.001 s\) is shorter than one epoch "
+        r"\(about \d+ s, measured in .*last.pt\), so no rerun would make progress; "
+        r"give at least EFFNET_TIME_BUDGET_S=\d+ or unset it",
+    ):
         train(TINY, cfg, prepared_data_dir, checkpoint_dir=checkpoints, progress=False)
     assert torch.load(checkpoints / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1  # nothing lost
     assert resume_file.read_text().count("\n") == 1  # the refusal is no "resume me"
@@ -407,9 +459,12 @@ def _scripted_loss(monkeypatch, losses):
 
 def test_a_diverged_but_finite_loss_stops_the_run_as_a_nan_does(prepared_data_dir, tmp_path, monkeypatch):
     _scripted_loss(monkeypatch, lambda step: 3.6e14)  # what lr 1e6 with clipping gave: finite, and no learning
-    with pytest.raises(TrainingError, match=r"tiny: training diverged at epoch 1: the loss stayed above 46.1 "
-                                            r"\(10 x ln 100, a uniform guess's loss\) for 4 steps up to step 4 of 4; "
-                                            r"no checkpoint was written. Try a lower train.lr"):
+    with pytest.raises(
+        TrainingError,
+        match=r"tiny: training diverged at epoch 1: the loss stayed above 46.1 "
+        r"\(10 x ln 100, a uniform guess's loss\) for 4 steps up to step 4 of 4; "
+        r"no checkpoint was written. Try a lower train.lr",
+    ):
         train(TINY, QUICK, prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
     assert not (tmp_path / "ck" / CHECKPOINT_NAME).exists()
 
@@ -450,12 +505,18 @@ def test_a_truncated_checkpoint_or_weights_file_is_one_line_naming_it_and_the_fi
     save_weights(weights, TINY, QUICK, model=result.model, ema=result.ema, metrics=result.metrics)
     for path in (checkpoint, weights):  # cut short, as a copy that ran out of space leaves it
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(DamagedFileError, match=rf"^{checkpoint}: damaged, cannot be read \(.*\); delete it "
-                                               rf"\(rm {checkpoint}\) and rerun: the run starts afresh") as raised:
+    with pytest.raises(
+        DamagedFileError,
+        match=rf"^{checkpoint}: damaged, cannot be read \(.*\); delete it "
+        rf"\(rm {checkpoint}\) and rerun: the run starts afresh",
+    ) as raised:
         train(TINY, replace(QUICK, epochs=1), prepared_data_dir, checkpoint_dir=tmp_path / "ck", progress=False)
     assert cli.expected(raised.value) and "\n" not in str(raised.value)  # a stage prints it as one `error:` line
-    with pytest.raises(DamagedFileError, match=rf"^{weights}: damaged, .*train the model again: delete it "
-                                               rf"\(rm {weights}\) and run dvc repro"):
+    with pytest.raises(
+        DamagedFileError,
+        match=rf"^{weights}: damaged, .*train the model again: delete it "
+        rf"\(rm {weights}\) and run dvc repro",
+    ):
         read_weights(weights)
     checkpoint.unlink()
     assert load_checkpoint(checkpoint) is None  # deleted, as the message says: a fresh start
@@ -464,8 +525,9 @@ def test_a_truncated_checkpoint_or_weights_file_is_one_line_naming_it_and_the_fi
 def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
     dist = Distributed(rank=0, world_size=2)
     with pytest.raises(TrainingError, match="does not divide over 2 processes"):
-        train(TINY, replace(QUICK, batch_size=25), prepared_data_dir, checkpoint_dir=tmp_path, dist=dist,
-              progress=False)
+        train(
+            TINY, replace(QUICK, batch_size=25), prepared_data_dir, checkpoint_dir=tmp_path, dist=dist, progress=False
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -476,17 +538,39 @@ def test_batch_size_must_divide_over_the_processes(prepared_data_dir, tmp_path):
 def _stage_params(tmp_path: Path, **train_overrides) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["network"].update(base_resolution=8, efficientnet_scaling="published")  # B0 at 8x8
-    params["train"].update({"epochs": 6, "train_per_class": 2, "batch_size": 50, "warmup_epochs": 1.0,
-                            "precision": "fp32", "eval_batch_size": 200, **train_overrides})
+    params["train"].update(
+        {
+            "epochs": 6,
+            "train_per_class": 2,
+            "batch_size": 50,
+            "warmup_epochs": 1.0,
+            "precision": "fp32",
+            "eval_batch_size": 200,
+            **train_overrides,
+        }
+    )
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
 
 
 def _stage_command(params: Path, data: Path, run: Path) -> list[str]:
-    return [PYTHON, str(ROOT / "stages" / "train.py"), "--model", "efficientnet_b0", "--params", str(params),
-            "--data", str(data), "--out", str(run / "model"), "--live", str(run / "live"),
-            "--checkpoints", str(run / "checkpoints")]
+    return [
+        PYTHON,
+        str(ROOT / "stages" / "train.py"),
+        "--model",
+        "efficientnet_b0",
+        "--params",
+        str(params),
+        "--data",
+        str(data),
+        "--out",
+        str(run / "model"),
+        "--live",
+        str(run / "live"),
+        "--checkpoints",
+        str(run / "checkpoints"),
+    ]
 
 
 @pytest.mark.slow
@@ -495,15 +579,17 @@ def test_stage_killed_mid_run_resumes_bit_for_bit(prepared_data_dir, tmp_path):
     env = {**os.environ, "PYTHONHASHSEED": "0"}
 
     whole = tmp_path / "whole"
-    done = subprocess.run(_stage_command(params, prepared_data_dir, whole), capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        _stage_command(params, prepared_data_dir, whole), capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert not (whole / "checkpoints").exists()  # removed once model.pt is written
 
     killed = tmp_path / "killed"
     checkpoint = killed / "checkpoints" / CHECKPOINT_NAME
-    process = subprocess.Popen(_stage_command(params, prepared_data_dir, killed), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        _stage_command(params, prepared_data_dir, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -513,8 +599,9 @@ def test_stage_killed_mid_run_resumes_bit_for_bit(prepared_data_dir, tmp_path):
     finished = torch.load(checkpoint, weights_only=True)["epoch"]
     assert 1 <= finished < 6 and not (killed / "model" / "model.pt").exists()
 
-    resumed = subprocess.run(_stage_command(params, prepared_data_dir, killed), capture_output=True, text=True, env=env,
-                             timeout=300)
+    resumed = subprocess.run(
+        _stage_command(params, prepared_data_dir, killed), capture_output=True, text=True, env=env, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stdout
 
@@ -534,28 +621,36 @@ def test_stage_killed_mid_run_resumes_bit_for_bit(prepared_data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_stage_out_of_time_exits_75_without_weights_and_the_rerun_finishes_as_an_uninterrupted_run(
-        prepared_data_dir, tmp_path):
+    prepared_data_dir, tmp_path
+):
     params = _stage_params(tmp_path, epochs=2, train_per_class=1)
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
     env.pop("EFFNET_DEADLINE", None)
     env.pop("EFFNET_TIME_BUDGET_S", None)
 
     whole = tmp_path / "whole"
-    done = subprocess.run(_stage_command(params, prepared_data_dir, whole), capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        _stage_command(params, prepared_data_dir, whole), capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr
 
     run = tmp_path / "budget"
-    stopped = subprocess.run(_stage_command(params, prepared_data_dir, run), capture_output=True, text=True,
-                             env={**env, "EFFNET_TIME_BUDGET_S": "0.001"}, timeout=300)
+    stopped = subprocess.run(
+        _stage_command(params, prepared_data_dir, run),
+        capture_output=True,
+        text=True,
+        env={**env, "EFFNET_TIME_BUDGET_S": "0.001"},
+        timeout=300,
+    )
     assert stopped.returncode == 75, stopped.stdout + stopped.stderr
     assert "time budget reached after epoch 1 of 2" in stopped.stdout
     assert not (run / "model" / "model.pt").exists()  # never mistaken for a result
     assert torch.load(run / "checkpoints" / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
     assert len((run / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 2  # 1 epoch
 
-    resumed = subprocess.run(_stage_command(params, prepared_data_dir, run), capture_output=True, text=True, env=env,
-                             timeout=300)
+    resumed = subprocess.run(
+        _stage_command(params, prepared_data_dir, run), capture_output=True, text=True, env=env, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch 1 of 2" in resumed.stdout
     a, b = read_weights(whole / "model" / "model.pt"), read_weights(run / "model" / "model.pt")
@@ -575,9 +670,22 @@ def test_stage_rejects_a_misspelt_param_before_training(prepared_data_dir, tmp_p
     params["train"]["epoch"] = params["train"].pop("epochs")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    status = _load_stage().main(["--model", "resnet50", "--params", str(path), "--data", str(prepared_data_dir),
-                                 "--out", str(tmp_path / "m"), "--live", str(tmp_path / "l"),
-                                 "--checkpoints", str(tmp_path / "c")])
+    status = _load_stage().main(
+        [
+            "--model",
+            "resnet50",
+            "--params",
+            str(path),
+            "--data",
+            str(prepared_data_dir),
+            "--out",
+            str(tmp_path / "m"),
+            "--live",
+            str(tmp_path / "l"),
+            "--checkpoints",
+            str(tmp_path / "c"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 1
     assert err.startswith("error:") and "train.epoch" in err
@@ -599,8 +707,10 @@ def test_stage_needs_the_search_result_for_searched_efficientnets(tmp_path, caps
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     stage = _load_stage()
-    assert stage.main(["--model", "efficientnet_b1", "--params", str(path), "--coefficients",
-                       str(tmp_path / "none.json")]) == 1
+    assert (
+        stage.main(["--model", "efficientnet_b1", "--params", str(path), "--coefficients", str(tmp_path / "none.json")])
+        == 1
+    )
     assert "run the search stage first" in capsys.readouterr().err
 
 
@@ -661,8 +771,12 @@ cleanup()
 def test_two_processes_under_torchrun_split_the_data_and_end_identical(prepared_data_dir, tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DDP_DRIVER)
-    done = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node=2", str(driver), str(ROOT),
-                           str(prepared_data_dir), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc-per-node=2", str(driver), str(ROOT), str(prepared_data_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == 2 for r in ranks)
@@ -679,5 +793,9 @@ def test_two_processes_under_torchrun_split_the_data_and_end_identical(prepared_
     assert all_equal(states[0]["model"], states[1]["model"])
     assert all_equal(states[0]["ema"], states[1]["ema"])
     assert states[0]["metrics"] == pytest.approx(
-        {**states[1]["metrics"], "images_per_s": states[0]["metrics"]["images_per_s"],
-         "epoch_time_s": states[0]["metrics"]["epoch_time_s"]})
+        {
+            **states[1]["metrics"],
+            "images_per_s": states[0]["metrics"]["images_per_s"],
+            "epoch_time_s": states[0]["metrics"]["epoch_time_s"],
+        }
+    )

@@ -27,8 +27,17 @@ def test_raw_and_ema_weights_round_trip_with_the_recipe_and_extra_entries(tmp_pa
     raw, ema = networks()
     path = tmp_path / "models" / "model.pt"
     history = [{"epoch": 1, "val/top1": 0.1}, {"epoch": 2, "val/top1": 0.2}]
-    save_weights(path, TINY, CFG, model=raw, ema=ema, metrics=history[-1], history=history, train_time_s=12.5,
-                 extra={"matched": {"flops_ratio": 2.0}, "spec": "must not overwrite"})
+    save_weights(
+        path,
+        TINY,
+        CFG,
+        model=raw,
+        ema=ema,
+        metrics=history[-1],
+        history=history,
+        train_time_s=12.5,
+        extra={"matched": {"flops_ratio": 2.0}, "spec": "must not overwrite"},
+    )
     payload = read_weights(path)
     assert set(payload) == set(WEIGHT_KEYS) | {"matched"}
     assert payload["spec"] == TINY.to_dict() and payload["train_config"]["batch_size"] == 25
