@@ -10,20 +10,16 @@ The estimate multiplies two things:
   epochs and images, and the validation passes after each epoch (twice with an EMA), plus the
   final evaluation on the validation and test splits.
 - **The cost of one training image of each network, relative to B0** at the same base
-  resolution: its FLOPs ratio raised to an exponent measured on the device from B0 and B3
-  (`measure_cost_exponent`; time does not follow FLOPs where per-layer overheads dominate, as for
-  small images on a CPU), times **B0's seconds per training image on this device**, timed here from a
-  few steps of this trainer's own step (`time_b0`, `time_model`: channels_last and the precision the
-  stages use). The FLOPs ratios are those of the networks as built at this base resolution
-  (`flops_ratio`, `effnet.models.count_flops`): B1-B7 of the published table and the phi model with
-  the paper's coefficients (the searched ones are not known before the search: their networks are
-  taken to cost what the published ones do), a search candidate or a scaling-study model its FLOPs
-  target (matched on real FLOPs). The nominal ratios lie at small sizes: at 16 px B1 costs 2.6x B0,
-  not Table 2's 1.8x, and phi = 1.5 4.0x, not 2^1.5 = 2.8x, since blocks, channels and pixels round
-  up. The baselines are timed as B0 is (`measure_baseline_costs`): per FLOP their time differs from
-  an EfficientNet's by device and precision (depthwise convolutions are slow per FLOP; on this
-  project's CPU the baselines train in bf16). Without a timing (`budget`'s default) they cost
-  `RELATIVE_COST`, from the committed fp32 CPU run.
+  resolution: its FLOPs ratio (`RELATIVE_COST`) raised to an exponent measured on the device
+  from B0 and B3 (`measure_cost_exponent`; time does not follow FLOPs where per-layer
+  overheads dominate, as for small images on a CPU), times **B0's seconds per training image on this device**,
+  timed here from a few steps of this trainer's own step (`time_b0`, `time_model`: channels_last and the
+  precision the stages use). The relative costs are FLOPs ratios: for B1-B7 the paper's Table 2 (0.39 ... 37 B
+  FLOPs; the searched coefficients are not known before the search), for the phi model 2^phi (the compound
+  rule's FLOPs doubling), for a search candidate or a scaling-study model its FLOPs target. The baselines are
+  timed as B0 is (`measure_baseline_costs`): per FLOP their time differs from an EfficientNet's by device and
+  precision (depthwise convolutions are slow per FLOP; on this project's CPU the baselines train in bf16).
+  Without a timing (`budget`'s default) they cost `RELATIVE_COST`, from the committed fp32 CPU run.
 
 Evaluation is counted as a third of a training image (forward only), and each DVC stage
 costs a fixed `STAGE_START_S` besides (imports, loading, CAM, the report), which dominates
@@ -37,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import math
 import os
 import sys
@@ -49,11 +44,12 @@ from typing import Any
 from effnet import study
 from effnet.config import ConfigError, Params, load_params
 
-# A baseline's cost per image relative to B0 at the same base resolution when it is not timed (see the module
-# docstring); the EfficientNets' come from their FLOPs as built (`flops_ratio`).
+# FLOPs per image relative to B0 at the same base resolution (see the module docstring).
+PAPER_FLOPS_B = {m.variant: float(m.paper.flops.removesuffix("B")) for m in study.EFFICIENTNETS}  # Table 2, study.yaml
 BASELINE_FLOPS = {"resnet50": 10.65, "densenet201": 11.26, "resnet152": 30.50}  # committed run: flops / B0's flops
 BASELINE_SPEED = {"resnet50": 0.30, "densenet201": 0.35, "resnet152": 0.23}  # seconds per FLOP vs EfficientNet
-RELATIVE_COST = {name: BASELINE_FLOPS[name] * BASELINE_SPEED[name] for name in BASELINE_FLOPS}
+RELATIVE_COST = {**{f"efficientnet_{v}": flops / PAPER_FLOPS_B["b0"] for v, flops in PAPER_FLOPS_B.items()},
+                 **{name: BASELINE_FLOPS[name] * BASELINE_SPEED[name] for name in BASELINE_FLOPS}}
 EVAL_COST = 1 / 3  # an evaluated image against a trained one (forward only, against forward and backward)
 # Seconds each DVC stage costs beyond its images (torchrun, imports, loading the arrays, building
 # and evaluating the networks, CAM): the smoke run, whose image work is about a minute, took
@@ -99,33 +95,6 @@ def search_candidates(params: Params) -> int:
     return len(grid_candidates(params.search))
 
 
-@functools.lru_cache(maxsize=64)
-def _flops(spec: Any) -> int:
-    from effnet.models import count_flops
-
-    return count_flops(spec)
-
-
-def flops_ratio(spec: Any, net: Any) -> float:
-    """Multiply-adds per image of the network `spec` (a `ModelSpec`) over B0's at `net`'s base resolution, both as
-    built: blocks, channels and pixels rounded, as the paper's nominal ratios are not. Counted once per spec."""
-    from effnet.models import published_spec
-
-    return _flops(spec) / _flops(published_spec("b0", net))
-
-
-def efficientnet_ratios(params: Params) -> dict[str, float]:
-    """`flops_ratio` of each EfficientNet the pipeline trains (B0-B7 of the published table, the phi model with the
-    paper's coefficients), by job name."""
-    from effnet.config import PAPER_COEFFICIENTS
-    from effnet.models import compound_spec, published_spec
-
-    net = params.network
-    ratios = {m.name: flops_ratio(published_spec(m.variant, net), net) for m in study.EFFICIENTNETS}
-    phi = compound_spec(params.model.phi, PAPER_COEFFICIENTS, net)
-    return {**ratios, f"efficientnet_phi{params.model.phi:g}": flops_ratio(phi, net)}
-
-
 def scaled_cost(flops_ratio: float, exponent: float) -> float:
     """Seconds per image relative to B0 of a network with `flops_ratio` x B0's FLOPs: flops_ratio ** exponent.
 
@@ -162,13 +131,12 @@ def budget(params: Params, exponent: float = 1.0, baseline_costs: dict[str, floa
     # a baseline is timed (baseline_costs) or, without a timing, costs RELATIVE_COST (the mean of those for one
     # added to study.yaml since)
     costs = baseline_costs or {}
-    ratios = efficientnet_ratios(params)
     unmeasured = sum(RELATIVE_COST[name] for name in BASELINE_FLOPS) / len(BASELINE_FLOPS)
     jobs += [job(m.name, "train_baseline", 0.0, train.epochs, train.train_per_class,
                  costs.get(m.name, RELATIVE_COST.get(m.name, unmeasured))) if m.is_baseline else
-             job(m.name, "train", ratios[m.name], train.epochs, train.train_per_class) for m in study.matrix()]
-    phi = f"efficientnet_phi{params.model.phi:g}"
-    jobs.append(job(phi, "train_phi", ratios[phi], train.epochs, train.train_per_class))
+             job(m.name, "train", RELATIVE_COST[m.name], train.epochs, train.train_per_class) for m in study.matrix()]
+    jobs.append(job(f"efficientnet_phi{params.model.phi:g}", "train_phi", 2.0 ** params.model.phi, train.epochs,
+                    train.train_per_class))
     jobs.append(job("scaling/baseline", "scale", 1.0, scaling.epochs, scaling.train_per_class))
     jobs += [job(f"scaling/{strategy}_{target:g}x", "scale", float(target), scaling.epochs, scaling.train_per_class)
              for target in scaling.flops_targets for strategy in study.strategy_names()]
@@ -299,7 +267,7 @@ def measure_baseline_costs(params: Params, device: Any, b0_seconds: float, steps
             for m in study.BASELINES}
 
 
-CALIBRATION_VARIANT = "b3"  # timed beside B0 for the exponent: 5-7x its FLOPs as built at 8-32 px, still quick
+CALIBRATION_VARIANT = "b3"  # timed beside B0 for the exponent: 4.6x its FLOPs, still quick to time
 EXPONENT_RANGE = (0.2, 1.0)
 
 
@@ -314,14 +282,11 @@ def measure_cost_exponent(params: Params, device: Any, b0_seconds: float, steps:
     """How a network's time grows with its FLOPs on `device`: B3 timed against `b0_seconds` (`cost_exponent`).
 
     On the 2-core CPU under load (issue 27) B0 at 8 px took 494 ms an image and B3 (4.6x the
-    FLOPs by Table 2; 6.8x as built) 913 ms: k = 0.40, where the FLOPs ratio alone (k = 1) had put B7 at 95x B0 and the
+    FLOPs) 913 ms: k = 0.40, where the FLOPs ratio alone (k = 1) had put B7 at 95x B0 and the
     smoke run's per-model lines 10-30x too high.
     """
-    from effnet.models import published_spec
-
     other = time_b0(params, device, steps=steps, batch=batch, variant=CALIBRATION_VARIANT)  # batch as B0's
-    ratio = flops_ratio(published_spec(CALIBRATION_VARIANT, params.network), params.network)
-    return cost_exponent(b0_seconds, other, ratio)
+    return cost_exponent(b0_seconds, other, RELATIVE_COST[f"efficientnet_{CALIBRATION_VARIANT}"])
 
 
 def duration(seconds: float) -> str:
@@ -484,7 +449,7 @@ def gpu_lines(params: Params, bench: dict[str, Any] | None, source: Path = LEASE
         seconds = job.b0_images * seconds_per_b0_image
         if job.stage in ("train", "train_baseline") and job.name in rates:
             if job.stage == "train":  # its own rate, in place of its FLOPs ratio
-                seconds *= (b0 / rates[job.name]) / (job.cost / params.train.seeds)
+                seconds *= (b0 / rates[job.name]) / RELATIVE_COST[job.name]
             measured_s += seconds
             lines.append(f"  {job.name:<20} {job.epochs} epochs  ~ {duration(seconds):>12}  measured rate "
                          f"({rates[job.name]:,.0f} images/s)")
