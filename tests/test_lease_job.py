@@ -104,19 +104,23 @@ def test_a_missing_deadline_file_is_a_deadline_past(tmp_path):
     assert wait_for(tmp_path / "flag", deadline_file=tmp_path / "none", reserve_s=0)
 
 
+# a two-model lease plan's figures (B0 and ResNet-50 on the full split), shared by the planning tests
+PLAN_FIGURES = dict(
+    train_images=45_000,
+    val_images=5_000,
+    val_passes=2,
+    final_images=15_000,
+    eval_cost=1 / 3,
+    stage_start_s=20.0,
+    stages=5,
+    stop_s=30.0,
+    max_epochs=100,
+)
+PLAN_RATES = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
+
+
 def test_epochs_chosen_from_the_rates_end_before_the_deadline():
-    figures = dict(
-        train_images=45_000,
-        val_images=5_000,
-        val_passes=2,
-        final_images=15_000,
-        eval_cost=1 / 3,
-        stage_start_s=20.0,
-        stages=5,
-        stop_s=30.0,
-        max_epochs=100,
-    )
-    rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
+    figures, rates = PLAN_FIGURES, PLAN_RATES
     plan = choose_epochs(rates, list(rates), time_left_s=400.0, **figures)
     assert plan.fits and 1 <= plan.epochs < 100
     assert plan.expected_s <= 400.0 - 30.0  # ends before the deadline, with the stop reserve
@@ -134,18 +138,7 @@ def test_epochs_chosen_from_the_rates_end_before_the_deadline():
 def test_every_seed_of_each_model_is_planned_for_since_the_window_trains_them_one_after_another():
     """train.seeds = 3 (params.yaml): each model trains and is evaluated three times; a plan that counted one
     seed (found by a --lease dry run) left ResNet-50 cut in its first seed and B0 never evaluated."""
-    figures = dict(
-        train_images=45_000,
-        val_images=5_000,
-        val_passes=2,
-        final_images=15_000,
-        eval_cost=1 / 3,
-        stage_start_s=20.0,
-        stages=5,
-        stop_s=30.0,
-        max_epochs=100,
-    )
-    rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
+    figures, rates = PLAN_FIGURES, PLAN_RATES
     one = choose_epochs(rates, list(rates), time_left_s=600.0, **figures)
     three = choose_epochs(rates, list(rates), time_left_s=600.0, seeds=3, **figures)
     assert three.per_epoch_s == pytest.approx({m: 3 * s for m, s in one.per_epoch_s.items()})
@@ -158,24 +151,10 @@ def test_every_seed_of_each_model_is_planned_for_since_the_window_trains_them_on
 def test_the_final_evaluation_is_costed_once_for_the_plan_and_the_windows_reserve():
     """choose_epochs's fixed time and scripts/lease_job.py's evaluation reserve use one formula: 3 seeds of
     15,000 images at a third of a training image each are 15,000 training images' worth per model."""
-    rates = {"efficientnet_b0": 9_000.0, "resnet50": 6_000.0}
+    rates = PLAN_RATES
     cost = final_evaluation_s(rates, list(rates), final_images=15_000, eval_cost=1 / 3, seeds=3)
     assert cost == pytest.approx(15_000 / 9_000 + 15_000 / 6_000)
-    plan = choose_epochs(
-        rates,
-        list(rates),
-        time_left_s=600.0,
-        train_images=45_000,
-        val_images=5_000,
-        val_passes=2,
-        final_images=15_000,
-        eval_cost=1 / 3,
-        stage_start_s=20.0,
-        stages=5,
-        stop_s=30.0,
-        max_epochs=100,
-        seeds=3,
-    )
+    plan = choose_epochs(rates, list(rates), time_left_s=600.0, **PLAN_FIGURES, seeds=3)
     assert plan.fixed_s == pytest.approx(5 * 20.0 + cost)
 
 
