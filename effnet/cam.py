@@ -57,16 +57,33 @@ from effnet.models import last_conv_stage
 from effnet.study import SCALING_BASELINE, scaling_role_of, strategy, strategy_names
 from effnet.weights import load_weights, read_weights
 
-METHOD_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
-                  "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "random": "RandomCAM"}
+METHOD_CLASSES = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "scorecam": "ScoreCAM",
+    "random": "RandomCAM",
+}
 REFERENCE_METHOD = "random"  # random channel weights on the real activations: the floor of the faithfulness table
 # The grad-cam package's ROAD percentile p is the share of pixels KEPT: MoRF keeps the pixels whose CAM lies
 # below the p-th percentile and imputes the (100 - p)% most relevant; LeRF keeps the p% most relevant and
 # imputes the rest. This symmetric set removes 80, 60, 40 and 20% alike; the ROAD paper uses 10..90.
 ROAD_PERCENTILES = (20, 40, 60, 80)
 FAITHFULNESS_KEYS = ("road_morf", "road_lerf", "road_combined", "cam_mult_confidence_change")
-TABLE_COLUMNS = ("model", "strategy", "target", "flops_ratio", "method", *FAITHFULNESS_KEYS, "top1", "confidence",
-                 "images", "label")
+TABLE_COLUMNS = (
+    "model",
+    "strategy",
+    "target",
+    "flops_ratio",
+    "method",
+    *FAITHFULNESS_KEYS,
+    "top1",
+    "confidence",
+    "images",
+    "label",
+)
 DISPLAY_SIZE = 128  # pixels per panel side in the figures
 IMAGE_SIZE = 32  # CIFAR's side: the size of every map
 
@@ -86,8 +103,9 @@ class AtResolution(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) -> (B, classes)
         if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False,
-                              antialias=False)
+            x = F.interpolate(
+                x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=False
+            )
         return self.model(x)
 
 
@@ -115,20 +133,30 @@ def faithfulness_indices(size: int, count: int, seed: int) -> np.ndarray:
 
 def normalised_images(images: np.ndarray, mean: Any, std: Any, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, 32, 32, 3) -> normalised float (N, 3, 32, 32) on `device`, exactly as the evaluation loader."""
-    loader = DeviceLoader(images, np.zeros(len(images), dtype=np.int64), batch_size=max(1, len(images)), train=False,
-                          device=device, mean=mean, std=std, resolution=IMAGE_SIZE)
+    loader = DeviceLoader(
+        images,
+        np.zeros(len(images), dtype=np.int64),
+        batch_size=max(1, len(images)),
+        train=False,
+        device=device,
+        mean=mean,
+        std=std,
+        resolution=IMAGE_SIZE,
+    )
     return torch.cat([x for x, _ in loader])
 
 
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Softmax of `model` over `images`, batched, on the CPU: (N, classes)."""
-    return torch.cat([model(images[i:i + batch_size]).float().softmax(dim=1).cpu()
-                      for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [model(images[i : i + batch_size]).float().softmax(dim=1).cpu() for i in range(0, len(images), batch_size)]
+    )
 
 
-def compute_cams(model: AtResolution, images: torch.Tensor, labels: np.ndarray, method: str,
-                 batch_size: int = 64) -> np.ndarray:
+def compute_cams(
+    model: AtResolution, images: torch.Tensor, labels: np.ndarray, method: str, batch_size: int = 64
+) -> np.ndarray:
     """Maps of `method` for the true classes `labels`: float32 (N, 32, 32) in [0, 1].
 
     Targets the true class (`ClassifierOutputTarget`) at the last convolutional stage; the
@@ -143,15 +171,16 @@ def compute_cams(model: AtResolution, images: torch.Tensor, labels: np.ndarray, 
     try:
         maps = []
         for i in range(0, len(images), batch_size):
-            targets = [ClassifierOutputTarget(int(c)) for c in labels[i:i + batch_size]]
-            maps.append(cam(input_tensor=images[i:i + batch_size], targets=targets))
+            targets = [ClassifierOutputTarget(int(c)) for c in labels[i : i + batch_size]]
+            maps.append(cam(input_tensor=images[i : i + batch_size], targets=targets))
     finally:
         cam.activations_and_grads.release()  # not `with`: its __exit__ swallows IndexError
     return np.clip(np.concatenate(maps).astype(np.float32), 0.0, 1.0)
 
 
-def faithfulness(model: nn.Module, images: torch.Tensor, labels: np.ndarray, cams: np.ndarray, *, seed: int = 0,
-                 batch_size: int = 64) -> dict[str, float]:
+def faithfulness(
+    model: nn.Module, images: torch.Tensor, labels: np.ndarray, cams: np.ndarray, *, seed: int = 0, batch_size: int = 64
+) -> dict[str, float]:
     """Mean ROAD MoRF, LeRF, combined and CamMult confidence change of `cams` (softmax of the true class).
 
     Each is a change in the true class's probability; MoRF should be negative (removing the
@@ -162,19 +191,24 @@ def faithfulness(model: nn.Module, images: torch.Tensor, labels: np.ndarray, cam
     from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    metrics = {"road_morf": ROADMostRelevantFirstAverage(list(ROAD_PERCENTILES)),
-               "road_lerf": ROADLeastRelevantFirstAverage(list(ROAD_PERCENTILES)),
-               "cam_mult_confidence_change": CamMultImageConfidenceChange()}
+    metrics = {
+        "road_morf": ROADMostRelevantFirstAverage(list(ROAD_PERCENTILES)),
+        "road_lerf": ROADLeastRelevantFirstAverage(list(ROAD_PERCENTILES)),
+        "cam_mult_confidence_change": CamMultImageConfidenceChange(),
+    }
     torch.manual_seed(seed)
     scores: dict[str, list[np.ndarray]] = {key: [] for key in metrics}
     with warnings.catch_warnings():
         # the package converts torch tensors with np.float32(...), which numpy 2 warns about
         warnings.filterwarnings("ignore", message=".*__array_wrap__.*", category=DeprecationWarning)
         for i in range(0, len(images), batch_size):
-            targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in labels[i:i + batch_size]]
+            targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in labels[i : i + batch_size]]
             for key, metric in metrics.items():
-                scores[key].append(np.asarray(metric(images[i:i + batch_size], cams[i:i + batch_size], targets, model),
-                                              dtype=np.float64).reshape(-1))
+                scores[key].append(
+                    np.asarray(
+                        metric(images[i : i + batch_size], cams[i : i + batch_size], targets, model), dtype=np.float64
+                    ).reshape(-1)
+                )
     per_image = {key: np.concatenate(value) for key, value in scores.items()}
     per_image["road_combined"] = (per_image["road_lerf"] - per_image["road_morf"]) / 2
     return {key: float(per_image[key].mean()) for key in FAITHFULNESS_KEYS}
@@ -201,8 +235,9 @@ def scaling_model(path: Path, model: str) -> ScalingModel | None:
     if role is None:
         return None
     matched = payload.get("matched") if isinstance(payload.get("matched"), dict) else {}
-    return ScalingModel(model.rsplit("/", 1)[-1], Path(path), role[0], role[1],
-                        float(matched.get("flops_ratio", role[1])))
+    return ScalingModel(
+        model.rsplit("/", 1)[-1], Path(path), role[0], role[1], float(matched.get("flops_ratio", role[1]))
+    )
 
 
 def maps_stage(model: str) -> str | None:
@@ -231,9 +266,14 @@ def cam_images(data_dir: Path, cfg: CamConfig, device: torch.device | str = "cpu
     meta, test = load_meta(data_dir), load_split(data_dir, "test")
     fig_idx = figure_indices(test.fine_labels, cfg.figure_images, cfg.seed)
     faith_idx = faithfulness_indices(len(test), cfg.faithfulness_images, cfg.seed)
-    return CamImages(fig_idx, faith_idx, normalised_images(test.images[fig_idx], meta["mean"], meta["std"], device),
-                     normalised_images(test.images[faith_idx], meta["mean"], meta["std"], device),
-                     test.fine_labels[fig_idx], test.fine_labels[faith_idx])
+    return CamImages(
+        fig_idx,
+        faith_idx,
+        normalised_images(test.images[fig_idx], meta["mean"], meta["std"], device),
+        normalised_images(test.images[faith_idx], meta["mean"], meta["std"], device),
+        test.fine_labels[fig_idx],
+        test.fine_labels[faith_idx],
+    )
 
 
 @dataclass
@@ -262,15 +302,19 @@ class ModelMaps:
     probabilities: np.ndarray  # (rows, classes) for the figure's images
 
 
-def draw_model_maps(m: ScalingModel, images: CamImages, cfg: CamConfig, *, device: torch.device | str = "cpu",
-                    batch_size: int = 64) -> ModelMaps:
+def draw_model_maps(
+    m: ScalingModel, images: CamImages, cfg: CamConfig, *, device: torch.device | str = "cpu", batch_size: int = 64
+) -> ModelMaps:
     """The maps of `cfg.methods` on the figure's images and the faithfulness of each method (and the random floor)
     on the faithfulness images, from the trained (EMA) weights of `m`."""
     model = load_cam_model(m.path, device)
     probabilities = predict_probabilities(model, images.faithful, batch_size)
     labels = images.faithful_labels
     entry: dict[str, Any] = {
-        "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio, "images": len(labels),
+        "strategy": m.strategy,
+        "target": m.target,
+        "flops_ratio": m.flops_ratio,
+        "images": len(labels),
         "top1": float((probabilities.argmax(1).numpy() == labels).mean()),
         "confidence": float(probabilities[np.arange(len(labels)), labels].mean()),
     }
@@ -278,22 +322,44 @@ def draw_model_maps(m: ScalingModel, images: CamImages, cfg: CamConfig, *, devic
         np.random.seed(cfg.seed)  # RandomCAM draws from numpy's global generator
         cams = compute_cams(model, images.faithful, labels, method, batch_size)
         entry[method] = faithfulness(model, images.faithful, labels, cams, seed=cfg.seed, batch_size=batch_size)
-    maps = {method: compute_cams(model, images.figure, images.figure_labels, method, batch_size)
-            for method in cfg.methods}
-    return ModelMaps(m, _column_title(m, model.resolution), entry, images.figure_indices,
-                     images.faithfulness_indices, maps, predict_probabilities(model, images.figure, batch_size).numpy())
+    maps = {
+        method: compute_cams(model, images.figure, images.figure_labels, method, batch_size) for method in cfg.methods
+    }
+    return ModelMaps(
+        m,
+        _column_title(m, model.resolution),
+        entry,
+        images.figure_indices,
+        images.faithfulness_indices,
+        maps,
+        predict_probabilities(model, images.figure, batch_size).numpy(),
+    )
 
 
 def save_model_maps(path: Path, maps: ModelMaps) -> None:
     """Write `maps` as a compressed .npz (a few KB): the arrays, and the rest as one JSON string."""
     m = maps.model
-    record = {"model": m.model, "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio,
-              "title": maps.title, "entry": maps.entry, "methods": list(maps.maps)}
+    record = {
+        "model": m.model,
+        "strategy": m.strategy,
+        "target": m.target,
+        "flops_ratio": m.flops_ratio,
+        "title": maps.title,
+        "entry": maps.entry,
+        "methods": list(maps.maps),
+    }
     arrays = {f"maps_{i}": a.astype(np.float16) for i, a in enumerate(maps.maps.values())}
-    write_atomic(Path(path), lambda tmp: np.savez_compressed(
-        tmp, record=np.array(json.dumps(record)), figure_indices=maps.figure_indices,
-        faithfulness_indices=maps.faithfulness_indices, probabilities=maps.probabilities.astype(np.float32),
-        **arrays))
+    write_atomic(
+        Path(path),
+        lambda tmp: np.savez_compressed(
+            tmp,
+            record=np.array(json.dumps(record)),
+            figure_indices=maps.figure_indices,
+            faithfulness_indices=maps.faithfulness_indices,
+            probabilities=maps.probabilities.astype(np.float32),
+            **arrays,
+        ),
+    )
 
 
 def load_model_maps(path: Path) -> ModelMaps:
@@ -303,28 +369,49 @@ def load_model_maps(path: Path) -> ModelMaps:
             record = json.loads(str(f["record"]))
             arrays = {key: f[key] for key in f.files}
         maps = {method: arrays[f"maps_{i}"].astype(np.float32) for i, method in enumerate(record["methods"])}
-        model = ScalingModel(record["model"], Path(path), record["strategy"], float(record["target"]),
-                             float(record["flops_ratio"]))
-        return ModelMaps(model, record["title"], record["entry"], arrays["figure_indices"],
-                         arrays["faithfulness_indices"], maps, arrays["probabilities"])
+        model = ScalingModel(
+            record["model"], Path(path), record["strategy"], float(record["target"]), float(record["flops_ratio"])
+        )
+        return ModelMaps(
+            model,
+            record["title"],
+            record["entry"],
+            arrays["figure_indices"],
+            arrays["faithfulness_indices"],
+            maps,
+            arrays["probabilities"],
+        )
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a maps file of the cam_maps stage ({e}); draw it again with "
-                         f"`dvc repro` of its cam_maps stage") from e
+        raise ValueError(
+            f"{path}: not a maps file of the cam_maps stage ({e}); draw it again with `dvc repro` of its cam_maps stage"
+        ) from e
 
 
 def check_maps(maps: ModelMaps, images: CamImages, cfg: CamConfig) -> None:
     """ValueError unless `maps` were drawn on the images and with the methods `cfg` asks for now."""
-    same = (np.array_equal(maps.figure_indices, images.figure_indices)
-            and np.array_equal(maps.faithfulness_indices, images.faithfulness_indices))
+    same = np.array_equal(maps.figure_indices, images.figure_indices) and np.array_equal(
+        maps.faithfulness_indices, images.faithfulness_indices
+    )
     missing = [method for method in cfg.methods if method not in maps.maps]
     if not same or missing:
         what = f"methods {', '.join(missing)} missing" if missing else "other images (cam.seed or image counts)"
-        raise ValueError(f"{maps.model.path}: drawn with {what} than params.yaml `cam:` asks for; draw it again "
-                         f"with `dvc repro` of its cam_maps stage")
+        raise ValueError(
+            f"{maps.model.path}: drawn with {what} than params.yaml `cam:` asks for; draw it again "
+            f"with `dvc repro` of its cam_maps stage"
+        )
 
 
-def run_cam(maps_dir: Path, data_dir: Path, cfg: CamConfig, *, cam_dir: Path, metrics_path: Path, table_path: Path,
-            log: Callable[[str], Any] = print, run: Collection[str] | None = None) -> dict[str, Any]:
+def run_cam(
+    maps_dir: Path,
+    data_dir: Path,
+    cfg: CamConfig,
+    *,
+    cam_dir: Path,
+    metrics_path: Path,
+    table_path: Path,
+    log: Callable[[str], Any] = print,
+    run: Collection[str] | None = None,
+) -> dict[str, Any]:
     """Figure 7 per method (`cam_dir/<method>.png`), faithfulness per model and method (`metrics_path`, `table_path`)
     from the maps files `maps_dir/scaling/<model>.npz` (`save_model_maps`), baseline first, then by strategy and target.
 
@@ -355,17 +442,39 @@ def run_cam(maps_dir: Path, data_dir: Path, cfg: CamConfig, *, cam_dir: Path, me
         entry = f.entry
         metrics[m.model] = entry
         for method in (*cfg.methods, REFERENCE_METHOD):
-            rows.append({"model": m.model, "strategy": m.strategy, "target": m.target, "flops_ratio": m.flops_ratio,
-                         "method": method, **entry[method], "top1": entry["top1"], "confidence": entry["confidence"],
-                         "images": entry["images"], "label": f"{m.model} {method}"})
-        log(f"{m.model}: faithful-image top-1 {entry['top1']:.3f}; ROAD combined " + ", ".join(
-            f"{method} {entry[method]['road_combined']:+.4f}" for method in (*cfg.methods, REFERENCE_METHOD)))
+            rows.append(
+                {
+                    "model": m.model,
+                    "strategy": m.strategy,
+                    "target": m.target,
+                    "flops_ratio": m.flops_ratio,
+                    "method": method,
+                    **entry[method],
+                    "top1": entry["top1"],
+                    "confidence": entry["confidence"],
+                    "images": entry["images"],
+                    "label": f"{m.model} {method}",
+                }
+            )
+        log(
+            f"{m.model}: faithful-image top-1 {entry['top1']:.3f}; ROAD combined "
+            + ", ".join(
+                f"{method} {entry[method]['road_combined']:+.4f}" for method in (*cfg.methods, REFERENCE_METHOD)
+            )
+        )
 
     cam_dir = Path(cam_dir)
     cam_dir.mkdir(parents=True, exist_ok=True)
     for method in cfg.methods:
-        draw_figure(cam_dir / f"{method}.png", method, test.images[images.figure_indices], images.figure_labels,
-                    names, panels[method], cfg.flops_target)
+        draw_figure(
+            cam_dir / f"{method}.png",
+            method,
+            test.images[images.figure_indices],
+            images.figure_labels,
+            names,
+            panels[method],
+            cfg.flops_target,
+        )
     write_json(metrics_path, metrics)
     write_csv(table_path, rows, TABLE_COLUMNS)
     return metrics
@@ -385,8 +494,15 @@ def _upscale(array: np.ndarray, size: int) -> np.ndarray:
     return (t[0] if array.ndim == 2 else t.permute(1, 2, 0)).clamp(0, 1).numpy()
 
 
-def draw_figure(path: Path, method: str, images: np.ndarray, labels: np.ndarray, names: list[str],
-                panels: dict[str, Panel], flops_target: float) -> None:
+def draw_figure(
+    path: Path,
+    method: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    panels: dict[str, Panel],
+    flops_target: float,
+) -> None:
     """Figure 7 on CIFAR-100: rows of test images, columns image + the five models, map over the image.
 
     Each panel is titled with the model's predicted class and its confidence (green when
@@ -420,8 +536,10 @@ def draw_figure(path: Path, method: str, images: np.ndarray, labels: np.ndarray,
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{method} maps of the true class: B0 and B0 scaled to {flops_target:g}x its FLOPs "
-                 f"(cf. paper Figure 7); label = prediction, confidence", fontsize=9)
+    fig.suptitle(
+        f"{method} maps of the true class: B0 and B0 scaled to {flops_target:g}x its FLOPs "
+        f"(cf. paper Figure 7); label = prediction, confidence",
+        fontsize=9,
+    )
     fig.tight_layout()
     save_figure(fig, path)
-

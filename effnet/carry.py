@@ -72,8 +72,11 @@ def array_md5s(archive: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for split in SPLITS:
         for key in ("images", *LABEL_KEYS):
             array = np.ascontiguousarray(archive[split][key])
-            out[f"{split}/{key}"] = {"dtype": str(array.dtype), "shape": list(array.shape),
-                                     "md5": _md5(array.tobytes())}
+            out[f"{split}/{key}"] = {
+                "dtype": str(array.dtype),
+                "shape": list(array.shape),
+                "md5": _md5(array.tobytes()),
+            }
     return out
 
 
@@ -114,8 +117,17 @@ def _require_webp() -> None:
         raise CarryError("this Pillow was built without WebP support; install a Pillow wheel (they include it)")
 
 
-def encode(archive: dict[str, Any], carry_dir: Path, *, part_bytes: int, source_md5: str, images_per_sheet: int = 500,
-           cols: int = 1, method: int = 4, progress: Callable[[int, int], None] | None = None) -> list[Path]:
+def encode(
+    archive: dict[str, Any],
+    carry_dir: Path,
+    *,
+    part_bytes: int,
+    source_md5: str,
+    images_per_sheet: int = 500,
+    cols: int = 1,
+    method: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
     """Write `archive` (read_cifar100's dict) as WebP sheets in as few `carry_dir/partN/` folders as fit `part_bytes`.
 
     Every part holds its sheets (`train-000.webp`, ...; the labels in part 1) and the same
@@ -140,7 +152,7 @@ def encode(archive: dict[str, Any], carry_dir: Path, *, part_bytes: int, source_
         names = []
         for index, first in enumerate(range(0, len(images), images_per_sheet)):
             name = f"{split}-{index:03d}.webp"
-            files[name] = _encode_webp(_sheet(images[first:first + images_per_sheet], rows, cols), method)
+            files[name] = _encode_webp(_sheet(images[first : first + images_per_sheet], rows, cols), method)
             names.append(name)
             if progress is not None:
                 progress(len(files), total)
@@ -169,8 +181,9 @@ def encode(archive: dict[str, Any], carry_dir: Path, *, part_bytes: int, source_
         for name, size in zip(files, sizes, strict=True):
             part_of[name] = min(count, 1 + int((start + size / 2) // share))
             start += size
-        if all(sum(s for n, s in zip(files, sizes, strict=True) if part_of[n] == p) <= room
-               for p in range(1, count + 1)):
+        if all(
+            sum(s for n, s in zip(files, sizes, strict=True) if part_of[n] == p) <= room for p in range(1, count + 1)
+        ):
             break
         count += 1
     part = count
@@ -208,8 +221,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise CarryError(f"{path}: no manifest; this is not a carried part (make them with scripts/carry.py encode)")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
-        raise CarryError(f"{path}: format {manifest.get('format')!r}, this code reads {FORMAT!r}; "
-                         "encode the parts again")
+        raise CarryError(
+            f"{path}: format {manifest.get('format')!r}, this code reads {FORMAT!r}; encode the parts again"
+        )
     return manifest
 
 
@@ -232,8 +246,10 @@ def stash(part_dir: Path, store: Path) -> list[str]:
             continue  # another part's
         data = source.read_bytes()
         if _md5(data) != entry["md5"]:
-            raise CarryError(f"{source}: md5 {_md5(data)}, the manifest says {entry['md5']} (part {entry['part']}); "
-                             "the part is damaged: encode and carry it again")
+            raise CarryError(
+                f"{source}: md5 {_md5(data)}, the manifest says {entry['md5']} (part {entry['part']}); "
+                "the part is damaged: encode and carry it again"
+            )
         tmp = store / f".{name}.tmp-{os.getpid()}"
         tmp.write_bytes(data)
         os.replace(tmp, store / name)
@@ -253,14 +269,18 @@ def decode(store: Path, *, workers: int | None = None) -> dict[str, Any]:
     manifest = read_manifest(store)
     missing = sorted({entry["part"] for name, entry in manifest["files"].items() if not (store / name).is_file()})
     if missing:
-        raise CarryError(f"{store}: part(s) {', '.join(map(str, missing))} of {manifest['parts']} not stashed; "
-                         "carry and stash them first")
+        raise CarryError(
+            f"{store}: part(s) {', '.join(map(str, missing))} of {manifest['parts']} not stashed; "
+            "carry and stash them first"
+        )
     blobs = {}
     for name, entry in manifest["files"].items():
         data = (store / name).read_bytes()
         if _md5(data) != entry["md5"]:
-            raise CarryError(f"{store / name}: md5 {_md5(data)}, the manifest says {entry['md5']}: "
-                             f"part {entry['part']} is damaged; carry and stash it again")
+            raise CarryError(
+                f"{store / name}: md5 {_md5(data)}, the manifest says {entry['md5']}: "
+                f"part {entry['part']} is damaged; carry and stash it again"
+            )
         blobs[name] = data
     rows, cols = manifest["grid"]["rows"], manifest["grid"]["cols"]
     shape = (rows * SIDE, cols * SIDE)
@@ -274,19 +294,27 @@ def decode(store: Path, *, workers: int | None = None) -> dict[str, Any]:
             sheets = list(pool.map(lambda name: _decode_webp(blobs[name], name, shape), info["sheets"]))
             counts = [min(rows * cols, info["images"] - i * rows * cols) for i in range(len(sheets))]
             archive[split]["images"] = np.ascontiguousarray(
-                np.concatenate([_unsheet(s, rows, cols, c) for s, c in zip(sheets, counts, strict=True)]))
-    archive = {"train": archive["train"], "test": archive["test"],
-               "fine_label_names": list(manifest["fine_label_names"]),
-               "coarse_label_names": list(manifest["coarse_label_names"])}
+                np.concatenate([_unsheet(s, rows, cols, c) for s, c in zip(sheets, counts, strict=True)])
+            )
+    archive = {
+        "train": archive["train"],
+        "test": archive["test"],
+        "fine_label_names": list(manifest["fine_label_names"]),
+        "coarse_label_names": list(manifest["coarse_label_names"]),
+    }
     got = array_md5s(archive)
     expected = manifest["arrays"]
     if manifest["source_md5"] == MIRROR_ARCHIVE_MD5:
         pinned = {k: v["md5"] for k, v in expected.items()}
         if pinned != MIRROR_ARRAYS_MD5:
-            raise CarryError("the manifest's array md5s differ from the mirror's (effnet.carry.MIRROR_ARRAYS_MD5); "
-                             "encode the parts again from ../shared/data/cifar-100-python.tar.gz")
+            raise CarryError(
+                "the manifest's array md5s differ from the mirror's (effnet.carry.MIRROR_ARRAYS_MD5); "
+                "encode the parts again from ../shared/data/cifar-100-python.tar.gz"
+            )
     for key, want in expected.items():
         if got.get(key) != want:
-            raise CarryError(f"decoded {key} is {got.get(key)}, the mirror's is {want}: the decoded arrays differ from "
-                             "the encoded ones; encode and carry the parts again")
+            raise CarryError(
+                f"decoded {key} is {got.get(key)}, the mirror's is {want}: the decoded arrays differ from "
+                "the encoded ones; encode and carry the parts again"
+            )
     return archive

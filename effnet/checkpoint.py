@@ -70,8 +70,12 @@ def rng_states() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": random.getstate(),
     }
 
@@ -82,8 +86,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
     if torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
     n = states["numpy"]
-    np.random.set_state(("MT19937", n["key"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["key"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
 
@@ -93,8 +98,16 @@ def set_rng_states(states: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, spec: ModelSpec, cfg: TrainConfig, *, epoch: int, objects: Mapping[str, Any],
-                    history: list[dict[str, float]], train_time_s: float) -> None:
+def save_checkpoint(
+    path: Path,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    *,
+    epoch: int,
+    objects: Mapping[str, Any],
+    history: list[dict[str, float]],
+    train_time_s: float,
+) -> None:
     """Write the state after `epoch` finished epochs, atomically; `objects` maps STATE_KEYS to `state_dict` holders."""
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -140,6 +153,7 @@ def shrink_checkpoint(path: Path, target: Path, dtype: torch.dtype = torch.bfloa
     tensor back to the dtype of what it is loaded into. The state is then rounded once, so the
     resumed run is not bit-for-bit the uninterrupted one; say so beside its result.
     """
+
     def cast(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             return value.to(dtype) if value.is_floating_point() else value

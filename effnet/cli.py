@@ -41,8 +41,13 @@ from effnet.io import LOCK_NAME, LockedError, WriteError, lock_dir
 # Errors whose message already says what went wrong and what to do. Named by module, not
 # imported, so that this module stays free of torch: an error of a module that was never
 # imported cannot have been raised.
-EXPECTED_ERRORS = ("effnet.config.ConfigError", "effnet.download.DataError", "effnet.search.SearchError",
-                   "effnet.train.TrainingError", "effnet.evaluate.EvaluationError")
+EXPECTED_ERRORS = (
+    "effnet.config.ConfigError",
+    "effnet.download.DataError",
+    "effnet.search.SearchError",
+    "effnet.train.TrainingError",
+    "effnet.evaluate.EvaluationError",
+)
 PARENT_ENV = "EFFNET_LAUNCHER_PID"  # set by effnet.supervise: the process this stage must not outlive
 # Set by effnet.supervise over several processes: each rank leaves its one line (or, for a bug,
 # its traceback) there and the supervisor prints the distinct ones, so N ranks failing alike show
@@ -153,8 +158,13 @@ def interrupted_line(directory: Path | None) -> str:
     return f"interrupted before anything was saved in {directory} (no epoch had finished); a rerun starts afresh"
 
 
-def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace, Any], int | None],
-         argv: list[str] | None = None, *, lock: Callable[[argparse.Namespace], Path] | None = None) -> int:
+def main(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace, Any], int | None],
+    argv: list[str] | None = None,
+    *,
+    lock: Callable[[argparse.Namespace], Path] | None = None,
+) -> int:
     """Parse `argv`, load `--params`, call `run(args, params)`; return the exit status.
 
     `lock(args)` names a training stage's checkpoint directory: rank 0 holds its lock while
@@ -215,9 +225,11 @@ class ParamsChangedError(ValueError):
     """params.yaml no longer holds the values this stage or its experiment started with. The message names them."""
 
 
-_ADVICE = ("another `dvc exp run` in this workspace has probably rewritten params.yaml. Let the other run finish "
-           "(one experiment at a time per workspace; queue others with `dvc exp run --queue` or run them with "
-           "`--temp`), restore params.yaml (`git checkout params.yaml`) and run again")
+_ADVICE = (
+    "another `dvc exp run` in this workspace has probably rewritten params.yaml. Let the other run finish "
+    "(one experiment at a time per workspace; queue others with `dvc exp run --queue` or run them with "
+    "`--temp`), restore params.yaml (`git checkout params.yaml`) and run again"
+)
 
 
 def flatten_params(raw: Any, prefix: str = "") -> dict[str, Any]:
@@ -257,11 +269,10 @@ def experiment_overrides(pid: int | None = None) -> tuple[Path, list[str]] | Non
         except OSError:
             continue
         names = [Path(a).name for a in argv]
-        starts = [i for i in range(len(argv) - 1) if argv[i] == "exp" and argv[i + 1] == "run"
-                  and "dvc" in names[:i]]
+        starts = [i for i in range(len(argv) - 1) if argv[i] == "exp" and argv[i + 1] == "run" and "dvc" in names[:i]]
         if not starts:
             continue
-        values, rest = [], argv[starts[0] + 2:]
+        values, rest = [], argv[starts[0] + 2 :]
         for i, arg in enumerate(rest):
             if arg in ("-S", "--set-param") and i + 1 < len(rest):
                 values.append(rest[i + 1])
@@ -306,8 +317,10 @@ def check_experiment_params(params_path: Path, pid: int | None = None) -> None:
         key, text = override.split("=", 1)
         key = key.split(":", 1)[1] if ":" in key else key  # params.yaml:model.phi
         if key in flat and not _same(text, flat[key]):
-            raise ParamsChangedError(f"{params_path} has {key} = {flat[key]!r}, but this experiment was started with "
-                                     f"-S {key}={text}: {_ADVICE}")
+            raise ParamsChangedError(
+                f"{params_path} has {key} = {flat[key]!r}, but this experiment was started with "
+                f"-S {key}={text}: {_ADVICE}"
+            )
 
 
 def check_params_unchanged() -> None:
@@ -322,14 +335,17 @@ def check_params_unchanged() -> None:
     try:
         now = load_params(path)
     except Exception as error:  # noqa: BLE001 -- a broken params file is a change too
-        raise ParamsChangedError(f"{path} changed while this stage ran and no longer loads ({error}): "
-                                 f"{_ADVICE}") from None
+        raise ParamsChangedError(
+            f"{path} changed while this stage ran and no longer loads ({error}): {_ADVICE}"
+        ) from None
     if now == params:
         return
     import dataclasses
 
     old, new = flatten_params(dataclasses.asdict(params)), flatten_params(dataclasses.asdict(now))
-    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-               if old.get(k) != new.get(k)]
-    raise ParamsChangedError(f"{path} changed while this stage ran ({'; '.join(changes[:5])}); nothing more is written "
-                             f"for it: {_ADVICE}")
+    changes = [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+    ]
+    raise ParamsChangedError(
+        f"{path} changed while this stage ran ({'; '.join(changes[:5])}); nothing more is written for it: {_ADVICE}"
+    )

@@ -48,8 +48,10 @@ from effnet.config import ConfigError, Params, load_params
 PAPER_FLOPS_B = {m.variant: float(m.paper.flops.removesuffix("B")) for m in study.EFFICIENTNETS}  # Table 2, study.yaml
 BASELINE_FLOPS = {"resnet50": 10.65, "densenet201": 11.26, "resnet152": 30.50}  # committed run: flops / B0's flops
 BASELINE_SPEED = {"resnet50": 0.30, "densenet201": 0.35, "resnet152": 0.23}  # seconds per FLOP vs EfficientNet
-RELATIVE_COST = {**{f"efficientnet_{v}": flops / PAPER_FLOPS_B["b0"] for v, flops in PAPER_FLOPS_B.items()},
-                 **{name: BASELINE_FLOPS[name] * BASELINE_SPEED[name] for name in BASELINE_FLOPS}}
+RELATIVE_COST = {
+    **{f"efficientnet_{v}": flops / PAPER_FLOPS_B["b0"] for v, flops in PAPER_FLOPS_B.items()},
+    **{name: BASELINE_FLOPS[name] * BASELINE_SPEED[name] for name in BASELINE_FLOPS},
+}
 EVAL_COST = 1 / 3  # an evaluated image against a trained one (forward only, against forward and backward)
 # Seconds each DVC stage costs beyond its images (torchrun, imports, loading the arrays, building
 # and evaluating the networks, CAM): the smoke run, whose image work is about a minute, took
@@ -101,7 +103,7 @@ def scaled_cost(flops_ratio: float, exponent: float) -> float:
     `exponent` is measured on the device (`measure_cost_exponent`): 1 where time follows FLOPs
     (a busy GPU), well below 1 where per-layer overheads dominate (small images on a CPU).
     """
-    return flops_ratio ** exponent
+    return flops_ratio**exponent
 
 
 def budget(params: Params, exponent: float = 1.0, baseline_costs: dict[str, float] | None = None) -> list[Job]:
@@ -122,24 +124,60 @@ def budget(params: Params, exponent: float = 1.0, baseline_costs: dict[str, floa
         # once, are not known before the placing: an upper bound); seeds multiply the time, FLOPs scale it
         seeds = {"search": params.search.seeds, "scale": scaling.seeds}.get(stage, train.seeds)
         cost = scaled_cost(flops_ratio, exponent) if cost is None else cost
-        return Job(name, stage, cost * seeds, epochs,
-                   _train_images(per_class, data.val_per_class), val, passes, final if stage != "search" else 0)
+        return Job(
+            name,
+            stage,
+            cost * seeds,
+            epochs,
+            _train_images(per_class, data.val_per_class),
+            val,
+            passes,
+            final if stage != "search" else 0,
+        )
 
-    jobs = [job(f"candidate {i}/{n}", "search", params.search.flops_target, params.search.epochs,
-                params.search.train_per_class)
-            for n in [search_candidates(params)] for i in range(1, n + 1)]
+    jobs = [
+        job(
+            f"candidate {i}/{n}",
+            "search",
+            params.search.flops_target,
+            params.search.epochs,
+            params.search.train_per_class,
+        )
+        for n in [search_candidates(params)]
+        for i in range(1, n + 1)
+    ]
     # a baseline is timed (baseline_costs) or, without a timing, costs RELATIVE_COST (the mean of those for one
     # added to study.yaml since)
     costs = baseline_costs or {}
     unmeasured = sum(RELATIVE_COST[name] for name in BASELINE_FLOPS) / len(BASELINE_FLOPS)
-    jobs += [job(m.name, "train_baseline", 0.0, train.epochs, train.train_per_class,
-                 costs.get(m.name, RELATIVE_COST.get(m.name, unmeasured))) if m.is_baseline else
-             job(m.name, "train", RELATIVE_COST[m.name], train.epochs, train.train_per_class) for m in study.matrix()]
-    jobs.append(job(f"efficientnet_phi{params.model.phi:g}", "train_phi", 2.0 ** params.model.phi, train.epochs,
-                    train.train_per_class))
+    jobs += [
+        job(
+            m.name,
+            "train_baseline",
+            0.0,
+            train.epochs,
+            train.train_per_class,
+            costs.get(m.name, RELATIVE_COST.get(m.name, unmeasured)),
+        )
+        if m.is_baseline
+        else job(m.name, "train", RELATIVE_COST[m.name], train.epochs, train.train_per_class)
+        for m in study.matrix()
+    ]
+    jobs.append(
+        job(
+            f"efficientnet_phi{params.model.phi:g}",
+            "train_phi",
+            2.0**params.model.phi,
+            train.epochs,
+            train.train_per_class,
+        )
+    )
     jobs.append(job("scaling/baseline", "scale", 1.0, scaling.epochs, scaling.train_per_class))
-    jobs += [job(f"scaling/{strategy}_{target:g}x", "scale", float(target), scaling.epochs, scaling.train_per_class)
-             for target in scaling.flops_targets for strategy in study.strategy_names()]
+    jobs += [
+        job(f"scaling/{strategy}_{target:g}x", "scale", float(target), scaling.epochs, scaling.train_per_class)
+        for target in scaling.flops_targets
+        for strategy in study.strategy_names()
+    ]
     return jobs
 
 
@@ -155,8 +193,13 @@ def dvc_stage(job: Job) -> str:
     return f"{'scale_compound' if strategy == 'compound' else 'scale'}@{strategy}-{target.removesuffix('x')}"
 
 
-def stages_estimate(params: Params, stages: list[str], seconds_per_b0_image: float, exponent: float = 1.0,
-                    baseline_costs: dict[str, float] | None = None) -> float:
+def stages_estimate(
+    params: Params,
+    stages: list[str],
+    seconds_per_b0_image: float,
+    exponent: float = 1.0,
+    baseline_costs: dict[str, float] | None = None,
+) -> float:
     """Seconds the training stages `stages` (dvc.yaml names, as `dvc_stage` gives them) take here, with their
     final evaluation and `STAGE_START_S` for each stage and for its evaluate stage: one chain's estimate."""
     jobs = [j for j in budget(params, exponent, baseline_costs) if dvc_stage(j) in stages]
@@ -166,13 +209,20 @@ def stages_estimate(params: Params, stages: list[str], seconds_per_b0_image: flo
     return sum(j.b0_images for j in jobs) * seconds_per_b0_image + 2 * STAGE_START_S * len(stages)
 
 
-def chain_lines(params: Params, device: str, seconds_per_b0_image: float, exponent: float = 1.0,
-                baseline_costs: dict[str, float] | None = None) -> list[str]:
+def chain_lines(
+    params: Params,
+    device: str,
+    seconds_per_b0_image: float,
+    exponent: float = 1.0,
+    baseline_costs: dict[str, float] | None = None,
+) -> list[str]:
     """One line per chain of the small study (`study.small_study_chains`) with its estimate here, then the total
     with the closing stages (collect, cam, plots, report: `STAGE_START_S` each)."""
-    lines = [f"clock: device {device}; B0 at {params.network.base_resolution} px trains at "
-             f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()}); "
-             f"time grows as FLOPs^{exponent:.2f}"]
+    lines = [
+        f"clock: device {device}; B0 at {params.network.base_resolution} px trains at "
+        f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()}); "
+        f"time grows as FLOPs^{exponent:.2f}"
+    ]
     total = 4 * STAGE_START_S
     for chain in study.small_study_chains(params):
         seconds = stages_estimate(params, [chain.stages[0]], seconds_per_b0_image, exponent, baseline_costs)
@@ -192,9 +242,16 @@ def stage_budgets(params: Params) -> dict[str, dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for job in budget(params):
         group = {"train_phi": "train", "train_baseline": "train"}.get(job.stage, job.stage)
-        entry = groups.setdefault(group, {"base_resolution": params.network.base_resolution, "epochs": job.epochs,
-                                          "train_images": job.train_images, "val_images": job.val_images,
-                                          "val_passes": job.val_passes})
+        entry = groups.setdefault(
+            group,
+            {
+                "base_resolution": params.network.base_resolution,
+                "epochs": job.epochs,
+                "train_images": job.train_images,
+                "val_images": job.val_images,
+                "val_passes": job.val_passes,
+            },
+        )
         if group == "search":
             entry["candidates"] = entry.get("candidates", 0) + 1
     return groups
@@ -231,8 +288,14 @@ def time_model(params: Params, device: Any, spec: Any, steps: int = 3, batch: in
 
     size = batch or (min(params.train.batch_size, 128) if device.type == "cpu" else params.train.batch_size)
     cfg = dataclasses.replace(params.train, batch_size=size, compile=False)
-    state = make_train_state(spec, cfg, device=device, total_steps=steps + 2, warmup_steps=0,
-                             amp_dtype=autocast_dtype(cfg.precision, device, arch=spec.arch))
+    state = make_train_state(
+        spec,
+        cfg,
+        device=device,
+        total_steps=steps + 2,
+        warmup_steps=0,
+        amp_dtype=autocast_dtype(cfg.precision, device, arch=spec.arch),
+    )
     state.model.train()
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     images = torch.randn(size, 3, spec.resolution, spec.resolution, device=device).contiguous(memory_format=layout)
@@ -254,8 +317,9 @@ def time_b0(params: Params, device: Any, steps: int = 3, batch: int | None = Non
     return time_model(params, device, published_spec(variant, params.network), steps, batch)
 
 
-def measure_baseline_costs(params: Params, device: Any, b0_seconds: float, steps: int = 2,
-                           batch: int | None = None) -> dict[str, float]:
+def measure_baseline_costs(
+    params: Params, device: Any, b0_seconds: float, steps: int = 2, batch: int | None = None
+) -> dict[str, float]:
     """Each baseline's seconds per training image relative to B0's `b0_seconds`, timed on `device` (`time_model`).
 
     Timed, not modelled: per FLOP a baseline's time differs from an EfficientNet's by device and
@@ -263,8 +327,10 @@ def measure_baseline_costs(params: Params, device: Any, b0_seconds: float, steps
     """
     from effnet.models import spec_for_name
 
-    return {m.name: time_model(params, device, spec_for_name(m.name, params.network), steps, batch) / b0_seconds
-            for m in study.BASELINES}
+    return {
+        m.name: time_model(params, device, spec_for_name(m.name, params.network), steps, batch) / b0_seconds
+        for m in study.BASELINES
+    }
 
 
 CALIBRATION_VARIANT = "b3"  # timed beside B0 for the exponent: 4.6x its FLOPs, still quick to time
@@ -277,8 +343,9 @@ def cost_exponent(b0_seconds: float, other_seconds: float, flops_ratio: float) -
     return min(max(k, EXPONENT_RANGE[0]), EXPONENT_RANGE[1])
 
 
-def measure_cost_exponent(params: Params, device: Any, b0_seconds: float, steps: int = 2,
-                          batch: int | None = None) -> float:
+def measure_cost_exponent(
+    params: Params, device: Any, b0_seconds: float, steps: int = 2, batch: int | None = None
+) -> float:
     """How a network's time grows with its FLOPs on `device`: B3 timed against `b0_seconds` (`cost_exponent`).
 
     On the 2-core CPU under load (issue 27) B0 at 8 px took 494 ms an image and B3 (4.6x the
@@ -301,32 +368,45 @@ def duration(seconds: float) -> str:
     return f"{max(1, round(seconds))} s"
 
 
-def report(params: Params, device: str, seconds_per_b0_image: float, is_cpu: bool, exponent: float = 1.0,
-           baseline_costs: dict[str, float] | None = None) -> list[str]:
+def report(
+    params: Params,
+    device: str,
+    seconds_per_b0_image: float,
+    is_cpu: bool,
+    exponent: float = 1.0,
+    baseline_costs: dict[str, float] | None = None,
+) -> list[str]:
     """The clock's lines: device, budget, estimate per stage and in all, and on a CPU what to run instead."""
     jobs = budget(params, exponent, baseline_costs)
     stages: dict[str, list[Job]] = {}
     for job in jobs:
         stages.setdefault(job.stage, []).append(job)
-    stage_count = (sum(1 for job in jobs if job.stage != "search") + (1 if stages.get("search") else 0)
-                   + len(OTHER_STAGES))
+    stage_count = (
+        sum(1 for job in jobs if job.stage != "search") + (1 if stages.get("search") else 0) + len(OTHER_STAGES)
+    )
     fixed = STAGE_START_S * stage_count
     total = sum(job.b0_images for job in jobs) * seconds_per_b0_image + fixed
-    lines = [f"clock: device {device}; B0 at {params.network.base_resolution} px trains at "
-             f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()}); "
-             f"time grows as FLOPs^{exponent:.2f}"]
+    lines = [
+        f"clock: device {device}; B0 at {params.network.base_resolution} px trains at "
+        f"{1 / seconds_per_b0_image:,.1f} images/s here (timed just now{_busy()}); "
+        f"time grows as FLOPs^{exponent:.2f}"
+    ]
     for stage, members in stages.items():
         first = members[0]
         seconds = sum(j.b0_images for j in members) * seconds_per_b0_image
-        lines.append(f"  {stage:<15}{len(members):>3} network{'s' if len(members) != 1 else ' '}"
-                     f" x {first.epochs} epochs"
-                     f" x {first.train_images:,} images  ~ {duration(seconds)}")
+        lines.append(
+            f"  {stage:<15}{len(members):>3} network{'s' if len(members) != 1 else ' '}"
+            f" x {first.epochs} epochs"
+            f" x {first.train_images:,} images  ~ {duration(seconds)}"
+        )
     lines.append(f"  starting {stage_count} stages, about {STAGE_START_S:.0f} s each  ~ {duration(fixed)}")
     lines.append(f"  whole run: about {duration(total)} on this device (an order of magnitude: see effnet/clock.py)")
     if is_cpu and total > DAY:
-        lines.append(f"warning: on this CPU the run in params.yaml takes days. For a look at every stage in minutes "
-                     f"run the smoke run, `{SMOKE}`; for real results with a CPU-sized budget, the small study, "
-                     f"`{CPU_BUDGET}` (scripts/small.yaml, docs/small.md). Going on as asked.")
+        lines.append(
+            f"warning: on this CPU the run in params.yaml takes days. For a look at every stage in minutes "
+            f"run the smoke run, `{SMOKE}`; for real results with a CPU-sized budget, the small study, "
+            f"`{CPU_BUDGET}` (scripts/small.yaml, docs/small.md). Going on as asked."
+        )
     return lines
 
 
@@ -336,12 +416,16 @@ def _busy() -> str:
         load, cores = os.getloadavg()[0], os.cpu_count() or 1
     except OSError:  # not available on every platform
         return ""
-    return (f", while the machine was busy: load {load:.1f} on {cores} cores, so the estimate runs long"
-            if load > cores else "")
+    return (
+        f", while the machine was busy: load {load:.1f} on {cores} cores, so the estimate runs long"
+        if load > cores
+        else ""
+    )
 
 
-def model_line(name: str, names: list[str], params: Params, seconds_per_b0_image: float | None,
-               exponent: float = 1.0) -> str:
+def model_line(
+    name: str, names: list[str], params: Params, seconds_per_b0_image: float | None, exponent: float = 1.0
+) -> str:
     """'matrix model 5/11: efficientnet_b4, about 3 h 10 min here (the 11 together about 190 days)'.
 
     Printed as each matrix stage starts. DVC may run the stages in any order, so the line
@@ -363,14 +447,22 @@ def matrix_model_line(name: str, params: Params, timing: Path = Path("plan/timin
     return model_line(name, list(study.model_names()), params, seconds, load_exponent(timing))
 
 
-def save_timing(path: Path, device: str, seconds_per_b0_image: float, base_resolution: int,
-                exponent: float = 1.0) -> None:
+def save_timing(
+    path: Path, device: str, seconds_per_b0_image: float, base_resolution: int, exponent: float = 1.0
+) -> None:
     """Keep this device's timing for the training stages' 'model 5/11' lines (a cache, not a result)."""
     from effnet.io import write_json
 
-    write_json(path, {"device": device, "seconds_per_b0_image": seconds_per_b0_image, "cost_exponent": exponent,
-                      "base_resolution": base_resolution,
-                      "timed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    write_json(
+        path,
+        {
+            "device": device,
+            "seconds_per_b0_image": seconds_per_b0_image,
+            "cost_exponent": exponent,
+            "base_resolution": base_resolution,
+            "timed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
 
 
 def load_exponent(path: Path) -> float:
@@ -416,9 +508,14 @@ def load_lease_bench(path: Path = LEASE_BENCH) -> dict[str, Any] | None:
 def lease_rates(bench: dict[str, Any], variant: str = "recipe") -> dict[str, float]:
     """{model: training images/s} of a lease benchmark's rows of `variant` (effnet.lease_job.run_rows's file, written
     by scripts/lease_job.py), rows with an error left out."""
-    return {row["model"]: float(row["images_per_s"]) for row in bench.get("rows", [])
-            if row.get("kind") == "train" and row.get("variant", "recipe") == variant and "error" not in row
-            and row.get("images_per_s")}
+    return {
+        row["model"]: float(row["images_per_s"])
+        for row in bench.get("rows", [])
+        if row.get("kind") == "train"
+        and row.get("variant", "recipe") == variant
+        and "error" not in row
+        and row.get("images_per_s")
+    }
 
 
 def gpu_lines(params: Params, bench: dict[str, Any] | None, source: Path = LEASE_BENCH) -> list[str]:
@@ -435,14 +532,18 @@ def gpu_lines(params: Params, bench: dict[str, Any] | None, source: Path = LEASE
     rates = lease_rates(bench or {})
     b0 = rates.get("efficientnet_b0")
     if b0 is None:
-        return [f"clock (GPU): no lease benchmark with B0 at {source}: no GPU figure is measured; "
-                "the GPU times of docs/lease.md and the windows are estimates"]
+        return [
+            f"clock (GPU): no lease benchmark with B0 at {source}: no GPU figure is measured; "
+            "the GPU times of docs/lease.md and the windows are estimates"
+        ]
     baselines = {m.name: b0 / rates[m.name] for m in study.matrix() if m.is_baseline and m.name in rates}
     jobs = budget(params, 1.0, baselines)
     seconds_per_b0_image = 1 / b0
-    lines = [f"clock (GPU): {bench.get('device', '?')}, from the lease benchmark {source} "
-             f"({bench.get('data', '?')} data, batch {bench.get('batch_size', '?')}): B0 trains at {b0:,.0f} images/s "
-             "(measured); lines marked 'estimated' scale B0's rate by FLOPs"]
+    lines = [
+        f"clock (GPU): {bench.get('device', '?')}, from the lease benchmark {source} "
+        f"({bench.get('data', '?')} data, batch {bench.get('batch_size', '?')}): B0 trains at {b0:,.0f} images/s "
+        "(measured); lines marked 'estimated' scale B0's rate by FLOPs"
+    ]
     measured_s = estimated_s = 0.0
     others: dict[str, list[float]] = {}
     for job in jobs:
@@ -451,20 +552,28 @@ def gpu_lines(params: Params, bench: dict[str, Any] | None, source: Path = LEASE
             if job.stage == "train":  # its own rate, in place of its FLOPs ratio
                 seconds *= (b0 / rates[job.name]) / RELATIVE_COST[job.name]
             measured_s += seconds
-            lines.append(f"  {job.name:<20} {job.epochs} epochs  ~ {duration(seconds):>12}  measured rate "
-                         f"({rates[job.name]:,.0f} images/s)")
+            lines.append(
+                f"  {job.name:<20} {job.epochs} epochs  ~ {duration(seconds):>12}  measured rate "
+                f"({rates[job.name]:,.0f} images/s)"
+            )
         elif job.stage in ("train", "train_baseline"):
             estimated_s += seconds
-            lines.append(f"  {job.name:<20} {job.epochs} epochs  ~ {duration(seconds):>12}  estimated "
-                         "(no row in the lease benchmark)")
+            lines.append(
+                f"  {job.name:<20} {job.epochs} epochs  ~ {duration(seconds):>12}  estimated "
+                "(no row in the lease benchmark)"
+            )
         else:
             estimated_s += seconds
             others.setdefault(job.stage, []).append(seconds)
     for stage, members in others.items():
-        lines.append(f"  {stage:<20} {len(members)} networks  ~ {duration(sum(members)):>12}  estimated "
-                     "(FLOPs ratio at B0's measured rate)")
-    lines.append(f"  images alone: {duration(measured_s)} from measured rates, {duration(estimated_s)} estimated; "
-                 f"stage starts ({STAGE_START_S:.0f} s each, the CPU's) not counted: an estimate")
+        lines.append(
+            f"  {stage:<20} {len(members)} networks  ~ {duration(sum(members)):>12}  estimated "
+            "(FLOPs ratio at B0's measured rate)"
+        )
+    lines.append(
+        f"  images alone: {duration(measured_s)} from measured rates, {duration(estimated_s)} estimated; "
+        f"stage starts ({STAGE_START_S:.0f} s each, the CPU's) not counted: an estimate"
+    )
     return lines
 
 
@@ -474,13 +583,23 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
     parser.add_argument("--overrides", type=Path, help="a profile of dotted overrides, e.g. scripts/small.yaml")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps of B0")
     parser.add_argument("--model-line", metavar="MODEL", help="only the line a matrix model's training starts with")
-    parser.add_argument("--chains", action="store_true",
-                        help="the estimate of each chain of the small study (study.yaml small_study) and of all")
-    parser.add_argument("--gpu", action="store_true",
-                        help="the run on a lease's GPU, from its benchmark (--lease-bench), without timing here")
+    parser.add_argument(
+        "--chains",
+        action="store_true",
+        help="the estimate of each chain of the small study (study.yaml small_study) and of all",
+    )
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the run on a lease's GPU, from its benchmark (--lease-bench), without timing here",
+    )
     parser.add_argument("--lease-bench", type=Path, default=LEASE_BENCH)
-    parser.add_argument("--stages", nargs="+", metavar="STAGE",
-                        help="only the estimate, in seconds, of these training stages and their evaluation (a chain)")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        metavar="STAGE",
+        help="only the estimate, in seconds, of these training stages and their evaluation (a chain)",
+    )
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params, args.overrides)

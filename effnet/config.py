@@ -46,8 +46,13 @@ def _check_number(value: Any, key: str, minimum: float | None = None, maximum: f
         key,
         f"must be a finite number, got {value!r}",
     )
-    allowed = (f"in [{minimum:g}, {maximum:g}]" if minimum is not None and maximum is not None else
-               f">= {minimum}" if minimum is not None else f"<= {maximum}")
+    allowed = (
+        f"in [{minimum:g}, {maximum:g}]"
+        if minimum is not None and maximum is not None
+        else f">= {minimum}"
+        if minimum is not None
+        else f"<= {maximum}"
+    )
     if minimum is not None:
         _require(value >= minimum, key, f"must be {allowed}, got {value}")
     if maximum is not None:
@@ -75,8 +80,11 @@ class DataConfig:
             f"must be 32 lowercase hex digits, got {self.md5!r}",
         )
         _check_int(self.val_per_class, "data.val_per_class", 1)
-        _require(self.val_per_class < 500, "data.val_per_class",
-                 f"must be < 500 (CIFAR-100 has 500 training images per class), got {self.val_per_class}")
+        _require(
+            self.val_per_class < 500,
+            "data.val_per_class",
+            f"must be < 500 (CIFAR-100 has 500 training images per class), got {self.val_per_class}",
+        )
         _check_int(self.seed, "data.seed", 0)
 
 
@@ -94,8 +102,11 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         _check_choice(self.regime, "network.regime", ("cifar", "imagenet"))
-        _require(self.cifar_downsample in (8, 16), "network.cifar_downsample",
-                 f"must be 8 or 16, got {self.cifar_downsample!r}")
+        _require(
+            self.cifar_downsample in (8, 16),
+            "network.cifar_downsample",
+            f"must be 8 or 16, got {self.cifar_downsample!r}",
+        )
         _check_int(self.base_resolution, "network.base_resolution", 8)
         _check_int(self.num_classes, "network.num_classes", 2)
         _check_choice(self.efficientnet_scaling, "network.efficientnet_scaling", ("searched", "published"))
@@ -155,8 +166,9 @@ class TrainConfig:
         _require(self.drop_path_rate < 1.0, "train.drop_path_rate", "must be < 1")
         if self.bn_momentum is not None:
             _check_number(self.bn_momentum, "train.bn_momentum", 0.0, 1.0)
-            _require(self.bn_momentum > 0.0, "train.bn_momentum",
-                     "must be in (0, 1], or null for each architecture's own")
+            _require(
+                self.bn_momentum > 0.0, "train.bn_momentum", "must be in (0, 1], or null for each architecture's own"
+            )
         _check_int(self.crop_padding, "train.crop_padding", 0)
         _require(isinstance(self.hflip, bool), "train.hflip", f"must be true or false, got {self.hflip!r}")
         _check_int(self.cutout, "train.cutout", 0)
@@ -209,8 +221,11 @@ class SearchConfig:
             _require(axis.step > 0, f"{key}.step", f"must be > 0, got {axis.step}")
         _check_number(self.tolerance, "search.tolerance", 0.0)
         _check_number(self.flops_target, "search.flops_target", 1.0)
-        _require(self.flops_target > 1.0, "search.flops_target",
-                 f"must be > 1 (a multiple of B0's FLOPs), got {self.flops_target}")
+        _require(
+            self.flops_target > 1.0,
+            "search.flops_target",
+            f"must be > 1 (a multiple of B0's FLOPs), got {self.flops_target}",
+        )
         _check_number(self.flops_tolerance, "search.flops_tolerance", 0.0, 1.0)
         _check_int(self.epochs, "search.epochs", 1)
         _check_int(self.train_per_class, "search.train_per_class", 0)
@@ -343,9 +358,12 @@ def params_from_dict(raw: Any) -> Params:
             raise ConfigError(f"params.yaml: missing section '{name}'")
         values[name] = _build(hints[name], raw[name], name)
     params = Params(**values)
-    _require(params.cam.flops_target in params.scaling.flops_targets, "cam.flops_target",
-             f"must be one of scaling.flops_targets ({', '.join(f'{t:g}' for t in params.scaling.flops_targets)}), "
-             f"got {params.cam.flops_target:g}")
+    _require(
+        params.cam.flops_target in params.scaling.flops_targets,
+        "cam.flops_target",
+        f"must be one of scaling.flops_targets ({', '.join(f'{t:g}' for t in params.scaling.flops_targets)}), "
+        f"got {params.cam.flops_target:g}",
+    )
     return params
 
 
@@ -378,4 +396,3 @@ def load_params(path: str | Path = "params.yaml", overrides: str | Path | None =
             raise ConfigError(f"{overrides}: no such overrides file")
         apply_overrides(raw, yaml.safe_load(Path(overrides).read_text()) or {}, str(overrides))
     return params_from_dict(raw)
-

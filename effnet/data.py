@@ -58,8 +58,10 @@ def split_train_val(fine_labels: np.ndarray, val_per_class: int, seed: int) -> t
     for c in range(NUM_FINE_CLASSES):
         members = np.flatnonzero(fine_labels == c)
         if len(members) <= val_per_class:
-            raise DataError(f"class {c} has {len(members)} training images; data.val_per_class={val_per_class} "
-                            "must leave at least one for training")
+            raise DataError(
+                f"class {c} has {len(members)} training images; data.val_per_class={val_per_class} "
+                "must leave at least one for training"
+            )
         members = rng.permutation(members)
         val.append(members[:val_per_class])
         train.append(members[val_per_class:])
@@ -116,8 +118,12 @@ def prepare(archive: dict, out_dir: Path, *, val_per_class: int, seed: int, sour
 
     def fill(tmp: Path) -> None:
         for name, split in splits.items():
-            np.savez(tmp / f"{name}.npz", images=split["images"], fine_labels=split["fine_labels"].astype(np.int64),
-                     coarse_labels=split["coarse_labels"].astype(np.int64))
+            np.savez(
+                tmp / f"{name}.npz",
+                images=split["images"],
+                fine_labels=split["fine_labels"].astype(np.int64),
+                coarse_labels=split["coarse_labels"].astype(np.int64),
+            )
         write_json(tmp / "meta.json", meta)
 
     replace_dir(out_dir, fill)  # the previous output stays until the new one is complete
@@ -262,8 +268,9 @@ class DeviceLoader:
             raise ValueError("batch_size and resolution must be >= 1, cutout and crop_padding >= 0")
         self.height, self.width = int(images.shape[1]), int(images.shape[2])
         if train and crop_padding >= min(self.height, self.width):
-            raise ValueError(f"crop_padding must be < {min(self.height, self.width)} (reflect padding), "
-                             f"got {crop_padding}")
+            raise ValueError(
+                f"crop_padding must be < {min(self.height, self.width)} (reflect padding), got {crop_padding}"
+            )
 
         self.batch_size, self.train, self.resolution = batch_size, train, resolution
         self.crop_padding = crop_padding if train else 0
@@ -286,8 +293,10 @@ class DeviceLoader:
         if train:
             self.steps = self.size // (world_size * batch_size)
             if self.steps == 0:
-                raise ValueError(f"{self.size} training images cannot fill one global batch of "
-                                 f"{world_size} x {batch_size}; lower the batch size")
+                raise ValueError(
+                    f"{self.size} training images cannot fill one global batch of "
+                    f"{world_size} x {batch_size}; lower the batch size"
+                )
             self.num_images = self.steps * batch_size
         else:
             base, extra = divmod(self.size, world_size)
@@ -350,8 +359,9 @@ class DeviceLoader:
         channels = torch.arange(3, device=self.device).view(1, 3, 1, 1)
         return self.images[index.view(-1, 1, 1, 1), channels, rows, cols]  # (B, 3, H, W)
 
-    def _finish(self, images: torch.Tensor, cy: torch.Tensor | None = None,
-                cx: torch.Tensor | None = None) -> torch.Tensor:
+    def _finish(
+        self, images: torch.Tensor, cy: torch.Tensor | None = None, cx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> normalised, cut out, resized (B, 3, R, R) in `dtype`."""
         images = images.float() * self.scale + self.shift
         if self.cutout:
@@ -362,8 +372,9 @@ class DeviceLoader:
             inside = (ys >= y0) & (ys < y0 + self.cutout) & (xs >= x0) & (xs < x0 + self.cutout)  # (B, H, W)
             images = images.masked_fill(inside.unsqueeze(1), 0.0)
         if self.resolution != self.height or self.resolution != self.width:
-            images = F.interpolate(images, size=(self.resolution, self.resolution), mode="bilinear",
-                                   align_corners=False, antialias=False)
+            images = F.interpolate(
+                images, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=False
+            )
         images = images.to(self.dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

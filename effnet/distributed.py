@@ -55,8 +55,10 @@ def init_distributed() -> Distributed:
         raise ValueError(f"RANK must lie in 0..{world_size - 1}, got {rank}")
     if torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
-                             "start at most one process per GPU (torchrun --nproc-per-node)")
+            raise ValueError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
+                "start at most one process per GPU (torchrun --nproc-per-node)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
@@ -98,4 +100,3 @@ def broadcast_(tensors: list[torch.Tensor], dist: Distributed | None, src: int =
     if _active(dist):
         for tensor in tensors:
             torch_dist.broadcast(tensor, src=src)
-

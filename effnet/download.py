@@ -91,8 +91,9 @@ def fetch(url: str, dest: Path, md5: str, *, retries: int = 3, timeout: float = 
     elif scheme == "file":
         parsed = urllib.parse.urlparse(url)
         if parsed.netloc not in ("", "localhost"):
-            raise DataError(f"data.url {url!r}: a file:// URL needs an absolute path (file:///abs/path), "
-                            "or give the plain path")
+            raise DataError(
+                f"data.url {url!r}: a file:// URL needs an absolute path (file:///abs/path), or give the plain path"
+            )
         _copy_local(Path(urllib.request.url2pathname(parsed.path)), partial)
     elif scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a path (or a Windows drive letter)
         _copy_local(Path(url), partial)
@@ -107,8 +108,7 @@ def fetch(url: str, dest: Path, md5: str, *, retries: int = 3, timeout: float = 
             f"checksum mismatch for {url}: expected md5 {md5}, got {actual}.\n"
             f"The file was kept for inspection at {bad}.\n"
             f"If {url} is a mirror, it needs its own md5 (after checking it):\n"
-            f"  dvc exp run -S data.url={url} -S data.md5={actual}\n"
-            + MIRROR_HINT
+            f"  dvc exp run -S data.url={url} -S data.md5={actual}\n" + MIRROR_HINT
         )
     os.replace(partial, dest)
     return dest
@@ -116,8 +116,10 @@ def fetch(url: str, dest: Path, md5: str, *, retries: int = 3, timeout: float = 
 
 def _copy_local(source: Path, partial: Path) -> None:
     if not source.is_file():
-        raise DataError(f"data.url: no such file {source} (resolved to {source.resolve()}); check the path, "
-                        "relative paths are taken from the directory the stage runs in (the project root)")
+        raise DataError(
+            f"data.url: no such file {source} (resolved to {source.resolve()}); check the path, "
+            "relative paths are taken from the directory the stage runs in (the project root)"
+        )
     shutil.copyfile(source, partial)
 
 
@@ -164,8 +166,9 @@ def _download_once(url: str, partial: Path, timeout: float) -> None:
             raise _Transient("server rejected the resume range, restarting", network=False) from error
         if error.code >= 500 or error.code in (408, 429):
             raise _Transient(f"server answered HTTP {error.code} {error.reason}", network=False) from error
-        raise DataError(f"cannot download {url}: server answered HTTP {error.code} {error.reason}.\n"
-                        + MIRROR_HINT) from error
+        raise DataError(
+            f"cannot download {url}: server answered HTTP {error.code} {error.reason}.\n" + MIRROR_HINT
+        ) from error
     except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise _Transient(f"{type(reason).__name__}: {reason}", network=True) from error
@@ -182,9 +185,14 @@ def _download_once(url: str, partial: Path, timeout: float) -> None:
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
         received = 0
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True,
-                   desc=Path(urllib.parse.urlparse(url).path).name,
-                   disable=not sys.stderr.isatty())
+        bar = tqdm(
+            total=total,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            desc=Path(urllib.parse.urlparse(url).path).name,
+            disable=not sys.stderr.isatty(),
+        )
         try:
             with open(partial, mode) as f, bar:
                 while chunk := response.read(_CHUNK):
@@ -192,8 +200,9 @@ def _download_once(url: str, partial: Path, timeout: float) -> None:
                     received += len(chunk)
                     bar.update(len(chunk))
         except (ConnectionError, TimeoutError, http.client.HTTPException) as error:
-            raise _Transient(f"transfer interrupted after {start + received} bytes ({type(error).__name__})",
-                             network=False) from error
+            raise _Transient(
+                f"transfer interrupted after {start + received} bytes ({type(error).__name__})", network=False
+            ) from error
     if length is not None and received < int(length):
         raise _Transient(f"transfer interrupted after {start + received} of {total} bytes", network=False)
 
@@ -279,8 +288,10 @@ def _split_arrays(batch: dict, member: str) -> dict[str, np.ndarray]:
             raise DataError(f"{member}: missing key {key!r}; keys present: {sorted(batch)}")
     data = batch[b"data"]
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
-        raise DataError(f"{member}: b'data' must be a uint8 array of shape (N, 3072), got "
-                        f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}")
+        raise DataError(
+            f"{member}: b'data' must be a uint8 array of shape (N, 3072), got "
+            f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
+        )
     n = data.shape[0]
     arrays = {}
     for key, count in ((b"fine_labels", NUM_FINE), (b"coarse_labels", NUM_COARSE)):

@@ -140,18 +140,23 @@ def _check_coefficient(name: str, value: object, minimum: float, maximum: float 
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if value > maximum:
-        raise ValueError(f"{name} must lie in [{minimum:g}, {maximum:g}], got {value:g}: phi = {maximum:g} is already "
-                         f"{2 ** maximum:g}x B0's FLOPs")
+        raise ValueError(
+            f"{name} must lie in [{minimum:g}, {maximum:g}], got {value:g}: phi = {maximum:g} is already "
+            f"{2**maximum:g}x B0's FLOPs"
+        )
     if value < minimum:
-        why = "phi counts doublings of compute and cannot be negative" if name == "phi" else (
-            f"{name} multiplies a dimension per unit of phi; below 1 that dimension would shrink"
+        why = (
+            "phi counts doublings of compute and cannot be negative"
+            if name == "phi"
+            else (f"{name} multiplies a dimension per unit of phi; below 1 that dimension would shrink")
         )
         raise ValueError(f"{name} must be >= {minimum:g}, got {value:g}: {why}")
     return value
 
 
-def compound_scaling(alpha: float, beta: float, gamma: float, phi: float,
-                     base_resolution: int = B0_RESOLUTION) -> CompoundScaling:
+def compound_scaling(
+    alpha: float, beta: float, gamma: float, phi: float, base_resolution: int = B0_RESOLUTION
+) -> CompoundScaling:
     """The compound scaling rule, paper Eq. 3: depth alpha^phi, width beta^phi, resolution gamma^phi.
 
     FLOPs grow about (alpha * beta^2 * gamma^2)^phi, i.e. 2^phi under the paper's constraint.
@@ -187,24 +192,45 @@ class MBConv(nn.Module):
     paper's code calls it "drop connect", which is a different method (Wan et al., 2013).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, expand_ratio: int, kernel: int, stride: int,
-                 drop_path: float, norm_layer: Callable[..., nn.Module] = BATCHNORM) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        expand_ratio: int,
+        kernel: int,
+        stride: int,
+        drop_path: float,
+        norm_layer: Callable[..., nn.Module] = BATCHNORM,
+    ) -> None:
         super().__init__()
         self.use_residual = stride == 1 and in_channels == out_channels
         expanded = in_channels * expand_ratio
         layers: list[nn.Module] = []
         # expand
         if expanded != in_channels:
-            layers.append(Conv2dNormActivation(in_channels, expanded, kernel_size=1, norm_layer=norm_layer,
-                                               activation_layer=nn.SiLU))
+            layers.append(
+                Conv2dNormActivation(
+                    in_channels, expanded, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.SiLU
+                )
+            )
         # depthwise
-        layers.append(Conv2dNormActivation(expanded, expanded, kernel_size=kernel, stride=stride, groups=expanded,
-                                           norm_layer=norm_layer, activation_layer=nn.SiLU))
+        layers.append(
+            Conv2dNormActivation(
+                expanded,
+                expanded,
+                kernel_size=kernel,
+                stride=stride,
+                groups=expanded,
+                norm_layer=norm_layer,
+                activation_layer=nn.SiLU,
+            )
+        )
         # squeeze and excitation: bottleneck of a quarter of the block's *input* channels
         layers.append(SqueezeExcitation(expanded, max(1, in_channels // 4), activation=nn.SiLU))
         # project (linear bottleneck: no activation)
-        layers.append(Conv2dNormActivation(expanded, out_channels, kernel_size=1, norm_layer=norm_layer,
-                                           activation_layer=None))
+        layers.append(
+            Conv2dNormActivation(expanded, out_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=None)
+        )
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(drop_path, "row") if self.use_residual else nn.Identity()
 
@@ -222,14 +248,25 @@ class EfficientNet(nn.Module):
     layers (the network is fully convolutional) but the data loader resizes to it.
     """
 
-    def __init__(self, stages: Sequence[MBConvStage], stem_channels: int, head_channels: int, *,
-                 resolution: int, num_classes: int = 1000, dropout: float = 0.2, drop_path_rate: float = 0.2,
-                 stem_stride: int = 2, norm_layer: Callable[..., nn.Module] = BATCHNORM) -> None:
+    def __init__(
+        self,
+        stages: Sequence[MBConvStage],
+        stem_channels: int,
+        head_channels: int,
+        *,
+        resolution: int,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        drop_path_rate: float = 0.2,
+        stem_stride: int = 2,
+        norm_layer: Callable[..., nn.Module] = BATCHNORM,
+    ) -> None:
         super().__init__()
         self.resolution = resolution
         layers: list[nn.Module] = [
-            Conv2dNormActivation(3, stem_channels, kernel_size=3, stride=stem_stride, norm_layer=norm_layer,
-                                 activation_layer=nn.SiLU)
+            Conv2dNormActivation(
+                3, stem_channels, kernel_size=3, stride=stem_stride, norm_layer=norm_layer, activation_layer=nn.SiLU
+            )
         ]
         num_blocks = sum(s.repeats for s in stages)
         block_idx, in_channels = 0, stem_channels
@@ -238,13 +275,25 @@ class EfficientNet(nn.Module):
             for i in range(stage.repeats):
                 # stochastic depth rises linearly over blocks (paper code: rate * idx / num_blocks)
                 drop_path = drop_path_rate * block_idx / num_blocks
-                blocks.append(MBConv(in_channels, stage.out_channels, stage.expand_ratio, stage.kernel,
-                                     stage.stride if i == 0 else 1, drop_path, norm_layer))
+                blocks.append(
+                    MBConv(
+                        in_channels,
+                        stage.out_channels,
+                        stage.expand_ratio,
+                        stage.kernel,
+                        stage.stride if i == 0 else 1,
+                        drop_path,
+                        norm_layer,
+                    )
+                )
                 in_channels = stage.out_channels
                 block_idx += 1
             layers.append(nn.Sequential(*blocks))
-        layers.append(Conv2dNormActivation(in_channels, head_channels, kernel_size=1, norm_layer=norm_layer,
-                                           activation_layer=nn.SiLU))
+        layers.append(
+            Conv2dNormActivation(
+                in_channels, head_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.SiLU
+            )
+        )
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), nn.Linear(head_channels, num_classes))
@@ -271,8 +320,17 @@ class EfficientNet(nn.Module):
         return self.classifier(x)  # (B, num_classes)
 
 
-def efficientnet(width: float, depth: float, resolution: int, dropout: float, *, num_classes: int = 1000,
-                 regime: str = "imagenet", cifar_downsample: int = 8, drop_path_rate: float = 0.2) -> EfficientNet:
+def efficientnet(
+    width: float,
+    depth: float,
+    resolution: int,
+    dropout: float,
+    *,
+    num_classes: int = 1000,
+    regime: str = "imagenet",
+    cifar_downsample: int = 8,
+    drop_path_rate: float = 0.2,
+) -> EfficientNet:
     """B0 scaled by (width, depth), built for `resolution` in the given input regime."""
     stages = scale_stages(B0_STAGES, width, depth)
     if regime == "imagenet":
@@ -281,6 +339,13 @@ def efficientnet(width: float, depth: float, resolution: int, dropout: float, *,
         stem_stride, stages = cifar_strides(stages, cifar_downsample)
     else:
         raise ValueError(f"regime must be 'imagenet' or 'cifar', got {regime!r}")
-    return EfficientNet(stages, scale_channels(B0_STEM_CHANNELS, width), scale_channels(B0_HEAD_CHANNELS, width),
-                        resolution=resolution, num_classes=num_classes, dropout=dropout,
-                        drop_path_rate=drop_path_rate, stem_stride=stem_stride)
+    return EfficientNet(
+        stages,
+        scale_channels(B0_STEM_CHANNELS, width),
+        scale_channels(B0_HEAD_CHANNELS, width),
+        resolution=resolution,
+        num_classes=num_classes,
+        dropout=dropout,
+        drop_path_rate=drop_path_rate,
+        stem_stride=stem_stride,
+    )

@@ -92,8 +92,10 @@ def trained_model(models_dir: Path, model: str) -> TrainedModel:
     """The model `model` (e.g. 'efficientnet_b0', 'scaling/depth_2x') below `models_dir`, with its seeds."""
     path = Path(models_dir) / model / "model.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file; train the model first (its train stage, "
-                                f"e.g. dvc repro train@efficientnet_b0)")
+        raise FileNotFoundError(
+            f"{path}: no such weights file; train the model first (its train stage, "
+            f"e.g. dvc repro train@efficientnet_b0)"
+        )
     return TrainedModel(model, path, group_of(model), seed_weights(path.parent))
 
 
@@ -110,8 +112,9 @@ def scaling_role(model: str, payload: dict[str, Any]) -> tuple[str, float] | Non
 
 
 @torch.no_grad()
-def predict(model: nn.Module,
-            loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities, flip-averaged probabilities, labels) over `loader`, on the CPU.
 
     The second is the mean of softmax(model(x)) and softmax(model(x mirrored left-right)):
@@ -134,8 +137,9 @@ def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     return float((top == labels.view(-1, 1)).any(dim=1).double().mean())
 
 
-def split_accuracies(model: nn.Module, loader: DeviceLoader, split: str,
-                     suffix: str = "") -> tuple[dict[str, float], torch.Tensor]:
+def split_accuracies(
+    model: nn.Module, loader: DeviceLoader, split: str, suffix: str = ""
+) -> tuple[dict[str, float], torch.Tensor]:
     """`{split}/top1{suffix}`, `/top5{suffix}` and their `_flip` versions, plus `{split}/images`;
     and the predicted class of every image (single crop, in the loader's order)."""
     probs, flipped, labels = predict(model, loader)
@@ -204,8 +208,9 @@ def load_eval_data(data_dir: Path, images_per_class: int = 0) -> EvalData:
     return EvalData(splits, tuple(meta["mean"]), tuple(meta["std"]))
 
 
-def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig,
-                   device: torch.device | str) -> tuple[dict[str, Any], Predictions]:
+def evaluate_model(
+    trained: TrainedModel, data: EvalData, cfg: EvaluateConfig, device: torch.device | str
+) -> tuple[dict[str, Any], Predictions]:
     """Every measurement of one model, as a flat dict with the keys of `COLUMNS`, and its test predictions.
 
     With several seeds each is evaluated; the accuracies are their means, the cost
@@ -217,22 +222,38 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig,
     has_ema = payload.get("ema_state_dict") is not None
     role = scaling_role(trained.model, payload) if trained.group == "scaling" else None
     row: dict[str, Any] = {
-        "model": trained.model, "name": spec["name"], "group": trained.group,
-        "strategy": role[0] if role else "", "target": role[1] if role else "",
-        "arch": spec["arch"], "width": spec["width"], "depth": spec["depth"], "resolution": spec["resolution"],
+        "model": trained.model,
+        "name": spec["name"],
+        "group": trained.group,
+        "strategy": role[0] if role else "",
+        "target": role[1] if role else "",
+        "arch": spec["arch"],
+        "width": spec["width"],
+        "depth": spec["depth"],
+        "resolution": spec["resolution"],
     }
     payload.pop("state_dict", None), payload.pop("ema_state_dict", None)  # only the record is needed from here on
     model = None
 
-    loaders = {split: DeviceLoader(s.images, s.fine_labels, batch_size=cfg.batch_size, train=False, device=device,
-                                   mean=data.mean, std=data.std, resolution=spec["resolution"])
-               for split, s in data.splits.items()}
+    loaders = {
+        split: DeviceLoader(
+            s.images,
+            s.fine_labels,
+            batch_size=cfg.batch_size,
+            train=False,
+            device=device,
+            mean=data.mean,
+            std=data.std,
+            resolution=spec["resolution"],
+        )
+        for split, s in data.splits.items()
+    }
     per_seed: list[dict[str, float]] = []
     top1: dict[bool, list[np.ndarray]] = {False: [], True: []}  # test predictions per seed: raw, EMA
     try:
         for seed, path in enumerate(trained.weights):
             accuracies: dict[str, Any] = {}
-            for ema in ((False, True) if has_ema else (False,)):
+            for ema in (False, True) if has_ema else (False,):
                 model = load_weights(path, ema=ema, device=device)
                 for split, loader in loaders.items():
                     metrics, predicted = split_accuracies(model, loader, split, "_ema" if ema else "")
@@ -244,19 +265,23 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig,
                     row["flops"] = count_flops(model)
             if not has_ema:  # as the trainer logs it: the EMA columns repeat the raw weights
                 for split in SPLITS:
-                    accuracies.update({key: accuracies[key.replace("_ema", "")] for key in accuracy_keys(split)
-                                       if "_ema" in key})
+                    accuracies.update(
+                        {key: accuracies[key.replace("_ema", "")] for key in accuracy_keys(split) if "_ema" in key}
+                    )
                 top1[True].append(top1[False][-1])
             per_seed.append(accuracies)
             if seed == 0:
-                row["throughput_images_per_s"] = measure_throughput(model, batch_size=cfg.batch_size,
-                                                                    batches=cfg.throughput_batches, device=device)
+                row["throughput_images_per_s"] = measure_throughput(
+                    model, batch_size=cfg.batch_size, batches=cfg.throughput_batches, device=device
+                )
             model = None
     except torch.cuda.OutOfMemoryError:
         size = f"{spec['resolution']}x{spec['resolution']}"
-        raise EvaluationError(f"CUDA out of memory evaluating {trained.model} at {size} "
-                              f"with evaluate.batch_size {cfg.batch_size}; try -S evaluate.batch_size="
-                              f"{max(1, cfg.batch_size // 2)}") from None
+        raise EvaluationError(
+            f"CUDA out of memory evaluating {trained.model} at {size} "
+            f"with evaluate.batch_size {cfg.batch_size}; try -S evaluate.batch_size="
+            f"{max(1, cfg.batch_size // 2)}"
+        ) from None
     finally:
         model = None
     for key in per_seed[0]:
@@ -268,14 +293,26 @@ def evaluate_model(trained: TrainedModel, data: EvalData, cfg: EvaluateConfig,
     row["device"] = device_name(device)
     row["seeds"] = len(trained.weights)
     test = data.splits["test"]
-    predictions = Predictions(top1=np.stack(top1[False]), top1_ema=np.stack(top1[True]),
-                              labels=np.asarray(test.fine_labels), test_set=images_id(test.fine_labels, test.images),
-                              has_ema=has_ema)
+    predictions = Predictions(
+        top1=np.stack(top1[False]),
+        top1_ema=np.stack(top1[True]),
+        labels=np.asarray(test.fine_labels),
+        test_set=images_id(test.fine_labels, test.images),
+        has_ema=has_ema,
+    )
     return {key: row[key] for key in COLUMNS}, predictions
 
 
-def evaluate_one(trained: TrainedModel, data_dir: Path, cfg: EvaluateConfig, *, metrics_dir: Path,
-                 predictions_dir: Path, device: torch.device | str = "cpu", log: Any = print) -> dict[str, Any]:
+def evaluate_one(
+    trained: TrainedModel,
+    data_dir: Path,
+    cfg: EvaluateConfig,
+    *,
+    metrics_dir: Path,
+    predictions_dir: Path,
+    device: torch.device | str = "cpu",
+    log: Any = print,
+) -> dict[str, Any]:
     """Evaluate one model (every seed) and write its two small files: `metrics_dir/<model>.json`
     and `predictions_dir/<model>.npz`. Both places are checked for write permission before the
     evaluation starts, and the two files are replaced together once all is measured
@@ -286,11 +323,17 @@ def evaluate_one(trained: TrainedModel, data_dir: Path, cfg: EvaluateConfig, *, 
     data = load_eval_data(data_dir, cfg.images_per_class)
     start = time.perf_counter()
     row, predictions = evaluate_model(trained, data, cfg, device)
-    write_together([(prediction_file, lambda tmp: save_predictions(tmp, predictions)),
-                    (metrics_file, lambda tmp: tmp.write_text(json.dumps(row, indent=2) + "\n"))])
+    write_together(
+        [
+            (prediction_file, lambda tmp: save_predictions(tmp, predictions)),
+            (metrics_file, lambda tmp: tmp.write_text(json.dumps(row, indent=2) + "\n")),
+        ]
+    )
     seeds = f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ""
-    log(f"{trained.model}: test top-1 {row['test/top1']:.4f}{seeds} (EMA {row['test/top1_ema']:.4f}, flip "
+    log(
+        f"{trained.model}: test top-1 {row['test/top1']:.4f}{seeds} (EMA {row['test/top1_ema']:.4f}, flip "
         f"{row['test/top1_ema_flip']:.4f}), val top-1 {row['val/top1']:.4f}, {row['params'] / 1e6:.2f} M params, "
         f"{row['flops'] / 1e9:.3f} GFLOPs, {row['throughput_images_per_s']:,.0f} img/s  "
-        f"[{time.perf_counter() - start:.1f} s]")
+        f"[{time.perf_counter() - start:.1f} s]"
+    )
     return row

@@ -40,10 +40,12 @@ def model_spec(name: str, params: Params, coefficients_path: Path | None) -> Mod
     never read them.
     """
     entry = study.find(name, study.matrix())
-    coefficients = None if entry is None or entry.is_baseline else study.searched_coefficients(params.network,
-                                                                                                 coefficients_path)
-    return dataclasses.replace(spec_for_name(name, params.network, coefficients),
-                               drop_path_rate=params.train.drop_path_rate)
+    coefficients = (
+        None if entry is None or entry.is_baseline else study.searched_coefficients(params.network, coefficients_path)
+    )
+    return dataclasses.replace(
+        spec_for_name(name, params.network, coefficients), drop_path_rate=params.train.drop_path_rate
+    )
 
 
 class Logger(Protocol):
@@ -119,6 +121,7 @@ def live_callback(live: Logger) -> Callable[[int, dict[str, float]], None]:
     (`effnet.cli.check_params_unchanged`): a second experiment that rewrote it stops this
     one at the epoch's checkpoint, before more is logged or written.
     """
+
     def log(epoch: int, metrics: dict[str, float]) -> None:
         cli.check_params_unchanged()
         live.step = epoch - 1
@@ -129,8 +132,17 @@ def live_callback(live: Logger) -> Callable[[int, dict[str, float]], None]:
     return log
 
 
-def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, live_dir: Path, checkpoints: Path,
-                         extra: dict[str, Any] | None = None, open_live: OpenLive | None = None) -> TrainResult:
+def _train_and_save_seed(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    *,
+    data: Path,
+    out: Path,
+    live_dir: Path,
+    checkpoints: Path,
+    extra: dict[str, Any] | None = None,
+    open_live: OpenLive | None = None,
+) -> TrainResult:
     """The body of every training stage, under torchrun or as one process.
 
     Joins the process group (if torchrun started several processes), trains with resumable
@@ -144,33 +156,63 @@ def _train_and_save_seed(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: 
     try:
         live = None
         if dist.is_main:
-            print(f"{spec.name}: {spec.arch} width {spec.width:g} depth {spec.depth:g} at "
-                  f"{spec.resolution}x{spec.resolution}, {cfg.epochs} epochs, batch {cfg.batch_size} over "
-                  f"{dist.world_size} process(es) on {dist.device}")
+            print(
+                f"{spec.name}: {spec.arch} width {spec.width:g} depth {spec.depth:g} at "
+                f"{spec.resolution}x{spec.resolution}, {cfg.epochs} epochs, batch {cfg.batch_size} over "
+                f"{dist.world_size} process(es) on {dist.device}"
+            )
             smaller = max(1, cfg.batch_size // 2)
-            cli.if_killed_say(f"{spec.name} at train.batch_size {cfg.batch_size}",
-                              f"Try a smaller batch, e.g. dvc exp run -S train.batch_size={smaller} "
-                              "(the learning rate scales with it)")
+            cli.if_killed_say(
+                f"{spec.name} at train.batch_size {cfg.batch_size}",
+                f"Try a smaller batch, e.g. dvc exp run -S train.batch_size={smaller} "
+                "(the learning rate scales with it)",
+            )
             logged = {"model": spec.to_dict(), "train": dataclasses.asdict(cfg), **(extra or {})}
             live = open_logger(open_live, live_dir, logged)
-        result = train(spec, cfg, data, checkpoint_dir=checkpoints, dist=dist,
-                       callback=live_callback(live) if live is not None else None)
+        result = train(
+            spec,
+            cfg,
+            data,
+            checkpoint_dir=checkpoints,
+            dist=dist,
+            callback=live_callback(live) if live is not None else None,
+        )
         if dist.is_main:
             cli.check_params_unchanged()  # the weights must be of the params DVC will record
-            save_weights(Path(out) / "model.pt", spec, cfg, model=result.model, ema=result.ema, metrics=result.metrics,
-                         history=result.history, train_time_s=result.train_time_s, extra=extra)
+            save_weights(
+                Path(out) / "model.pt",
+                spec,
+                cfg,
+                model=result.model,
+                ema=result.ema,
+                metrics=result.metrics,
+                history=result.history,
+                train_time_s=result.train_time_s,
+                extra=extra,
+            )
             remove_checkpoint(checkpoints)
             live.end()
             m = result.metrics
-            print(f"wrote {Path(out) / 'model.pt'}: val top-1 {m['val/top1']:.4f} (EMA {m['val/top1_ema']:.4f}) "
-                  f"in {result.train_time_s:.0f} s")
+            print(
+                f"wrote {Path(out) / 'model.pt'}: val top-1 {m['val/top1']:.4f} (EMA {m['val/top1_ema']:.4f}) "
+                f"in {result.train_time_s:.0f} s"
+            )
         return result
     finally:
         cleanup()
 
 
-def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, live_dir: Path, checkpoints: Path,
-                   extra: dict[str, Any] | None = None, open_live: OpenLive | None = None) -> None:
+def train_and_save(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    *,
+    data: Path,
+    out: Path,
+    live_dir: Path,
+    checkpoints: Path,
+    extra: dict[str, Any] | None = None,
+    open_live: OpenLive | None = None,
+) -> None:
     """Train and save `cfg.seeds` networks of `spec` (`train.seeds`), seed k with `cfg.seed + k`.
 
     Seed 0 writes `out/model.pt`, the log `live_dir` and checkpoints `checkpoints` exactly as a
@@ -182,8 +224,9 @@ def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, 
     of training them again (and resumes the seed in progress from its checkpoint).
     """
     if cfg.seeds == 1:
-        _train_and_save_seed(spec, cfg, data=data, out=out, live_dir=live_dir, checkpoints=checkpoints, extra=extra,
-                             open_live=open_live)
+        _train_and_save_seed(
+            spec, cfg, data=data, out=out, live_dir=live_dir, checkpoints=checkpoints, extra=extra, open_live=open_live
+        )
         return
     main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun's; the process group is joined per seed
     kept_dir = Path(checkpoints).with_name(f"{Path(checkpoints).name}_seeds")
@@ -192,8 +235,9 @@ def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, 
         below = Path(f"seed{k}") if k else Path()
         seed_out, seed_live = Path(out) / below, Path(live_dir) / below
         kept = kept_dir / f"seed{k}"
-        stamp = fingerprint({"spec": spec.to_dict(), "train": dataclasses.asdict(seed_cfg), "extra": extra},
-                            [Path(__file__)])
+        stamp = fingerprint(
+            {"spec": spec.to_dict(), "train": dataclasses.asdict(seed_cfg), "extra": extra}, [Path(__file__)]
+        )
         if (kept / "fingerprint").is_file() and (kept / "fingerprint").read_text() == stamp:
             if main_rank:
                 write_atomic(seed_out / "model.pt", functools.partial(shutil.copyfile, kept / "model.pt"))
@@ -201,9 +245,16 @@ def train_and_save(spec: ModelSpec, cfg: TrainConfig, *, data: Path, out: Path, 
                 shutil.copytree(kept / "live", seed_live)
                 print(f"{spec.name} seed {seed_cfg.seed}: finished earlier, restored from {kept}")
             continue
-        _train_and_save_seed(spec, seed_cfg, data=data, out=seed_out, live_dir=seed_live,
-                             checkpoints=Path(checkpoints) if k == 0 else Path(f"{checkpoints}_seed{k}"), extra=extra,
-                             open_live=open_live)
+        _train_and_save_seed(
+            spec,
+            seed_cfg,
+            data=data,
+            out=seed_out,
+            live_dir=seed_live,
+            checkpoints=Path(checkpoints) if k == 0 else Path(f"{checkpoints}_seed{k}"),
+            extra=extra,
+            open_live=open_live,
+        )
         if main_rank:
             shutil.rmtree(kept, ignore_errors=True)
             shutil.copytree(seed_live, kept / "live", ignore=shutil.ignore_patterns("seed*"))

@@ -81,6 +81,7 @@ def _loaded_code_hash(paths: tuple[Path, ...]) -> str:
 def fingerprint(settings: Any, code: Iterable[Path] = ()) -> str:
     """A short hash of `settings` (anything JSON can write, with str() for the rest) and of the `code` it ran with."""
     paths = tuple(Path(p).resolve() for p in code)
-    blob = json.dumps({"settings": settings, "code": _loaded_code_hash(paths) if paths else ""}, sort_keys=True,
-                      default=str).encode()
+    blob = json.dumps(
+        {"settings": settings, "code": _loaded_code_hash(paths) if paths else ""}, sort_keys=True, default=str
+    ).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

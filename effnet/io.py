@@ -187,6 +187,7 @@ def write_json(path: Path, payload: Any) -> None:
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
     """Rows as CSV with a header of `columns` (written even when there are no rows)."""
+
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
@@ -248,8 +249,10 @@ def lock_dir(directory: Path) -> Iterator[Path]:
             if error.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise LockedError(f"{directory} is in use by another trainer (pid {holder}); wait for it to finish "
-                              f"or stop it (kill {holder}), then rerun") from None
+            raise LockedError(
+                f"{directory} is in use by another trainer (pid {holder}); wait for it to finish "
+                f"or stop it (kill {holder}), then rerun"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield directory
@@ -273,8 +276,9 @@ def read_torch_file(path: Path, fix: str) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- torch reports a cut file as RuntimeError, EOFError, UnpicklingError ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DamagedFileError(f"{path}: damaged, cannot be read ({reason[:120]}; {path.stat().st_size:,} bytes); "
-                               f"{fix}") from None
+        raise DamagedFileError(
+            f"{path}: damaged, cannot be read ({reason[:120]}; {path.stat().st_size:,} bytes); {fix}"
+        ) from None
     if not isinstance(payload, dict):
         raise DamagedFileError(f"{path}: not a file of this project (a {type(payload).__name__}); {fix}")
     return payload

@@ -53,8 +53,9 @@ class LeaseCosts:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise LeaseError(f"LeaseCosts.{name} must be a finite number of seconds >= 0, got {value!r}")
         if not (isinstance(self.per_call_s, int) and 1 <= self.per_call_s <= 600):
-            raise LeaseError("LeaseCosts.per_call_s must be an integer in 1..600 (the tool's limit), "
-                             f"got {self.per_call_s!r}")
+            raise LeaseError(
+                f"LeaseCosts.per_call_s must be an integer in 1..600 (the tool's limit), got {self.per_call_s!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,16 @@ def lease_left_at_command(budget_left_s: float, *, warm: bool, costs: LeaseCosts
     """
     budget_left_s = _seconds(budget_left_s, "budget_left_s")
     if not warm and budget_left_s < costs.min_start_left_s:
-        raise LeaseError(f"{budget_left_s:.0f} s of device time left and no machine warm: the tool starts none "
-                         f"with under {costs.min_start_left_s:.0f} s left; plan this work for a later lease")
+        raise LeaseError(
+            f"{budget_left_s:.0f} s of device time left and no machine warm: the tool starts none "
+            f"with under {costs.min_start_left_s:.0f} s left; plan this work for a later lease"
+        )
     return budget_left_s - (0.0 if warm else costs.start_s) - costs.transfer_in_s
 
 
-def call_budget(budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_s: float = 0.0,
-                costs: LeaseCosts = LeaseCosts()) -> CallBudget:
+def call_budget(
+    budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_s: float = 0.0, costs: LeaseCosts = LeaseCosts()
+) -> CallBudget:
     """The call's `timeout_s` and work deadline from the device time left, read just before the call.
 
     timeout_s = min(per-call limit, time left at the command's start - transfer out - release - margin),
@@ -106,15 +110,18 @@ def call_budget(budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_
     timeout_s = math.floor(min(float(costs.per_call_s), room))
     work_s = math.floor(timeout_s - pack_s - stop_s)
     if work_s < 1:
-        raise LeaseError(f"{budget_left_s:.0f} s of device time left{'' if warm else ' (a start included)'} "
-                         f"leave {room:.0f} s for the command after the transfers, the release and the "
-                         f"{costs.margin_s:.0f} s margin: not enough to work {pack_s + stop_s:.0f} s of packing and "
-                         "stopping; do not start the call")
+        raise LeaseError(
+            f"{budget_left_s:.0f} s of device time left{'' if warm else ' (a start included)'} "
+            f"leave {room:.0f} s for the command after the transfers, the release and the "
+            f"{costs.margin_s:.0f} s margin: not enough to work {pack_s + stop_s:.0f} s of packing and "
+            "stopping; do not start the call"
+        )
     return CallBudget(timeout_s=timeout_s, work_s=work_s, lease_left_s=left, capped=timeout_s == costs.per_call_s)
 
 
-def job_work_s(budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_s: float = 0.0,
-               costs: LeaseCosts = LeaseCosts()) -> int:
+def job_work_s(
+    budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_s: float = 0.0, costs: LeaseCosts = LeaseCosts()
+) -> int:
     """Seconds after this call's command starts by which a background job it leaves running must be done.
 
     The job outlives this call; the lease's last call waits for it, then packs and returns. So
@@ -133,9 +140,11 @@ def job_work_s(budget_left_s: float, *, warm: bool, pack_s: float = 20.0, stop_s
     """
     pack_s, stop_s = _seconds(pack_s, "pack_s"), _seconds(stop_s, "stop_s")
     left = lease_left_at_command(budget_left_s, warm=warm, costs=costs)
-    work = math.floor(min(left - costs.transfer_out_s - costs.release_s - costs.margin_s,
-                          float(costs.per_call_s)) - pack_s - stop_s)
+    work = math.floor(
+        min(left - costs.transfer_out_s - costs.release_s - costs.margin_s, float(costs.per_call_s)) - pack_s - stop_s
+    )
     if work < 1:
-        raise LeaseError(f"{budget_left_s:.0f} s of device time left leave no time for a background job; "
-                         "do not start it")
+        raise LeaseError(
+            f"{budget_left_s:.0f} s of device time left leave no time for a background job; do not start it"
+        )
     return work

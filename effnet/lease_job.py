@@ -56,9 +56,17 @@ class Row:
     optional: bool = False  # a row run only while time remains and `skip_optional` says no (compile variants)
 
 
-def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: float, clock: Clock = time.time,
-             header: dict[str, Any] | None = None, skip_optional: Callable[[], bool] = lambda: False,
-             log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def run_rows(
+    rows: Iterable[Row],
+    out: Path,
+    *,
+    deadline_file: Path,
+    reserve_s: float,
+    clock: Clock = time.time,
+    header: dict[str, Any] | None = None,
+    skip_optional: Callable[[], bool] = lambda: False,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     """Measure `rows` in order, each written to `out` as soon as it is done; returns what was written.
 
     Before each row the deadline is read again, and the row is not started (nor any after it)
@@ -81,8 +89,10 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
         left = time_left(deadline_file, clock)
         estimate = max(row.estimate_s, longest * growth)
         if left < reserve_s + estimate:
-            record["stopped"] = (f"before {row.name}: {left:.0f} s left, under the {reserve_s:.0f} s reserved for "
-                                 f"the rest of the job plus this row's estimated {estimate:.0f} s")
+            record["stopped"] = (
+                f"before {row.name}: {left:.0f} s left, under the {reserve_s:.0f} s reserved for "
+                f"the rest of the job plus this row's estimated {estimate:.0f} s"
+            )
             record["skipped"].append(row.name)
             write_json(out, record)
             log(f"stopped {record['stopped']}")
@@ -91,8 +101,12 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
         try:
             figures = {"name": row.name, **row.measure()}
         except Exception as error:  # a row that fails (out of memory at batch 1, a compile error) is a row
-            figures = {"name": row.name, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-                       if str(error) else type(error).__name__}
+            figures = {
+                "name": row.name,
+                "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                if str(error)
+                else type(error).__name__,
+            }
         figures["wall_s"] = round(clock() - began, 3)
         if last and figures["wall_s"] > 0:
             growth = min(MAX_GROWTH, max(1.0, figures["wall_s"] / last))
@@ -100,8 +114,10 @@ def run_rows(rows: Iterable[Row], out: Path, *, deadline_file: Path, reserve_s: 
         longest = max(longest, figures["wall_s"])
         record["rows"].append(figures)
         write_json(out, record)
-        log(f"{row.name}: {figures['wall_s']:.1f} s, {left - figures['wall_s']:.0f} s left"
-            + (f" ({figures['error']})" if "error" in figures else ""))
+        log(
+            f"{row.name}: {figures['wall_s']:.1f} s, {left - figures['wall_s']:.0f} s left"
+            + (f" ({figures['error']})" if "error" in figures else "")
+        )
     write_json(out, record)  # the rows skipped after the stop too
     return record
 
@@ -121,16 +137,30 @@ class EpochPlan:
         return self.fixed_s + self.epochs * sum(self.per_epoch_s.values())
 
 
-def final_evaluation_s(rates: dict[str, float], models: list[str], *, final_images: int, eval_cost: float,
-                       seeds: int = 1) -> float:
+def final_evaluation_s(
+    rates: dict[str, float], models: list[str], *, final_images: int, eval_cost: float, seeds: int = 1
+) -> float:
     """Seconds of the models' final evaluations: each of `seeds` runs of each model evaluates `final_images`
     forward only (`eval_cost` of a training image each) at its measured training rate."""
     return sum(seeds * eval_cost * final_images / rates[m] for m in models)
 
 
-def choose_epochs(rates: dict[str, float], models: list[str], *, time_left_s: float, train_images: int,
-                  val_images: int, val_passes: int, final_images: int, eval_cost: float, stage_start_s: float,
-                  stages: int, stop_s: float, max_epochs: int, seeds: int = 1) -> EpochPlan:
+def choose_epochs(
+    rates: dict[str, float],
+    models: list[str],
+    *,
+    time_left_s: float,
+    train_images: int,
+    val_images: int,
+    val_passes: int,
+    final_images: int,
+    eval_cost: float,
+    stage_start_s: float,
+    stages: int,
+    stop_s: float,
+    max_epochs: int,
+    seeds: int = 1,
+) -> EpochPlan:
     """The same number of epochs for every model of `models`, run one after another, the most that end in time.
 
     Each model's epoch costs `train_images` / its rate plus its validation passes
@@ -148,17 +178,26 @@ def choose_epochs(rates: dict[str, float], models: list[str], *, time_left_s: fl
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, not {seeds}")
     per_epoch = {m: seeds * (train_images + eval_cost * val_images * val_passes) / rates[m] for m in models}
-    fixed = stage_start_s * stages + final_evaluation_s(rates, models, final_images=final_images,
-                                                       eval_cost=eval_cost, seeds=seeds)
+    fixed = stage_start_s * stages + final_evaluation_s(
+        rates, models, final_images=final_images, eval_cost=eval_cost, seeds=seeds
+    )
     available = time_left_s - stop_s
     epochs = math.floor((available - fixed) / sum(per_epoch.values()))
     fits = epochs >= 1
-    return EpochPlan(epochs=min(max_epochs, max(1, epochs)), per_epoch_s=per_epoch, fixed_s=fixed,
-                     available_s=available, fits=fits)
+    return EpochPlan(
+        epochs=min(max_epochs, max(1, epochs)), per_epoch_s=per_epoch, fixed_s=fixed, available_s=available, fits=fits
+    )
 
 
-def wait_for(path: Path, *, deadline_file: Path, reserve_s: float, clock: Clock = time.time,
-             sleep: Callable[[float], None] = time.sleep, poll_s: float = 2.0) -> bool:
+def wait_for(
+    path: Path,
+    *,
+    deadline_file: Path,
+    reserve_s: float,
+    clock: Clock = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 2.0,
+) -> bool:
     """Wait until `path` exists; False (give up) once the time left falls under `reserve_s`."""
     while not Path(path).exists():
         if time_left(deadline_file, clock) < reserve_s:

@@ -55,8 +55,12 @@ def _base_resolution(net: NetworkConfig) -> int:
 
 def network_of(spec: ModelSpec) -> NetworkConfig:
     """The `network:` settings `spec` was built under, its resolution as the base resolution."""
-    return NetworkConfig(regime=spec.regime, cifar_downsample=spec.cifar_downsample, base_resolution=spec.resolution,
-                         num_classes=spec.num_classes)
+    return NetworkConfig(
+        regime=spec.regime,
+        cifar_downsample=spec.cifar_downsample,
+        base_resolution=spec.resolution,
+        num_classes=spec.num_classes,
+    )
 
 
 def published_spec(variant: str, net: NetworkConfig = NetworkConfig()) -> ModelSpec:
@@ -64,32 +68,54 @@ def published_spec(variant: str, net: NetworkConfig = NetworkConfig()) -> ModelS
     if variant not in PUBLISHED:
         raise ValueError(f"unknown EfficientNet variant {variant!r}; allowed: {', '.join(PUBLISHED)}")
     v = PUBLISHED[variant]
-    return ModelSpec(name=f"efficientnet_{variant}", arch="efficientnet",
-                     resolution=int(round(v.resolution * _base_resolution(net) / B0_RESOLUTION)), regime=net.regime,
-                     cifar_downsample=net.cifar_downsample, num_classes=net.num_classes, width=v.width, depth=v.depth,
-                     dropout=v.dropout)
+    return ModelSpec(
+        name=f"efficientnet_{variant}",
+        arch="efficientnet",
+        resolution=int(round(v.resolution * _base_resolution(net) / B0_RESOLUTION)),
+        regime=net.regime,
+        cifar_downsample=net.cifar_downsample,
+        num_classes=net.num_classes,
+        width=v.width,
+        depth=v.depth,
+        dropout=v.dropout,
+    )
 
 
-def compound_spec(phi: float, coefficients: tuple[float, float, float], net: NetworkConfig = NetworkConfig(), *,
-                  name: str | None = None) -> ModelSpec:
+def compound_spec(
+    phi: float,
+    coefficients: tuple[float, float, float],
+    net: NetworkConfig = NetworkConfig(),
+    *,
+    name: str | None = None,
+) -> ModelSpec:
     """B0 compound-scaled at `phi` by (alpha, beta, gamma) (Eq. 3); dropout follows `published_dropout`."""
     alpha, beta, gamma = coefficients
     s = compound_scaling(alpha, beta, gamma, phi, _base_resolution(net))
-    return ModelSpec(name=name or f"efficientnet_phi{phi:g}", arch="efficientnet", resolution=s.resolution,
-                     regime=net.regime, cifar_downsample=net.cifar_downsample, num_classes=net.num_classes,
-                     width=s.width, depth=s.depth, dropout=published_dropout(phi))
+    return ModelSpec(
+        name=name or f"efficientnet_phi{phi:g}",
+        arch="efficientnet",
+        resolution=s.resolution,
+        regime=net.regime,
+        cifar_downsample=net.cifar_downsample,
+        num_classes=net.num_classes,
+        width=s.width,
+        depth=s.depth,
+        dropout=published_dropout(phi),
+    )
 
 
 def baseline_spec(arch: str, net: NetworkConfig = NetworkConfig()) -> ModelSpec:
     """A baseline of the study (study.yaml baselines) at B0's input resolution."""
     if arch not in {m.arch for m in study.BASELINES}:
         raise ValueError(f"unknown baseline {arch!r}; allowed: {', '.join(m.arch for m in study.BASELINES)}")
-    return ModelSpec(name=arch, arch=arch, resolution=_base_resolution(net), regime=net.regime,
-                     num_classes=net.num_classes)
+    return ModelSpec(
+        name=arch, arch=arch, resolution=_base_resolution(net), regime=net.regime, num_classes=net.num_classes
+    )
 
 
-def spec_for_name(name: str, net: NetworkConfig = NetworkConfig(),
-                  coefficients: tuple[float, float, float] | None = None) -> ModelSpec:
+def spec_for_name(
+    name: str, net: NetworkConfig = NetworkConfig(), coefficients: tuple[float, float, float] | None = None
+) -> ModelSpec:
     """The spec of a matrix model of the study (effnet/study.py), under `network:` of params.yaml.
 
     `efficientnet_bN` is B0 compound-scaled at phi = N by `coefficients` when they are
@@ -130,10 +156,16 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if spec.regime not in REGIMES:
         raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {spec.regime!r}")
     if spec.arch == "efficientnet":
-        model: nn.Module = efficientnet(spec.width, spec.depth, spec.resolution, spec.dropout,
-                                        num_classes=spec.num_classes,
-                                        regime=spec.regime, cifar_downsample=spec.cifar_downsample,
-                                        drop_path_rate=spec.drop_path_rate)
+        model: nn.Module = efficientnet(
+            spec.width,
+            spec.depth,
+            spec.resolution,
+            spec.dropout,
+            num_classes=spec.num_classes,
+            regime=spec.regime,
+            cifar_downsample=spec.cifar_downsample,
+            drop_path_rate=spec.drop_path_rate,
+        )
     elif spec.arch in {m.arch for m in study.BASELINES}:
         # a baseline of the study: torchvision's builder of that name, with the CIFAR stem of its family
         model = getattr(tv, spec.arch)(weights=None, num_classes=spec.num_classes)
@@ -142,8 +174,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
         elif spec.regime == "cifar" and isinstance(model, tv.DenseNet):
             model = _cifar_densenet(model)
     else:
-        raise ValueError(f"unknown architecture {spec.arch!r}; allowed: efficientnet, "
-                         f"{', '.join(m.arch for m in study.BASELINES)} (study.yaml baselines)")
+        raise ValueError(
+            f"unknown architecture {spec.arch!r}; allowed: efficientnet, "
+            f"{', '.join(m.arch for m in study.BASELINES)} (study.yaml baselines)"
+        )
     model.resolution = spec.resolution
     model.spec = spec
     return model
@@ -238,5 +272,10 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
     """Parameters and FLOPs (`count_flops`) of a spec, built on the meta device (no memory)."""
     with torch.device("meta"):
         model = build_model(spec)
-    return {"name": spec.name, "regime": spec.regime, "resolution": spec.resolution, "params": count_parameters(model),
-            "flops": count_flops(spec)}
+    return {
+        "name": spec.name,
+        "regime": spec.regime,
+        "resolution": spec.resolution,
+        "params": count_parameters(model),
+        "flops": count_flops(spec),
+    }

@@ -55,13 +55,27 @@ from effnet.figures import pyplot, save_figure
 from effnet.io import write_csv, write_json
 
 ACCURACY = "test/top1_ema"  # what the figures show
-FIGURE1_COLUMNS = ("model", "label", "family", "params_m", "flops_g", "test_top1", "test_top1_low", "test_top1_high",
-                   "efficientnet", "baseline", "efficientnet_phi")
+FIGURE1_COLUMNS = (
+    "model",
+    "label",
+    "family",
+    "params_m",
+    "flops_g",
+    "test_top1",
+    "test_top1_low",
+    "test_top1_high",
+    "efficientnet",
+    "baseline",
+    "efficientnet_phi",
+)
 VAL_TEST_COLUMNS = ("model", "label", "group", "val_top1", "test_top1", "matrix", "phi", "scaling")
 TRAINING_CURVES_COLUMNS = ("model", "epoch", "val_top1", "val_top1_ema", "train_loss")
 # DVCLive metric -> column of training_curves.csv, and whether it is a fraction shown in percent
-CURVE_METRICS = {"val/top1": ("val_top1", True), "val/top1_ema": ("val_top1_ema", True),
-                 "train/loss": ("train_loss", False)}
+CURVE_METRICS = {
+    "val/top1": ("val_top1", True),
+    "val/top1_ema": ("val_top1_ema", True),
+    "train/loss": ("train_loss", False),
+}
 LEGEND_OUTSIDE = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
 
 
@@ -97,17 +111,30 @@ def label(row: dict[str, Any]) -> str:
 
 def scaling_columns() -> tuple[str, ...]:
     """Columns of plots/scaling.csv: one accuracy column per strategy of the study, for `dvc plots`."""
-    return ("strategy", "model", "target", "flops_g", "flops_ratio", "params_m", "depth_multiplier",
-            "width_multiplier", "resolution_px", "test_top1", "test_top1_low", "test_top1_high",
-            *study.strategy_names())
+    return (
+        "strategy",
+        "model",
+        "target",
+        "flops_g",
+        "flops_ratio",
+        "params_m",
+        "depth_multiplier",
+        "width_multiplier",
+        "resolution_px",
+        "test_top1",
+        "test_top1_low",
+        "test_top1_high",
+        *study.strategy_names(),
+    )
 
 
 def _percent(value: Any) -> float | str:
     return round(100.0 * value, 4) if finite(value) else ""
 
 
-def accuracy_intervals(models: Sequence[dict[str, Any]],
-                       predictions_dir: Path | None) -> dict[str, tuple[float, float]]:
+def accuracy_intervals(
+    models: Sequence[dict[str, Any]], predictions_dir: Path | None
+) -> dict[str, tuple[float, float]]:
     """{model: (low, high)}: the 95% interval of each model's test top-1 (%, the EMA weights as `ACCURACY`)
     from its per-image predictions, by the two-level bootstrap over test images and seeds
     (`effnet.stats.accuracy_interval`).
@@ -127,8 +154,9 @@ def accuracy_intervals(models: Sequence[dict[str, Any]],
     return out
 
 
-def figure1_rows(models: Sequence[dict[str, Any]],
-                 intervals: dict[str, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
+def figure1_rows(
+    models: Sequence[dict[str, Any]], intervals: dict[str, tuple[float, float]] | None = None
+) -> list[dict[str, Any]]:
     """Rows of Figure 1: EfficientNet B0-B7 (by parameters), the baselines, the phi model; with each model's
     interval of test top-1 (`accuracy_intervals`) where `intervals` has one, else empty cells."""
     intervals = intervals or {}
@@ -143,11 +171,19 @@ def figure1_rows(models: Sequence[dict[str, Any]],
             continue
         accuracy = _percent(row.get(ACCURACY))
         low, high = intervals.get(str(row["model"]), ("", ""))
-        rows.append({"model": row["model"], "label": label(row), "family": family,
-                     "params_m": row["params"] / 1e6, "flops_g": row["flops"] / 1e9, "test_top1": accuracy,
-                     "test_top1_low": low, "test_top1_high": high,
-                     **{f: (accuracy if f == family else "")
-                        for f in ("efficientnet", "baseline", "efficientnet_phi")}})
+        rows.append(
+            {
+                "model": row["model"],
+                "label": label(row),
+                "family": family,
+                "params_m": row["params"] / 1e6,
+                "flops_g": row["flops"] / 1e9,
+                "test_top1": accuracy,
+                "test_top1_low": low,
+                "test_top1_high": high,
+                **{f: (accuracy if f == family else "") for f in ("efficientnet", "baseline", "efficientnet_phi")},
+            }
+        )
     order = {"efficientnet": 0, "baseline": 1, "efficientnet_phi": 2}
     return sorted(rows, key=lambda r: (order[r["family"]], r["params_m"]))
 
@@ -161,8 +197,13 @@ def summary_metrics(models: Sequence[dict[str, Any]]) -> dict[str, float]:
     """
     summary = {}
     order = {"efficientnet": 0, "baseline": 1, "phi": 2}  # B0-B7, the baselines by size, the phi model
-    kind = lambda r: "phi" if r.get("group") == "phi" \
-        else "efficientnet" if str(r["model"]).startswith("efficientnet") else "baseline"  # noqa: E731
+    kind = lambda r: (
+        "phi"
+        if r.get("group") == "phi"
+        else "efficientnet"
+        if str(r["model"]).startswith("efficientnet")
+        else "baseline"
+    )  # noqa: E731
     for row in sorted(models, key=lambda r: (order[kind(r)], r.get("params", 0))):
         if row.get("group") in ("matrix", "phi") and finite(row.get(ACCURACY)):
             summary["phi" if row["group"] == "phi" else label(row)] = round(100.0 * row[ACCURACY], 2)
@@ -175,14 +216,22 @@ def val_vs_test_rows(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in models:
         test = _percent(row.get(ACCURACY))
         group = row.get("group", "")
-        rows.append({"model": row["model"], "label": label(row), "group": group,
-                     "val_top1": _percent(row.get("val/top1_ema")), "test_top1": test,
-                     **{g: (test if g == group else "") for g in ("matrix", "phi", "scaling")}})
+        rows.append(
+            {
+                "model": row["model"],
+                "label": label(row),
+                "group": group,
+                "val_top1": _percent(row.get("val/top1_ema")),
+                "test_top1": test,
+                **{g: (test if g == group else "") for g in ("matrix", "phi", "scaling")},
+            }
+        )
     return rows
 
 
-def scaling_rows(models: Sequence[dict[str, Any]],
-                 intervals: dict[str, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
+def scaling_rows(
+    models: Sequence[dict[str, Any]], intervals: dict[str, tuple[float, float]] | None = None
+) -> list[dict[str, Any]]:
     """Figure 3 / 8: per strategy, the baseline B0 then its scaled models by FLOPs, with each model's interval of
     test top-1 where `intervals` (`accuracy_intervals`) has one.
 
@@ -200,14 +249,26 @@ def scaling_rows(models: Sequence[dict[str, Any]],
             continue
         for row in ([baseline] if baseline else []) + members:
             accuracy = _percent(row.get(ACCURACY))
-            rows.append({"strategy": strategy, "model": row["model"], "target": row.get("target") or 1.0,
-                         "flops_g": row["flops"] / 1e9, "flops_ratio": row["flops"] / base_flops if base_flops else "",
-                         "params_m": row["params"] / 1e6, "depth_multiplier": row.get("depth", ""),
-                         "width_multiplier": row.get("width", ""), "resolution_px": row.get("resolution", ""),
-                         "test_top1": accuracy,
-                         **dict(zip(("test_top1_low", "test_top1_high"), intervals.get(str(row["model"]), ("", "")),
-                                    strict=True)),
-                         **{s: (accuracy if s == strategy else "") for s in strategies}})
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "model": row["model"],
+                    "target": row.get("target") or 1.0,
+                    "flops_g": row["flops"] / 1e9,
+                    "flops_ratio": row["flops"] / base_flops if base_flops else "",
+                    "params_m": row["params"] / 1e6,
+                    "depth_multiplier": row.get("depth", ""),
+                    "width_multiplier": row.get("width", ""),
+                    "resolution_px": row.get("resolution", ""),
+                    "test_top1": accuracy,
+                    **dict(
+                        zip(
+                            ("test_top1_low", "test_top1_high"), intervals.get(str(row["model"]), ("", "")), strict=True
+                        )
+                    ),
+                    **{s: (accuracy if s == strategy else "") for s in strategies},
+                }
+            )
     return rows
 
 
@@ -280,7 +341,8 @@ def scored(models: Sequence[dict[str, Any]]) -> Scored:
         return Scored()
     ema = {r.get("has_ema") for r in models if r.get("has_ema") in (True, False)}
     weights = {frozenset({True}): "EMA weights", frozenset({False}): "raw weights, no EMA"}.get(
-        frozenset(ema), "EMA weights where kept, else raw")
+        frozenset(ema), "EMA weights where kept, else raw"
+    )
 
     def count(key: str, what: str) -> str:
         values = sorted({int(r[key]) for r in models if finite(r.get(key))})
@@ -333,8 +395,15 @@ class _Group:
     color: str = "black"
 
 
-def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fontsize: float = 8,
-                 merge_px: float = 4.0, per_line: int = 38, marker_pt: float = 4.0) -> list[Any]:
+def place_labels(
+    ax: Any,
+    points: Sequence[tuple[float, float, str, str]],
+    *,
+    fontsize: float = 8,
+    merge_px: float = 4.0,
+    per_line: int = 38,
+    marker_pt: float = 4.0,
+) -> list[Any]:
     """Label data points so that no two labels overlap each other or any marker; return the annotations.
 
     `points` are (x, y, text, colour) in data coordinates. Points closer than `merge_px` pixels
@@ -380,14 +449,20 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
                     x0 = group.pixel[0] + dx * per_point - {"left": 0, "center": width / 2, "right": width}[ha]
                     y0 = group.pixel[1] + dy * per_point - {"bottom": 0, "center": height / 2, "top": height}[va]
                     box = (x0, y0, x0 + width, y0 + height)
-                    if inside and not (box[0] >= area.x0 and box[2] <= area.x1
-                                       and box[1] >= area.y0 and box[3] <= area.y1):
+                    if inside and not (
+                        box[0] >= area.x0 and box[2] <= area.x1 and box[1] >= area.y0 and box[3] <= area.y1
+                    ):
                         continue
                     if not any(_intersect(box, other) for other in taken) and not (
-                            avoid is not None and len(avoid) and (
-                                (avoid[:, 0] < box[2]) & (box[0] < avoid[:, 2])
-                                & (avoid[:, 1] < box[3]) & (box[1] < avoid[:, 3])
-                            ).any()):
+                        avoid is not None
+                        and len(avoid)
+                        and (
+                            (avoid[:, 0] < box[2])
+                            & (box[0] < avoid[:, 2])
+                            & (avoid[:, 1] < box[3])
+                            & (box[1] < avoid[:, 3])
+                        ).any()
+                    ):
                         best = (dx, dy, ha, va, radius, box)
                         break
                 if best:
@@ -400,11 +475,25 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str, str]], *, fo
         taken.append(box)
         # the leader line leaves the label at its corner or edge nearest the point, never across the text
         relpos = ({"left": 0.0, "center": 0.5, "right": 1.0}[ha], {"bottom": 0.0, "center": 0.5, "top": 1.0}[va])
-        leader = (dict(arrowstyle="-", color="0.55", lw=0.6, shrinkA=1, shrinkB=3, relpos=relpos)
-                  if radius > marker_pt + 6 else None)
-        annotations.append(ax.annotate(text, (group.x, group.y), xytext=(dx, dy), textcoords="offset points", ha=ha,
-                                       va=va, fontsize=fontsize, color=group.color, arrowprops=leader,
-                                       annotation_clip=False))
+        leader = (
+            dict(arrowstyle="-", color="0.55", lw=0.6, shrinkA=1, shrinkB=3, relpos=relpos)
+            if radius > marker_pt + 6
+            else None
+        )
+        annotations.append(
+            ax.annotate(
+                text,
+                (group.x, group.y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=fontsize,
+                color=group.color,
+                arrowprops=leader,
+                annotation_clip=False,
+            )
+        )
     return annotations
 
 
@@ -449,28 +538,48 @@ def plot_figure1(rows: Sequence[dict[str, Any]], x: str, path: Path, what: Score
     effnets = [r for r in rows if r["family"] == "efficientnet" and finite(r["test_top1"])]
     if effnets:
         effnets = sorted(effnets, key=lambda r: r[x])
-        ax.plot([r[x] for r in effnets], [r["test_top1"] for r in effnets], "o-", color="tab:red", lw=2,
-                label="EfficientNet B0-B7")
+        ax.plot(
+            [r[x] for r in effnets],
+            [r["test_top1"] for r in effnets],
+            "o-",
+            color="tab:red",
+            lw=2,
+            label="EfficientNet B0-B7",
+        )
     colors = {"efficientnet": "tab:red"}
-    for family, marker, color, name in (("baseline", "s", "tab:blue", "baselines (CIFAR stems)"),
-                                        ("efficientnet_phi", "*", "tab:purple", "EfficientNet at model.phi")):
+    for family, marker, color, name in (
+        ("baseline", "s", "tab:blue", "baselines (CIFAR stems)"),
+        ("efficientnet_phi", "*", "tab:purple", "EfficientNet at model.phi"),
+    ):
         colors[family] = color
         points = [r for r in rows if r["family"] == family and finite(r["test_top1"])]
         if points:
-            ax.scatter([r[x] for r in points], [r["test_top1"] for r in points], marker=marker, s=70, color=color,
-                       label=name, zorder=3)
-    barred = [r for r in rows if finite(r["test_top1"]) and finite(r.get("test_top1_low"))
-              and finite(r.get("test_top1_high"))]
+            ax.scatter(
+                [r[x] for r in points],
+                [r["test_top1"] for r in points],
+                marker=marker,
+                s=70,
+                color=color,
+                label=name,
+                zorder=3,
+            )
+    barred = [
+        r for r in rows if finite(r["test_top1"]) and finite(r.get("test_top1_low")) and finite(r.get("test_top1_high"))
+    ]
     for r in barred:
         ax.vlines(r[x], r["test_top1_low"], r["test_top1_high"], color=colors[r["family"]], lw=1.2, zorder=2)
     ax.set_xscale("log")
     _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("parameters (millions, log scale)" if x == "params_m"
-                  else "FLOPs (billions of multiply-adds, log scale)")
+    ax.set_xlabel(
+        "parameters (millions, log scale)" if x == "params_m" else "FLOPs (billions of multiply-adds, log scale)"
+    )
     ax.set_ylabel(f"CIFAR-100 test top-1 (%), {what.weights}")
-    bars = ("\nbars: 95% bootstrap interval over the test images and seeds" if barred else "")
-    ax.set_title(f"Model size vs. accuracy (cf. paper Figure 1{'' if x == 'params_m' else ', FLOPs'})\n"
-                 f"test top-1 on {what.test_images}{bars}", fontsize=10)
+    bars = "\nbars: 95% bootstrap interval over the test images and seeds" if barred else ""
+    ax.set_title(
+        f"Model size vs. accuracy (cf. paper Figure 1{'' if x == 'params_m' else ', FLOPs'})\n"
+        f"test top-1 on {what.test_images}{bars}",
+        fontsize=10,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(**LEGEND_OUTSIDE)
     _pad_limits(ax, log_x=True)
@@ -487,8 +596,9 @@ def plot_val_vs_test(rows: Sequence[dict[str, Any]], path: Path, what: Scored = 
     for group, color in colors.items():
         members = [r for r in points if r["group"] == group]
         if members:
-            ax.scatter([r["val_top1"] for r in members], [r["test_top1"] for r in members], color=color, label=group,
-                       zorder=3)
+            ax.scatter(
+                [r["val_top1"] for r in members], [r["test_top1"] for r in members], color=color, label=group, zorder=3
+            )
     values = [v for r in points for v in (r["val_top1"], r["test_top1"])]
     low, high = (min(values), max(values)) if values else (0, 100)
     pad = max(1.0, 0.15 * (high - low))  # room for the labels around the points
@@ -501,8 +611,11 @@ def plot_val_vs_test(rows: Sequence[dict[str, Any]], path: Path, what: Scored = 
     ax.set_title(f"Validation vs. test accuracy ({what.weights})", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(**LEGEND_OUTSIDE)
-    place_labels(ax, [(r["val_top1"], r["test_top1"], r["label"], colors.get(r["group"], "tab:gray")) for r in points],
-                 fontsize=7)
+    place_labels(
+        ax,
+        [(r["val_top1"], r["test_top1"], r["label"], colors.get(r["group"], "tab:gray")) for r in points],
+        fontsize=7,
+    )
     save_figure(fig, path)
 
 
@@ -525,38 +638,61 @@ def plot_scaling(rows: Sequence[dict[str, Any]], path: Path, what: Scored = Scor
         if not line:
             continue
         colour = study.strategy(strategy).colour
-        ax.plot([r["flops_ratio"] for r in line], [r["test_top1"] for r in line], "-",
-                marker=study.strategy(strategy).marker, color=colour,
-                lw=2.5 if strategy == "compound" else 1.5, ms=7, mfc="none", mew=1.5,
-                label="compound scaling" if strategy == "compound" else f"scale {strategy}")
+        ax.plot(
+            [r["flops_ratio"] for r in line],
+            [r["test_top1"] for r in line],
+            "-",
+            marker=study.strategy(strategy).marker,
+            color=colour,
+            lw=2.5 if strategy == "compound" else 1.5,
+            ms=7,
+            mfc="none",
+            mew=1.5,
+            label="compound scaling" if strategy == "compound" else f"scale {strategy}",
+        )
         # each scaled model's interval, its bar moved sideways by a few percent per strategy so that the bars of
         # models of about the same FLOPs stay apart
         dodge = 2.0 ** (0.06 * (i - (len(strategies) - 1) / 2))
         for r in line:
             if (base is None or r["model"] != base["model"]) and r in bars:
-                ax.vlines(r["flops_ratio"] * dodge, r["test_top1_low"], r["test_top1_high"], color=colour, lw=1.2,
-                          zorder=2)
+                ax.vlines(
+                    r["flops_ratio"] * dodge, r["test_top1_low"], r["test_top1_high"], color=colour, lw=1.2, zorder=2
+                )
     ax.set_xscale("log", base=2)
     targets = sorted({float(r["target"]) for r in rows if finite(r["target"])} | {1.0})
     ax.set_xticks(targets, [f"{t:g}x" + (" (B0)" if t == 1.0 else "") for t in targets])
     ax.minorticks_off()
     ax.set_xlabel("FLOPs relative to B0 (log scale)")
     ax.set_ylabel(f"CIFAR-100 test top-1 (%), {what.weights}")
-    ax.set_title("Scaling B0 by one dimension vs. compound\n(cf. paper Figures 3 and 8)"
-                 + ("; bars: 95% bootstrap interval\nover the test images and seeds, moved apart sideways" if bars
-                    else ""), fontsize=10)
+    ax.set_title(
+        "Scaling B0 by one dimension vs. compound\n(cf. paper Figures 3 and 8)"
+        + ("; bars: 95% bootstrap interval\nover the test images and seeds, moved apart sideways" if bars else ""),
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=8, borderaxespad=0.0)
 
     side.axis("off")
     table_rows = ([base] if base else []) + [r for r in rows if not str(r["model"]).endswith("baseline")]
-    cells = [[("B0" if r is base else f"{r['strategy']} {r['target']:g}x"), _fmt(r["flops_ratio"], "{:.2f}x"),
-              _fmt(r.get("depth_multiplier"), "{:.2f}"), _fmt(r.get("width_multiplier"), "{:.2f}"),
-              _fmt(r.get("resolution_px"), "{:g} px"),
-              _fmt(r["test_top1"], "{:.2f}")] for r in table_rows]
+    cells = [
+        [
+            ("B0" if r is base else f"{r['strategy']} {r['target']:g}x"),
+            _fmt(r["flops_ratio"], "{:.2f}x"),
+            _fmt(r.get("depth_multiplier"), "{:.2f}"),
+            _fmt(r.get("width_multiplier"), "{:.2f}"),
+            _fmt(r.get("resolution_px"), "{:g} px"),
+            _fmt(r["test_top1"], "{:.2f}"),
+        ]
+        for r in table_rows
+    ]
     if cells:
-        table = side.table(cellText=cells, colLabels=["model", "FLOPs", "depth", "width", "resolution", "top-1 %"],
-                           loc="upper center", cellLoc="right", colLoc="right")
+        table = side.table(
+            cellText=cells,
+            colLabels=["model", "FLOPs", "depth", "width", "resolution", "top-1 %"],
+            loc="upper center",
+            cellLoc="right",
+            colLoc="right",
+        )
         table.auto_set_font_size(False)
         table.set_fontsize(7.5)
         table.auto_set_column_width(list(range(6)))
@@ -581,15 +717,23 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     ok = [r for r in candidates if finite(r.get("val_top1"))]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     accuracy = np.array([100 * r["val_top1"] for r in ok])
-    points = left.scatter([r["beta"] for r in ok], [r["gamma"] for r in ok], c=accuracy, cmap="viridis", s=90,
-                          edgecolors="k", linewidths=0.5, zorder=3)
+    points = left.scatter(
+        [r["beta"] for r in ok],
+        [r["gamma"] for r in ok],
+        c=accuracy,
+        cmap="viridis",
+        s=90,
+        edgecolors="k",
+        linewidths=0.5,
+        zorder=3,
+    )
     fig.colorbar(points, ax=left, label="validation top-1 (%)")
     right.scatter([r.get("flops_ratio", np.nan) for r in ok], accuracy, color="tab:gray", zorder=3)
     for ax, x in ((left, "beta"), (right, "flops_ratio")):
-        for key, style in (("chosen", dict(s=260, facecolors="none", edgecolors="tab:red", linewidths=2,
-                                           label="chosen")),
-                           ("paper", dict(s=180, marker="*", color="gold", edgecolors="k",
-                                          label="paper (1.2, 1.1, 1.15)"))):
+        for key, style in (
+            ("chosen", dict(s=260, facecolors="none", edgecolors="tab:red", linewidths=2, label="chosen")),
+            ("paper", dict(s=180, marker="*", color="gold", edgecolors="k", label="paper (1.2, 1.1, 1.15)")),
+        ):
             marked = [r for r in ok if r.get(key) is True]
             if marked:
                 y = [r["gamma"] for r in marked] if ax is left else [100 * r["val_top1"] for r in marked]
@@ -598,9 +742,10 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     left.margins(0.12)
     left.set_xlabel("beta (width)")
     left.set_ylabel("gamma (resolution)")
-    left.set_title(f"{len(ok)} candidates with alpha * beta^2 * gamma^2 ~ 2\n"
-                   "(alpha = depth, written beside each point)",
-                   fontsize=10)
+    left.set_title(
+        f"{len(ok)} candidates with alpha * beta^2 * gamma^2 ~ 2\n(alpha = depth, written beside each point)",
+        fontsize=10,
+    )
     # each candidate is trained at its own phi, where its real network costs search.flops_target x B0
     right.set_xlabel("FLOPs of each candidate as trained (at its own phi), relative to B0")
     right.set_ylabel("validation top-1 (%)")
@@ -616,8 +761,12 @@ def plot_search(candidates: Sequence[dict[str, Any]], path: Path) -> None:
     by_point: dict[tuple[float, float], list[str]] = {}
     for r in sorted(ok, key=lambda r: r["alpha"]):
         by_point.setdefault((r["beta"], r["gamma"]), []).append(f"{r['alpha']:g}")
-    place_labels(left, [(b, g, "a=" + ", ".join(alphas), "black") for (b, g), alphas in by_point.items()], fontsize=7,
-                 marker_pt=9.0)  # the 'chosen' ring is wide
+    place_labels(
+        left,
+        [(b, g, "a=" + ", ".join(alphas), "black") for (b, g), alphas in by_point.items()],
+        fontsize=7,
+        marker_pt=9.0,
+    )  # the 'chosen' ring is wide
     save_figure(fig, path)
 
 
@@ -627,15 +776,18 @@ def plot_training_curves(runs: Sequence[tuple[str, Path]], path: Path, columns: 
     from matplotlib.ticker import MaxNLocator
 
     rows = math.ceil(len(runs) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows + 0.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.4 * columns, 2.6 * rows + 0.4), squeeze=False, layout="constrained"
+    )
     for ax, (name, run_dir) in zip(axes.flat, runs, strict=False):  # the grid may have spare cells
         # Markers, as a one-epoch run is a single point, and distinct ones, as the series may coincide.
         # Both axes start at 0 with different headroom, so that a lone loss point and a lone
         # accuracy point do not sit on the same pixel (as they would, each centred on its own axis).
         epochs, top = 1.0, 0.0
-        for metric, style, text in (("val/top1", dict(ls="-", marker="o", ms=4), "val top-1"),
-                                    ("val/top1_ema", dict(ls="--", marker="s", ms=6, mfc="none"), "val top-1 EMA")):
+        for metric, style, text in (
+            ("val/top1", dict(ls="-", marker="o", ms=4), "val top-1"),
+            ("val/top1_ema", dict(ls="--", marker="s", ms=6, mfc="none"), "val top-1 EMA"),
+        ):
             steps, values = read_dvclive_series(run_dir, metric)
             if len(steps):
                 ax.plot(steps + 1, 100 * values, label=text, **style)
@@ -656,12 +808,17 @@ def plot_training_curves(runs: Sequence[tuple[str, Path]], path: Path, columns: 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.tick_params(labelsize=6)
         ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(runs):]:
+    for ax in list(axes.flat)[len(runs) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles + [plt.Line2D([], [], color="tab:gray", marker="x")], labels + ["train loss"],
-                   loc="outside upper center", ncol=3, fontsize=8)
+        fig.legend(
+            handles + [plt.Line2D([], [], color="tab:gray", marker="x")],
+            labels + ["train loss"],
+            loc="outside upper center",
+            ncol=3,
+            fontsize=8,
+        )
     save_figure(fig, path, dpi=90)
 
 
@@ -669,37 +826,59 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
     """Per CAM method: ROAD combined and the CamMult confidence change against FLOPs, one line per strategy."""
     plt = pyplot()
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != reference]
-    metrics = (("road_combined", "ROAD combined\n(LeRF - MoRF) / 2"), ("cam_mult_confidence_change",
-                                                                      "confidence change,\nimage x map"))
-    fig, axes = plt.subplots(len(metrics), len(methods), figsize=(4.2 * len(methods), 3.2 * len(metrics)),
-                             squeeze=False)
+    metrics = (
+        ("road_combined", "ROAD combined\n(LeRF - MoRF) / 2"),
+        ("cam_mult_confidence_change", "confidence change,\nimage x map"),
+    )
+    fig, axes = plt.subplots(
+        len(metrics), len(methods), figsize=(4.2 * len(methods), 3.2 * len(metrics)), squeeze=False
+    )
     baseline = [r for r in rows if r["strategy"] == "baseline"]
     for c, method in enumerate(methods):
         for r_index, (key, text) in enumerate(metrics):
             ax = axes[r_index, c]
             for strategy in study.strategy_names():
-                line = sorted([r for r in baseline if r["method"] == method] +
-                              [r for r in rows if r["strategy"] == strategy and r["method"] == method],
-                              key=lambda r: r["flops_ratio"])
+                line = sorted(
+                    [r for r in baseline if r["method"] == method]
+                    + [r for r in rows if r["strategy"] == strategy and r["method"] == method],
+                    key=lambda r: r["flops_ratio"],
+                )
                 if len(line) > (1 if baseline else 0):
-                    ax.plot([r["flops_ratio"] for r in line], [r[key] for r in line], "o-",
-                            color=study.strategy(strategy).colour, label=strategy)
+                    ax.plot(
+                        [r["flops_ratio"] for r in line],
+                        [r[key] for r in line],
+                        "o-",
+                        color=study.strategy(strategy).colour,
+                        label=strategy,
+                    )
             b0 = [r for r in baseline if r["method"] == method]
             if b0:  # B0 itself, where every line starts: drawn even before any scaled model has its maps
-                ax.scatter([r["flops_ratio"] for r in b0], [r[key] for r in b0], marker="o", color="black",
-                           label="B0", zorder=3)
+                ax.scatter(
+                    [r["flops_ratio"] for r in b0],
+                    [r[key] for r in b0],
+                    marker="o",
+                    color="black",
+                    label="B0",
+                    zorder=3,
+                )
             floor = [r for r in rows if r["method"] == reference]
             if floor:
-                ax.scatter([r["flops_ratio"] for r in floor], [r[key] for r in floor], marker="x", color="tab:gray",
-                           label=f"{reference} map")
+                ax.scatter(
+                    [r["flops_ratio"] for r in floor],
+                    [r[key] for r in floor],
+                    marker="x",
+                    color="tab:gray",
+                    label=f"{reference} map",
+                )
             ax.axhline(0, color="k", lw=0.5)
             ax.set_title(method if r_index == 0 else "", fontsize=9)
             ax.set_xlabel("FLOPs relative to B0", fontsize=8)
             ax.set_ylabel(text, fontsize=8)
             ax.grid(True, alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle("Faithfulness of the maps of the scaling study (higher is better; true-class probability)",
-                 fontsize=10)
+    fig.suptitle(
+        "Faithfulness of the maps of the scaling study (higher is better; true-class probability)", fontsize=10
+    )
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room below for the legend, outside every panel
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8)
@@ -711,9 +890,17 @@ def plot_cam_faithfulness(rows: Sequence[dict[str, Any]], path: Path, reference:
 # --------------------------------------------------------------------------------------
 
 
-def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvclive_dir: Path, out_dir: Path,
-               log: Callable[[str], Any] = print, summary: Path | None = None,
-               predictions_dir: Path | None = None) -> dict[str, Path]:
+def make_plots(
+    *,
+    models_table: Path,
+    search_table: Path,
+    cam_table: Path,
+    dvclive_dir: Path,
+    out_dir: Path,
+    log: Callable[[str], Any] = print,
+    summary: Path | None = None,
+    predictions_dir: Path | None = None,
+) -> dict[str, Path]:
     """Write every CSV and PNG of the plots stage into `out_dir`, and `summary_metrics` to `summary`;
     return {name: path}. The intervals of Figure 1 and the scaling figure come from the per-image predictions in
     `predictions_dir`.
@@ -725,8 +912,13 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
     models = [r for r in read_table(models_table) if finite(r.get("params")) and finite(r.get("flops"))]
     written: dict[str, Path] = {}
 
-    def emit(name: str, rows: list[dict[str, Any]] | None, columns: Sequence[str] | None,
-             draw: Callable[[Path], None], missing: str) -> None:
+    def emit(
+        name: str,
+        rows: list[dict[str, Any]] | None,
+        columns: Sequence[str] | None,
+        draw: Callable[[Path], None],
+        missing: str,
+    ) -> None:
         if columns is not None:
             written[f"{name}.csv"] = out_dir / f"{name}.csv"
             write_csv(out_dir / f"{name}.csv", rows or [], columns)
@@ -745,23 +937,44 @@ def make_plots(*, models_table: Path, search_table: Path, cam_table: Path, dvcli
     intervals = accuracy_intervals(models, predictions_dir)
     figure1 = figure1_rows(models, intervals)
     no_matrix = f"no matrix or phi models in {models_table}"
-    emit("accuracy_vs_params", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "params_m", p, what),
-         no_matrix)
+    emit(
+        "accuracy_vs_params", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "params_m", p, what), no_matrix
+    )
     emit("accuracy_vs_flops", figure1, FIGURE1_COLUMNS, lambda p: plot_figure1(figure1, "flops_g", p, what), no_matrix)
     val_test = val_vs_test_rows(models)
-    emit("val_vs_test", val_test, VAL_TEST_COLUMNS, lambda p: plot_val_vs_test(val_test, p, what),
-         f"no models in {models_table}")
+    emit(
+        "val_vs_test",
+        val_test,
+        VAL_TEST_COLUMNS,
+        lambda p: plot_val_vs_test(val_test, p, what),
+        f"no models in {models_table}",
+    )
     scaling = scaling_rows(models, intervals)
-    emit("scaling", scaling, scaling_columns(), lambda p: plot_scaling(scaling, p, what),
-         f"no scaling-study models in {models_table}")
+    emit(
+        "scaling",
+        scaling,
+        scaling_columns(),
+        lambda p: plot_scaling(scaling, p, what),
+        f"no scaling-study models in {models_table}",
+    )
     candidates = [r for r in read_table(search_table) if finite(r.get("val_top1"))]
     emit("search", candidates, None, lambda p: plot_search(candidates, p), f"no search results in {search_table}")
     runs = dvclive_runs(dvclive_dir, only=[str(r["model"]) for r in read_table(models_table)])
     written["training_curves.csv"] = out_dir / "training_curves.csv"
     write_csv(out_dir / "training_curves.csv", training_curve_rows(runs), TRAINING_CURVES_COLUMNS)
-    emit("training_curves", runs, None, lambda p: plot_training_curves(runs, p),
-         f"no DVCLive runs of the models in {models_table} below {dvclive_dir}")
+    emit(
+        "training_curves",
+        runs,
+        None,
+        lambda p: plot_training_curves(runs, p),
+        f"no DVCLive runs of the models in {models_table} below {dvclive_dir}",
+    )
     faithfulness = [r for r in read_table(cam_table) if finite(r.get("road_combined")) and finite(r.get("flops_ratio"))]
-    emit("cam_faithfulness", faithfulness, None, lambda p: plot_cam_faithfulness(faithfulness, p),
-         f"no faithfulness results in {cam_table}")
+    emit(
+        "cam_faithfulness",
+        faithfulness,
+        None,
+        lambda p: plot_cam_faithfulness(faithfulness, p),
+        f"no faithfulness results in {cam_table}",
+    )
     return written

@@ -70,8 +70,11 @@ def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict
         if name not in stages:
             stale[name] = "not in dvc.lock"
             continue
-        changed = [f"{key} {value!r} -> {current.get(key)!r}" for key, value in _recorded(stages[name]).items()
-                   if current.get(key) != value]
+        changed = [
+            f"{key} {value!r} -> {current.get(key)!r}"
+            for key, value in _recorded(stages[name]).items()
+            if current.get(key) != value
+        ]
         changed += [f"{path} changed" for path in changed_files(lock.parent, stages[name])]
         if changed:
             stale[name] = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
@@ -83,8 +86,9 @@ def stale_training(lock: Path, params_file: Path, jobs: list[clock.Job]) -> dict
     return stale
 
 
-def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_image: float,
-              exponent: float = 1.0) -> list[str]:
+def preflight(
+    params: Params, params_file: Path, lock: Path, seconds_per_b0_image: float, exponent: float = 1.0
+) -> list[str]:
     """The lines that say which training stages will run (by dvc.lock and the params) and what they cost here."""
     jobs = clock.budget(params, exponent)
     stale = stale_training(lock, params_file, jobs)
@@ -96,7 +100,9 @@ def preflight(params: Params, params_file: Path, lock: Path, seconds_per_b0_imag
             start_s = clock.STAGE_START_S if job.stage != "search" else 0.0
             cost[lock_stage(job)] += job.b0_images * seconds_per_b0_image + start_s
     total = sum(cost.values())
-    lines = [f"plan: this run trains {len(stale)} stage{'s' if len(stale) != 1 else ''}, about {clock.duration(total)} "
-             f"here (by dvc.lock, these params and the code; data or command changes can add more: dvc status):"]
+    lines = [
+        f"plan: this run trains {len(stale)} stage{'s' if len(stale) != 1 else ''}, about {clock.duration(total)} "
+        f"here (by dvc.lock, these params and the code; data or command changes can add more: dvc status):"
+    ]
     lines += [f"  {name:<28} ~ {clock.duration(cost[name]):<10} {why}" for name, why in stale.items()]
     return lines

@@ -33,9 +33,27 @@ def accuracy_keys(split: str) -> list[str]:
 # Columns of metrics/models.csv, in order; each metrics/models/<model>.json holds the same keys.
 # With several seeds (train.seeds) the accuracies are means over the seeds and `seeds` counts them.
 COLUMNS: tuple[str, ...] = (
-    "model", "name", "group", "strategy", "target", "arch", "width", "depth", "resolution", "params", "flops",
-    *accuracy_keys("val"), "val/images", *accuracy_keys("test"), "test/images",
-    "throughput_images_per_s", "train_time_s", "epochs", "has_ema", "device", "seeds",
+    "model",
+    "name",
+    "group",
+    "strategy",
+    "target",
+    "arch",
+    "width",
+    "depth",
+    "resolution",
+    "params",
+    "flops",
+    *accuracy_keys("val"),
+    "val/images",
+    *accuracy_keys("test"),
+    "test/images",
+    "throughput_images_per_s",
+    "train_time_s",
+    "epochs",
+    "has_ema",
+    "device",
+    "seeds",
 )
 # Values of columns added after a run was made, for its records that lack them: records written
 # before `train.seeds` existed are of one seed.
@@ -87,9 +105,17 @@ def save_predictions(path: Path, predictions: Predictions) -> None:
     if top1.ndim != 2 or top1.shape != top1_ema.shape or top1.shape[1] != len(labels):
         raise ValueError(f"predictions of shape {top1.shape} and {top1_ema.shape} do not match {len(labels)} labels")
     dtype = _class_dtype(top1, top1_ema, labels)
-    write_atomic(Path(path), lambda tmp: np.savez_compressed(
-        tmp, top1=top1.astype(dtype), top1_ema=top1_ema.astype(dtype), labels=labels.astype(dtype),
-        test_set=np.array(predictions.test_set), has_ema=np.array(bool(predictions.has_ema))))
+    write_atomic(
+        Path(path),
+        lambda tmp: np.savez_compressed(
+            tmp,
+            top1=top1.astype(dtype),
+            top1_ema=top1_ema.astype(dtype),
+            labels=labels.astype(dtype),
+            test_set=np.array(predictions.test_set),
+            has_ema=np.array(bool(predictions.has_ema)),
+        ),
+    )
 
 
 def load_predictions(path: Path) -> Predictions:
@@ -97,15 +123,21 @@ def load_predictions(path: Path) -> Predictions:
     path = Path(path)
     try:
         with np.load(path) as f:
-            p = Predictions(top1=f["top1"].astype(np.int64), top1_ema=f["top1_ema"].astype(np.int64),
-                            labels=f["labels"].astype(np.int64), test_set=str(f["test_set"]),
-                            has_ema=bool(f["has_ema"]))
+            p = Predictions(
+                top1=f["top1"].astype(np.int64),
+                top1_ema=f["top1_ema"].astype(np.int64),
+                labels=f["labels"].astype(np.int64),
+                test_set=str(f["test_set"]),
+                has_ema=bool(f["has_ema"]),
+            )
     except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path}: not a predictions file of the evaluate stage ({error}); rerun "
-                         "`dvc repro evaluate@<model>`") from None
+        raise ValueError(
+            f"{path}: not a predictions file of the evaluate stage ({error}); rerun `dvc repro evaluate@<model>`"
+        ) from None
     if p.top1.ndim != 2 or p.top1.shape != p.top1_ema.shape or p.top1.shape[1] != len(p.labels):
-        raise ValueError(f"{path}: arrays of shapes {p.top1.shape}, {p.top1_ema.shape} and {p.labels.shape} "
-                         "do not match")
+        raise ValueError(
+            f"{path}: arrays of shapes {p.top1.shape}, {p.top1_ema.shape} and {p.labels.shape} do not match"
+        )
     return p
 
 
@@ -128,8 +160,9 @@ def in_run(row: dict[str, Any], models: Collection[str]) -> bool:
     return str(row.get("model")) in models
 
 
-def collect(metrics_dir: Path, table: Path, models: Iterable[str], *,
-            log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+def collect(
+    metrics_dir: Path, table: Path, models: Iterable[str], *, log: Callable[[str], Any] = print
+) -> list[dict[str, Any]]:
     """Write the CSV `table` of every `metrics_dir/**/<model>.json` of this run (see `in_run`), sorted by model.
 
     Reads nothing but those small files (no weights, no torch). A record that is not a
@@ -149,14 +182,18 @@ def collect(metrics_dir: Path, table: Path, models: Iterable[str], *,
             row = {**LATER_COLUMNS, **row}
         missing = [key for key in COLUMNS if key not in row] if isinstance(row, dict) else list(COLUMNS)
         if missing:
-            raise ValueError(f"{path}: a model record lacks {', '.join(missing)}; rerun its evaluate stage "
-                             f"(dvc repro evaluate@<model>)")
+            raise ValueError(
+                f"{path}: a model record lacks {', '.join(missing)}; rerun its evaluate stage "
+                f"(dvc repro evaluate@<model>)"
+            )
         (rows if in_run(row, names) else skipped).append(row)
     if skipped:
         log(f"left out records of models that no stage of this run declares: {', '.join(r['model'] for r in skipped)}")
     if not rows:
-        raise FileNotFoundError(f"{metrics_dir}: no model records (<model>.json) of this run; run some evaluate stages "
-                                "first (dvc repro evaluate@efficientnet_b0)")
+        raise FileNotFoundError(
+            f"{metrics_dir}: no model records (<model>.json) of this run; run some evaluate stages "
+            "first (dvc repro evaluate@efficientnet_b0)"
+        )
     rows.sort(key=lambda r: str(r["model"]))
     write_csv(table, rows, COLUMNS)
     return rows

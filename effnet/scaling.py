@@ -122,20 +122,28 @@ def scaling_of(strategy: str) -> Scaling:
     if strategy not in SCALINGS:
         known = ", ".join(SCALINGS)
         if strategy in strategy_names():
-            raise ValueError(f"strategy {strategy!r} of study.yaml has no row in effnet/scaling.py SCALINGS "
-                             f"(has: {known})")
+            raise ValueError(
+                f"strategy {strategy!r} of study.yaml has no row in effnet/scaling.py SCALINGS (has: {known})"
+            )
         raise ValueError(f"unknown scaling strategy {strategy!r}; allowed: {known}")
     return SCALINGS[strategy]
 
 
-def scaled_spec(strategy: str, multiplier: float, base: ModelSpec, coefficients: Coefficients | None = None,
-                name: str | None = None) -> ModelSpec:
+def scaled_spec(
+    strategy: str, multiplier: float, base: ModelSpec, coefficients: Coefficients | None = None, name: str | None = None
+) -> ModelSpec:
     """B0 (`base`) scaled along one strategy by `multiplier` (phi for 'compound')."""
     return scaling_of(strategy).scale(base, multiplier, coefficients, name)
 
 
-def match_flops(strategy: str, target: float, base: ModelSpec, coefficients: tuple[float, float, float] | None = None,
-                flops_fn: Callable[[ModelSpec], int] = count_flops, iterations: int = 14) -> Matched:
+def match_flops(
+    strategy: str,
+    target: float,
+    base: ModelSpec,
+    coefficients: tuple[float, float, float] | None = None,
+    flops_fn: Callable[[ModelSpec], int] = count_flops,
+    iterations: int = 14,
+) -> Matched:
     """The `strategy`-scaled B0 whose FLOPs are nearest `target` x B0's FLOPs.
 
     Bisection on the multiplier (FLOPs never decrease as it grows); every network measured
@@ -183,19 +191,23 @@ def built_multipliers(spec: ModelSpec, base: ModelSpec) -> dict[str, float]:
     seven stages and the head of the ratio of output channels; resolution: input side
     over B0's. A nominal multiplier of 1.012 that rounds to the same channels is 1.0 here.
     """
+
     def layout(s: ModelSpec) -> tuple[list[int], list[int]]:
         with torch.device("meta"):
             model = build_model(s)
         stem, *stages, head = model.features
-        return ([len(stage) for stage in stages],
-                [stem[0].out_channels] + [stage[-1].block[-1][0].out_channels for stage in stages]
-                + [head[0].out_channels])
+        return (
+            [len(stage) for stage in stages],
+            [stem[0].out_channels] + [stage[-1].block[-1][0].out_channels for stage in stages] + [head[0].out_channels],
+        )
 
     blocks, channels = layout(spec)
     base_blocks, base_channels = layout(base)
-    return {"depth": sum(blocks) / sum(base_blocks),
-            "width": sum(c / b for c, b in zip(channels, base_channels, strict=True)) / len(channels),
-            "resolution": spec.resolution / base.resolution}
+    return {
+        "depth": sum(blocks) / sum(base_blocks),
+        "width": sum(c / b for c, b in zip(channels, base_channels, strict=True)) / len(channels),
+        "resolution": spec.resolution / base.resolution,
+    }
 
 
 def changes_every_dimension(spec: ModelSpec, base: ModelSpec, minimum: float = 1.05) -> bool:
@@ -209,9 +221,13 @@ def changes_every_dimension(spec: ModelSpec, base: ModelSpec, minimum: float = 1
     return all(built[k] >= minimum for k in ("depth", "width", "resolution"))
 
 
-def study_spec(strategy: str, target: float | None, params: Params,
-               coefficients: tuple[float, float, float] | None = None,
-               log: Callable[[str], object] = print) -> tuple[ModelSpec, dict[str, float | str]]:
+def study_spec(
+    strategy: str,
+    target: float | None,
+    params: Params,
+    coefficients: tuple[float, float, float] | None = None,
+    log: Callable[[str], object] = print,
+) -> tuple[ModelSpec, dict[str, float | str]]:
     """The spec of one model of the scaling study (stages `scale_*`) and its `matched` record.
 
     'baseline' is B0 itself; any other strategy is B0 matched to `target` x its FLOPs
@@ -223,41 +239,70 @@ def study_spec(strategy: str, target: float | None, params: Params,
     resolution multipliers as built (after rounding), beside dropout and drop-path rate.
     """
     # one regularisation per FLOPs target (target_dropout): B0's is that of 1x
-    b0 = replace(published_spec("b0", params.network), dropout=target_dropout(1.0),
-                 drop_path_rate=params.train.drop_path_rate)
+    b0 = replace(
+        published_spec("b0", params.network), dropout=target_dropout(1.0), drop_path_rate=params.train.drop_path_rate
+    )
     if strategy == "baseline":
-        spec, extra = b0, {"strategy": "baseline", "target": 1.0, "flops_ratio": 1.0, "flops": count_flops(b0),
-                           "depth": 1.0, "width": 1.0, "resolution": 1.0}
+        spec, extra = (
+            b0,
+            {
+                "strategy": "baseline",
+                "target": 1.0,
+                "flops_ratio": 1.0,
+                "flops": count_flops(b0),
+                "depth": 1.0,
+                "width": 1.0,
+                "resolution": 1.0,
+            },
+        )
     else:
         if target is None:
             raise ValueError(f"--strategy {strategy} needs --target, a multiple of B0's FLOPs (scaling.flops_targets)")
         tolerance = params.scaling.tolerance
         matched = match_flops(strategy, target, b0, coefficients)
         if abs(matched.relative_error) > tolerance:
-            raise ValueError(f"{strategy} scaling gets no nearer than "
-                             f"{matched.flops / (matched.target_flops / target):.2f}x "
-                             f"B0's FLOPs to the target {target:g}x (scaling.tolerance {tolerance:g}); "
-                             "raise scaling.tolerance or choose another target")
+            raise ValueError(
+                f"{strategy} scaling gets no nearer than "
+                f"{matched.flops / (matched.target_flops / target):.2f}x "
+                f"B0's FLOPs to the target {target:g}x (scaling.tolerance {tolerance:g}); "
+                "raise scaling.tolerance or choose another target"
+            )
         spec = matched.spec
         built = built_multipliers(spec, b0)  # as built, after rounding: what the network really changed
         minimum = params.scaling.min_change
         if strategy == "compound" and not changes_every_dimension(spec, b0, 1.0 + minimum):
-            raise ValueError(f"the compound model at {target:g}x B0's FLOPs is not compound as built: depth "
-                             f"{built['depth']:.3f}x, width {built['width']:.3f}x, "
-                             f"resolution {built['resolution']:.3f}x, "
-                             f"not all >= {1 + minimum:g}x (scaling.min_change {minimum:g}); choose another "
-                             "scaling.flops_targets (python scripts/search_targets.py lists what each target builds)")
-        extra = {"strategy": strategy, "target": target, "multiplier": matched.multiplier,
-                 "flops_ratio": target * (1 + matched.relative_error), "flops": matched.flops, **built}
-        log(f"{spec.name}: {strategy} multiplier {matched.multiplier:.4g} "
+            raise ValueError(
+                f"the compound model at {target:g}x B0's FLOPs is not compound as built: depth "
+                f"{built['depth']:.3f}x, width {built['width']:.3f}x, "
+                f"resolution {built['resolution']:.3f}x, "
+                f"not all >= {1 + minimum:g}x (scaling.min_change {minimum:g}); choose another "
+                "scaling.flops_targets (python scripts/search_targets.py lists what each target builds)"
+            )
+        extra = {
+            "strategy": strategy,
+            "target": target,
+            "multiplier": matched.multiplier,
+            "flops_ratio": target * (1 + matched.relative_error),
+            "flops": matched.flops,
+            **built,
+        }
+        log(
+            f"{spec.name}: {strategy} multiplier {matched.multiplier:.4g} "
             f"gives {extra['flops_ratio']:.3f}x B0's FLOPs; "
-            f"built depth {built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x")
+            f"built depth {built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x"
+        )
     extra.update(dropout=spec.dropout, drop_path_rate=spec.drop_path_rate)
     return spec, extra
 
 
-def reachable(strategy: str, base: ModelSpec, max_ratio: float, coefficients: tuple[float, float, float] | None = None,
-              step: float = 0.01, flops_fn: Callable[[ModelSpec], int] = count_flops) -> list[tuple[float, float]]:
+def reachable(
+    strategy: str,
+    base: ModelSpec,
+    max_ratio: float,
+    coefficients: tuple[float, float, float] | None = None,
+    step: float = 0.01,
+    flops_fn: Callable[[ModelSpec], int] = count_flops,
+) -> list[tuple[float, float]]:
     """The FLOPs ratios (to `base`) of the distinct networks `strategy` builds up to `max_ratio`: (multiplier, ratio).
 
     The list runs 5% past `max_ratio`, so that a target at `max_ratio` can also be matched from above.
@@ -286,8 +331,9 @@ def reachable(strategy: str, base: ModelSpec, max_ratio: float, coefficients: tu
     return sorted(((x, flops / base_flops) for flops, x in out.items()), key=lambda t: t[1])
 
 
-def equal_cost_targets(ratios: dict[str, list[float]], candidates: list[float],
-                       tolerance: float) -> list[dict[str, float]]:
+def equal_cost_targets(
+    ratios: dict[str, list[float]], candidates: list[float], tolerance: float
+) -> list[dict[str, float]]:
     """Of `candidates` (multiples of B0's FLOPs), those that every strategy reaches within `tolerance` (relative).
 
     `ratios` maps each strategy to the FLOPs ratios it can build (`reachable`). One row per

@@ -114,8 +114,13 @@ class Placed:
     feasible: bool  # |flops_ratio / target - 1| <= the FLOPs tolerance
 
 
-def place(candidates: Iterable[Candidate], base: ModelSpec, target: float, flops_tolerance: float,
-          flops_fn: Callable[[ModelSpec], int] = count_flops) -> list[Placed]:
+def place(
+    candidates: Iterable[Candidate],
+    base: ModelSpec,
+    target: float,
+    flops_tolerance: float,
+    flops_fn: Callable[[ModelSpec], int] = count_flops,
+) -> list[Placed]:
     """Solve, for every candidate, the phi at which its real network costs `target` x `base`'s FLOPs.
 
     The matched-FLOPs bisection of the scaling study (`match_flops(strategy='compound')`),
@@ -129,10 +134,18 @@ def place(candidates: Iterable[Candidate], base: ModelSpec, target: float, flops
     for c in candidates:
         matched = match_flops("compound", target, base, c.coefficients, flops_fn=flops_fn)
         spec = replace(matched.spec, name=f"search_{c.key}")
-        placed.append(Placed(candidate=c, phi=matched.multiplier, spec=spec, flops=matched.flops,
-                             flops_ratio=matched.flops / base_flops, architecture=architecture(spec),
-                             built=built_multipliers(spec, base),
-                             feasible=abs(matched.relative_error) <= flops_tolerance))
+        placed.append(
+            Placed(
+                candidate=c,
+                phi=matched.multiplier,
+                spec=spec,
+                flops=matched.flops,
+                flops_ratio=matched.flops / base_flops,
+                architecture=architecture(spec),
+                built=built_multipliers(spec, base),
+                feasible=abs(matched.relative_error) <= flops_tolerance,
+            )
+        )
     return placed
 
 
@@ -194,8 +207,11 @@ def distinctness(placed: list[Placed], target: float, material: float = MATERIAL
     clusters = _material_clusters(groups, material)
     built = [g[0].built for g in groups]
     row: dict[str, Any] = {
-        "target": target, "candidates": len(placed), "feasible": sum(p.feasible for p in placed),
-        "distinct": len(groups), "material": len(clusters),
+        "target": target,
+        "candidates": len(placed),
+        "feasible": sum(p.feasible for p in placed),
+        "distinct": len(groups),
+        "material": len(clusters),
         "paper_feasible": any(p.candidate.is_paper and p.feasible for p in placed),
         "largest_cluster": max((sum(len(g) for g in c) for c in clusters), default=0),
     }
@@ -205,19 +221,39 @@ def distinctness(placed: list[Placed], target: float, material: float = MATERIAL
     return row
 
 
-DISTINCTNESS_COLUMNS = ["target", "candidates", "feasible", "distinct", "material", "paper_feasible", "largest_cluster",
-                        "depth_min", "depth_max", "width_min", "width_max", "resolution_min", "resolution_max"]
+DISTINCTNESS_COLUMNS = [
+    "target",
+    "candidates",
+    "feasible",
+    "distinct",
+    "material",
+    "paper_feasible",
+    "largest_cluster",
+    "depth_min",
+    "depth_max",
+    "width_min",
+    "width_max",
+    "resolution_min",
+    "resolution_max",
+]
 
 
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
-    return (f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600
-            else f"{seconds // 60}m{seconds % 60:02d}s")
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
-def run_search(groups: list[list[Placed]], train_network: Callable[[Placed, int], dict[str, Any]], results_dir: Path,
-               settings_fingerprint: str, seeds: int = 1, log: Callable[[str], None] | None = print,
-               write: bool = True) -> dict[str, dict[str, Any]]:
+def run_search(
+    groups: list[list[Placed]],
+    train_network: Callable[[Placed, int], dict[str, Any]],
+    results_dir: Path,
+    settings_fingerprint: str,
+    seeds: int = 1,
+    log: Callable[[str], None] | None = print,
+    write: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Train `seeds` networks per group of identical candidates, unless already finished; return records by
     architecture.
 
@@ -244,8 +280,11 @@ def run_search(groups: list[list[Placed]], train_network: Callable[[Placed, int]
                 return record
         return None
 
-    jobs = [(i, group, k, results_dir / f"{group[0].architecture}_seed{k}.json")
-            for i, group in enumerate(groups, start=1) for k in range(seeds)]
+    jobs = [
+        (i, group, k, results_dir / f"{group[0].architecture}_seed{k}.json")
+        for i, group in enumerate(groups, start=1)
+        for k in range(seeds)
+    ]
     todo = sum(finished(path) is None for *_, path in jobs)
     per_network: dict[str, list[dict[str, Any]]] = {}
     times: list[float] = []
@@ -258,13 +297,19 @@ def run_search(groups: list[list[Placed]], train_network: Callable[[Placed, int]
             say(f"{where} [{names}]: finished earlier, val top-1 {record['val_top1']:.4f}")
         else:
             eta = f", ETA {_duration(sum(times) / len(times) * (todo - len(times)))}" if times else ""
-            say(f"{where} [{names}]: phi {first.phi:.3f}, {first.spec.resolution}px, "
-                f"{first.flops_ratio:.2f}x B0's FLOPs, training ({todo - len(times)} to train{eta})")
+            say(
+                f"{where} [{names}]: phi {first.phi:.3f}, {first.spec.resolution}px, "
+                f"{first.flops_ratio:.2f}x B0's FLOPs, training ({todo - len(times)} to train{eta})"
+            )
             start = time.perf_counter()
             measured = train_network(first, k)
             times.append(time.perf_counter() - start)
-            record = {"architecture": first.architecture, "seed_index": k, **measured,
-                      "fingerprint": settings_fingerprint}
+            record = {
+                "architecture": first.architecture,
+                "seed_index": k,
+                **measured,
+                "fingerprint": settings_fingerprint,
+            }
             if write:
                 write_json(path, record)
             say(f"{where}: val top-1 {record['val_top1']:.4f} in {_duration(times[-1])}")
@@ -272,12 +317,15 @@ def run_search(groups: list[list[Placed]], train_network: Callable[[Placed, int]
     records: dict[str, dict[str, Any]] = {}
     for arch, runs in per_network.items():
         correct = np.array([r["val_correct"] for r in runs], dtype=bool)
-        records[arch] = {"architecture": arch,
-                         "seeds": [{k: v for k, v in r.items() if k != "val_correct"} for r in runs],
-                         "val_correct": correct, "val_top1": float(correct.mean()),
-                         **{k: runs[0].get(k) for k in ("params",)},
-                         "val_top1_ema": float(np.mean([r.get("val_top1_ema", np.nan) for r in runs])),
-                         "train_time_s": float(sum(r.get("train_time_s", 0.0) for r in runs))}
+        records[arch] = {
+            "architecture": arch,
+            "seeds": [{k: v for k, v in r.items() if k != "val_correct"} for r in runs],
+            "val_correct": correct,
+            "val_top1": float(correct.mean()),
+            **{k: runs[0].get(k) for k in ("params",)},
+            "val_top1_ema": float(np.mean([r.get("val_top1_ema", np.nan) for r in runs])),
+            "train_time_s": float(sum(r.get("train_time_s", 0.0) for r in runs)),
+        }
     return records
 
 
@@ -288,7 +336,8 @@ DECISION_RULE = (
     "a family-wise 95%. A winner is declared only when its corrected interval against the paper's point excludes 0 "
     "and lies above it; among several such, the highest mean validation top-1. Otherwise the search cannot tell the "
     "candidates from the paper's point and the paper's coefficients are taken. Within a network built by several "
-    "coefficient sets: the constraint nearest 2, then the paper's point, then the smallest (alpha, beta, gamma).")
+    "coefficient sets: the constraint nearest 2, then the paper's point, then the smallest (alpha, beta, gamma)."
+)
 
 
 @dataclass(frozen=True)
@@ -314,58 +363,130 @@ def decide(groups: list[list[Placed]], records: dict[str, dict[str, Any]], confi
     the outcome is 'paper' and the reason says so.
     """
     if not groups:
-        raise SearchError("no feasible candidate to decide on: every candidate's network missed the FLOPs target; "
-                          "raise search.flops_tolerance or widen the grid")
+        raise SearchError(
+            "no feasible candidate to decide on: every candidate's network missed the FLOPs target; "
+            "raise search.flops_tolerance or widen the grid"
+        )
     comparisons: dict[str, dict[str, Any]] = {}
     for g in groups:
         arch = g[0].architecture
         low, high = accuracy_interval(records[arch]["val_correct"], confidence=confidence)
-        comparisons[arch] = {"val_top1": records[arch]["val_top1"], "val_top1_low": low, "val_top1_high": high,
-                             "seeds": int(np.asarray(records[arch]["val_correct"]).shape[0])}
+        comparisons[arch] = {
+            "val_top1": records[arch]["val_top1"],
+            "val_top1_low": low,
+            "val_top1_high": high,
+            "seeds": int(np.asarray(records[arch]["val_correct"]).shape[0]),
+        }
     paper = next((g for g in groups if any(p.candidate.is_paper for p in g)), None)
     if paper is None:
-        return Decision("paper", [], "the paper's point cannot be placed within search.flops_tolerance of the target, "
-                        "so no candidate can be compared with it: the search cannot decide; the paper's coefficients "
-                        "are taken by the rule", comparisons, [])
+        return Decision(
+            "paper",
+            [],
+            "the paper's point cannot be placed within search.flops_tolerance of the target, "
+            "so no candidate can be compared with it: the search cannot decide; the paper's coefficients "
+            "are taken by the rule",
+            comparisons,
+            [],
+        )
     paper_arch = paper[0].architecture
     others = [g for g in groups if g is not paper]
     if not others:
-        return Decision("paper", paper, "every feasible candidate builds the paper's network: nothing to tell apart",
-                        comparisons, [paper_arch], paper_arch)
-    corrected = holm([bootstrap_differences(records[g[0].architecture]["val_correct"],
-                                            records[paper_arch]["val_correct"])
-                      for g in others], confidence=confidence)
+        return Decision(
+            "paper",
+            paper,
+            "every feasible candidate builds the paper's network: nothing to tell apart",
+            comparisons,
+            [paper_arch],
+            paper_arch,
+        )
+    corrected = holm(
+        [
+            bootstrap_differences(records[g[0].architecture]["val_correct"], records[paper_arch]["val_correct"])
+            for g in others
+        ],
+        confidence=confidence,
+    )
     # strict: holm returns one Corrected per comparison, one comparison per group of `others`
     for g, h in zip(others, corrected, strict=True):
         arch = g[0].architecture
-        comparisons[arch].update(minus_paper=records[arch]["val_top1"] - records[paper_arch]["val_top1"],
-                                 low=h.low, high=h.high, confidence=h.confidence, p_holm=h.p_holm,
-                                 detectable=h.detectable, distinguishable=h.distinguishable)
+        comparisons[arch].update(
+            minus_paper=records[arch]["val_top1"] - records[paper_arch]["val_top1"],
+            low=h.low,
+            high=h.high,
+            confidence=h.confidence,
+            p_holm=h.p_holm,
+            detectable=h.detectable,
+            distinguishable=h.distinguishable,
+        )
     better = [(g, h) for g, h in zip(others, corrected, strict=True) if h.distinguishable and h.low > 0]
     tied = [paper_arch] + [g[0].architecture for g, h in zip(others, corrected, strict=True) if not h.distinguishable]
     if better:
-        g, h = max(better, key=lambda gh: (records[gh[0][0].architecture]["val_top1"],
-                                           -abs(gh[0][0].candidate.constraint - 2.0), -gh[0][0].flops))
-        return Decision("searched", g, f"{g[0].candidate.key} beats the paper's point by "
-                        f"{100 * (records[g[0].architecture]['val_top1'] - records[paper_arch]['val_top1']):+.2f} "
-                        f"points of validation top-1 (Holm-corrected {100 * h.confidence:.2f}% interval "
-                        f"[{100 * h.low:+.2f}, {100 * h.high:+.2f}])", comparisons, tied, paper_arch)
+        g, h = max(
+            better,
+            key=lambda gh: (
+                records[gh[0][0].architecture]["val_top1"],
+                -abs(gh[0][0].candidate.constraint - 2.0),
+                -gh[0][0].flops,
+            ),
+        )
+        return Decision(
+            "searched",
+            g,
+            f"{g[0].candidate.key} beats the paper's point by "
+            f"{100 * (records[g[0].architecture]['val_top1'] - records[paper_arch]['val_top1']):+.2f} "
+            f"points of validation top-1 (Holm-corrected {100 * h.confidence:.2f}% interval "
+            f"[{100 * h.low:+.2f}, {100 * h.high:+.2f}])",
+            comparisons,
+            tied,
+            paper_arch,
+        )
     detectable = max(h.detectable for h in corrected)
-    return Decision("paper", paper, f"no network beats the paper's point after Holm's correction over "
-                    f"{len(others)} comparison{'' if len(others) == 1 else 's'} ({len(tied)} of {len(groups)} "
-                    "networks cannot be told apart from it; "
-                    f"differences below about {100 * detectable:.2f} points could not be detected): the paper's "
-                    "coefficients are taken by the rule", comparisons, tied, paper_arch)
+    return Decision(
+        "paper",
+        paper,
+        f"no network beats the paper's point after Holm's correction over "
+        f"{len(others)} comparison{'' if len(others) == 1 else 's'} ({len(tied)} of {len(groups)} "
+        "networks cannot be told apart from it; "
+        f"differences below about {100 * detectable:.2f} points could not be detected): the paper's "
+        "coefficients are taken by the rule",
+        comparisons,
+        tied,
+        paper_arch,
+    )
 
 
-TABLE_COLUMNS = ["alpha", "beta", "gamma", "constraint", "paper", "phi", "depth", "width", "resolution", "architecture",
-                 "params", "flops", "flops_ratio", "status", "seeds", "val_top1", "val_top1_low", "val_top1_high",
-                 "minus_paper", "minus_paper_low", "minus_paper_high", "verdict", "val_top1_ema", "train_time_s",
-                 "chosen"]
+TABLE_COLUMNS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "constraint",
+    "paper",
+    "phi",
+    "depth",
+    "width",
+    "resolution",
+    "architecture",
+    "params",
+    "flops",
+    "flops_ratio",
+    "status",
+    "seeds",
+    "val_top1",
+    "val_top1_low",
+    "val_top1_high",
+    "minus_paper",
+    "minus_paper_low",
+    "minus_paper_high",
+    "verdict",
+    "val_top1_ema",
+    "train_time_s",
+    "chosen",
+]
 
 
-def table_rows(placed: list[Placed], groups: list[list[Placed]], records: dict[str, dict[str, Any]],
-               decision: Decision) -> list[dict[str, Any]]:
+def table_rows(
+    placed: list[Placed], groups: list[list[Placed]], records: dict[str, dict[str, Any]], decision: Decision
+) -> list[dict[str, Any]]:
     """One row per candidate (`TABLE_COLUMNS`): matched phi, built multipliers, FLOPs, and what became of it.
 
     status: 'trained'; 'same network as <key>' (shares that candidate's result); or
@@ -379,10 +500,19 @@ def table_rows(placed: list[Placed], groups: list[list[Placed]], records: dict[s
     rows = []
     for p in placed:
         c = p.candidate
-        row: dict[str, Any] = {"alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "constraint": c.constraint,
-                               "paper": c.is_paper, "phi": p.phi, **{k: round(v, 4) for k, v in p.built.items()},
-                               "architecture": p.architecture, "flops": p.flops, "flops_ratio": p.flops_ratio,
-                               "chosen": c == chosen if chosen is not None else c.is_paper}
+        row: dict[str, Any] = {
+            "alpha": c.alpha,
+            "beta": c.beta,
+            "gamma": c.gamma,
+            "constraint": c.constraint,
+            "paper": c.is_paper,
+            "phi": p.phi,
+            **{k: round(v, 4) for k, v in p.built.items()},
+            "architecture": p.architecture,
+            "flops": p.flops,
+            "flops_ratio": p.flops_ratio,
+            "chosen": c == chosen if chosen is not None else c.is_paper,
+        }
         if not p.feasible:
             row["status"] = "infeasible"
         else:
@@ -391,16 +521,30 @@ def table_rows(placed: list[Placed], groups: list[list[Placed]], records: dict[s
             row.update({k: record.get(k) for k in ("params", "val_top1", "val_top1_ema", "train_time_s")})
             row.update({k: compared.get(k) for k in ("seeds", "val_top1_low", "val_top1_high", "minus_paper")})
             row.update(minus_paper_low=compared.get("low"), minus_paper_high=compared.get("high"))
-            row["verdict"] = ("paper's network" if p.architecture == decision.paper else
-                              "" if "distinguishable" not in compared else
-                              "not distinguishable from the paper's" if not compared["distinguishable"] else
-                              "better than the paper's" if compared["low"] > 0 else "worse than the paper's")
+            row["verdict"] = (
+                "paper's network"
+                if p.architecture == decision.paper
+                else ""
+                if "distinguishable" not in compared
+                else "not distinguishable from the paper's"
+                if not compared["distinguishable"]
+                else "better than the paper's"
+                if compared["low"] > 0
+                else "worse than the paper's"
+            )
         rows.append(row)
     return rows
 
 
-def summary(placed: list[Placed], groups: list[list[Placed]], records: dict[str, dict[str, Any]], decision: Decision,
-            target: float, flops_tolerance: float, seeds: int) -> dict[str, Any]:
+def summary(
+    placed: list[Placed],
+    groups: list[list[Placed]],
+    records: dict[str, dict[str, Any]],
+    decision: Decision,
+    target: float,
+    flops_tolerance: float,
+    seeds: int,
+) -> dict[str, Any]:
     """metrics/search.json: the coefficients taken, the decision and its reason, the networks that cannot be
     told apart from the paper's, the paper's point, and how distinct the grid's networks are at the target."""
 
@@ -410,29 +554,54 @@ def summary(placed: list[Placed], groups: list[list[Placed]], records: dict[str,
     keys = {g[0].architecture: [p.candidate.key for p in g] for g in groups}
     if decision.chosen:
         best = decision.chosen[0]
-        taken: dict[str, Any] = {**coefficients(best), "constraint": best.candidate.constraint, "phi": best.phi,
-                                 "val_top1": records[best.architecture]["val_top1"], "flops_ratio": best.flops_ratio}
+        taken: dict[str, Any] = {
+            **coefficients(best),
+            "constraint": best.candidate.constraint,
+            "phi": best.phi,
+            "val_top1": records[best.architecture]["val_top1"],
+            "flops_ratio": best.flops_ratio,
+        }
     else:
         a, b, g = PAPER_COEFFICIENTS
-        taken = {"alpha": a, "beta": b, "gamma": g, "constraint": a * b * b * g * g, "phi": None, "val_top1": None,
-                 "flops_ratio": None}
+        taken = {
+            "alpha": a,
+            "beta": b,
+            "gamma": g,
+            "constraint": a * b * b * g * g,
+            "phi": None,
+            "val_top1": None,
+            "flops_ratio": None,
+        }
     out: dict[str, Any] = {
-        **taken, "decision": decision.outcome, "reason": decision.reason, "rule": DECISION_RULE,
-        "flops_target": target, "flops_tolerance": flops_tolerance, "seeds": seeds,
-        "candidates": len(placed), "networks_trained": len(groups),
+        **taken,
+        "decision": decision.outcome,
+        "reason": decision.reason,
+        "rule": DECISION_RULE,
+        "flops_target": target,
+        "flops_tolerance": flops_tolerance,
+        "seeds": seeds,
+        "candidates": len(placed),
+        "networks_trained": len(groups),
         "distinctness": distinctness(placed, target),
         "infeasible": [p.candidate.key for p in placed if not p.feasible],
         "selected_on": f"validation top-1 (raw weights), mean of {seeds} seed(s), "
-                       f"every candidate at {target:g}x B0's FLOPs",
+        f"every candidate at {target:g}x B0's FLOPs",
         "same_network": [coefficients(p) for p in decision.chosen[1:]],
         "indistinguishable": [keys[arch] for arch in decision.indistinguishable],
-        "networks": [{"architecture": arch, "candidates": keys[arch], **{k: v for k, v in compared.items()}}
-                     for arch, compared in decision.comparisons.items()],
+        "networks": [
+            {"architecture": arch, "candidates": keys[arch], **{k: v for k, v in compared.items()}}
+            for arch, compared in decision.comparisons.items()
+        ],
         "tied_sets": [[p.candidate.key for p in g] for g in groups if len(g) > 1],
     }
     paper = next((p for p in placed if p.candidate.is_paper), None)
     if paper is not None:
-        out["paper"] = {**coefficients(paper), "constraint": paper.candidate.constraint, "phi": paper.phi,
-                        "flops_ratio": paper.flops_ratio, "feasible": paper.feasible,
-                        "val_top1": records[paper.architecture]["val_top1"] if paper.feasible else None}
+        out["paper"] = {
+            **coefficients(paper),
+            "constraint": paper.candidate.constraint,
+            "phi": paper.phi,
+            "flops_ratio": paper.flops_ratio,
+            "feasible": paper.feasible,
+            "val_top1": records[paper.architecture]["val_top1"] if paper.feasible else None,
+        }
     return out

@@ -72,8 +72,9 @@ def _as_correct(correct: np.ndarray, name: str) -> np.ndarray:
     return array.astype(bool)
 
 
-def bootstrap_differences(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples: int = RESAMPLES,
-                          seed: int = SEED) -> np.ndarray:
+def bootstrap_differences(
+    correct_a: np.ndarray, correct_b: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED
+) -> np.ndarray:
     """The bootstrap distribution of accuracy(A) - accuracy(B): one value per resample.
 
     `correct_a` and `correct_b` are right/wrong flags, (images,) or (seeds, images), on the
@@ -91,9 +92,11 @@ def bootstrap_differences(correct_a: np.ndarray, correct_b: np.ndarray, *, resam
     """
     a, b = _as_correct(correct_a, "correct_a"), _as_correct(correct_b, "correct_b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError("the two models were evaluated on different numbers of images "
-                         f"({a.shape[1]} and {b.shape[1]}); "
-                         "a paired comparison needs the same test images")
+        raise ValueError(
+            "the two models were evaluated on different numbers of images "
+            f"({a.shape[1]} and {b.shape[1]}); "
+            "a paired comparison needs the same test images"
+        )
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     seeds_a, seeds_b, images = a.shape[0], b.shape[0], a.shape[1]
@@ -111,11 +114,12 @@ def bootstrap_differences(correct_a: np.ndarray, correct_b: np.ndarray, *, resam
         weights_a = rng.multinomial(seeds_a, np.full(seeds_a, 1 / seeds_a), size=n)
         if paired:
             # integer sums first, so that a model against itself gives exactly 0
-            out[start:start + n] = (weights_a * (right_a - right_b)).sum(1) / (seeds_a * images)
+            out[start : start + n] = (weights_a * (right_a - right_b)).sum(1) / (seeds_a * images)
         else:
             weights_b = rng.multinomial(seeds_b, np.full(seeds_b, 1 / seeds_b), size=n)
-            out[start:start + n] = ((weights_a * right_a).sum(1) / (seeds_a * images)
-                                    - (weights_b * right_b).sum(1) / (seeds_b * images))
+            out[start : start + n] = (weights_a * right_a).sum(1) / (seeds_a * images) - (weights_b * right_b).sum(
+                1
+            ) / (seeds_b * images)
     return out
 
 
@@ -129,8 +133,9 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     """
     a, b = _as_correct(correct_a, "correct_a"), _as_correct(correct_b, "correct_b")
     if a.shape[0] != 1 or b.shape[0] != 1 or a.shape[1] != b.shape[1]:
-        raise ValueError("McNemar's test needs one (images,) vector per model of equal length; "
-                         f"got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"McNemar's test needs one (images,) vector per model of equal length; got {a.shape} and {b.shape}"
+        )
     only_a = int((a & ~b).sum())
     only_b = int((b & ~a).sum())
     n = only_a + only_b
@@ -157,8 +162,14 @@ def percentile_interval(differences: np.ndarray, confidence: float) -> tuple[flo
     return float(low), float(high)
 
 
-def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples: int = RESAMPLES,
-                     confidence: float = CONFIDENCE, seed: int = SEED) -> PairedComparison:
+def paired_bootstrap(
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = SEED,
+) -> PairedComparison:
     """Accuracy difference A - B with its two-level paired bootstrap interval and p-value (uncorrected).
 
     The interval is the percentile interval of `bootstrap_differences` (seeded: the same
@@ -172,14 +183,24 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples:
     low, high = percentile_interval(differences, confidence)
     accuracy_a, accuracy_b = float(a.mean()), float(b.mean())
     one_each = a.shape[0] == 1 and b.shape[0] == 1
-    return PairedComparison(accuracy_a=accuracy_a, accuracy_b=accuracy_b, difference=accuracy_a - accuracy_b, low=low,
-                            high=high, p_value=bootstrap_p_value(differences),
-                            mcnemar_p=mcnemar(a, b) if one_each else None, images=a.shape[1],
-                            seeds=(a.shape[0], b.shape[0]), confidence=confidence, resamples=resamples)
+    return PairedComparison(
+        accuracy_a=accuracy_a,
+        accuracy_b=accuracy_b,
+        difference=accuracy_a - accuracy_b,
+        low=low,
+        high=high,
+        p_value=bootstrap_p_value(differences),
+        mcnemar_p=mcnemar(a, b) if one_each else None,
+        images=a.shape[1],
+        seeds=(a.shape[0], b.shape[0]),
+        confidence=confidence,
+        resamples=resamples,
+    )
 
 
-def accuracy_interval(correct: np.ndarray, *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
-                      seed: int = SEED) -> tuple[float, float]:
+def accuracy_interval(
+    correct: np.ndarray, *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = SEED
+) -> tuple[float, float]:
     """The percentile interval of one model's accuracy, from the same two-level bootstrap (images, then seeds).
 
     `correct`: (images,) or (seeds, images) right/wrong flags. A model against one that
@@ -243,6 +264,14 @@ def holm(differences: list[np.ndarray], confidence: float = CONFIDENCE) -> list[
     out = []
     for i in range(m):
         low, high = percentile_interval(differences[i], levels[i])
-        out.append(Corrected(confidence=levels[i], low=low, high=high, p_holm=adjusted[i], distinguishable=rejected[i],
-                             detectable=(high - low) / 2))
+        out.append(
+            Corrected(
+                confidence=levels[i],
+                low=low,
+                high=high,
+                p_holm=adjusted[i],
+                distinguishable=rejected[i],
+                detectable=(high - low) / 2,
+            )
+        )
     return out

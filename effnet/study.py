@@ -81,8 +81,15 @@ def read_study(path: Path = STUDY_FILE) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as error:
         raise FileNotFoundError(f"{path}: cannot read the study file ({error.strerror})") from None
-    sections = ("efficientnets", "baselines", "cifar_anchors_source", "phi_model", "scaling_baseline",
-                "one_dimension", "compound_rule")
+    sections = (
+        "efficientnets",
+        "baselines",
+        "cifar_anchors_source",
+        "phi_model",
+        "scaling_baseline",
+        "one_dimension",
+        "compound_rule",
+    )
     missing = [key for key in sections if not isinstance(data, dict) or key not in data]
     if missing:
         raise ValueError(f"{path}: missing sections {', '.join(missing)}; each of {', '.join(sections)} is needed")
@@ -96,21 +103,46 @@ def _paper(entry: dict[str, Any]) -> PaperRow | None:
 
 def efficientnets_of(data: dict[str, Any]) -> tuple[StudyModel, ...]:
     """The `efficientnets` of a study file's mapping (`read_study`), in its order."""
-    return tuple(StudyModel(name, "matrix", "efficientnet", e["variant"].upper(), "tab:red", EFFICIENTNET_LAYER,
-                            _paper(e), variant=e["variant"]) for name, e in data["efficientnets"].items())
+    return tuple(
+        StudyModel(
+            name,
+            "matrix",
+            "efficientnet",
+            e["variant"].upper(),
+            "tab:red",
+            EFFICIENTNET_LAYER,
+            _paper(e),
+            variant=e["variant"],
+        )
+        for name, e in data["efficientnets"].items()
+    )
 
 
 def baselines_of(data: dict[str, Any]) -> tuple[StudyModel, ...]:
     """The `baselines` of a study file's mapping, in its order."""
-    return tuple(StudyModel(name, "matrix", b["arch"], b["label"], b["colour"], b["cam_layer"], _paper(b),
-                            cifar_anchor=b.get("cifar_anchor")) for name, b in data["baselines"].items())
+    return tuple(
+        StudyModel(
+            name,
+            "matrix",
+            b["arch"],
+            b["label"],
+            b["colour"],
+            b["cam_layer"],
+            _paper(b),
+            cifar_anchor=b.get("cifar_anchor"),
+        )
+        for name, b in data["baselines"].items()
+    )
 
 
 def strategies_of(data: dict[str, Any]) -> tuple[Strategy, ...]:
     """The strategies of a study file's mapping: `one_dimension`, then `compound_rule` (which scale by the
     coefficients)."""
-    return tuple(Strategy(name, s["title"], s["colour"], str(s["marker"]), coefficients=group == "compound_rule")
-                 for group in ("one_dimension", "compound_rule") for name, s in data[group].items())
+    return tuple(
+        Strategy(name, s["title"], s["colour"], str(s["marker"]), coefficients=group == "compound_rule")
+        for group in ("one_dimension", "compound_rule")
+        for name, s in data[group].items()
+    )
 
 
 EFFICIENTNET_LAYER = "features.8"  # the 1x1 head convolution before pooling (stem, 7 stages, head)
@@ -121,11 +153,11 @@ EFFICIENTNETS: tuple[StudyModel, ...] = efficientnets_of(_STUDY)
 CIFAR_ANCHORS_SOURCE = _STUDY["cifar_anchors_source"]
 # The baselines of Table 2, CIFAR stems (`effnet.models`); a new one reuses a torchvision builder.
 BASELINES: tuple[StudyModel, ...] = baselines_of(_STUDY)
-(PHI_MODEL, _PHI), = _STUDY["phi_model"].items()
+((PHI_MODEL, _PHI),) = _STUDY["phi_model"].items()
 # The scaling study's strategies, in the order of the figures and tables.
 STRATEGIES: tuple[Strategy, ...] = strategies_of(_STUDY)
 # B0 itself, trained with the study's budget: the first column of Figure 7 and the start of every line.
-(SCALING_BASELINE_MODEL, _B0), = _STUDY["scaling_baseline"].items()
+((SCALING_BASELINE_MODEL, _B0),) = _STUDY["scaling_baseline"].items()
 SCALING_BASELINE = Strategy(_B0["strategy"], _B0["title"], _B0["colour"], str(_B0["marker"]))
 
 
@@ -158,13 +190,33 @@ def strategy(name: str) -> Strategy:
 
 def scaling_models(flops_targets: tuple[float, ...] | list[float]) -> tuple[StudyModel, ...]:
     """B0 (models/scaling/baseline), then every strategy at every target."""
-    out = [StudyModel(SCALING_BASELINE_MODEL, "scaling", "efficientnet", SCALING_BASELINE.name, SCALING_BASELINE.colour,
-                      EFFICIENTNET_LAYER, strategy=SCALING_BASELINE.name, target=1.0)]
+    out = [
+        StudyModel(
+            SCALING_BASELINE_MODEL,
+            "scaling",
+            "efficientnet",
+            SCALING_BASELINE.name,
+            SCALING_BASELINE.colour,
+            EFFICIENTNET_LAYER,
+            strategy=SCALING_BASELINE.name,
+            target=1.0,
+        )
+    ]
     for s in STRATEGIES:
         for target in flops_targets:
             name = scaled_name(s.name, target)
-            out.append(StudyModel(f"scaling/{name}", "scaling", "efficientnet", name, s.colour, EFFICIENTNET_LAYER,
-                                  strategy=s.name, target=float(target)))
+            out.append(
+                StudyModel(
+                    f"scaling/{name}",
+                    "scaling",
+                    "efficientnet",
+                    name,
+                    s.colour,
+                    EFFICIENTNET_LAYER,
+                    strategy=s.name,
+                    target=float(target),
+                )
+            )
     return tuple(out)
 
 
@@ -185,8 +237,15 @@ def scaling_role_of(name: str) -> tuple[str, float] | None:
 
 def phi_model(phi: float | None = None) -> StudyModel:
     """The `train_phi` model (models/efficientnet_phi), labelled by its phi when known."""
-    return StudyModel(PHI_MODEL, "phi", "efficientnet", "phi" if phi is None else f"phi={phi:g}", _PHI["colour"],
-                      EFFICIENTNET_LAYER, phi=phi)
+    return StudyModel(
+        PHI_MODEL,
+        "phi",
+        "efficientnet",
+        "phi" if phi is None else f"phi={phi:g}",
+        _PHI["colour"],
+        EFFICIENTNET_LAYER,
+        phi=phi,
+    )
 
 
 def models_at(flops_targets: tuple[float, ...] | list[float], phi: float | None = None) -> tuple[StudyModel, ...]:
@@ -233,8 +292,10 @@ def small_study_chains(params: Params, entries: list[str] | None = None) -> tupl
             continue
         model = find(entry)
         if model is None:
-            raise ValueError(f"study.yaml small_study: unknown model {entry!r}; allowed: scaling, "
-                             f"{', '.join(m.name for m in matrix() + (phi_model(),))}")
+            raise ValueError(
+                f"study.yaml small_study: unknown model {entry!r}; allowed: scaling, "
+                f"{', '.join(m.name for m in matrix() + (phi_model(),))}"
+            )
         out.append(chain_of(model))
     return tuple(out)
 
@@ -284,8 +345,10 @@ def read_coefficients(path: Path) -> tuple[float, float, float]:
     """(alpha, beta, gamma) from the search stage's JSON (keys `alpha`, `beta`, `gamma`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; run the search stage first (dvc repro search), "
-                                "or set network.efficientnet_scaling: published")
+        raise FileNotFoundError(
+            f"{path}: no such file; run the search stage first (dvc repro search), "
+            "or set network.efficientnet_scaling: published"
+        )
     try:
         record: Any = json.loads(path.read_text())
         return (float(record["alpha"]), float(record["beta"]), float(record["gamma"]))

@@ -95,6 +95,7 @@ def watch_memory(pid: int, include_self: bool, done: Callable[[], bool]) -> list
 
 def _set_pdeathsig() -> None:  # in the child, between fork and exec: die with the supervisor
     import ctypes
+
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
@@ -110,8 +111,9 @@ def run_one(script: str, args: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="effnet-supervise-") as scratch:
         note = Path(scratch) / "killed.json"
         env = {**os.environ, **tree_first(), PARENT_ENV: str(os.getpid()), KILLED_ENV: str(note)}
-        child = subprocess.Popen([sys.executable, "-u", script, *args], env=env,
-                                 preexec_fn=_set_pdeathsig if linux else None)
+        child = subprocess.Popen(
+            [sys.executable, "-u", script, *args], env=env, preexec_fn=_set_pdeathsig if linux else None
+        )
         peak = watch_memory(child.pid, True, lambda: child.poll() is not None)
         while True:
             try:
@@ -140,8 +142,16 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ.update(tree_first())
     os.environ[PARENT_ENV] = str(os.getpid())  # the workers inherit it: the agent runs in this process
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+    )
     finished = threading.Event()
     peak = watch_memory(os.getpid(), False, finished.is_set)  # the workers, not the supervisor
     with tempfile.TemporaryDirectory(prefix="effnet-errors-") as errors_dir:
@@ -160,8 +170,9 @@ def run_many(script: str, args: list[str], nproc: int) -> int:
         if killed:  # the root cause: what the other ranks said (a broken collective, interrupted) follows from it
             texts = [killed_message(script, args, peak[0], Path(os.environ[KILLED_ENV]))]
         else:  # the known errors; tracebacks (bugs) only when no rank had a known error that explains them
-            texts = [p.read_text().strip() for p in reports if p.suffix == ".error"] or \
-                    [p.read_text().strip() for p in reports if p.suffix == ".traceback"]
+            texts = [p.read_text().strip() for p in reports if p.suffix == ".error"] or [
+                p.read_text().strip() for p in reports if p.suffix == ".traceback"
+            ]
         for text in dict.fromkeys(texts):  # distinct, in rank order
             print(text, file=sys.stderr)
         return 1

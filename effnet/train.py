@@ -63,8 +63,17 @@ from effnet.data import DeviceLoader, load_meta, load_split, subset_per_class
 from effnet.distributed import Distributed, all_reduce_min, all_reduce_sum, broadcast_
 from effnet.models import ModelSpec, build_model, set_bn_momentum
 
-METRIC_KEYS = ("train/loss", "train/top1", "val/top1", "val/top5", "val/top1_ema", "val/top5_ema",
-               "lr", "images_per_s", "epoch_time_s")  # accuracies are fractions in [0, 1]
+METRIC_KEYS = (
+    "train/loss",
+    "train/top1",
+    "val/top1",
+    "val/top5",
+    "val/top1_ema",
+    "val/top5_ema",
+    "lr",
+    "images_per_s",
+    "epoch_time_s",
+)  # accuracies are fractions in [0, 1]
 
 Callback = Callable[[int, dict[str, float]], None]
 
@@ -229,8 +238,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))  # cos(pi) = -1 exactly, so the last factor is 0.0
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
-                   warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """`lr_factor` as a per-step LambdaLR: call `.step()` after every optimiser step."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
 
@@ -256,8 +266,11 @@ class EMA(AveragedModel):
         """Move the average towards `model` (the raw, unwrapped network) after update `num_updates`."""
         if self._pairs is None:
             averaged, current, integer_averaged, integer_current = [], [], [], []
-            for a, m in zip(itertools.chain(self.module.parameters(), self.module.buffers()),
-                            itertools.chain(model.parameters(), model.buffers()), strict=True):
+            for a, m in zip(
+                itertools.chain(self.module.parameters(), self.module.buffers()),
+                itertools.chain(model.parameters(), model.buffers()),
+                strict=True,
+            ):
                 floating = a.is_floating_point()
                 (averaged if floating else integer_averaged).append(a.detach())
                 (current if floating else integer_current).append(m.detach())
@@ -296,8 +309,9 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def autocast_dtype(precision: str, device: torch.device, *, cpu_bf16: bool | None = None,
-                   arch: str | None = None) -> torch.dtype | None:
+def autocast_dtype(
+    precision: str, device: torch.device, *, cpu_bf16: bool | None = None, arch: str | None = None
+) -> torch.dtype | None:
     """The autocast dtype of `train.precision` on `device`, or None for fp32.
 
     On CUDA `bf16` and `fp16` autocast as asked. On the CPU `bf16` means the faster of bf16
@@ -322,8 +336,13 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-                      dist: Distributed | None = None, amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
+def evaluate_accuracy(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    dist: Distributed | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[float, float]:
     """(top-1, top-5) accuracy, as fractions, of `model` (in eval mode) over `loader`.
 
     With `dist`, counts are summed over the ranks, each of which has its own share of the
@@ -356,9 +375,11 @@ def evaluate_accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, tor
 
 
 def _format(epoch: int, epochs: int, m: dict[str, float]) -> str:
-    return (f"epoch {epoch}/{epochs}  loss {m['train/loss']:.4f}  train {m['train/top1']:.3f}  "
-            f"val {m['val/top1']:.3f} (ema {m['val/top1_ema']:.3f})  top5 {m['val/top5']:.3f}  "
-            f"lr {m['lr']:.4g}  {m['images_per_s']:,.0f} img/s  {m['epoch_time_s']:.1f} s")
+    return (
+        f"epoch {epoch}/{epochs}  loss {m['train/loss']:.4f}  train {m['train/top1']:.3f}  "
+        f"val {m['val/top1']:.3f} (ema {m['val/top1_ema']:.3f})  top5 {m['val/top5']:.3f}  "
+        f"lr {m['lr']:.4g}  {m['images_per_s']:,.0f} img/s  {m['epoch_time_s']:.1f} s"
+    )
 
 
 @dataclass
@@ -395,12 +416,25 @@ class TrainState:
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """What a checkpoint holds, by `effnet.checkpoint.STATE_KEYS`."""
-        return {"model": self.model, "ema": self.ema, "optimizer": self.optimizer, "scheduler": self.scheduler,
-                "scaler": self.scaler}
+        return {
+            "model": self.model,
+            "ema": self.ema,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
 
 
-def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device, total_steps: int, warmup_steps: int,
-                     amp_dtype: torch.dtype | None, dist: Distributed | None = None) -> TrainState:
+def make_train_state(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    total_steps: int,
+    warmup_steps: int,
+    amp_dtype: torch.dtype | None,
+    dist: Distributed | None = None,
+) -> TrainState:
     """Build the network (seeded by `cfg.seed`, so identical on every rank), optimiser, schedule, scaler and EMA.
 
     channels_last when `cfg.channels_last`; DDP when there is more than one process;
@@ -418,39 +452,64 @@ def make_train_state(spec: ModelSpec, cfg: TrainConfig, *, device: torch.device,
     if cfg.compile:
         forward = torch.compile(forward)
     return TrainState(
-        model=model, forward=forward, criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        optimizer=optimizer, scheduler=make_scheduler(optimizer, total_steps, warmup_steps),
+        model=model,
+        forward=forward,
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, total_steps, warmup_steps),
         scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-        ema=EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None, grad_clip=cfg.grad_clip, amp_dtype=amp_dtype,
-        device=device)
+        ema=EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+        grad_clip=cfg.grad_clip,
+        amp_dtype=amp_dtype,
+        device=device,
+    )
 
 
-def make_loaders(spec: ModelSpec, cfg: TrainConfig, data_dir: Path,
-                 dist: Distributed) -> tuple[DeviceLoader, DeviceLoader]:
+def make_loaders(
+    spec: ModelSpec, cfg: TrainConfig, data_dir: Path, dist: Distributed
+) -> tuple[DeviceLoader, DeviceLoader]:
     """The training loader (a seeded `train_per_class` subset, this rank's share) and the val loader; never test."""
     if cfg.batch_size % dist.world_size:
-        raise TrainingError(f"train.batch_size {cfg.batch_size} does not divide over {dist.world_size} processes; "
-                            f"use a multiple of {dist.world_size}")
+        raise TrainingError(
+            f"train.batch_size {cfg.batch_size} does not divide over {dist.world_size} processes; "
+            f"use a multiple of {dist.world_size}"
+        )
     meta = load_meta(data_dir)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     train_split, val_split = load_split(data_dir, "train"), load_split(data_dir, "val")
     subset = subset_per_class(train_split.fine_labels, cfg.train_per_class, cfg.seed)
-    common = dict(device=dist.device, mean=mean, std=std, resolution=spec.resolution, rank=dist.rank,
-                  world_size=dist.world_size, channels_last=cfg.channels_last)
+    common = dict(
+        device=dist.device,
+        mean=mean,
+        std=std,
+        resolution=spec.resolution,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        channels_last=cfg.channels_last,
+    )
     try:
-        train_loader = DeviceLoader(train_split.images[subset], train_split.fine_labels[subset],
-                                    batch_size=cfg.batch_size // dist.world_size, train=True,
-                                    crop_padding=cfg.crop_padding, hflip=cfg.hflip, cutout=cfg.cutout, seed=cfg.seed,
-                                    **common)
-        val_loader = DeviceLoader(val_split.images, val_split.fine_labels, batch_size=cfg.eval_batch_size, train=False,
-                                  **common)
+        train_loader = DeviceLoader(
+            train_split.images[subset],
+            train_split.fine_labels[subset],
+            batch_size=cfg.batch_size // dist.world_size,
+            train=True,
+            crop_padding=cfg.crop_padding,
+            hflip=cfg.hflip,
+            cutout=cfg.cutout,
+            seed=cfg.seed,
+            **common,
+        )
+        val_loader = DeviceLoader(
+            val_split.images, val_split.fine_labels, batch_size=cfg.eval_batch_size, train=False, **common
+        )
     except ValueError as error:
         raise TrainingError(f"{spec.name}: {error} (train.batch_size, train.train_per_class)") from None
     return train_loader, val_loader
 
 
-def resume(state: TrainState, checkpoint_path: Path, spec: ModelSpec, cfg: TrainConfig,
-           say: Callable[[str], None]) -> tuple[int, list[dict[str, float]], float]:
+def resume(
+    state: TrainState, checkpoint_path: Path, spec: ModelSpec, cfg: TrainConfig, say: Callable[[str], None]
+) -> tuple[int, list[dict[str, float]], float]:
     """Load `checkpoint_path` into `state` if it exists and was made with these settings and this code.
 
     Returns (finished epochs, history, train_time_s): (0, [], 0.0) for a fresh start. A
@@ -462,8 +521,10 @@ def resume(state: TrainState, checkpoint_path: Path, spec: ModelSpec, cfg: Train
         return 0, [], 0.0
     if checkpoint.get("fingerprint") != run_fingerprint(spec, cfg):
         changes = changed_settings(checkpoint.get("settings", {}), settings(spec, cfg))
-        say(f"{checkpoint_path}: made with other settings or code ({'; '.join(changes) or 'the code changed'}); "
-            "starting afresh")
+        say(
+            f"{checkpoint_path}: made with other settings or code ({'; '.join(changes) or 'the code changed'}); "
+            "starting afresh"
+        )
         return 0, [], 0.0
     restore_checkpoint(checkpoint, state.checkpoint_objects())
     say(f"{checkpoint_path}: resuming after epoch {checkpoint['epoch']} of {cfg.epochs}")
@@ -472,11 +533,15 @@ def resume(state: TrainState, checkpoint_path: Path, spec: ModelSpec, cfg: Train
 
 def _out_of_memory(spec: ModelSpec, cfg: TrainConfig, dist: Distributed, phase: str) -> TrainingError:
     if phase == "training":
-        hint = (f"at train.batch_size {cfg.batch_size} ({cfg.batch_size // dist.world_size} per GPU); try a smaller "
-                f"batch, e.g. -S train.batch_size={max(1, cfg.batch_size // 2)} (the learning rate scales with it)")
+        hint = (
+            f"at train.batch_size {cfg.batch_size} ({cfg.batch_size // dist.world_size} per GPU); try a smaller "
+            f"batch, e.g. -S train.batch_size={max(1, cfg.batch_size // 2)} (the learning rate scales with it)"
+        )
     else:
-        hint = (f"evaluating at train.eval_batch_size {cfg.eval_batch_size}; try "
-                f"-S train.eval_batch_size={max(1, cfg.eval_batch_size // 2)}")
+        hint = (
+            f"evaluating at train.eval_batch_size {cfg.eval_batch_size}; try "
+            f"-S train.eval_batch_size={max(1, cfg.eval_batch_size // 2)}"
+        )
     return TrainingError(f"CUDA out of memory training {spec.name} at {spec.resolution}x{spec.resolution} {hint}")
 
 
@@ -496,9 +561,18 @@ def _eta(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def train_one_epoch(state: TrainState, loader: DeviceLoader, epoch: int, *, spec: ModelSpec, cfg: TrainConfig,
-                    dist: Distributed, checkpoint_path: Path, bar: bool,
-                    heartbeat: float | None = None) -> tuple[float, float, float]:
+def train_one_epoch(
+    state: TrainState,
+    loader: DeviceLoader,
+    epoch: int,
+    *,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    dist: Distributed,
+    checkpoint_path: Path,
+    bar: bool,
+    heartbeat: float | None = None,
+) -> tuple[float, float, float]:
     """One epoch of optimiser steps; returns (mean loss, training top-1, learning rate of the last step).
 
     Loss and hits are summed on the device and read once, at the end. Raises TrainingError
@@ -522,8 +596,13 @@ def train_one_epoch(state: TrainState, loader: DeviceLoader, epoch: int, *, spec
     bound = None
     lr = 0.0
     started = last_line = time.perf_counter()
-    with tqdm(total=steps, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
-              disable=not bar) as progress:
+    with tqdm(
+        total=steps,
+        desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not bar,
+    ) as progress:
         for step, (images, labels) in enumerate(loader):
             lr = state.optimizer.param_groups[0]["lr"]  # a Python float: the rate this step uses
             loss, logits = state.step(images, labels, epoch * steps + step)
@@ -540,21 +619,32 @@ def train_one_epoch(state: TrainState, loader: DeviceLoader, epoch: int, *, spec
             if heartbeat is not None and time.perf_counter() - last_line >= heartbeat and step + 1 < steps:
                 last_line = time.perf_counter()
                 per_step = (last_line - started) / (step + 1)
-                print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: step {step + 1}/{steps}, {per_step:.2f} s a step, "
-                      f"about {_eta(per_step * (steps - step - 1))} to the epoch's end", file=sys.stderr, flush=True)
+                print(
+                    f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: step {step + 1}/{steps}, {per_step:.2f} s a step, "
+                    f"about {_eta(per_step * (steps - step - 1))} to the epoch's end",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     stats = all_reduce_sum(torch.stack([loss_sum.double(), correct.double()]), dist)
     bad_step = int(all_reduce_min(first_bad, dist).item())
     diverged_step = int(all_reduce_min(first_diverged, dist).item())
-    kept = (f"the last good checkpoint ({checkpoint_path}, after epoch {epoch}) is kept" if epoch > 0
-            else "no checkpoint was written")
+    kept = (
+        f"the last good checkpoint ({checkpoint_path}, after epoch {epoch}) is kept"
+        if epoch > 0
+        else "no checkpoint was written"
+    )
     if bad_step < steps:
-        raise TrainingError(f"{spec.name}: non-finite training loss at epoch {epoch + 1}, step {bad_step + 1} "
-                            f"of {steps}; {kept}. Try a lower train.lr, train.grad_clip > 0 or train.precision fp32")
+        raise TrainingError(
+            f"{spec.name}: non-finite training loss at epoch {epoch + 1}, step {bad_step + 1} "
+            f"of {steps}; {kept}. Try a lower train.lr, train.grad_clip > 0 or train.precision fp32"
+        )
     if diverged_step < steps:
-        raise TrainingError(f"{spec.name}: training diverged at epoch {epoch + 1}: the loss stayed above {bound:.1f} "
-                            f"({DIVERGENCE_FACTOR:g} x ln {logits.shape[1]}, a uniform guess's loss) for {need} steps "
-                            f"up to step {diverged_step + 1} of {steps}; {kept}. Try a lower train.lr")
+        raise TrainingError(
+            f"{spec.name}: training diverged at epoch {epoch + 1}: the loss stayed above {bound:.1f} "
+            f"({DIVERGENCE_FACTOR:g} x ln {logits.shape[1]}, a uniform guess's loss) for {need} steps "
+            f"up to step {diverged_step + 1} of {steps}; {kept}. Try a lower train.lr"
+        )
     loss_total, correct_total = stats.tolist()
     return loss_total / (steps * dist.world_size), correct_total / (steps * cfg.batch_size), float(lr)
 
@@ -564,8 +654,11 @@ def validate(state: TrainState, loader: DeviceLoader, dist: Distributed) -> dict
     # keep every rank's BatchNorm statistics (and their EMA) equal to rank 0's, as DDP does at each forward
     broadcast_(shared_state(state.model, state.ema, state.device), dist)
     top1, top5 = evaluate_accuracy(state.model, loader, dist=dist, amp_dtype=state.amp_dtype)
-    top1_ema, top5_ema = (evaluate_accuracy(state.ema.module, loader, dist=dist, amp_dtype=state.amp_dtype)
-                          if state.ema is not None else (top1, top5))
+    top1_ema, top5_ema = (
+        evaluate_accuracy(state.ema.module, loader, dist=dist, amp_dtype=state.amp_dtype)
+        if state.ema is not None
+        else (top1, top5)
+    )
     return {"val/top1": top1, "val/top5": top5, "val/top1_ema": top1_ema, "val/top5_ema": top5_ema}
 
 
@@ -589,9 +682,18 @@ def out_of_time(deadline: float | None, next_epoch_s: float | None, dist: Distri
     return all_reduce_sum(late, dist).item() > 0
 
 
-def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: Path, callback: Callback | None = None,
-          dist: Distributed | None = None, progress: bool = True, cpu_bf16: bool | None = None,
-          deadline: float | None = None) -> TrainResult:
+def train(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    data_dir: Path,
+    *,
+    checkpoint_dir: Path,
+    callback: Callback | None = None,
+    dist: Distributed | None = None,
+    progress: bool = True,
+    cpu_bf16: bool | None = None,
+    deadline: float | None = None,
+) -> TrainResult:
     """Train `spec` with recipe `cfg` on the train split of `data_dir`, validating on its val split.
 
     The test split is never read. `cfg.train_per_class` picks a seeded stratified subset of
@@ -640,10 +742,15 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
 
     train_loader, val_loader = make_loaders(spec, cfg, Path(data_dir), dist)
     steps = len(train_loader)
-    state = make_train_state(spec, cfg, device=dist.device, total_steps=steps * cfg.epochs,
-                             warmup_steps=int(round(cfg.warmup_epochs * steps)),
-                             amp_dtype=autocast_dtype(cfg.precision, dist.device, cpu_bf16=cpu_bf16,
-                                                            arch=spec.arch), dist=dist)
+    state = make_train_state(
+        spec,
+        cfg,
+        device=dist.device,
+        total_steps=steps * cfg.epochs,
+        warmup_steps=int(round(cfg.warmup_epochs * steps)),
+        amp_dtype=autocast_dtype(cfg.precision, dist.device, cpu_bf16=cpu_bf16, arch=spec.arch),
+        dist=dist,
+    )
     start_epoch, history, train_time_s = resume(state, checkpoint_path, spec, cfg, say)
     if callback is not None and dist.is_main:
         for entry in history:  # replay the finished epochs, so a fresh logger gets whole curves
@@ -659,11 +766,17 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
                 raise TrainingError(
                     f"{spec.name}: the time budget ({BUDGET_ENV}={repeated:g} s) is shorter than one epoch (about "
                     f"{longest:.0f} s, measured in {checkpoint_path}), so no rerun would make progress; give at least "
-                    f"{BUDGET_ENV}={math.ceil(longest * 1.2)} or unset it")
-            where = (f"{checkpoint_path} holds them: run the same command again to resume" if epoch > start_epoch else
-                     f"no epoch fits before the deadline; {checkpoint_path} is kept: resume with a later deadline")
-            message = (f"{spec.name}: time budget reached after epoch {epoch} of {cfg.epochs} (the next would take "
-                       f"about {longest:.0f} s); {where}")
+                    f"{BUDGET_ENV}={math.ceil(longest * 1.2)} or unset it"
+                )
+            where = (
+                f"{checkpoint_path} holds them: run the same command again to resume"
+                if epoch > start_epoch
+                else f"no epoch fits before the deadline; {checkpoint_path} is kept: resume with a later deadline"
+            )
+            message = (
+                f"{spec.name}: time budget reached after epoch {epoch} of {cfg.epochs} (the next would take "
+                f"about {longest:.0f} s); {where}"
+            )
             say(message)
             if dist.is_main:
                 note_resume(checkpoint_path, epoch, cfg.epochs)
@@ -671,8 +784,17 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
         start = time.perf_counter()
         phase = "training"
         try:
-            loss, train_top1, lr = train_one_epoch(state, train_loader, epoch, spec=spec, cfg=cfg, dist=dist,
-                                                   checkpoint_path=checkpoint_path, bar=bar, heartbeat=heartbeat)
+            loss, train_top1, lr = train_one_epoch(
+                state,
+                train_loader,
+                epoch,
+                spec=spec,
+                cfg=cfg,
+                dist=dist,
+                checkpoint_path=checkpoint_path,
+                bar=bar,
+                heartbeat=heartbeat,
+            )
             train_seconds = time.perf_counter() - start
             phase = "evaluation"
             val = validate(state, val_loader, dist)
@@ -680,12 +802,25 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
             raise _out_of_memory(spec, cfg, dist, phase) from None
         epoch_seconds = time.perf_counter() - start
         train_time_s += epoch_seconds
-        metrics = {"train/loss": loss, "train/top1": train_top1, **val, "lr": lr,
-                   "images_per_s": steps * cfg.batch_size / train_seconds, "epoch_time_s": epoch_seconds}
+        metrics = {
+            "train/loss": loss,
+            "train/top1": train_top1,
+            **val,
+            "lr": lr,
+            "images_per_s": steps * cfg.batch_size / train_seconds,
+            "epoch_time_s": epoch_seconds,
+        }
         history.append({"epoch": epoch + 1, **metrics})
         if dist.is_main:
-            save_checkpoint(checkpoint_path, spec, cfg, epoch=epoch + 1, objects=state.checkpoint_objects(),
-                            history=history, train_time_s=train_time_s)
+            save_checkpoint(
+                checkpoint_path,
+                spec,
+                cfg,
+                epoch=epoch + 1,
+                objects=state.checkpoint_objects(),
+                history=history,
+                train_time_s=train_time_s,
+            )
             if callback is not None:
                 callback(epoch + 1, metrics)
             say(_format(epoch + 1, cfg.epochs, metrics))
@@ -699,5 +834,10 @@ def train(spec: ModelSpec, cfg: TrainConfig, data_dir: Path, *, checkpoint_dir: 
     state.model.eval()
     if state.ema is not None:
         state.ema.module.eval()
-    return TrainResult(model=state.model, ema=state.ema.module if state.ema is not None else None,
-                       metrics=dict(history[-1]), history=history, train_time_s=train_time_s)
+    return TrainResult(
+        model=state.model,
+        ema=state.ema.module if state.ema is not None else None,
+        metrics=dict(history[-1]),
+        history=history,
+        train_time_s=train_time_s,
+    )

@@ -51,8 +51,12 @@ def file_md5(path: Path) -> str:
 
 def tree_bytes(root: Path) -> int:
     """Bytes of what every device call sends: tracked files plus untracked files that git does not ignore."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                           capture_output=True, check=True).stdout.split(b"\0")
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
     return sum((root / n.decode()).stat().st_size for n in names if n and (root / n.decode()).is_file())
 
 
@@ -80,8 +84,13 @@ def split(archive: Path, carry_dir: Path, *, part_bytes: int, expected_md5: str)
             folder = carry_dir / f"part{index}"
             folder.mkdir(parents=True)
             (folder / f"{archive.name}.{index:02d}").write_bytes(block)
-            parts.append({"file": f"{archive.name}.{index:02d}", "bytes": len(block),
-                          "md5": hashlib.md5(block, usedforsecurity=False).hexdigest()})
+            parts.append(
+                {
+                    "file": f"{archive.name}.{index:02d}",
+                    "bytes": len(block),
+                    "md5": hashlib.md5(block, usedforsecurity=False).hexdigest(),
+                }
+            )
     manifest = {"name": archive.name, "bytes": archive.stat().st_size, "md5": whole_md5, "parts": parts}
     folders = sorted(carry_dir.glob("part*"), key=lambda p: int(p.name[4:]))
     for folder in folders:
@@ -122,8 +131,9 @@ def join(store: Path, target: Path) -> Path:
         return target
     missing = [p["file"] for p in manifest["parts"] if not (store / p["file"]).is_file()]
     if missing:
-        raise TransferError(f"{store}: parts missing: {', '.join(missing)}; "
-                            "carry them (scripts/gpu.py stash) and run again")
+        raise TransferError(
+            f"{store}: parts missing: {', '.join(missing)}; carry them (scripts/gpu.py stash) and run again"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.joining-{os.getpid()}")
     try:
@@ -133,8 +143,10 @@ def join(store: Path, target: Path) -> Path:
                     shutil.copyfileobj(f, out)
         got = file_md5(tmp)
         if got != manifest["md5"]:
-            raise TransferError(f"joined {manifest['name']} has md5 {got}, expected {manifest['md5']}; "
-                                "a part is corrupt: carry the parts again")
+            raise TransferError(
+                f"joined {manifest['name']} has md5 {got}, expected {manifest['md5']}; "
+                "a part is corrupt: carry the parts again"
+            )
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -146,14 +158,21 @@ def join(store: Path, target: Path) -> Path:
 # --------------------------------------------------------------------------------------
 
 
-def pack(staging: Path, out: Path, *, extras: list[tuple[Path, str]], chunk_bytes: int = CHUNK_BYTES,
-         cap_bytes: int = ARCHIVE_CAP_BYTES) -> list[Path]:
+def pack(
+    staging: Path,
+    out: Path,
+    *,
+    extras: list[tuple[Path, str]],
+    chunk_bytes: int = CHUNK_BYTES,
+    cap_bytes: int = ARCHIVE_CAP_BYTES,
+) -> list[Path]:
     """One tar of `staging` (as `results/`) plus as many `extras` (path, name in the archive) as fit `cap_bytes`, in
     their order, split in `chunk_bytes` chunks.
 
     Writes `out/results.tar` (or `.00`, `.01`, ...) and `out/results.md5` (md5 of the whole
     archive and of each chunk). Extras that do not fit are named in `left_out.txt` inside.
     """
+
     def build(included: list[tuple[Path, str]]) -> bytes:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:  # not gzipped: weights do not compress, logs are small
@@ -173,8 +192,9 @@ def pack(staging: Path, out: Path, *, extras: list[tuple[Path, str]], chunk_byte
         else:
             left.append(extra[1])
     if left:
-        (staging / "left_out.txt").write_text("over the per-call limit, left on the machine:\n"
-                                              + "\n".join(left) + "\n")
+        (staging / "left_out.txt").write_text(
+            "over the per-call limit, left on the machine:\n" + "\n".join(left) + "\n"
+        )
     blob = build(included)
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -184,7 +204,7 @@ def pack(staging: Path, out: Path, *, extras: list[tuple[Path, str]], chunk_byte
     else:
         for i in range(0, len(blob), chunk_bytes):
             path = out / f"results.tar.{i // chunk_bytes:02d}"
-            path.write_bytes(blob[i:i + chunk_bytes])
+            path.write_bytes(blob[i : i + chunk_bytes])
             files.append(path)
     lines = [f"{hashlib.md5(blob, usedforsecurity=False).hexdigest()}  results.tar"]
     lines += [f"{file_md5(p)}  {p.name}" for p in files if p.name != "results.tar"]
@@ -203,8 +223,10 @@ def extract(sources: list[Path], into: Path) -> Path:
     expected = md5_file.read_text().split()[0]
     blob = b"".join(p.read_bytes() for p in chunks)
     if hashlib.md5(blob, usedforsecurity=False).hexdigest() != expected:
-        raise TransferError(f"the archive's md5 differs from results.md5 ({len(chunks)} chunk(s)): a chunk is missing "
-                            "or damaged; fetch the call's files again")
+        raise TransferError(
+            f"the archive's md5 differs from results.md5 ({len(chunks)} chunk(s)): a chunk is missing "
+            "or damaged; fetch the call's files again"
+        )
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
         tar.extractall(into, filter="data")
     return Path(into) / "results"

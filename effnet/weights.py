@@ -31,9 +31,18 @@ def _cpu_state(module: nn.Module | None) -> dict[str, torch.Tensor] | None:
     return None if module is None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def save_weights(path: Path, spec: ModelSpec, cfg: TrainConfig, *, model: nn.Module, ema: nn.Module | None,
-                 metrics: Mapping[str, float], history: Sequence[Mapping[str, float]] = (), train_time_s: float = 0.0,
-                 extra: Mapping[str, Any] | None = None) -> None:
+def save_weights(
+    path: Path,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    *,
+    model: nn.Module,
+    ema: nn.Module | None,
+    metrics: Mapping[str, float],
+    history: Sequence[Mapping[str, float]] = (),
+    train_time_s: float = 0.0,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
     """Write `model` (and its EMA, if any) trained as `spec` with `cfg` to `path`, atomically.
 
     `extra` entries are added to the file, except those that would overwrite one of WEIGHT_KEYS.
@@ -56,8 +65,9 @@ def read_weights(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file; train the model first (the train stage)")
-    return read_torch_file(path, f"train the model again: delete it (rm {path}) and run dvc repro, which re-runs its "
-                                 "training stage")
+    return read_torch_file(
+        path, f"train the model again: delete it (rm {path}) and run dvc repro, which re-runs its training stage"
+    )
 
 
 def load_weights(path: Path, *, ema: bool = True, device: torch.device | str = "cpu") -> nn.Module:

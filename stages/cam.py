@@ -24,8 +24,15 @@ from effnet.study import study_models
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
-    metrics = run_cam(args.maps, args.data, params.cam, cam_dir=args.figures, metrics_path=args.metrics,
-                      table_path=args.table, run=[m.name for m in study_models(params)])
+    metrics = run_cam(
+        args.maps,
+        args.data,
+        params.cam,
+        cam_dir=args.figures,
+        metrics_path=args.metrics,
+        table_path=args.table,
+        run=[m.name for m in study_models(params)],
+    )
     if not metrics:
         print(f"note: no maps of the scaling study below {args.maps}/scaling: empty figures, a table without rows")
     print(f"wrote {args.figures}/<method>.png for {', '.join(params.cam.methods)}, {args.metrics} and {args.table}")

@@ -28,20 +28,24 @@ def run(args: argparse.Namespace, params: Params) -> int:
     trained = trained_model(args.models, args.model)
     model = scaling_model(trained.path, args.model)
     if model is None:
-        raise ValueError(f"{args.model} is no model of the scaling study (scaling/baseline, "
-                         "scaling/<strategy>_<target>x)")
+        raise ValueError(
+            f"{args.model} is no model of the scaling study (scaling/baseline, scaling/<strategy>_<target>x)"
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     maps = draw_model_maps(model, cam_images(args.data, params.cam, device), params.cam, device=device)
     save_model_maps(args.out / f"{args.model}.npz", maps)
-    print(f"wrote {args.out / args.model}.npz: " + ", ".join(
-        f"{method} ROAD combined {maps.entry[method]['road_combined']:+.4f}" for method in maps.maps))
+    print(
+        f"wrote {args.out / args.model}.npz: "
+        + ", ".join(f"{method} ROAD combined {maps.entry[method]['road_combined']:+.4f}" for method in maps.maps)
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--model", required=True, help="its directory below --models: scaling/baseline, "
-                        "scaling/depth_4x")
+    parser.add_argument(
+        "--model", required=True, help="its directory below --models: scaling/baseline, scaling/depth_4x"
+    )
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--models", default="models", type=Path, help="where the model's directory is")
     parser.add_argument("--out", default="cams", type=Path, help="where <model>.npz goes")

@@ -24,12 +24,20 @@ def run(args: argparse.Namespace, params: Params) -> int:
     config = params.data
     archive_path = fetch(config.url, args.cache / "cifar-100-python.tar.gz", config.md5)
     print(f"archive: {archive_path} (md5 {config.md5})")
-    meta = prepare(read_cifar100(archive_path), args.out, val_per_class=config.val_per_class,
-                   seed=config.seed, source_md5=config.md5)
+    meta = prepare(
+        read_cifar100(archive_path),
+        args.out,
+        val_per_class=config.val_per_class,
+        seed=config.seed,
+        source_md5=config.md5,
+    )
     print(f"wrote {args.out}/{{train,val,test}}.npz and meta.json")
     for name, counts in meta["splits"].items():
-        per_class = (f"{counts['per_class_min']}" if counts["per_class_min"] == counts["per_class_max"]
-                     else f"{counts['per_class_min']}..{counts['per_class_max']}")
+        per_class = (
+            f"{counts['per_class_min']}"
+            if counts["per_class_min"] == counts["per_class_max"]
+            else f"{counts['per_class_min']}..{counts['per_class_max']}"
+        )
         print(f"  {name:5s} {counts['images']:6,d} images, {per_class} per class")
     print("  train mean (R, G, B): " + ", ".join(f"{m:.4f}" for m in meta["mean"]))
     print("  train std  (R, G, B): " + ", ".join(f"{s:.4f}" for s in meta["std"]))

@@ -28,16 +28,18 @@ from effnet.evaluate import evaluate_one, trained_model
 def run(args: argparse.Namespace, params: Params) -> int:
     trained = trained_model(args.models, args.model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    evaluate_one(trained, args.data, params.evaluate, metrics_dir=args.metrics, predictions_dir=args.predictions,
-                 device=device)
+    evaluate_one(
+        trained, args.data, params.evaluate, metrics_dir=args.metrics, predictions_dir=args.predictions, device=device
+    )
     print(f"wrote {args.metrics / args.model}.json and {args.predictions / args.model}.npz")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--model", required=True,
-                        help="its directory below --models: efficientnet_b0, scaling/depth_2x")
+    parser.add_argument(
+        "--model", required=True, help="its directory below --models: efficientnet_b0, scaling/depth_2x"
+    )
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--models", default="models", type=Path, help="where the model's directory is")
     parser.add_argument("--metrics", default="metrics/models", type=Path, help="one JSON per model")

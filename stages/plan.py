@@ -35,8 +35,9 @@ def run(args: argparse.Namespace, params: Params) -> int:
     seconds = clock.time_b0(params, torch_device, steps=args.steps)
     exponent = clock.measure_cost_exponent(params, torch_device, seconds)
     baselines = clock.measure_baseline_costs(params, torch_device, seconds)
-    for line in clock.report(params, device, seconds, is_cpu=torch_device.type == "cpu", exponent=exponent,
-                             baseline_costs=baselines):
+    for line in clock.report(
+        params, device, seconds, is_cpu=torch_device.type == "cpu", exponent=exponent, baseline_costs=baselines
+    ):
         print(line, flush=True)
     for line in preflight(params, args.params, args.lock, seconds, exponent):
         print(line, flush=True)

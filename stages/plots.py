@@ -24,9 +24,15 @@ from effnet.plots import make_plots
 
 
 def run(args: argparse.Namespace, params: Params) -> int:  # no key is read, but a bad params.yaml stops the stage
-    written = make_plots(models_table=args.models_table, search_table=args.search_table, cam_table=args.cam_table,
-                         dvclive_dir=args.dvclive, out_dir=args.out, summary=args.summary,
-                         predictions_dir=args.predictions)
+    written = make_plots(
+        models_table=args.models_table,
+        search_table=args.search_table,
+        cam_table=args.cam_table,
+        dvclive_dir=args.dvclive,
+        out_dir=args.out,
+        summary=args.summary,
+        predictions_dir=args.predictions,
+    )
     print(f"wrote {', '.join(str(p) for p in written.values())}")
     return 0
 
@@ -37,11 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's table")
     parser.add_argument("--cam-table", default="plots/cam_faithfulness.csv", type=Path, help="the cam stage's table")
     parser.add_argument("--dvclive", default="dvclive", type=Path, help="DVCLive directories of the training runs")
-    parser.add_argument("--predictions", default="predictions", type=Path,
-                        help="the evaluate stages' per-image predictions: Figure 1's intervals")
+    parser.add_argument(
+        "--predictions",
+        default="predictions",
+        type=Path,
+        help="the evaluate stages' per-image predictions: Figure 1's intervals",
+    )
     parser.add_argument("--out", default="plots", type=Path)
-    parser.add_argument("--summary", default="metrics/summary.json", type=Path,
-                        help="test top-1 per model in a few columns, for dvc metrics show / dvc exp show")
+    parser.add_argument(
+        "--summary",
+        default="metrics/summary.json",
+        type=Path,
+        help="test top-1 per model in a few columns, for dvc metrics show / dvc exp show",
+    )
     return cli.main(parser, run, argv)
 
 

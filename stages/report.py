@@ -25,15 +25,30 @@ from effnet.report import build_report, fill_readme, git_commit
 
 def run(args: argparse.Namespace, params: Params) -> int:
     if args.update_readme:
-        pages, changed = fill_readme(args.update_readme, run_params=args.run_params, defaults=args.params,
-                                     models_table=args.models_table, search_json=args.search,
-                                     search_table=args.search_table)
-        print(f"filled the generated blocks of {', '.join(map(str, pages))}; "
-              f"changed: {', '.join(map(str, changed)) or 'none'}")
+        pages, changed = fill_readme(
+            args.update_readme,
+            run_params=args.run_params,
+            defaults=args.params,
+            models_table=args.models_table,
+            search_json=args.search,
+            search_table=args.search_table,
+        )
+        print(
+            f"filled the generated blocks of {', '.join(map(str, pages))}; "
+            f"changed: {', '.join(map(str, changed)) or 'none'}"
+        )
         return 0
-    text = build_report(params, models_table=args.models_table, search_json=args.search, search_table=args.search_table,
-                        cam_json=args.cam, plots_dir=args.plots, report_dir=args.out.parent,
-                        commit=git_commit(Path.cwd()), predictions_dir=args.predictions)
+    text = build_report(
+        params,
+        models_table=args.models_table,
+        search_json=args.search,
+        search_table=args.search_table,
+        cam_json=args.cam,
+        plots_dir=args.plots,
+        report_dir=args.out.parent,
+        commit=git_commit(Path.cwd()),
+        predictions_dir=args.predictions,
+    )
     write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0
@@ -46,13 +61,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's candidates")
     parser.add_argument("--cam", default="metrics/cam.json", type=Path, help="the cam stage's faithfulness")
     parser.add_argument("--plots", default="plots", type=Path, help="where the figures are")
-    parser.add_argument("--predictions", default="predictions", type=Path,
-                        help="the evaluate stages' per-image predictions")
+    parser.add_argument(
+        "--predictions", default="predictions", type=Path, help="the evaluate stages' per-image predictions"
+    )
     parser.add_argument("--out", default="REPORT.md", type=Path)
-    parser.add_argument("--update-readme", nargs="?", const=Path("README.md"), type=Path, metavar="README",
-                        help="only fill the generated blocks of README (default README.md) and the pages beside it")
-    parser.add_argument("--run-params", default="dvc.lock", type=Path, help="with --update-readme: what records the "
-                        "committed run's params (a dvc.lock or a params file of overrides)")
+    parser.add_argument(
+        "--update-readme",
+        nargs="?",
+        const=Path("README.md"),
+        type=Path,
+        metavar="README",
+        help="only fill the generated blocks of README (default README.md) and the pages beside it",
+    )
+    parser.add_argument(
+        "--run-params",
+        default="dvc.lock",
+        type=Path,
+        help="with --update-readme: what records the committed run's params (a dvc.lock or a params file of overrides)",
+    )
     return cli.main(parser, run, argv)
 
 

@@ -36,11 +36,16 @@ def run(args: argparse.Namespace, params: Params) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
-    parser.add_argument("--out", default="metrics/search.json", type=Path,
-                        help="the decision: coefficients taken and why")
+    parser.add_argument(
+        "--out", default="metrics/search.json", type=Path, help="the decision: coefficients taken and why"
+    )
     parser.add_argument("--table", default="plots/search.csv", type=Path, help="every candidate")
-    parser.add_argument("--scratch", default="checkpoints/search", type=Path,
-                        help="finished networks and checkpoints (deleted once the outputs are written)")
+    parser.add_argument(
+        "--scratch",
+        default="checkpoints/search",
+        type=Path,
+        help="finished networks and checkpoints (deleted once the outputs are written)",
+    )
     return cli.main(parser, run, argv, lock=lambda args: args.scratch)
 
 

@@ -25,6 +25,7 @@ from effnet.study import model_names
 
 def dvclive(directory: Path) -> Logger:
     from dvclive import Live  # here, not in effnet, which knows nothing of DVC; without it, effnet's PlainLive
+
     return Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)  # afresh: see open_logger
 
 
@@ -35,21 +36,25 @@ def run(args: argparse.Namespace, params: Params) -> int:
     checkpoints = args.checkpoints or Path("checkpoints") / args.model
 
     cli.side_line("effnet.clock", "--model-line", args.model, "--params", str(args.params))  # 'matrix model 5/11: ...'
-    train_and_save(spec, params.train, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints,
-                   open_live=dvclive)
+    train_and_save(
+        spec, params.train, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints, open_live=dvclive
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--model", required=True, choices=model_names(), metavar="MODEL",
-                        help=", ".join(model_names()))
+    parser.add_argument("--model", required=True, choices=model_names(), metavar="MODEL", help=", ".join(model_names()))
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", type=Path, help="directory of model.pt (default models/<model>)")
     parser.add_argument("--live", type=Path, help="DVCLive directory (default dvclive/<model>)")
     parser.add_argument("--checkpoints", type=Path, help="resumable checkpoints (default checkpoints/<model>)")
-    parser.add_argument("--coefficients", default="metrics/search.json", type=Path,
-                        help="the search result (alpha, beta, gamma); read only for searched EfficientNets")
+    parser.add_argument(
+        "--coefficients",
+        default="metrics/search.json",
+        type=Path,
+        help="the search result (alpha, beta, gamma); read only for searched EfficientNets",
+    )
     return cli.main(parser, run, argv, lock=lambda args: args.checkpoints or Path("checkpoints") / args.model)
 
 

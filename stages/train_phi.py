@@ -28,18 +28,30 @@ from effnet.study import compound_coefficients
 
 def dvclive(directory: Path) -> Logger:
     from dvclive import Live  # here, not in effnet, which knows nothing of DVC; without it, effnet's PlainLive
+
     return Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)  # afresh: see open_logger
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
     coefficients = compound_coefficients(params.network, args.coefficients)
-    spec = dataclasses.replace(compound_spec(params.model.phi, coefficients, params.network),
-                               drop_path_rate=params.train.drop_path_rate)
+    spec = dataclasses.replace(
+        compound_spec(params.model.phi, coefficients, params.network), drop_path_rate=params.train.drop_path_rate
+    )
     searched = params.network.efficientnet_scaling == "searched"
-    print(f"phi = {params.model.phi:g} with {'searched' if searched else 'the paper'}'s (alpha, beta, gamma) = "
-          f"({coefficients[0]:g}, {coefficients[1]:g}, {coefficients[2]:g})")
-    train_and_save(spec, params.train, data=args.data, out=args.out, live_dir=args.live, checkpoints=args.checkpoints,
-                   extra={"phi": params.model.phi, "coefficients": list(coefficients)}, open_live=dvclive)
+    print(
+        f"phi = {params.model.phi:g} with {'searched' if searched else 'the paper'}'s (alpha, beta, gamma) = "
+        f"({coefficients[0]:g}, {coefficients[1]:g}, {coefficients[2]:g})"
+    )
+    train_and_save(
+        spec,
+        params.train,
+        data=args.data,
+        out=args.out,
+        live_dir=args.live,
+        checkpoints=args.checkpoints,
+        extra={"phi": params.model.phi, "coefficients": list(coefficients)},
+        open_live=dvclive,
+    )
     return 0
 
 
@@ -48,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/cifar100", type=Path, help="prepared arrays (download stage)")
     parser.add_argument("--out", default="models/efficientnet_phi", type=Path, help="directory of model.pt")
     parser.add_argument("--live", default="dvclive/efficientnet_phi", type=Path, help="DVCLive directory")
-    parser.add_argument("--checkpoints", default="checkpoints/efficientnet_phi", type=Path,
-                        help="resumable checkpoints")
+    parser.add_argument(
+        "--checkpoints", default="checkpoints/efficientnet_phi", type=Path, help="resumable checkpoints"
+    )
     parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="the search result")
     return cli.main(parser, run, argv, lock=lambda args: args.checkpoints)
 

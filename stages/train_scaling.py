@@ -24,6 +24,7 @@ from effnet.study import SCALING_COEFFICIENTS, scaled_name, strategy_names
 
 def dvclive(directory: Path) -> Logger:
     from dvclive import Live  # here, not in effnet, which knows nothing of DVC; without it, effnet's PlainLive
+
     return Live(str(directory), resume=False, dvcyaml=False, save_dvc_exp=False)  # afresh: see open_logger
 
 
@@ -38,11 +39,22 @@ def run(args: argparse.Namespace, params: Params) -> int:
     coefficients = SCALING_COEFFICIENTS if args.strategy == "compound" else None
     spec, matched = study_spec(args.strategy, args.target, params, coefficients)
     spec = replace(spec, name=model_name(args))
-    cfg = replace(params.train, epochs=params.scaling.epochs, train_per_class=params.scaling.train_per_class,
-                  seeds=params.scaling.seeds)
-    train_and_save(spec, cfg, data=args.data, out=args.out or Path("models/scaling") / spec.name,
-                   live_dir=args.live or Path("dvclive/scaling") / spec.name,
-                   checkpoints=Path("checkpoints/scaling") / spec.name, extra={"matched": matched}, open_live=dvclive)
+    cfg = replace(
+        params.train,
+        epochs=params.scaling.epochs,
+        train_per_class=params.scaling.train_per_class,
+        seeds=params.scaling.seeds,
+    )
+    train_and_save(
+        spec,
+        cfg,
+        data=args.data,
+        out=args.out or Path("models/scaling") / spec.name,
+        live_dir=args.live or Path("dvclive/scaling") / spec.name,
+        checkpoints=Path("checkpoints/scaling") / spec.name,
+        extra={"matched": matched},
+        open_live=dvclive,
+    )
     return 0
 
 
