@@ -24,6 +24,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -71,15 +72,18 @@ def split_train_val(fine_labels: np.ndarray, val_per_class: int, seed: int) -> t
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and (population) std of uint8 NHWC images, in [0, 1] units.
 
-    Exact and light on memory: a 256-bin histogram per channel instead of a float copy.
+    Exact and the same on every machine: the sums are integers (a 256-bin histogram per channel, no
+    float copy), the mean one correctly rounded division, the variance an exact fraction rounded once
+    before the square root. A float dot product's summation order depends on the CPU's vector units,
+    so its last bits, and with them meta.json's hash and every stage after it, differed by machine.
     """
-    values = np.arange(256, dtype=np.float64) / 255.0
+    pixel = np.arange(256, dtype=np.int64)
     mean, std = [], []
     for channel in range(3):
-        counts = np.bincount(images[..., channel].ravel(), minlength=256).astype(np.float64)
-        m = float(counts @ values / counts.sum())
-        mean.append(m)
-        std.append(float(math.sqrt(counts @ (values - m) ** 2 / counts.sum())))
+        counts = np.bincount(images[..., channel].ravel(), minlength=256).astype(np.int64)
+        n, total, squares = int(counts.sum()), int(counts @ pixel), int(counts @ pixel**2)
+        mean.append(total / (255 * n))
+        std.append(math.sqrt(Fraction(n * squares - total * total, (255 * n) ** 2)))
     return mean, std
 
 
