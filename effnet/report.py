@@ -223,7 +223,8 @@ def budget_lines(params: Params, models: list[dict[str, Any]]) -> list[str]:
         + (
             "no search (B1-B7 from the published table)"
             if net.efficientnet_scaling == "published"
-            else f"the search {_count(s.epochs, 'epoch')} per candidate on {_per_class(s.train_per_class, 'all images')}"
+            else f"the search {_count(s.epochs, 'epoch')} per candidate on "
+            f"{_per_class(s.train_per_class, 'all images')}"
         )
         + f"; the scaling study {_count(sc.epochs, 'epoch')} on "
         f"{_per_class(sc.train_per_class, 'all images')}. The paper trains ImageNet for about 350 epochs.",
@@ -564,7 +565,10 @@ def _results(models: list[dict[str, Any]]) -> str:
         "Accuracies in %, from `metrics/models.csv` (evaluate stage): raw and EMA weights, single crop; "
         '"+ flip" averages the softmax of each image and its mirror image. FLOPs are multiply-adds at the '
         "model's own input size, of convolutions and linear layers only, as the paper counts (`count_flops`), "
-        "images/s is fp32 inference at `evaluate.batch_size`.\n\n" + table(header, rows, "llr" + "r" * 10)
+        "images/s is fp32 inference at `evaluate.batch_size`. Images/s and train time are of the machine "
+        "that ran the model; the small study's models ran on different processors (named in "
+        "docs/operations.md), so compare those columns only within one processor.\n\n"
+        + table(header, rows, "llr" + "r" * 10)
     )
 
 
@@ -1196,7 +1200,9 @@ def scaling_block(files: RunFiles) -> str:
 
 
 def times_block(files: RunFiles) -> str:
-    """What each model of the committed run cost to train and evaluate (metrics/models.csv)."""
+    """What each model of the committed run cost to train and evaluate (metrics/models.csv), with the processor
+    of its small-study chain (metrics/chains/<model>.json) where it has one: chains ran on different machines."""
+    cpus = {c.get("chain"): c.get("cpu", "not recorded") for c in files.chains}
     rows = [
         [
             label(r),
@@ -1205,13 +1211,14 @@ def times_block(files: RunFiles) -> str:
             _duration(r.get("train_time_s")),
             num(r.get("throughput_images_per_s"), digits=0),
             r.get("device", "–"),
+            cpus.get(r.get("model"), "–"),
         ]
         for r in _order(files.models)
         if r.get("group") in ("matrix", "phi")
     ]
     if not rows:
         return "No models in `metrics/models.csv`."
-    return table(["model", "px", "epochs", "train time", "inference images/s", "device"], rows, "lrrrrl")
+    return table(["model", "px", "epochs", "train time", "inference images/s", "device", "processor"], rows, "lrrrrll")
 
 
 def windows_block(files: RunFiles) -> str:

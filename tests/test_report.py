@@ -422,7 +422,15 @@ def test_the_readme_s_search_scope_table_is_the_measurement_and_marks_the_search
 
 def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path) -> None:
     from effnet.config import load_params
-    from effnet.report import chains_block, cpu_bench_block, cuts_block, results_block, run_summary, tradeoff_block
+    from effnet.report import (
+        chains_block,
+        cpu_bench_block,
+        cuts_block,
+        results_block,
+        run_summary,
+        times_block,
+        tradeoff_block,
+    )
 
     project(tmp_path, plots=False)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
@@ -443,6 +451,11 @@ def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path)
         record, chain="resnet50", wall_s=3000, part_wall_s=[1000, 2000], cpu="AMD EPYC (2 cores, no native bf16)"
     )  # stopped once at its deadline
     files = replace(files, chains=(record, resumed))
+    times = times_block(files).splitlines()  # each model's time beside its chain's processor: machines differ
+    assert next(line for line in times if line.startswith("| B0 |")).endswith("| not recorded |")
+    assert next(line for line in times if line.startswith("| ResNet-50 |")).endswith(
+        "| AMD EPYC (2 cores, no native bf16) |"
+    )
     table = chains_block(files)
     assert (
         "| efficientnet_b0 | `b09b896b54` | not recorded | 33.3 min | 40.0 min | 1.20 | 0.1 / 1.9 | finished |" in table
