@@ -197,13 +197,12 @@ def summary_metrics(models: Sequence[dict[str, Any]]) -> dict[str, float]:
     """
     summary = {}
     order = {"efficientnet": 0, "baseline": 1, "phi": 2}  # B0-B7, the baselines by size, the phi model
-    kind = lambda r: (
-        "phi"
-        if r.get("group") == "phi"
-        else "efficientnet"
-        if str(r["model"]).startswith("efficientnet")
-        else "baseline"
-    )  # noqa: E731
+
+    def kind(row: dict) -> str:
+        if row.get("group") == "phi":
+            return "phi"
+        return "efficientnet" if str(row["model"]).startswith("efficientnet") else "baseline"
+
     for row in sorted(models, key=lambda r: (order[kind(r)], r.get("params", 0))):
         if row.get("group") in ("matrix", "phi") and finite(row.get(ACCURACY)):
             summary["phi" if row["group"] == "phi" else label(row)] = round(100.0 * row[ACCURACY], 2)

@@ -286,8 +286,9 @@ def study_spec(
             "flops": matched.flops,
             **built,
         }
+        what = f"{matched.multiplier:.0f} px" if scaling_of(strategy).whole else f"multiplier {matched.multiplier:.4g}"
         log(
-            f"{spec.name}: {strategy} multiplier {matched.multiplier:.4g} "
+            f"{spec.name}: {strategy} {what} "
             f"gives {extra['flops_ratio']:.3f}x B0's FLOPs; "
             f"built depth {built['depth']:.3f}x, width {built['width']:.3f}x, resolution {built['resolution']:.3f}x"
         )

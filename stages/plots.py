@@ -24,15 +24,8 @@ from effnet.plots import make_plots
 
 
 def run(args: argparse.Namespace, params: Params) -> int:  # no key is read, but a bad params.yaml stops the stage
-    written = make_plots(
-        models_table=args.models_table,
-        search_table=args.search_table,
-        cam_table=args.cam_table,
-        dvclive_dir=args.dvclive,
-        out_dir=args.out,
-        summary=args.summary,
-        predictions_dir=args.predictions,
-    )
+    paths = ("models_table", "search_table", "cam_table", "dvclive_dir", "out_dir", "summary", "predictions_dir")
+    written = make_plots(**{key: getattr(args, key) for key in paths})
     print(f"wrote {', '.join(str(p) for p in written.values())}")
     return 0
 
@@ -42,20 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-table", default="metrics/models.csv", type=Path, help="the evaluate stage's table")
     parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's table")
     parser.add_argument("--cam-table", default="plots/cam_faithfulness.csv", type=Path, help="the cam stage's table")
-    parser.add_argument("--dvclive", default="dvclive", type=Path, help="DVCLive directories of the training runs")
-    parser.add_argument(
-        "--predictions",
-        default="predictions",
-        type=Path,
-        help="the evaluate stages' per-image predictions: Figure 1's intervals",
-    )
-    parser.add_argument("--out", default="plots", type=Path)
-    parser.add_argument(
-        "--summary",
-        default="metrics/summary.json",
-        type=Path,
-        help="test top-1 per model in a few columns, for dvc metrics show / dvc exp show",
-    )
+    parser.add_argument("--dvclive", dest="dvclive_dir", default="dvclive", type=Path, help="the runs' DVCLive logs")
+    parser.add_argument("--predictions", dest="predictions_dir", default="predictions", type=Path, help="per image")
+    parser.add_argument("--out", dest="out_dir", default="plots", type=Path)
+    parser.add_argument("--summary", default="metrics/summary.json", type=Path, help="test top-1 for dvc metrics show")
     return cli.main(parser, run, argv)
 
 

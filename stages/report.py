@@ -24,31 +24,14 @@ from effnet.report import build_report, fill_readme, git_commit
 
 
 def run(args: argparse.Namespace, params: Params) -> int:
+    tables = {key: getattr(args, key) for key in ("models_table", "search_json", "search_table")}
     if args.update_readme:
-        pages, changed = fill_readme(
-            args.update_readme,
-            run_params=args.run_params,
-            defaults=args.params,
-            models_table=args.models_table,
-            search_json=args.search,
-            search_table=args.search_table,
-        )
-        print(
-            f"filled the generated blocks of {', '.join(map(str, pages))}; "
-            f"changed: {', '.join(map(str, changed)) or 'none'}"
-        )
+        pages, changed = fill_readme(args.update_readme, run_params=args.run_params, defaults=args.params, **tables)
+        changed_text = ", ".join(map(str, changed)) or "none"
+        print(f"filled the generated blocks of {', '.join(map(str, pages))}; changed: {changed_text}")
         return 0
-    text = build_report(
-        params,
-        models_table=args.models_table,
-        search_json=args.search,
-        search_table=args.search_table,
-        cam_json=args.cam,
-        plots_dir=args.plots,
-        report_dir=args.out.parent,
-        commit=git_commit(Path.cwd()),
-        predictions_dir=args.predictions,
-    )
+    inputs = {key: getattr(args, key) for key in ("cam_json", "plots_dir", "predictions_dir")}
+    text = build_report(params, **tables, **inputs, report_dir=args.out.parent, commit=git_commit(Path.cwd()))
     write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0
@@ -57,27 +40,16 @@ def run(args: argparse.Namespace, params: Params) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--models-table", default="metrics/models.csv", type=Path, help="the evaluate stage's table")
-    parser.add_argument("--search", default="metrics/search.json", type=Path, help="the search stage's result")
+    parser.add_argument("--search", dest="search_json", default="metrics/search.json", type=Path, help="the search")
     parser.add_argument("--search-table", default="plots/search.csv", type=Path, help="the search stage's candidates")
-    parser.add_argument("--cam", default="metrics/cam.json", type=Path, help="the cam stage's faithfulness")
-    parser.add_argument("--plots", default="plots", type=Path, help="where the figures are")
-    parser.add_argument(
-        "--predictions", default="predictions", type=Path, help="the evaluate stages' per-image predictions"
-    )
+    parser.add_argument("--cam", dest="cam_json", default="metrics/cam.json", type=Path, help="CAM faithfulness")
+    parser.add_argument("--plots", dest="plots_dir", default="plots", type=Path, help="where the figures are")
+    parser.add_argument("--predictions", dest="predictions_dir", default="predictions", type=Path, help="per image")
     parser.add_argument("--out", default="REPORT.md", type=Path)
+    readme = {"nargs": "?", "const": Path("README.md"), "type": Path, "metavar": "README"}
+    parser.add_argument("--update-readme", **readme, help="only fill the generated blocks of README and pages")
     parser.add_argument(
-        "--update-readme",
-        nargs="?",
-        const=Path("README.md"),
-        type=Path,
-        metavar="README",
-        help="only fill the generated blocks of README (default README.md) and the pages beside it",
-    )
-    parser.add_argument(
-        "--run-params",
-        default="dvc.lock",
-        type=Path,
-        help="with --update-readme: what records the committed run's params (a dvc.lock or a params file of overrides)",
+        "--run-params", default="dvc.lock", type=Path, help="with --update-readme: dvc.lock or overrides"
     )
     return cli.main(parser, run, argv)
 

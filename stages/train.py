@@ -32,12 +32,12 @@ def dvclive(directory: Path) -> Logger:
 def run(args: argparse.Namespace, params: Params) -> int:
     spec = model_spec(args.model, params, args.coefficients)
     out = args.out or Path("models") / args.model
-    live_dir = args.live or Path("dvclive") / args.model
+    live = args.live or Path("dvclive") / args.model
     checkpoints = args.checkpoints or Path("checkpoints") / args.model
 
     cli.side_line("effnet.clock", "--model-line", args.model, "--params", str(args.params))  # 'matrix model 5/11: ...'
     train_and_save(
-        spec, params.train, data=args.data, out=out, live_dir=live_dir, checkpoints=checkpoints, open_live=dvclive
+        spec, params.train, data=args.data, out=out, live_dir=live, checkpoints=checkpoints, open_live=dvclive
     )
     return 0
 
@@ -49,12 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="directory of model.pt (default models/<model>)")
     parser.add_argument("--live", type=Path, help="DVCLive directory (default dvclive/<model>)")
     parser.add_argument("--checkpoints", type=Path, help="resumable checkpoints (default checkpoints/<model>)")
-    parser.add_argument(
-        "--coefficients",
-        default="metrics/search.json",
-        type=Path,
-        help="the search result (alpha, beta, gamma); read only for searched EfficientNets",
-    )
+    parser.add_argument("--coefficients", default="metrics/search.json", type=Path, help="read by searched B1-B7 only")
     return cli.main(parser, run, argv, lock=lambda args: args.checkpoints or Path("checkpoints") / args.model)
 
 

@@ -1,8 +1,8 @@
 """DVC stages `scale_*`: B0 scaled by one dimension or by the compound rule at matched FLOPs (Figure 3, 8).
 
     python -m effnet.supervise stages/train_scaling.py --strategy depth --target 4   # or --strategy baseline
-        [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>] [--params params.yaml]
-        [--data data/cifar100]
+        [--out models/scaling/<strategy>_<target>x] [--live dvclive/scaling/<same>] [--data data/cifar100]
+        [--params params.yaml]
 
 The spec and its `matched` record: `effnet.scaling.study_spec` (FLOPs within `scaling.tolerance`; a compound
 model that does not change every dimension by `scaling.min_change` stops the stage; compound uses the paper's
@@ -39,22 +39,10 @@ def run(args: argparse.Namespace, params: Params) -> int:
     coefficients = SCALING_COEFFICIENTS if args.strategy == "compound" else None
     spec, matched = study_spec(args.strategy, args.target, params, coefficients)
     spec = replace(spec, name=model_name(args))
-    cfg = replace(
-        params.train,
-        epochs=params.scaling.epochs,
-        train_per_class=params.scaling.train_per_class,
-        seeds=params.scaling.seeds,
-    )
-    train_and_save(
-        spec,
-        cfg,
-        data=args.data,
-        out=args.out or Path("models/scaling") / spec.name,
-        live_dir=args.live or Path("dvclive/scaling") / spec.name,
-        checkpoints=Path("checkpoints/scaling") / spec.name,
-        extra={"matched": matched},
-        open_live=dvclive,
-    )
+    cfg = replace(params.train, **{key: getattr(params.scaling, key) for key in ("epochs", "train_per_class", "seeds")})
+    out, live = args.out or Path("models/scaling") / spec.name, args.live or Path("dvclive/scaling") / spec.name
+    paths = {"data": args.data, "out": out, "live_dir": live, "checkpoints": Path("checkpoints/scaling") / spec.name}
+    train_and_save(spec, cfg, **paths, extra={"matched": matched}, open_live=dvclive)
     return 0
 
 
