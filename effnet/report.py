@@ -1478,6 +1478,9 @@ def chains_block(files: RunFiles) -> str:
             f"{_duration(estimate)} (took / estimate {wall / estimate:.2f}); "
             f"{len(names) - len(finished)} of {len(names)} to run or finish."
         )
+        longest = max(finished, key=lambda c: c["wall_s"])
+        cpu = longest.get("cpu", "a processor not recorded")
+        text += f" The longest: {longest.get('chain')}, {_duration(longest['wall_s'])} on {cpu}."
     return text
 
 

@@ -465,6 +465,7 @@ def test_the_small_study_names_itself_its_chains_and_its_commits(tmp_path: Path)
         "| finished in 2 parts |"
     ) in table
     assert "Finished chains (2), summed: 1.5 h against the clock's 1.1 h (took / estimate 1.35); 8 of 10" in table
+    assert "The longest: resnet50, 50.0 min on AMD EPYC (2 cores, no native bf16)." in table  # the budget is per chain
     assert "| scaling-baseline | – | – | – | – | – | – | not run yet |" in table  # the rest of small_study, in order
     assert table.index("efficientnet_b0") < table.index("scaling-baseline") < table.index("resnet50")
     summary = run_summary(small, files.models, files.chains)
